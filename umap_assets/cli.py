@@ -1,0 +1,256 @@
+"""The ``umap-assets`` command line: demo data, a full run of the asset graph, batch embedding."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .home import HOME_ENV, Layout
+
+DAGSTER_YAML = """\
+# Written by umap-assets. The DuckDB writers share the `duckdb` pool; one slot at a time.
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_instance_home(layout: Layout) -> Path:
+    """Point Dagster at the persistent instance under ``<home>/dagster`` (created on first use)."""
+    layout.ensure()
+    config = layout.dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(layout.dagster_home)
+    os.environ[HOME_ENV] = str(layout.home)
+    return layout.dagster_home
+
+
+#: Keep Dagster's per-event DEBUG lines out of the terminal; the runs are in the UI in full.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class RunSummary:
+    succeeded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # label -> reason
+    skipped: list[str] = field(default_factory=list)
+
+
+def _failure_reason(result) -> str:
+    reasons = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            err = event.step_failure_data.error
+            reasons.append(f"{event.step_key}: {err.message.strip() if err else 'failed'}")
+    return "; ".join(reasons) or "the run failed"
+
+
+#: Tag on every run the CLI starts, so a later CLI run can recognise its dead predecessors.
+CLI_TAG = "umap_assets/launched_by"
+
+
+@contextlib.contextmanager
+def exclusive_cli_lock(layout: Layout):
+    """Hold ``<home>/dagster/cli.lock`` for the duration of a CLI run (one CLI run per home)."""
+    path = layout.dagster_home / "cli.lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another `umap-assets run` is using {layout.home}; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def recover_dead_cli_runs(instance, say=print) -> int:
+    """Mark runs of a killed CLI process as failed and free their concurrency-pool slots.
+
+    Only called while holding :func:`exclusive_cli_lock`, so any CLI run still marked as in
+    progress belongs to a process that died (for example, killed mid-write). Without this its
+    claim on the ``duckdb`` pool slot would block every later run.
+    """
+    import dagster as dg
+
+    in_progress = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    stale = instance.get_runs(filters=dg.RunsFilter(statuses=in_progress, tags={CLI_TAG: "cli"}))
+    for run in stale:
+        instance.report_run_failed(run, "the `umap-assets run` process that ran it died")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        say(f"  recovered run {run.run_id[:8]} ({run.job_name}) left behind by a killed process")
+    return len(stale)
+
+
+def _execute(job, instance, say, label: str, summary: RunSummary, **kwargs) -> bool:
+    started = time.perf_counter()
+    result = job.execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET, tags={CLI_TAG: "cli"}, **kwargs
+    )
+    seconds = time.perf_counter() - started
+    if result.success:
+        summary.succeeded.append(label)
+        say(f"  ok      {label}  ({seconds:.1f}s)")
+        return True
+    reason = _failure_reason(result)
+    summary.failed[label] = reason
+    say(f"  FAILED  {label}  ({seconds:.1f}s): {reason}")
+    return False
+
+
+def run_pipeline(home: str | None = None, *, say=print, force: bool = False) -> RunSummary:
+    """Register every slice in ``<home>/incoming`` and materialize the whole asset graph."""
+    import dagster as dg
+
+    from .atomic import is_temp_name
+    from .contract import SliceError, partition_key_for
+    from .definitions import load_definitions
+    from .defs.partitions import slices_partitions
+
+    layout = Layout.at(home)
+    prepare_instance_home(layout)
+    defs = load_definitions()
+    summary = RunSummary()
+    files = sorted(p for p in layout.incoming.glob("*.parquet") if not is_temp_name(p.name))
+    keys: dict[str, Path] = {}
+    for path in files:
+        try:
+            key = partition_key_for(path)
+        except SliceError as exc:
+            summary.failed[path.name] = str(exc)
+            continue
+        if key in keys:
+            summary.failed[path.name] = f"maps to partition '{key}' like {keys[key].name}; rename one of them"
+            continue
+        keys[key] = path
+    say(f"home: {layout.home}")
+    say(f"{len(keys)} slice file(s) in {layout.incoming}")
+    with exclusive_cli_lock(layout), dg.DagsterInstance.get() as instance:
+        recover_dead_cli_runs(instance, say)
+        existing = set(instance.get_dynamic_partitions(slices_partitions.name))
+        new = [k for k in keys if k not in existing]
+        if new:
+            instance.add_dynamic_partitions(slices_partitions.name, new)
+        say("ingest: raw_slices + samples, per slice")
+        ingest = defs.resolve_job_def("ingest_slice")
+        samples_dir = layout.warehouse / "samples"
+        ingested: list[str] = []
+        for key, path in keys.items():
+            done = samples_dir / f"{key}.parquet"
+            if not force and done.exists() and done.stat().st_mtime >= path.stat().st_mtime:
+                summary.skipped.append(path.name)
+                ingested.append(key)
+                say(f"  up to date  {path.name}")
+                continue
+            if _execute(ingest, instance, say, path.name, summary, partition_key=key):
+                ingested.append(key)
+        if not ingested:
+            say("no slice was ingested; nothing to train on")
+            return summary
+        if _has_job(defs, "train_model"):
+            say("train: coreset -> teacher -> student -> artifact -> quality_report")
+            if not _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary):
+                return summary
+        if _has_job(defs, "embed_slice"):
+            say("embed: embeddings, per slice")
+            embed = defs.resolve_job_def("embed_slice")
+            for key in ingested:
+                _execute(embed, instance, say, f"embeddings[{key}]", summary, partition_key=key)
+    return summary
+
+
+def _has_job(defs, name: str) -> bool:
+    try:
+        defs.resolve_job_def(name)
+        return True
+    except Exception:  # noqa: BLE001 - dagster raises its own error type for unknown jobs
+        return False
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from .demo_data import allow_download_default, write_demo_slices
+
+    layout = Layout.at(args.home).ensure()
+    write_demo_slices(
+        layout.incoming,
+        args.dataset,
+        args.slices,
+        cache=layout.cache,
+        allow_download=allow_download_default(),
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    summary = run_pipeline(args.home, force=args.force)
+    layout = Layout.at(args.home)
+    print()
+    print(f"{len(summary.succeeded)} step(s) succeeded, {len(summary.skipped)} slice(s) up to date, "
+          f"{len(summary.failed)} failed")
+    report = layout.reports / "quality_report.md"
+    if report.exists():
+        print(f"quality report: {report}")
+        print(f"quality summary: {layout.reports / 'quality_report.json'}")
+    print(f"warehouse: {layout.warehouse}  (DuckDB: {layout.duckdb_path})")
+    print(f"Dagster history: DAGSTER_HOME={layout.dagster_home}  (make ui)")
+    if summary.failed:
+        print("\nfailed:")
+        for label, reason in summary.failed.items():
+            print(f"  {label}: {reason}")
+        return 1
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    """Open the Dagster UI on the same instance that ``run`` writes to."""
+    layout = Layout.at(args.home)
+    prepare_instance_home(layout)
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    cmd = ["dagster", "dev", "-w", str(workspace), *args.dagster_args]
+    print(f"DAGSTER_HOME={layout.dagster_home} {' '.join(cmd)}")
+    os.execvpe(cmd[0], cmd, os.environ)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="umap-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo-data", help="write a demo data set as Parquet slices into <home>/incoming")
+    demo.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
+    demo.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits", "synthetic"])
+    demo.add_argument("--slices", type=int, default=7, help="number of slices (default 7)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overwrite", action="store_true", help="replace slices that are already there")
+    demo.set_defaults(func=_cmd_demo_data)
+
+    run = sub.add_parser("run", help="register every slice in <home>/incoming and materialize the asset graph")
+    run.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
+    run.add_argument("--force", action="store_true", help="re-ingest slices that are already up to date")
+    run.set_defaults(func=_cmd_run)
+
+    ui = sub.add_parser("ui", help="run `dagster dev` on the instance under <home>/dagster")
+    ui.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
+    ui.add_argument("dagster_args", nargs=argparse.REMAINDER, help="extra arguments for dagster dev")
+    ui.set_defaults(func=_cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The data contract for a slice, and its validation.
+
+A slice is one Parquet file with an ``id`` column (int64 or string, unique), the features (either a
+fixed-size list column ``features`` of numbers, or numeric columns named in config) and optionally a
+``label`` column (int or string). :func:`iter_validated_batches` streams a slice in chunks, checks
+every rule, and yields canonical batches; anything else raises :class:`SliceError`, which names the
+file, the column or row, and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+_UNSAFE_KEY_CHARS = re.compile(r"[,|\[\]\s]+")
+
+
+class SliceError(ValueError):
+    """A slice broke the data contract. The message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{Path(path).name}: {problem}")
+
+
+def partition_key_for(path: str | Path) -> str:
+    """The Dagster partition key for a slice file: its stem, with ``, | [ ]`` and blanks made safe."""
+    key = _UNSAFE_KEY_CHARS.sub("_", Path(path).stem).strip("_")
+    if not key:
+        raise SliceError(path, "the file name gives an empty partition key")
+    return key
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """How to read a slice: which columns hold the id, the features and the label."""
+
+    id_column: str = "id"
+    features_column: str = "features"
+    feature_columns: Sequence[str] | None = None
+    label_column: str = "label"
+
+
+@dataclass
+class SliceBatch:
+    """One validated chunk of a slice, in canonical form."""
+
+    ids: pa.Array
+    features: np.ndarray  # (n, d) float32, C-contiguous, finite
+    labels: pa.Array | None
+    offset: int  # row number of the first row in the file
+
+    def to_arrow(self) -> pa.RecordBatch:
+        return canonical_batch(self.ids, self.features, self.labels)
+
+
+@dataclass
+class SliceSummary:
+    rows: int = 0
+    dim: int | None = None
+    id_type: str = ""
+    label_type: str | None = None
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+
+def canonical_schema(dim: int, id_type: pa.DataType, label_type: pa.DataType | None) -> pa.Schema:
+    fields = [
+        pa.field("id", id_type, nullable=False),
+        pa.field("features", pa.list_(pa.float32(), dim), nullable=False),
+    ]
+    if label_type is not None:
+        fields.append(pa.field("label", label_type))
+    return pa.schema(fields)
+
+
+def canonical_batch(ids: pa.Array, features: np.ndarray, labels: pa.Array | None) -> pa.RecordBatch:
+    n, d = features.shape
+    flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1), type=pa.float32())
+    feats = pa.FixedSizeListArray.from_arrays(flat, d)
+    arrays = [ids, feats]
+    schema = canonical_schema(d, ids.type, labels.type if labels is not None else None)
+    if labels is not None:
+        arrays.append(labels)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def features_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A canonical ``features`` column (fixed-size list of float32) as an (n, d) float32 matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    d = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(values.reshape(-1, d), dtype=np.float32)
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    if not path.exists():
+        raise SliceError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise SliceError(path, "empty file (0 bytes); expected a Parquet file")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SliceError(path, f"not a Parquet file ({exc})") from exc
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
+def _check_schema(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
+    names = set(schema.names)
+    if spec.id_column not in names:
+        raise SliceError(path, f"missing id column '{spec.id_column}' (found columns: {sorted(names)})")
+    id_type = schema.field(spec.id_column).type
+    if not (pa.types.is_integer(id_type) or pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+        raise SliceError(path, f"column '{spec.id_column}' has type {id_type}; expected int64 or string ids")
+    if spec.feature_columns:
+        missing = [c for c in spec.feature_columns if c not in names]
+        if missing:
+            raise SliceError(path, f"missing feature columns {missing} named in config")
+        for col in spec.feature_columns:
+            t = schema.field(col).type
+            if not _is_numeric(t):
+                raise SliceError(path, f"feature column '{col}' has type {t}; expected a numeric type")
+    else:
+        if spec.features_column not in names:
+            raise SliceError(
+                path,
+                f"missing features: expected a list column '{spec.features_column}' of float32, "
+                f"or numeric columns named in config (found columns: {sorted(names)})",
+            )
+        t = schema.field(spec.features_column).type
+        if not (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)):
+            raise SliceError(
+                path, f"column '{spec.features_column}' has type {t}; expected a fixed-size list of float32"
+            )
+        if not _is_numeric(t.value_type):
+            raise SliceError(
+                path,
+                f"column '{spec.features_column}' holds {t.value_type} values; expected numeric (float32)",
+            )
+    if spec.label_column in names:
+        t = schema.field(spec.label_column).type
+        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise SliceError(path, f"column '{spec.label_column}' has type {t}; expected int or string labels")
+
+
+def _features_from_batch(path: Path, batch: pa.RecordBatch, spec: SliceSpec, offset: int) -> np.ndarray:
+    if spec.feature_columns:
+        cols = []
+        for name in spec.feature_columns:
+            col = batch.column(name)
+            if col.null_count:
+                row = offset + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                raise SliceError(path, f"feature column '{name}' is null at row {row}")
+            cols.append(col.cast(pa.float64()).to_numpy(zero_copy_only=False))
+        return np.ascontiguousarray(np.column_stack(cols), dtype=np.float32) if cols else np.empty((0, 0))
+    col = batch.column(spec.features_column)
+    if col.null_count:
+        row = offset + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise SliceError(path, f"column '{spec.features_column}' is null at row {row}")
+    if pa.types.is_fixed_size_list(col.type):
+        d = col.type.list_size
+    else:
+        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        d = int(lengths[0]) if len(lengths) else 0
+        bad = np.flatnonzero(lengths != d)
+        if bad.size:
+            r = int(bad[0])
+            raise SliceError(
+                path,
+                f"column '{spec.features_column}' has {lengths[r]} values at row {offset + r} but {d} at "
+                f"row {offset}; expected a fixed dimension",
+            )
+    values = col.flatten()
+    if values.null_count:
+        flat_row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]) // max(d, 1)
+        raise SliceError(path, f"column '{spec.features_column}' has a null value at row {offset + flat_row}")
+    return np.ascontiguousarray(
+        values.cast(pa.float32()).to_numpy(zero_copy_only=False).reshape(-1, d), dtype=np.float32
+    )
+
+
+def iter_validated_batches(
+    path: str | Path,
+    spec: SliceSpec = SliceSpec(),
+    *,
+    expected_dim: int | None = None,
+    batch_rows: int = 65_536,
+    summary: SliceSummary | None = None,
+) -> Iterator[SliceBatch]:
+    """Stream a slice in validated, canonical chunks.
+
+    Raises :class:`SliceError` on the first broken rule. Duplicate ids are only known at the end,
+    so the last check runs after the last batch: consumers must not publish anything until the
+    iterator is exhausted (see :func:`umap_assets.warehouse.write_canonical_slice`).
+    """
+    path = Path(path)
+    pf = open_parquet(path)
+    _check_schema(path, pf.schema_arrow, spec)
+    summary = summary if summary is not None else SliceSummary()
+    has_label = spec.label_column in pf.schema_arrow.names
+    columns = [spec.id_column, *(spec.feature_columns or [spec.features_column])]
+    if has_label:
+        columns.append(spec.label_column)
+    id_chunks: list[pa.Array] = []
+    label_counts: dict[str, int] = {}
+    offset = 0
+    try:
+        batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            ids = batch.column(spec.id_column)
+            if ids.null_count:
+                row = offset + int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
+                raise SliceError(path, f"column '{spec.id_column}' is null at row {row}; every row needs an id")
+            ids = ids.cast(pa.int64()) if pa.types.is_integer(ids.type) else ids.cast(pa.string())
+            X = _features_from_batch(path, batch, spec, offset)
+            d = X.shape[1]
+            if d == 0:
+                raise SliceError(path, "features have dimension 0; expected at least one value per row")
+            if summary.dim is None:
+                summary.dim = d
+                if expected_dim is not None and d != expected_dim:
+                    raise SliceError(
+                        path, f"features have dimension {d}, but the other slices have dimension {expected_dim}"
+                    )
+            elif d != summary.dim:
+                raise SliceError(path, f"features have dimension {d} at row {offset}, but {summary.dim} before it")
+            finite = np.isfinite(X).all(axis=1)
+            if not finite.all():
+                r = int(np.flatnonzero(~finite)[0])
+                bad_val = X[r][~np.isfinite(X[r])][0]
+                raise SliceError(
+                    path, f"features hold {bad_val} at row {offset + r} (id {ids[r].as_py()}); expected finite numbers"
+                )
+            labels = None
+            if has_label:
+                labels = batch.column(spec.label_column)
+                if labels.null_count:
+                    row = offset + int(np.flatnonzero(labels.is_null().to_numpy(zero_copy_only=False))[0])
+                    raise SliceError(path, f"column '{spec.label_column}' is null at row {row}")
+                labels = labels.cast(pa.int64()) if pa.types.is_integer(labels.type) else labels.cast(pa.string())
+                for value, count in zip(*_value_counts(labels)):
+                    label_counts[str(value)] = label_counts.get(str(value), 0) + count
+            id_chunks.append(ids)
+            yield SliceBatch(ids=ids, features=X, labels=labels, offset=offset)
+            offset += batch.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SliceError(path, f"unreadable Parquet data ({exc})") from exc
+    if offset == 0:
+        raise SliceError(path, "the file has no rows")
+    all_ids = pa.chunked_array(id_chunks)
+    uniq = pc.unique(all_ids)
+    if len(uniq) != offset:
+        counts = pc.value_counts(all_ids)
+        dup = next(item["values"].as_py() for item in counts if item["counts"].as_py() > 1)
+        raise SliceError(
+            path, f"column '{spec.id_column}' has {offset - len(uniq)} duplicate ids (for example {dup!r}); "
+            "expected unique ids"
+        )
+    summary.rows = offset
+    summary.id_type = str(all_ids.type)
+    summary.label_type = None if not has_label else ("int64" if label_counts and _all_int(label_counts) else "string")
+    summary.label_counts = dict(sorted(label_counts.items()))
+
+
+def _value_counts(arr: pa.Array) -> tuple[list, list[int]]:
+    vc = pc.value_counts(arr)
+    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+
+
+def _all_int(counts: dict[str, int]) -> bool:
+    return all(k.lstrip("-").isdigit() for k in counts)

@@ -1,0 +1,170 @@
+"""Per-slice assets: ``raw_slices`` (validated, canonical) and ``samples`` (stratified)."""
+
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..atomic import is_temp_name
+from ..contract import SliceError, features_matrix, partition_key_for
+from ..numerics.sampling import cluster_strata, derive_seed, stratified_sample
+from ..warehouse import DUCKDB_POOL, register_slice, write_canonical_slice, write_table
+from .partitions import slices_partitions
+from .resources import SliceContract, WarehouseResource
+
+GROUP = "ingest"
+
+
+def find_incoming_file(incoming: Path, key: str) -> Path:
+    """The file in ``incoming`` whose partition key is ``key``."""
+    matches = [
+        p
+        for p in sorted(incoming.glob("*.parquet"))
+        if not is_temp_name(p.name) and partition_key_for(p) == key
+    ]
+    if not matches:
+        raise dg.Failure(f"slice '{key}': no Parquet file in {incoming} has this partition key")
+    if len(matches) > 1:
+        raise dg.Failure(f"slice '{key}': several files map to this partition key: {[m.name for m in matches]}")
+    return matches[0]
+
+
+@dg.asset(
+    partitions_def=slices_partitions,
+    group_name=GROUP,
+    kinds={"parquet", "duckdb"},
+    pool=DUCKDB_POOL,
+)
+def raw_slices(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, contract: SliceContract
+) -> dg.MaterializeResult:
+    """One incoming slice, validated against the data contract and written in canonical form.
+
+    Canonical form: ``id`` (int64 or string), ``features`` (fixed-size list of float32) and
+    ``label`` when present. A slice that breaks the contract fails with a message that names the
+    file and the problem, and nothing of it reaches the warehouse.
+    """
+    key = context.partition_key
+    layout = warehouse.layout()
+    wh = warehouse.warehouse()
+    source = find_incoming_file(layout.incoming, key)
+    destination = wh.table_path("raw_slices", key)
+    started = time.perf_counter()
+    try:
+        summary = write_canonical_slice(
+            source, destination, contract.spec(), expected_dim=wh.dimension_of_others("raw_slices", key)
+        )
+    except SliceError as exc:
+        raise dg.Failure(description=f"slice '{key}' rejected: {exc}", metadata={"file": str(source)}) from exc
+    size = destination.stat().st_size
+    register_slice(
+        wh.duckdb_path,
+        key,
+        {
+            "rows": summary.rows,
+            "dim": summary.dim,
+            "bytes": size,
+            "path": str(destination),
+            "source": str(source),
+            "label_counts": summary.label_counts,
+        },
+    )
+    schema = pq.read_schema(destination)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": summary.rows,
+            "dimensions": summary.dim,
+            "bytes": size,
+            "source": dg.MetadataValue.path(str(source)),
+            "path": dg.MetadataValue.path(str(destination)),
+            "label_counts": dg.MetadataValue.json(summary.label_counts),
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]
+            ),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+class SampleConfig(dg.Config):
+    """How a slice is sampled."""
+
+    rate: float = 0.5
+    floor: int = 50
+    validation_fraction: float = 0.1
+    seed: int = 0
+    n_clusters: int = 10
+    pca_dim: int = 16
+
+
+@dg.asset(
+    partitions_def=slices_partitions,
+    deps=[raw_slices],
+    group_name=GROUP,
+    kinds={"parquet", "numpy"},
+)
+def samples(
+    context: dg.AssetExecutionContext, config: SampleConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """A stratified sample of one slice, with a fixed fraction held out as ``validation``.
+
+    Strata are the label when there is one, otherwise k-means clusters on a PCA projection. Each
+    stratum gets ``max(floor, round(rate * n))`` rows (capped at n), drawn with a seed derived from
+    the partition key, so the sample is identical on every re-run. Validation rows never train a
+    model; the quality report measures on them.
+    """
+    key = context.partition_key
+    wh = warehouse.warehouse()
+    source = wh.table_path("raw_slices", key)
+    table = pq.read_table(source)
+    seed = derive_seed(config.seed, key)
+    if "label" in table.column_names:
+        strata_kind = "label"
+        strata = np.asarray(table.column("label").to_pylist())
+    else:
+        strata_kind = "kmeans"
+        strata = cluster_strata(
+            features_matrix(table.column("features")), n_clusters=config.n_clusters, pca_dim=config.pca_dim, seed=seed
+        )
+    sample = stratified_sample(
+        strata, rate=config.rate, floor=config.floor, validation_fraction=config.validation_fraction, seed=seed
+    )
+    picked = table.take(pa.array(sample.indices))
+    n = len(sample.indices)
+    out = picked.append_column("stratum", pa.array(strata[sample.indices].astype(str)))
+    out = out.append_column("split", pa.array(np.where(sample.validation, "validation", "train")))
+    out = out.append_column("row", pa.array(sample.indices, type=pa.int64()))
+    out = out.add_column(0, "slice", pa.array([key] * n, type=pa.string()))
+    size = write_table(out, wh.table_path("samples", key))
+    rows = "\n".join(
+        f"| {s} | {c['rows']} | {c['sampled']} | {c['validation']} |" for s, c in sample.counts.items()
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "source_rows": table.num_rows,
+            "validation_rows": sample.n_validation,
+            "sample_rate": config.rate,
+            "floor": config.floor,
+            "strata": strata_kind,
+            "seed": seed,
+            "bytes": size,
+            "counts_per_stratum": dg.MetadataValue.md(
+                "| stratum | rows | sampled | validation |\n|---|---|---|---|\n" + rows
+            ),
+            "counts_json": dg.MetadataValue.json(sample.counts),
+        }
+    )
+
+
+ingest_job = dg.define_asset_job(
+    "ingest_slice",
+    selection=dg.AssetSelection.assets(raw_slices, samples),
+    partitions_def=slices_partitions,
+    description="Validate one slice and draw its stratified sample.",
+)
+

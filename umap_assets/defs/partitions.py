@@ -1,0 +1,5 @@
+"""Partitions: one dynamic partition per incoming slice file."""
+
+import dagster as dg
+
+slices_partitions = dg.DynamicPartitionsDefinition(name="slices")

@@ -1,0 +1,49 @@
+"""Resources: where the data lives and how a slice is read."""
+
+
+import dagster as dg
+
+from ..contract import SliceSpec
+from ..home import Layout
+from ..warehouse import Warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The project's home directory and the embedded warehouse under it.
+
+    ``home`` defaults to ``$UMAP_ASSETS_HOME``, else ``./data``.
+    """
+
+    home: str | None = None
+
+    def layout(self) -> Layout:
+        return Layout.at(self.home).ensure()
+
+    def warehouse(self) -> Warehouse:
+        layout = self.layout()
+        return Warehouse(root=layout.warehouse, duckdb_path=layout.duckdb_path)
+
+
+class SliceContract(dg.ConfigurableResource):
+    """Which columns of an incoming Parquet file hold the id, the features and the label.
+
+    Set ``feature_columns`` to read the features from numeric columns instead of one list column.
+    """
+
+    id_column: str = "id"
+    features_column: str = "features"
+    feature_columns: list[str] | None = None
+    label_column: str = "label"
+
+    def spec(self) -> SliceSpec:
+        return SliceSpec(
+            id_column=self.id_column,
+            features_column=self.features_column,
+            feature_columns=tuple(self.feature_columns) if self.feature_columns else None,
+            label_column=self.label_column,
+        )
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"warehouse": WarehouseResource(), "contract": SliceContract()})

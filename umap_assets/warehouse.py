@@ -1,0 +1,183 @@
+"""The embedded warehouse: canonical Parquet files under ``<home>/warehouse`` plus a DuckDB catalog.
+
+Each asset writes its own Parquet files with write-then-rename, so parallel partitions never touch
+the same file and a killed run leaves the previous materialization readable. DuckDB holds only a
+small catalog and views over the Parquet files; it allows one writer at a time, so the writers sit
+in the ``duckdb`` concurrency pool and :func:`duckdb_write` retries while another process holds
+the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path, is_temp_name, sweep_stale_temps
+from .contract import SliceSpec, SliceSummary, canonical_schema, iter_validated_batches
+
+DUCKDB_POOL = "duckdb"
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """Paths of the warehouse tables. ``root`` is ``<home>/warehouse``."""
+
+    root: Path
+    duckdb_path: Path
+
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    def table_path(self, table: str, key: str) -> Path:
+        return self.table_dir(table) / f"{key}.parquet"
+
+    def keys(self, table: str) -> list[str]:
+        directory = self.table_dir(table)
+        if not directory.exists():
+            return []
+        return sorted(p.stem for p in directory.glob("*.parquet") if not is_temp_name(p.name))
+
+    def files(self, table: str) -> list[Path]:
+        return [self.table_path(table, k) for k in self.keys(table)]
+
+    def dimension_of_others(self, table: str, exclude_key: str) -> int | None:
+        """The feature dimension of the other slices already in ``table``, if any."""
+        for key in self.keys(table):
+            if key == exclude_key:
+                continue
+            try:
+                t = pq.read_schema(self.table_path(table, key)).field("features").type
+            except (FileNotFoundError, KeyError):
+                continue
+            return t.list_size
+        return None
+
+
+def write_canonical_slice(
+    source: Path,
+    destination: Path,
+    spec: SliceSpec = SliceSpec(),
+    *,
+    expected_dim: int | None = None,
+    batch_rows: int = 65_536,
+) -> SliceSummary:
+    """Validate ``source`` chunk by chunk and write it in canonical form to ``destination``.
+
+    Nothing reaches ``destination`` unless every check passed: the batches go to a temporary file
+    which is renamed into place only after the last check (duplicate ids) is done.
+    """
+    sweep_stale_temps(destination.parent, destination.name)
+    summary = SliceSummary()
+    writer: pq.ParquetWriter | None = None
+    with atomic_path(destination) as tmp:
+        try:
+            for batch in iter_validated_batches(
+                source, spec, expected_dim=expected_dim, batch_rows=batch_rows, summary=summary
+            ):
+                rb = batch.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd")
+                writer.write_batch(rb)
+        finally:
+            if writer is not None:
+                writer.close()
+    return summary
+
+
+def write_table(table: pa.Table, destination: Path) -> int:
+    """Write ``table`` atomically; returns the file size in bytes."""
+    sweep_stale_temps(destination.parent, destination.name)
+    with atomic_path(destination) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return destination.stat().st_size
+
+
+def empty_canonical(dim: int) -> pa.Schema:
+    return canonical_schema(dim, pa.int64(), None)
+
+
+def read_features(path: Path, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns)
+
+
+@contextlib.contextmanager
+def duckdb_write(path: Path, *, timeout_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A write connection to the DuckDB file, waiting while another process holds its lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path))
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def register_slice(duckdb_path: Path, key: str, metadata: dict) -> None:
+    """Upsert one row of the ``slices`` catalog table."""
+    with duckdb_write(duckdb_path) as con:
+        con.execute(
+            """CREATE TABLE IF NOT EXISTS slices (
+                   key VARCHAR PRIMARY KEY, rows BIGINT, dim INTEGER, bytes BIGINT,
+                   path VARCHAR, source VARCHAR, label_counts JSON, ingested_at TIMESTAMP)"""
+        )
+        con.execute(
+            "INSERT OR REPLACE INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, now())",
+            [
+                key,
+                metadata["rows"],
+                metadata["dim"],
+                metadata["bytes"],
+                metadata["path"],
+                metadata["source"],
+                json.dumps(metadata.get("label_counts", {})),
+            ],
+        )
+
+
+def sample_arrays(paths: list[Path], split: str | None = None) -> dict[str, np.ndarray]:
+    """Load sample files as arrays: X, ids (as strings with their slice), label, stratum, split."""
+    from .contract import features_matrix
+
+    tables = []
+    for path in paths:
+        t = pq.read_table(path)
+        if split is not None:
+            import pyarrow.compute as pc
+
+            t = t.filter(pc.equal(t.column("split"), split))
+        tables.append(t)
+    if not tables:
+        raise ValueError("no samples to load")
+    X = np.concatenate([features_matrix(t.column("features")) for t in tables]) if tables else np.empty((0, 0))
+    out = {
+        "X": X,
+        "uid": np.concatenate([_uids(t) for t in tables]),
+        "stratum": np.concatenate([t.column("stratum").to_numpy() for t in tables]),
+    }
+    if all("label" in t.column_names for t in tables):
+        out["label"] = np.concatenate([np.asarray(t.column("label").to_pylist(), dtype=object) for t in tables])
+    return out
+
+
+def _uids(t: pa.Table) -> np.ndarray:
+    slices = t.column("slice").to_pylist()
+    ids = t.column("id").to_pylist()
+    return np.asarray([f"{s}/{i}" for s, i in zip(slices, ids)], dtype=object)

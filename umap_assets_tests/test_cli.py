@@ -1,0 +1,71 @@
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from umap_assets.cli import main
+from umap_assets.demo_data import parse_idx, synthetic_blobs, write_demo_slices
+
+
+def test_demo_data_digits_writes_slices(tmp_path, capsys):
+    assert main(["demo-data", "--home", str(tmp_path), "--dataset", "digits", "--slices", "4"]) == 0
+    files = sorted((tmp_path / "incoming").glob("*.parquet"))
+    assert [f.name for f in files] == [f"digits_{i:03d}.parquet" for i in range(4)]
+    total = sum(pq.read_metadata(f).num_rows for f in files)
+    assert total == 1797
+    ids = np.concatenate([pq.read_table(f).column("id").to_numpy() for f in files])
+    assert len(np.unique(ids)) == 1797
+    # running it again keeps what is there
+    assert main(["demo-data", "--home", str(tmp_path), "--dataset", "digits", "--slices", "4"]) == 0
+    assert "already there" in capsys.readouterr().out
+
+
+def test_fashion_mnist_falls_back_to_digits_when_unavailable(tmp_path, monkeypatch):
+    import umap_assets.demo_data as dd
+
+    monkeypatch.setattr(dd, "DEBIAN_FASHION_DIR", tmp_path / "nowhere")
+    said = []
+    paths = write_demo_slices(tmp_path / "in", "fashion-mnist", 2, cache=tmp_path / "cache",
+                              allow_download=False, say=said.append)
+    assert "falling back to scikit-learn's digits" in said[0]
+    assert paths[0].name.startswith("digits_")
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_debian_package():
+    from umap_assets.demo_data import load_fashion_mnist
+
+    d = load_fashion_mnist(None, allow_download=False)
+    assert d.X.shape == (70_000, 784) and d.X.dtype == np.float32
+    assert np.bincount(d.y).tolist() == [7000] * 10
+
+
+def test_parse_idx_rejects_garbage():
+    with pytest.raises(ValueError):
+        parse_idx(b"\x00\x00\x09\x01" + b"\x00" * 8)
+    arr = parse_idx(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6)))
+    assert arr.shape == (2, 3) and arr[1, 2] == 5
+
+
+def test_synthetic_generator_is_deterministic_and_clustered():
+    X1, y1 = synthetic_blobs(2000, dim=32, n_clusters=5, seed=1)
+    X2, y2 = synthetic_blobs(2000, dim=32, n_clusters=5, seed=1)
+    assert np.array_equal(X1, X2) and np.array_equal(y1, y2)
+    centroids = np.stack([X1[y1 == c].mean(0) for c in range(5)])
+    within = np.mean([np.linalg.norm(X1[y1 == c] - centroids[c], axis=1).mean() for c in range(5)])
+    between = np.linalg.norm(centroids[:, None] - centroids[None], axis=2)[np.triu_indices(5, 1)].min()
+    assert between > within
+
+
+def test_run_continues_past_a_bad_slice_and_exits_nonzero(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
+    (home / "incoming" / "broken.parquet").write_text("this is not parquet")
+    code = main(["run", "--home", str(home)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "ok      digits_000.parquet" in out and "ok      digits_001.parquet" in out
+    tail = out.split("failed:")[-1]
+    assert "broken.parquet" in tail and "not a Parquet file" in tail
+    assert (home / "warehouse" / "samples" / "digits_001.parquet").exists()
+    assert not (home / "warehouse" / "raw_slices" / "broken.parquet").exists()

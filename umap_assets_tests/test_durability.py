@@ -1,0 +1,74 @@
+"""A killed run keeps the previous materialization; parallel slices don't corrupt the warehouse."""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+
+from umap_assets.cli import prepare_instance_home
+
+from .conftest import make_slice
+from .parallel_jobs import run_partition
+
+
+def test_killed_run_leaves_previous_materialization_intact(layout):
+    make_slice(layout.incoming / "s.parquet", n=500, dim=16)
+    env = {**os.environ, "UMAP_ASSETS_HOME": str(layout.home)}
+    cli = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(layout.home), "--force"]
+    subprocess.run(cli, env=env, check=True, capture_output=True, timeout=300)
+    target = layout.warehouse / "raw_slices" / "s.parquet"
+    before = pq.read_table(target)
+    assert before.num_rows == 500
+
+    # a much larger version of the slice arrives; kill the run while it writes
+    make_slice(layout.incoming / "s.parquet", n=300_000, dim=16, seed=5)
+    proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    temps = []
+    while time.monotonic() < deadline and not temps:
+        temps = [p for p in target.parent.iterdir() if p.name.startswith(".s.parquet.tmp-")]
+        time.sleep(0.005)
+    assert temps, "the run never started writing"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    after = pq.read_table(target)  # still the previous, complete file
+    assert after.equals(before)
+    assert pq.read_table(layout.warehouse / "samples" / "s.parquet").num_rows > 0
+
+    # the next run sweeps the dead writer's temp file and publishes the new data
+    subprocess.run(cli, env=env, check=True, capture_output=True, timeout=600)
+    assert pq.read_table(target).num_rows == 300_000
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_parallel_slices_with_the_multiprocess_executor(layout):
+    keys = [f"p{i}" for i in range(3)]
+    for i, key in enumerate(keys):
+        make_slice(layout.incoming / f"{key}.parquet", n=400, id_start=1000 * i, seed=i)
+    dagster_home = prepare_instance_home(layout)
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("slices", keys)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=3, mp_context=ctx) as pool:
+        futures = [pool.submit(run_partition, str(dagster_home), str(layout.home), k) for k in keys]
+        assert all(f.result(timeout=300) for f in futures)
+
+    for i, key in enumerate(keys):
+        raw = pq.read_table(layout.warehouse / "raw_slices" / f"{key}.parquet")
+        assert raw.num_rows == 400
+        assert np.array_equal(raw.column("id").to_numpy(), np.arange(1000 * i, 1000 * i + 400))
+        assert pq.read_table(layout.warehouse / "samples" / f"{key}.parquet").num_rows > 0
+    with duckdb.connect(str(layout.duckdb_path), read_only=True) as con:
+        assert con.execute("SELECT key, rows FROM slices ORDER BY key").fetchall() == [(k, 400) for k in keys]
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records()
+        assert len(records) == 3 and all(r.dagster_run.is_success for r in records)

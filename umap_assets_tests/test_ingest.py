@@ -1,0 +1,153 @@
+"""raw_slices + samples through Dagster, including every bad-input case."""
+
+import numpy as np
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from umap_assets.contract import SliceError, SliceSpec, partition_key_for
+from umap_assets.defs.ingest import SampleConfig, raw_slices, samples
+from umap_assets.warehouse import write_canonical_slice
+
+from .conftest import add_partitions, make_slice
+
+
+def materialize_slice(instance, resources, key, config=None):
+    run_config = {"ops": {"samples": {"config": config}}} if config else None
+    return dg.materialize(
+        [raw_slices, samples],
+        partition_key=key,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        run_config=run_config,
+    )
+
+
+def failure_message(result) -> str:
+    events = [e for e in result.all_events if e.is_step_failure]
+    assert events, "expected a step failure"
+    return events[0].step_failure_data.error.message
+
+
+def test_ingest_and_sample_one_slice(instance, resources, layout):
+    make_slice(layout.incoming / "part_a.parquet", n=600, n_labels=3, label_weights=[0.8, 0.15, 0.05])
+    add_partitions(instance, "part_a")
+    result = materialize_slice(instance, resources, "part_a", {"rate": 0.1, "floor": 20, "validation_fraction": 0.2})
+    assert result.success
+    raw = pq.read_table(layout.warehouse / "raw_slices" / "part_a.parquet")
+    assert raw.num_rows == 600 and raw.schema.field("features").type == pa.list_(pa.float32(), 8)
+    mats = result.asset_materializations_for_node("raw_slices")
+    assert mats[0].metadata["dagster/row_count"].value == 600
+    assert mats[0].metadata["dimensions"].value == 8
+
+    s = pq.read_table(layout.warehouse / "samples" / "part_a.parquet").to_pandas()
+    counts = s.groupby("stratum").size().to_dict()
+    n_per_label = raw.to_pandas().groupby("label").size().to_dict()
+    for label, n in n_per_label.items():
+        assert counts[str(label)] == min(n, max(20, round(0.1 * n)))
+    assert set(s["split"]) == {"train", "validation"}
+    assert abs((s["split"] == "validation").mean() - 0.2) < 0.05
+    assert s["id"].is_unique
+
+    # the catalog in DuckDB knows the slice
+    with duckdb.connect(str(layout.duckdb_path), read_only=True) as con:
+        assert con.execute("SELECT rows, dim FROM slices WHERE key = 'part_a'").fetchone() == (600, 8)
+
+    # deterministic: a re-run gives the identical sample
+    again = materialize_slice(instance, resources, "part_a", {"rate": 0.1, "floor": 20, "validation_fraction": 0.2})
+    assert again.success
+    s2 = pq.read_table(layout.warehouse / "samples" / "part_a.parquet").to_pandas()
+    assert s2[["id", "split"]].equals(s[["id", "split"]])
+
+
+def test_unlabelled_slice_is_stratified_by_clusters(instance, resources, layout):
+    make_slice(layout.incoming / "nolabel.parquet", n=400, n_labels=None)
+    add_partitions(instance, "nolabel")
+    result = materialize_slice(instance, resources, "nolabel", {"rate": 0.25, "floor": 5, "n_clusters": 4})
+    assert result.success
+    s = pq.read_table(layout.warehouse / "samples" / "nolabel.parquet")
+    assert "label" not in s.column_names
+    assert len(set(s.column("stratum").to_pylist())) == 4
+    md = result.asset_materializations_for_node("samples")[0].metadata
+    assert md["strata"].value == "kmeans"
+
+
+def _write(path, table):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def _fsl(X):
+    X = np.asarray(X, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])
+
+
+BAD_CASES = {
+    "not_parquet": (lambda p: p.write_text("id,features\n1,2\n"), "not a Parquet file"),
+    "empty": (lambda p: p.write_bytes(b""), "empty file"),
+    "no_id": (lambda p: _write(p, pa.table({"features": _fsl(np.ones((3, 8)))})), "missing id column 'id'"),
+    "no_features": (lambda p: _write(p, pa.table({"id": [1, 2, 3]})), "missing features"),
+    "text_features": (
+        lambda p: _write(p, pa.table({"id": [1, 2], "features": pa.array([["a"] * 8, ["b"] * 8])})),
+        "expected numeric",
+    ),
+    "nan_values": (
+        lambda p: _write(p, pa.table({"id": [1, 2, 3], "features": _fsl([[0] * 8, [0] * 7 + [np.nan], [0] * 8])})),
+        "nan at row 1",
+    ),
+    "inf_values": (
+        lambda p: _write(p, pa.table({"id": [1, 2, 3], "features": _fsl([[0] * 8, [0] * 8, [np.inf] * 8])})),
+        "inf at row 2",
+    ),
+    "wrong_dim": (lambda p: _write(p, pa.table({"id": [10, 11], "features": _fsl(np.ones((2, 5)))})),
+                  "dimension 5, but the other slices have dimension 8"),
+    "dup_ids": (lambda p: _write(p, pa.table({"id": [1, 2, 2], "features": _fsl(np.ones((3, 8)))})),
+                "duplicate ids"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_slice_fails_with_a_clear_message_and_leaves_nothing(case, instance, resources, layout):
+    make_slice(layout.incoming / "good.parquet", n=200)
+    writer, expected = BAD_CASES[case]
+    writer(layout.incoming / f"{case}.parquet")
+    add_partitions(instance, "good", case)
+    assert materialize_slice(instance, resources, "good").success
+    before = sorted(p.name for p in (layout.warehouse).rglob("*"))
+
+    result = materialize_slice(instance, resources, case)
+    assert not result.success
+    message = failure_message(result)
+    assert f"{case}.parquet" in message, message
+    assert expected.lower() in message.lower(), message
+    # nothing of the failed slice reached the warehouse, and the good slice is untouched
+    assert sorted(p.name for p in (layout.warehouse).rglob("*")) == before
+    assert pq.read_table(layout.warehouse / "raw_slices" / "good.parquet").num_rows == 200
+    with duckdb.connect(str(layout.duckdb_path), read_only=True) as con:
+        assert [r[0] for r in con.execute("SELECT key FROM slices").fetchall()] == ["good"]
+
+
+def test_numeric_feature_columns_from_config(tmp_path):
+    src = _write(tmp_path / "cols.parquet", pa.table({"id": ["a", "b"], "f1": [1.0, 2.0], "f2": [3, 4], "label": ["x", "y"]}))
+    dest = tmp_path / "out.parquet"
+    summary = write_canonical_slice(src, dest, SliceSpec(feature_columns=("f1", "f2")))
+    t = pq.read_table(dest)
+    assert summary.rows == 2 and summary.dim == 2
+    assert t.column("features").to_pylist() == [[1.0, 3.0], [2.0, 4.0]]
+    assert t.column("id").to_pylist() == ["a", "b"]
+
+
+def test_ragged_lists_name_the_row(tmp_path):
+    src = _write(tmp_path / "ragged.parquet", pa.table({"id": [1, 2], "features": pa.array([[1.0, 2.0], [1.0]])}))
+    with pytest.raises(SliceError, match=r"ragged.parquet: .*1 values at row 1"):
+        write_canonical_slice(src, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp file left behind"
+
+
+def test_partition_key_is_made_safe():
+    assert partition_key_for("/x/2024-01,eu|[a] b.parquet") == "2024-01_eu_a_b"

@@ -44,6 +44,18 @@ class SliceContract(dg.ConfigurableResource):
         )
 
 
+class QualityGates(dg.ConfigurableResource):
+    """Thresholds of the blocking checks on ``artifact``."""
+
+    trust_tolerance: float = 0.01  # artifact trustworthiness >= teacher - tolerance
+    min_student_overlap: float = 0.95  # artifact kNN overlap with the float student
+    k: int = 15
+    max_rows: int = 3_000  # validation rows the gates measure on (seeded subsample)
+    seed: int = 0
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"warehouse": WarehouseResource(), "contract": SliceContract()})
+    return dg.Definitions(
+        resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "quality_gates": QualityGates()}
+    )

@@ -1,0 +1,322 @@
+"""The training chain: coreset -> teacher -> student -> artifact.
+
+Unpartitioned assets whose cost is bounded by budgets (coreset size, distillation set size), never
+by the number of rows in the slices. The numerics live in :mod:`umap_assets.numerics`; these
+functions only read inputs, call them, write outputs and report metadata.
+"""
+
+import time
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+
+from ..model_store import ModelStore, feature_rows, labels_of, load_sample_rows, rows_by_uid
+from ..numerics import compress
+from ..numerics.coreset import fit_pca_projection, k_center_greedy
+from ..numerics.distill import StudentConfig, StudentResult, build_mlp, train_student
+from ..runtime import Projector
+from ..warehouse import write_table
+from .ingest import samples
+from .resources import WarehouseResource
+
+GROUP = "model"
+
+
+def store_of(warehouse: WarehouseResource) -> ModelStore:
+    return ModelStore(warehouse.layout())
+
+
+class CoresetConfig(dg.Config):
+    """Greedy k-center over the PCA projection of every slice's training rows."""
+
+    budget: int = 20_000
+    pca_dim: int = 32
+    warm_start: bool = True
+    seed: int = 0
+
+
+@dg.asset(deps=[samples], group_name=GROUP, kinds={"parquet", "numpy"})
+def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """A representative subset of the training rows of all samples (never validation rows).
+
+    Greedy k-center (farthest point) in a PCA space, with chunked distance updates and no N x N
+    matrix. When new slices arrive it warm-starts from the previous coreset's rows that are still
+    present and extends them, instead of starting over.
+    """
+    started = time.perf_counter()
+    store = store_of(warehouse)
+    table = load_sample_rows(warehouse.warehouse(), split="train")
+    X = feature_rows(table)
+    uids = np.asarray(table.column("uid").to_pylist(), dtype=object)
+    initial = None
+    if config.warm_start and store.coreset_path.exists():
+        import pyarrow.parquet as pq
+
+        previous = set(pq.read_table(store.coreset_path, columns=["uid"]).column("uid").to_pylist())
+        initial = np.flatnonzero(np.isin(uids, list(previous)))
+    pca = fit_pca_projection(X, config.pca_dim, seed=config.seed)
+    Z = pca.transform(X).astype(np.float32)
+    result = k_center_greedy(Z, config.budget, initial=initial, seed=config.seed)
+    chosen = table.take(pa.array(result.indices))
+    size = write_table(chosen, store.coreset_path)
+    strata = chosen.column("stratum").to_pylist()
+    counts = {s: strata.count(s) for s in sorted(set(strata))}
+    n_warm = result.n_initial
+    context.log.info(f"coreset: {len(result.indices)} of {len(X)} rows, radius {result.radius:.4f}, {n_warm} kept")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(result.indices),
+            "candidate_rows": len(X),
+            "covering_radius": float(result.radius),
+            "warm_start_rows": n_warm,
+            "pca_dim": Z.shape[1],
+            "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
+            "counts_per_stratum": dg.MetadataValue.json(counts),
+            "bytes": size,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+
+
+class TeacherConfig(dg.Config):
+    """umap-learn parameters for the teacher."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "euclidean"
+    n_components: int = 2
+    seed: int | None = 0
+
+
+@dg.asset(deps=[coreset], group_name=GROUP, kinds={"umap", "python"})
+def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """umap-learn's ``UMAP`` fitted on the coreset, pickled with its fitted graph (``graph_``).
+
+    Its size grows with the coreset, which is why the product ships the distilled artifact instead.
+    """
+    import pyarrow.parquet as pq
+    import umap
+
+    store = store_of(warehouse)
+    table = pq.read_table(store.coreset_path)
+    X = feature_rows(table)
+    started = time.perf_counter()
+    model = umap.UMAP(
+        n_neighbors=config.n_neighbors,
+        min_dist=config.min_dist,
+        metric=config.metric,
+        n_components=config.n_components,
+        random_state=config.seed,
+    ).fit(X)
+    fit_seconds = time.perf_counter() - started
+    model.coreset_uids_ = table.column("uid").to_pylist()
+    size = store.save_teacher(model)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(X),
+            "fit_seconds": round(fit_seconds, 2),
+            "bytes": size,
+            "graph_edges": int(model.graph_.nnz),
+            "n_neighbors": config.n_neighbors,
+            "min_dist": config.min_dist,
+            "metric": config.metric,
+            "n_components": config.n_components,
+            "path": dg.MetadataValue.path(str(store.teacher_path)),
+        }
+    )
+
+
+class StudentTrainingConfig(dg.Config):
+    """Distillation: the extra rows to label with the teacher, the MLP and its schedule."""
+
+    extra_rows: int = 40_000
+    hidden: list[int] = [256, 256]
+    input_pca_dim: int | None = 128
+    epochs: int = 40
+    batch_size: int = 1024
+    edge_batch_size: int = 1024
+    negative_samples: int = 5
+    coord_weight: float = 1.0
+    graph_weight: float = 0.5
+    learning_rate: float = 2e-3
+    noise_std: float = 0.2
+    mix_weight: float = 0.5
+    patience: int = 6
+    max_seconds: float | None = 240.0
+    seed: int = 0
+
+    def student_config(self) -> StudentConfig:
+        fields = self.model_dump()
+        fields.pop("extra_rows")
+        fields["hidden"] = tuple(fields["hidden"])
+        return StudentConfig(**fields)
+
+
+def distillation_set(store: ModelStore, warehouse: WarehouseResource, teacher_model, extra_rows: int, seed: int):
+    """Coreset rows (teacher coordinates from ``embedding_``) plus up to ``extra_rows`` other
+    training rows, labelled with ``teacher.transform``. Coreset rows come first (they carry the graph)."""
+    table = load_sample_rows(warehouse.warehouse(), split="train")
+    core_uids = list(teacher_model.coreset_uids_)
+    core = rows_by_uid(table, core_uids)
+    rest = np.flatnonzero(~np.isin(np.asarray(table.column("uid").to_pylist(), dtype=object), core_uids))
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(rest, size=min(extra_rows, len(rest)), replace=False)) if len(rest) else rest
+    extra = table.take(pa.array(pick, type=pa.int64()))
+    X_extra = feature_rows(extra)
+    Y_extra = (
+        teacher_model.transform(X_extra).astype(np.float32)
+        if len(X_extra)
+        else np.empty((0, teacher_model.n_components), np.float32)
+    )
+    X = np.concatenate([feature_rows(core), X_extra])
+    Y = np.concatenate([teacher_model.embedding_.astype(np.float32), Y_extra])
+    uids = core_uids + extra.column("uid").to_pylist()
+    return X, Y, uids
+
+
+@dg.asset(deps=[teacher], group_name=GROUP, kinds={"pytorch"})
+def student(
+    context: dg.AssetExecutionContext, config: StudentTrainingConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """A torch MLP distilled from the teacher with the parametric-UMAP loss plus a coordinate term.
+
+    The distillation set is the coreset plus extra training rows labelled by ``teacher.transform``;
+    training uses noise augmentation, large batches and early stopping on a held-out part of it.
+    """
+    from umap.umap_ import find_ab_params
+
+    store = store_of(warehouse)
+    teacher_model = store.load_teacher()
+    started = time.perf_counter()
+    X, Y, uids = distillation_set(store, warehouse, teacher_model, config.extra_rows, config.seed)
+    label_seconds = time.perf_counter() - started
+    a, b = find_ab_params(teacher_model.spread, teacher_model.min_dist)
+    cfg = config.student_config()
+    result = train_student(X, Y, teacher_model.graph_, float(a), float(b), cfg,
+                           log=lambda r: context.log.debug(str(r)))
+    size = store.save_student(
+        {
+            "state_dict": result.model.state_dict(),
+            "prep": result.prep,
+            "config": result.config,
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "a": float(a),
+            "b": float(b),
+            "uids": uids,
+            "targets": Y,
+            "input_dim": X.shape[1],
+            "n_components": Y.shape[1],
+        }
+    )
+    last = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
+    return dg.MaterializeResult(
+        metadata={
+            "distillation_rows": len(X),
+            "coreset_rows": teacher_model.graph_.shape[0],
+            "teacher_transform_seconds": round(label_seconds, 2),
+            "epochs": len(result.history),
+            "best_epoch": result.best_epoch,
+            "coord_loss": float(last["coord_loss"]),
+            "graph_loss": float(last["graph_loss"]),
+            "holdout_mse": float(last["holdout_mse"]),
+            "train_seconds": round(result.seconds, 2),
+            "parameters": result.n_parameters,
+            "bytes": size,
+            "losses": dg.MetadataValue.md(loss_table(result.history)),
+        }
+    )
+
+
+def loss_table(history: list[dict]) -> str:
+    rows = "\n".join(
+        f"| {h['epoch']} | {h['coord_loss']:.4f} | {h['graph_loss']:.4f} | {h['holdout_mse']:.4f} | {h['seconds']:.1f} |"
+        for h in history
+    )
+    return "| epoch | coordinate | graph | holdout MSE | seconds |\n|---|---|---|---|---|\n" + rows
+
+
+def load_student_result(payload: dict) -> StudentResult:
+    cfg = payload["config"]
+    n_in = payload["prep"].components.shape[0]
+    model = build_mlp(n_in, tuple(cfg["hidden"]), payload["n_components"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return StudentResult(model=model, prep=payload["prep"], history=payload["history"],
+                         best_epoch=payload["best_epoch"], config=cfg)
+
+
+class ArtifactConfig(dg.Config):
+    """Compression: magnitude-pruning sparsity and the fine-tuning that follows it."""
+
+    sparsity: float = 0.5
+    finetune_epochs: int = 4
+    finetune_learning_rate: float = 5e-4
+
+
+@dg.asset(deps=[student], group_name=GROUP, kinds={"numpy"})
+def artifact(
+    context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """The compressed student: pruned, int8-quantized, with input normalisation folded in.
+
+    One self-contained file (manifest with format version, input dimension and columns,
+    preprocessing, source versions and a sha256) that :class:`umap_assets.runtime.Projector` reads
+    with numpy alone.
+    """
+    started = time.perf_counter()
+    store = store_of(warehouse)
+    payload = store.load_student()
+    result = load_student_result(payload)
+    if config.sparsity > 0:
+        masks = compress.magnitude_masks(result.model, config.sparsity)
+        for name, param in result.model.named_parameters():
+            if name in masks:
+                param.data.mul_(masks[name])
+        if config.finetune_epochs > 0:
+            # self-distillation: the pruned network learns to reproduce the float student's map
+            X = feature_rows(rows_by_uid(load_sample_rows(warehouse.warehouse(), split="train"), payload["uids"]))
+            targets = load_student_result(payload).transform(X)
+            ft = StudentConfig(**{**result.config, "hidden": tuple(result.config["hidden"]),
+                                  "epochs": config.finetune_epochs, "learning_rate": config.finetune_learning_rate,
+                                  "graph_weight": 0.0, "noise_std": 0.0,
+                                  "patience": config.finetune_epochs + 1, "max_seconds": None})
+            result = train_student(X, targets, None, payload["a"], payload["b"], ft, init=result, masks=masks)
+    blob = compress.build_artifact(
+        compress.fold_layers(result),
+        sources={
+            "teacher_bytes": store.teacher_path.stat().st_size,
+            "student_sha256_prefix": _sha_prefix(store.student_path),
+            "distillation_rows": len(payload["uids"]),
+        },
+        extra={"sparsity": config.sparsity},
+    )
+    projector = Projector.from_bytes(blob, source="new artifact")
+    version = projector.version
+    from ..atomic import atomic_write_bytes
+
+    atomic_write_bytes(store.versioned_artifact_path(version), blob)
+    atomic_write_bytes(store.artifact_path, blob)
+    teacher_bytes = store.teacher_path.stat().st_size
+    float_bytes = 4 * sum(layer.weight.size + layer.bias.size for layer in compress.fold_layers(result))
+    return dg.MaterializeResult(
+        metadata={
+            "bytes": len(blob),
+            "version": version,
+            "ratio_vs_teacher_pickle": round(teacher_bytes / len(blob), 1),
+            "ratio_vs_float_student": round(float_bytes / len(blob), 2),
+            "teacher_pickle_bytes": teacher_bytes,
+            "float_student_bytes": float_bytes,
+            "sparsity": dg.MetadataValue.json(compress.sparsity_of(result.model)),
+            "path": dg.MetadataValue.path(str(store.artifact_path)),
+            "seconds": round(time.perf_counter() - started, 2),
+        },
+        data_version=dg.DataVersion(version),
+    )
+
+
+def _sha_prefix(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

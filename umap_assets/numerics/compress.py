@@ -1,0 +1,149 @@
+"""Compress a trained student into a runtime artifact: fold, prune, quantize, serialise.
+
+* **Fold.** The input map ``z = C (x - mu) / s`` becomes a linear first layer (no activation), and
+  the output scaling ``y = out * y_scale + y_mean`` is folded into the last layer, so the artifact
+  reads raw features and writes map coordinates.
+* **Prune.** Magnitude pruning per layer: the smallest ``|w|`` of each MLP layer are set to zero up
+  to the configured sparsity (then the caller fine-tunes with the mask fixed).
+* **Quantize.** Per output channel, symmetric int8: ``scale = max|w| / 127``, ``q = round(w / scale)``.
+  Biases and scales stay float32. The runtime dequantises once at load.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..runtime import write_container
+from .distill import StudentResult
+
+
+@dataclass
+class FloatLayer:
+    weight: np.ndarray  # (out, in) float32
+    bias: np.ndarray  # (out,)
+    activation: str  # "relu" or "none"
+    input_mean: np.ndarray | None = None  # mean of this layer's input, when known (layer 0)
+
+
+def linear_modules(model: nn.Sequential) -> list[tuple[str, nn.Linear, str]]:
+    """(parameter prefix, layer, activation after it) for each Linear of an MLP."""
+    mods = list(model.named_children())
+    out = []
+    for i, (name, mod) in enumerate(mods):
+        if isinstance(mod, nn.Linear):
+            act = "relu" if i + 1 < len(mods) and isinstance(mods[i + 1][1], nn.ReLU) else "none"
+            out.append((name, mod, act))
+    return out
+
+
+def magnitude_masks(model: nn.Sequential, sparsity: float) -> dict[str, torch.Tensor]:
+    """0/1 masks that zero the ``sparsity`` fraction of smallest-magnitude weights of each layer.
+
+    The output layer is left dense: it is tiny, and it sets the map's coordinates directly.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    masks = {}
+    layers = linear_modules(model)
+    for name, layer, _ in layers[:-1]:
+        w = layer.weight.detach().abs().flatten()
+        k = int(sparsity * w.numel())
+        if k == 0:
+            continue
+        threshold = torch.kthvalue(w, k).values
+        masks[f"{name}.weight"] = (layer.weight.detach().abs() > threshold).to(layer.weight.dtype)
+    return masks
+
+
+def sparsity_of(model: nn.Sequential) -> dict[str, float]:
+    return {
+        f"{name}.weight": float((layer.weight == 0).float().mean())
+        for name, layer, _ in linear_modules(model)
+    }
+
+
+def fold_layers(result: StudentResult) -> list[FloatLayer]:
+    """The student as float layers over raw features, with pre- and post-processing folded in."""
+    prep = result.prep
+    W0 = prep.components / prep.scale
+    layers = [FloatLayer(W0.astype(np.float32), (-(W0 @ prep.mean)).astype(np.float32), "none", prep.mean)]
+    mods = linear_modules(result.model)
+    for idx, (_, mod, act) in enumerate(mods):
+        W = mod.weight.detach().numpy().astype(np.float32)
+        b = mod.bias.detach().numpy().astype(np.float32)
+        if idx == len(mods) - 1:
+            W = W * prep.y_scale
+            b = b * prep.y_scale + prep.y_mean
+        layers.append(FloatLayer(W, b, act))
+    return layers
+
+
+def quantize_per_channel(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel (row): ``W ~= q * scale[:, None]``."""
+    W = np.asarray(W, dtype=np.float32)
+    maxabs = np.abs(W).max(axis=1)
+    scale = np.where(maxabs > 0, maxabs / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(W / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def float_forward(layers: list[FloatLayer], X: np.ndarray) -> np.ndarray:
+    h = np.asarray(X, dtype=np.float32)
+    for layer in layers:
+        h = h @ layer.weight.T + layer.bias
+        if layer.activation == "relu":
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def build_artifact(
+    layers: list[FloatLayer],
+    *,
+    feature_columns: list[str] | None = None,
+    sources: dict | None = None,
+    extra: dict | None = None,
+    sparse_min_fraction: float = 0.2,
+) -> bytes:
+    """Quantize ``layers`` and serialise them with a manifest (see :mod:`umap_assets.runtime`)."""
+    arrays: dict[str, np.ndarray] = {}
+    specs = []
+    for i, layer in enumerate(layers):
+        q, scale = quantize_per_channel(layer.weight)
+        bias = layer.bias.astype(np.float64)
+        if layer.input_mean is not None:
+            # bias correction: make the quantized layer exact at the mean input, so the rounding
+            # error of W does not turn into an offset when inputs sit far from the origin
+            error = q.astype(np.float64) * scale[:, None] - layer.weight
+            bias = bias - error @ layer.input_mean.astype(np.float64)
+        zeros = float((q == 0).mean())
+        sparse = zeros >= sparse_min_fraction
+        if sparse:
+            nz = q.reshape(-1) != 0
+            arrays[f"mask{i}"] = np.packbits(nz)
+            arrays[f"q{i}"] = q.reshape(-1)[nz]
+        else:
+            arrays[f"q{i}"] = q
+        arrays[f"scale{i}"] = scale
+        arrays[f"bias{i}"] = bias.astype(np.float32)
+        out_dim, in_dim = layer.weight.shape
+        specs.append({"in": int(in_dim), "out": int(out_dim), "activation": layer.activation,
+                      "sparse": sparse, "zero_fraction": round(zeros, 4)})
+    manifest = {
+        "kind": "umap-assets/projector",
+        "input_dim": int(layers[0].weight.shape[1]),
+        "n_components": int(layers[-1].weight.shape[0]),
+        "feature_columns": list(feature_columns) if feature_columns else None,
+        "preprocessing": "input centring, PCA projection and scaling folded into layer 0; "
+                         "output de-normalisation folded into the last layer",
+        "quantization": "int8 symmetric per output channel",
+        "layers": specs,
+        "sources": sources or {},
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    return write_container(manifest, arrays)

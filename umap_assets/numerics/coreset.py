@@ -1,0 +1,120 @@
+"""Greedy k-center coresets (Gonzalez 1985), chunked so no N x N matrix is ever formed.
+
+For each point we keep ``min_dist``, its squared distance to the nearest chosen center. Each step
+picks the point with the largest ``min_dist`` and lowers ``min_dist`` with the distances to the new
+center: O(N * k * d) in float32. For large N, centers are added in blocks: a block of ``b``
+centers is chosen greedily from the ``4b`` farthest candidates, then every point is updated with
+one matrix product against the whole block. The covering radius ``sqrt(max(min_dist))`` never
+grows as centers are added, and a warm start seeds ``min_dist`` from an earlier coreset's centers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class KCenterResult:
+    indices: np.ndarray  # chosen rows, warm-start rows first, then in pick order
+    radius: float  # covering radius: max distance from any row to its nearest center
+    radii: np.ndarray  # covering radius before each newly picked center (non-increasing)
+    n_initial: int
+
+
+def _row_norms(Z: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", Z, Z)
+
+
+def min_sq_dist_to(Z: np.ndarray, centers: np.ndarray, norms: np.ndarray | None = None,
+                   chunk_elems: int = 1 << 24) -> np.ndarray:
+    """Squared distance from every row of ``Z`` to its nearest row of ``centers`` (chunked)."""
+    Z = np.asarray(Z, dtype=np.float32)
+    centers = np.asarray(centers, dtype=np.float32)
+    norms = _row_norms(Z) if norms is None else norms
+    c_norms = _row_norms(centers)
+    out = np.empty(len(Z), dtype=np.float32)
+    rows = max(1, chunk_elems // max(len(centers), 1))
+    for start in range(0, len(Z), rows):
+        stop = min(start + rows, len(Z))
+        d = norms[start:stop, None] - 2.0 * (Z[start:stop] @ centers.T) + c_norms[None, :]
+        out[start:stop] = np.maximum(d.min(axis=1), 0.0)
+    return out
+
+
+def k_center_greedy(
+    Z: np.ndarray,
+    budget: int,
+    *,
+    initial: np.ndarray | None = None,
+    block_size: int | None = None,
+    seed: int = 0,
+) -> KCenterResult:
+    """Choose up to ``budget`` rows of ``Z`` that cover it, starting from ``initial`` rows if given."""
+    Z = np.ascontiguousarray(Z, dtype=np.float32)
+    n = len(Z)
+    budget = int(min(budget, n))
+    initial = np.unique(np.asarray(initial if initial is not None else [], dtype=np.int64))
+    initial = initial[(initial >= 0) & (initial < n)][:budget]
+    norms = _row_norms(Z)
+    if block_size is None:
+        block_size = 1 if n * budget <= 4e9 / 32 else 64
+    chosen = list(initial.tolist())
+    if len(initial):
+        min_dist = min_sq_dist_to(Z, Z[initial], norms)
+    else:
+        first = int(np.random.default_rng(seed).integers(n)) if n else 0
+        chosen.append(first)
+        min_dist = np.maximum(norms - 2.0 * (Z @ Z[first]) + norms[first], 0.0).astype(np.float32)
+    min_dist[chosen] = 0.0
+    radii = []
+    while len(chosen) < budget:
+        b = min(block_size, budget - len(chosen))
+        if b == 1:
+            i = int(np.argmax(min_dist))
+            radii.append(float(min_dist[i]))
+            if min_dist[i] <= 0.0:
+                break  # every row is a center already (duplicates)
+            chosen.append(i)
+            d = norms - 2.0 * (Z @ Z[i]) + norms[i]
+            np.minimum(min_dist, np.maximum(d, 0.0), out=min_dist)
+            min_dist[i] = 0.0
+            continue
+        # block step: exact greedy among the 4b farthest candidates, then one update for all rows
+        cand = np.argpartition(min_dist, -min(4 * b, n))[-min(4 * b, n):]
+        cd = min_dist[cand].copy()
+        picks = []
+        for _ in range(b):
+            j = int(np.argmax(cd))
+            if cd[j] <= 0.0:
+                break
+            radii.append(float(min_dist.max()) if not picks else float(cd[j]))
+            picks.append(int(cand[j]))
+            dj = _row_norms(Z[cand]) - 2.0 * (Z[cand] @ Z[cand[j]]) + norms[cand[j]]
+            np.minimum(cd, np.maximum(dj, 0.0), out=cd)
+            cd[j] = 0.0
+        if not picks:
+            break
+        chosen.extend(picks)
+        np.minimum(min_dist, min_sq_dist_to(Z, Z[picks], norms), out=min_dist)
+        min_dist[picks] = 0.0
+    return KCenterResult(
+        indices=np.asarray(chosen, dtype=np.int64),
+        radius=float(np.sqrt(min_dist.max())) if n else 0.0,
+        radii=np.sqrt(np.asarray(radii, dtype=np.float64)),
+        n_initial=int(len(initial)),
+    )
+
+
+def fit_pca_projection(X: np.ndarray, n_components: int, seed: int = 0, max_fit_rows: int = 50_000):
+    """A PCA fitted on at most ``max_fit_rows`` rows (randomized SVD); returns the fitted estimator."""
+    from sklearn.decomposition import PCA
+
+    n, d = X.shape
+    k = max(1, min(n_components, d, n))
+    rng = np.random.default_rng(seed)
+    fit = X[rng.choice(n, size=max_fit_rows, replace=False)] if n > max_fit_rows else X
+    pca = PCA(n_components=k, svd_solver="randomized" if k < min(fit.shape) else "full", random_state=seed)
+    pca.fit(fit)
+    return pca

@@ -1,0 +1,105 @@
+"""Quality metrics for an embedding, each on a seeded subsample of at most 10k rows.
+
+* trustworthiness (scikit-learn) and continuity (the same with the two spaces swapped), at k;
+* kNN recall@k: the mean fraction of each row's high-dimensional neighbours kept in the map;
+* kNN classifier accuracy in the map (fit on training rows, scored on held-out rows);
+* Spearman correlation of distances over random pairs;
+* agreement of two maps: overlap of their kNN sets, and mean displacement relative to the spread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.manifold import trustworthiness as _sk_trustworthiness
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+
+def subsample(n: int, max_rows: int = 10_000, seed: int = 0) -> np.ndarray:
+    """Sorted row positions of a seeded subsample (all rows when ``n <= max_rows``)."""
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+def trustworthiness(X: np.ndarray, E: np.ndarray, k: int = 15) -> float:
+    """How far the map's neighbours are from being true neighbours (1 = all are)."""
+    return float(_sk_trustworthiness(X, E, n_neighbors=k))
+
+
+def continuity(X: np.ndarray, E: np.ndarray, k: int = 15) -> float:
+    """How many true neighbours the map keeps close (trustworthiness with the roles swapped)."""
+    return float(_sk_trustworthiness(E, X, n_neighbors=k))
+
+
+def knn_indices(A: np.ndarray, k: int) -> np.ndarray:
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(A)
+    idx = nn.kneighbors(A, return_distance=False)
+    return _drop_self(idx, k)
+
+
+def _drop_self(idx: np.ndarray, k: int) -> np.ndarray:
+    rows = np.arange(len(idx))[:, None]
+    mask = idx != rows
+    out = np.empty((len(idx), k), dtype=idx.dtype)
+    for i in range(len(idx)):
+        out[i] = idx[i][mask[i]][:k]
+    return out
+
+
+def set_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean fraction of shared entries between matching rows of two neighbour-index arrays."""
+    k = a.shape[1]
+    return float(np.mean([len(np.intersect1d(x, y, assume_unique=True)) / k for x, y in zip(a, b)]))
+
+
+def knn_recall(X: np.ndarray, E: np.ndarray, k: int = 15) -> float:
+    return set_overlap(knn_indices(X, k), knn_indices(E, k))
+
+
+def knn_overlap(E1: np.ndarray, E2: np.ndarray, k: int = 15) -> float:
+    """Agreement of two maps of the same rows: overlap of their kNN sets."""
+    return set_overlap(knn_indices(E1, k), knn_indices(E2, k))
+
+
+def knn_accuracy(E_train: np.ndarray, y_train: np.ndarray, E_test: np.ndarray, y_test: np.ndarray, k: int = 10) -> float:
+    clf = KNeighborsClassifier(n_neighbors=k).fit(E_train, y_train)
+    return float(clf.score(E_test, y_test))
+
+
+def distance_spearman(X: np.ndarray, E: np.ndarray, n_pairs: int = 50_000, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(X), size=n_pairs)
+    j = rng.integers(0, len(X), size=n_pairs)
+    keep = i != j
+    dx = np.linalg.norm(X[i[keep]] - X[j[keep]], axis=1)
+    de = np.linalg.norm(E[i[keep]] - E[j[keep]], axis=1)
+    return float(spearmanr(dx, de).statistic)
+
+
+def relative_displacement(E_ref: np.ndarray, E: np.ndarray) -> float:
+    """Mean distance between matching points of two maps, over the RMS spread of the reference map."""
+    spread = float(np.sqrt(((E_ref - E_ref.mean(0)) ** 2).sum(1).mean()))
+    return float(np.linalg.norm(E - E_ref, axis=1).mean() / spread) if spread else 0.0
+
+
+def embedding_quality(
+    X: np.ndarray,
+    E: np.ndarray,
+    *,
+    k: int = 15,
+    labels: np.ndarray | None = None,
+    train_embedding: np.ndarray | None = None,
+    train_labels: np.ndarray | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """All single-map metrics for the map ``E`` of rows ``X``."""
+    out = {
+        "trustworthiness": trustworthiness(X, E, k),
+        "continuity": continuity(X, E, k),
+        "knn_recall": knn_recall(X, E, k),
+        "spearman": distance_spearman(X, E, seed=seed),
+    }
+    if labels is not None and train_embedding is not None and train_labels is not None:
+        out["knn_accuracy"] = knn_accuracy(train_embedding, train_labels, E, labels, k=10)
+    return out

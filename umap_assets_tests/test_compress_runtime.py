@@ -1,0 +1,124 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from umap_assets.numerics import compress
+from umap_assets.numerics.distill import StudentConfig, predict, train_student
+from umap_assets.runtime import ArtifactError, Projector, dequantize
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 20)).astype(np.float32) * rng.uniform(0.1, 5, 20).astype(np.float32) + 3
+    Y = np.stack([np.sin(X[:, 0]) + X[:, 1], X[:, 2] * 0.5 - X[:, 3]], 1).astype(np.float32) * 4 + 10
+    cfg = StudentConfig(hidden=(32, 16), input_pca_dim=12, epochs=5, batch_size=128, graph_weight=0.0, seed=1)
+    return X, Y, train_student(X, Y, None, 1.0, 1.0, cfg)
+
+
+def test_quantization_round_trip_error_is_bounded():
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(64, 100)).astype(np.float32) * rng.uniform(0.01, 10, size=(64, 1)).astype(np.float32)
+    q, scale = compress.quantize_per_channel(W)
+    assert q.dtype == np.int8 and scale.shape == (64,)
+    err = np.abs(dequantize(q, scale, None, W.shape) - W)
+    # symmetric rounding: at most half a step per channel
+    assert np.all(err <= scale[:, None] / 2 + 1e-7)
+    assert np.abs(q).max() == 127
+    zero = np.zeros((2, 3), np.float32)
+    qz, sz = compress.quantize_per_channel(zero)
+    assert np.all(qz == 0) and np.all(sz == 1.0)
+
+
+def test_pruning_reaches_the_configured_sparsity(trained):
+    _, _, result = trained
+    masks = compress.magnitude_masks(result.model, 0.6)
+    for name, mask in masks.items():
+        assert abs(1 - mask.mean().item() - 0.6) < 0.01, name
+    assert "4.weight" not in masks, "the output layer stays dense"
+    with pytest.raises(ValueError):
+        compress.magnitude_masks(result.model, 1.0)
+
+
+def test_folded_float_layers_equal_the_torch_student(trained):
+    X, _, result = trained
+    folded = compress.fold_layers(result)
+    np.testing.assert_allclose(compress.float_forward(folded, X), predict(result.model, result.prep, X), rtol=1e-4, atol=1e-3)
+
+
+def test_runtime_matches_torch_within_quantization_error(trained, tmp_path):
+    X, _, result = trained
+    blob = compress.build_artifact(compress.fold_layers(result), feature_columns=None, sources={"test": 1})
+    path = tmp_path / "a.uart"
+    path.write_bytes(blob)
+    proj = Projector.load(path)
+    ref = predict(result.model, result.prep, X)
+    out = proj.transform(X)
+    assert out.shape == (600, 2) and out.dtype == np.float32
+    spread = ref.std(0).mean()
+    err = np.linalg.norm(out - ref, axis=1)
+    assert err.mean() < 0.02 * spread and err.max() < 0.08 * spread
+    # chunked transform equals one-shot
+    np.testing.assert_allclose(proj.transform(X, batch_rows=7), proj.transform(X, batch_rows=100_000), rtol=1e-5, atol=1e-5)
+    assert proj.input_dim == 20 and proj.n_components == 2 and len(proj.version) == 16
+
+
+def test_sparse_layers_are_stored_compactly_and_exactly(trained):
+    import copy
+
+    X, _, original = trained
+    result = copy.deepcopy(original)
+    masks = compress.magnitude_masks(result.model, 0.7)
+    for name, param in result.model.named_parameters():
+        if name in masks:
+            param.data.mul_(masks[name])
+    dense = compress.build_artifact(compress.fold_layers(original))
+    blob = compress.build_artifact(compress.fold_layers(result))
+    proj = Projector.from_bytes(blob)
+    assert [layer["sparse"] for layer in proj.manifest["layers"]] == [False, True, True, False]
+    # pruned weights come back exactly zero, the rest where they were
+    W1 = proj.layers[1].weight_t.T
+    assert np.array_equal(W1 == 0, masks["0.weight"].numpy() == 0)
+    ref = compress.float_forward(compress.fold_layers(result), X)
+    err = np.linalg.norm(proj.transform(X) - ref, axis=1)
+    assert err.mean() < 0.02 * ref.std(0).mean()
+    assert len(blob) < len(dense)
+
+
+def test_corrupt_and_mismatched_artifacts_are_refused(trained, tmp_path):
+    X, _, result = trained
+    blob = compress.build_artifact(compress.fold_layers(result))
+    with pytest.raises(ArtifactError, match="bad magic"):
+        Projector.from_bytes(b"PK\x03\x04" + blob[4:], source="x.uart")
+    flipped = bytearray(blob)
+    flipped[-10] ^= 0xFF
+    with pytest.raises(ArtifactError, match="checksum"):
+        Projector.from_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError, match="truncated|checksum"):
+        Projector.from_bytes(blob[:40])
+    with pytest.raises(ArtifactError, match="not found"):
+        Projector.load(tmp_path / "missing.uart")
+    proj = Projector.from_bytes(blob)
+    with pytest.raises(ArtifactError, match="expects rows of 20 features"):
+        proj.transform(X[:, :5])
+
+
+def test_runtime_imports_numpy_only():
+    code = ("import sys; import umap_assets.runtime; "
+            "bad = [m for m in ('torch', 'sklearn', 'dagster', 'umap', 'pandas') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_training_is_reproducible():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    Y = X[:, :2] * 2
+    cfg = StudentConfig(hidden=(8,), input_pca_dim=None, epochs=2, batch_size=64, graph_weight=0.0, seed=3)
+    a = train_student(X, Y, None, 1.0, 1.0, cfg)
+    b = train_student(X, Y, None, 1.0, 1.0, cfg)
+    for pa_, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa_, pb)

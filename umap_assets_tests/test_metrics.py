@@ -1,0 +1,47 @@
+import numpy as np
+
+from umap_assets.numerics import metrics
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(300, 5)).astype(np.float32)
+
+
+def test_identity_map_is_perfect():
+    X = _data()
+    assert metrics.trustworthiness(X, X, 10) > 0.9999
+    assert metrics.continuity(X, X, 10) > 0.9999
+    assert metrics.knn_recall(X, X, 10) == 1.0
+    assert metrics.knn_overlap(X, X * 3 + 1, 10) == 1.0  # similarity transforms keep neighbours
+    assert metrics.distance_spearman(X, X * 2) > 0.9999
+    assert metrics.relative_displacement(X, X) == 0.0
+
+
+def test_random_map_is_poor():
+    X = _data()
+    E = np.random.default_rng(1).normal(size=(300, 2))
+    assert metrics.trustworthiness(X, E, 10) < 0.6
+    assert metrics.knn_recall(X, E, 10) < 0.1
+    assert abs(metrics.distance_spearman(X, E)) < 0.1
+
+
+def test_knn_accuracy_and_displacement_known_answers():
+    E = np.array([[0, 0], [0, 1], [10, 10], [10, 11]], dtype=float)
+    y = np.array([0, 0, 1, 1])
+    assert metrics.knn_accuracy(E, y, E + 0.1, y, k=1) == 1.0
+    ref = np.array([[0.0, 0.0], [2.0, 0.0]])
+    # spread = RMS distance to the centroid = 1; every point moved by 0.5
+    assert abs(metrics.relative_displacement(ref, ref + [0.0, 0.5]) - 0.5) < 1e-12
+
+
+def test_set_overlap_counts_shared_neighbours():
+    a = np.array([[1, 2, 3], [0, 2, 3]])
+    b = np.array([[3, 2, 9], [7, 8, 9]])
+    assert metrics.set_overlap(a, b) == (2 / 3 + 0) / 2
+
+
+def test_subsample_is_seeded_and_bounded():
+    assert np.array_equal(metrics.subsample(50, 100), np.arange(50))
+    s = metrics.subsample(100_000, 10_000, seed=3)
+    assert len(s) == 10_000 and np.array_equal(s, metrics.subsample(100_000, 10_000, seed=3))

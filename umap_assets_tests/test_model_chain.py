@@ -1,0 +1,99 @@
+"""The whole training chain on scikit-learn's digits, through Dagster, with the gates."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from umap_assets.defs.ingest import raw_slices, samples
+from umap_assets.defs.model import artifact, coreset, student, teacher
+from umap_assets.defs.quality import artifact_quality_gates, quality_report
+from umap_assets.defs.resources import QualityGates, SliceContract, WarehouseResource
+from umap_assets.demo_data import write_demo_slices
+from umap_assets.runtime import Projector
+
+TRAIN = [coreset, teacher, student, artifact, artifact_quality_gates, quality_report]
+FAST = {
+    "samples": {"config": {"rate": 1.0, "floor": 1, "validation_fraction": 0.2}},
+}
+TRAIN_CONFIG = {
+    "coreset": {"config": {"budget": 600, "pca_dim": 16}},
+    "teacher": {"config": {"n_neighbors": 10}},
+    "student": {"config": {"extra_rows": 2000, "hidden": [128, 128], "input_pca_dim": 32, "epochs": 150,
+                           "batch_size": 256, "edge_batch_size": 256, "patience": 30,
+                           "graph_weight": 1.0, "noise_std": 0.3, "mix_weight": 1.0}},
+    "artifact": {"config": {"sparsity": 0.2, "finetune_epochs": 30}},
+}
+
+
+@pytest.fixture(scope="module")
+def digits_home(tmp_path_factory):
+    """Three digits slices, ingested once for the module."""
+    home = tmp_path_factory.mktemp("digits")
+    paths = write_demo_slices(home / "incoming", "digits", 3, allow_download=False, say=lambda _: None)
+    keys = [p.stem for p in paths]
+    resources = {"warehouse": WarehouseResource(home=str(home)), "contract": SliceContract()}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("slices", keys)
+        for key in keys:
+            assert dg.materialize([raw_slices, samples], partition_key=key, instance=instance,
+                                  resources=resources, run_config={"ops": FAST}).success
+    return home
+
+
+#: 1.4k training rows are too few for the student to generalise like umap-learn's kNN-based
+#: transform (see bench/RESULTS.md), so the digits gates are wider than the Fashion-MNIST defaults.
+DIGITS_GATES = QualityGates(trust_tolerance=0.05, min_student_overlap=0.85)
+
+
+def _train(home, instance, run_config, gates=DIGITS_GATES):
+    resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": gates}
+    return dg.materialize(
+        TRAIN,
+        instance=instance,
+        resources=resources,
+        run_config={"ops": run_config},
+        raise_on_error=False,
+        selection=[coreset, teacher, student, artifact, quality_report],
+    )
+
+
+def test_train_chain_end_to_end_with_gates(digits_home):
+    with dg.instance_for_test() as instance:
+        result = _train(digits_home, instance, TRAIN_CONFIG)
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert result.success, [c.description for c in checks.values()]
+        assert checks["trustworthiness_vs_teacher"].passed, checks["trustworthiness_vs_teacher"].description
+        assert checks["knn_overlap_with_student"].passed, checks["knn_overlap_with_student"].description
+
+    report = json.loads((digits_home / "reports" / "quality_report.json").read_text())
+    for model in ("teacher", "student", "artifact"):
+        for name in ("trustworthiness", "continuity", "knn_recall", "knn_accuracy", "spearman",
+                     "transform_rows_per_s", "size_bytes"):
+            assert name in report[model], (model, name)
+    art = report["artifact"]
+    assert art["trustworthiness"] >= report["teacher"]["trustworthiness"] - DIGITS_GATES.trust_tolerance
+    assert art["knn_accuracy"] > 0.85  # digits are easy to separate
+    assert art["size_bytes"] < report["teacher"]["size_bytes"] / 5
+    assert 0 <= art["knn_overlap_with_teacher"] <= 1
+    assert (digits_home / "reports" / "quality_report.md").read_text().count("| trustworthiness |") == 1
+    proj = Projector.load(art["path"])
+    assert proj.input_dim == 64 and proj.n_components == 2
+
+
+def test_broken_student_fails_the_gate_and_blocks_downstream(digits_home, tmp_path):
+    broken = {**TRAIN_CONFIG, "student": {"config": {**TRAIN_CONFIG["student"]["config"], "epochs": 1,
+                                                     "learning_rate": 1e-7}}}
+    with dg.instance_for_test() as instance:
+        before = (digits_home / "reports" / "quality_report.json").read_bytes()
+        result = _train(digits_home, instance, broken)
+        assert not result.success
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        trust = checks["trustworthiness_vs_teacher"]
+        assert not trust.passed
+        assert "missed the floor" in trust.description and "by" in trust.description
+        materialized = {m.asset_key.path[-1] for m in result.get_asset_materialization_events() for m in [m.event_specific_data.materialization]}
+        assert "artifact" in materialized and "quality_report" not in materialized
+        # the report on disk is the previous one
+        assert (digits_home / "reports" / "quality_report.json").read_bytes() == before

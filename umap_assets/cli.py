@@ -212,6 +212,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    """The same transform as the ``embeddings`` asset, for an existing batch job."""
+    from .contract import SliceError, SliceSpec
+    from .engines import embed_local, embed_spark
+    from .runtime import ArtifactError
+
+    spec = SliceSpec(id_column=args.id_column, features_column=args.features_column, label_column=args.label_column)
+    try:
+        if args.engine == "spark":
+            conf = dict(item.split("=", 1) for item in args.spark_conf)
+            stats = embed_spark(args.artifact, args.input, args.output, spec=spec, master=args.spark_master, conf=conf)
+        else:
+            stats = embed_local(args.artifact, args.input, args.output, spec=spec, chunk_rows=args.chunk_rows)
+    except (ArtifactError, SliceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"embedded {stats.rows:,} rows in {stats.seconds:.2f}s ({stats.rows_per_s:,.0f} rows/s) "
+          f"with artifact {stats.artifact_version} -> {stats.output}")
+    return 0
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     """Open the Dagster UI on the same instance that ``run`` writes to."""
     layout = Layout.at(args.home)
@@ -239,6 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
     run.add_argument("--force", action="store_true", help="re-ingest slices that are already up to date")
     run.set_defaults(func=_cmd_run)
+
+    embed = sub.add_parser("embed", help="embed a Parquet file with an artifact (outside Dagster)")
+    embed.add_argument("--artifact", required=True, help="artifact file (.uart)")
+    embed.add_argument("--input", required=True, help="input Parquet file (id, features[, label])")
+    embed.add_argument("--output", required=True, help="output Parquet file")
+    embed.add_argument("--engine", choices=["local", "spark"], default="local")
+    embed.add_argument("--chunk-rows", type=int, default=65_536, help="rows per chunk (local engine)")
+    embed.add_argument("--spark-master", default="local[2]", help="Spark master URL (spark engine)")
+    embed.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE", help="Spark setting, repeatable")
+    embed.add_argument("--id-column", default="id")
+    embed.add_argument("--features-column", default="features")
+    embed.add_argument("--label-column", default="label")
+    embed.set_defaults(func=_cmd_embed)
 
     ui = sub.add_parser("ui", help="run `dagster dev` on the instance under <home>/dagster")
     ui.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")

@@ -197,6 +197,8 @@ def iter_validated_batches(
     expected_dim: int | None = None,
     batch_rows: int = 65_536,
     summary: SliceSummary | None = None,
+    expected_dim_source: str = "the other slices have",
+    check_unique_ids: bool = True,
 ) -> Iterator[SliceBatch]:
     """Stream a slice in validated, canonical chunks.
 
@@ -233,7 +235,7 @@ def iter_validated_batches(
                 summary.dim = d
                 if expected_dim is not None and d != expected_dim:
                     raise SliceError(
-                        path, f"features have dimension {d}, but the other slices have dimension {expected_dim}"
+                        path, f"features have dimension {d}, but {expected_dim_source} dimension {expected_dim}"
                     )
             elif d != summary.dim:
                 raise SliceError(path, f"features have dimension {d} at row {offset}, but {summary.dim} before it")
@@ -253,13 +255,17 @@ def iter_validated_batches(
                 labels = labels.cast(pa.int64()) if pa.types.is_integer(labels.type) else labels.cast(pa.string())
                 for value, count in zip(*_value_counts(labels)):
                     label_counts[str(value)] = label_counts.get(str(value), 0) + count
-            id_chunks.append(ids)
+            if check_unique_ids:
+                id_chunks.append(ids)
             yield SliceBatch(ids=ids, features=X, labels=labels, offset=offset)
             offset += batch.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
         raise SliceError(path, f"unreadable Parquet data ({exc})") from exc
     if offset == 0:
         raise SliceError(path, "the file has no rows")
+    summary.rows = offset
+    if not check_unique_ids:
+        return
     all_ids = pa.chunked_array(id_chunks)
     uniq = pc.unique(all_ids)
     if len(uniq) != offset:

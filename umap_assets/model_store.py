@@ -37,9 +37,20 @@ class ModelStore:
         return self.layout.models / "student.pt"
 
     @property
+    def candidate_path(self) -> Path:
+        """The newest artifact, before its quality gates have passed."""
+        return self.layout.models / "candidate.uart"
+
+    @property
     def artifact_path(self) -> Path:
-        """The current artifact (a copy of the newest file under ``artifacts/``)."""
+        """The promoted artifact: the newest one that passed its blocking checks."""
         return self.layout.models / "artifact.uart"
+
+    def promote_candidate(self) -> Path:
+        """Make the candidate the artifact that ``embeddings`` and the report use."""
+        from .atomic import atomic_write_bytes
+
+        return atomic_write_bytes(self.artifact_path, self.candidate_path.read_bytes())
 
     def versioned_artifact_path(self, version: str) -> Path:
         return self.layout.models / "artifacts" / f"{version}.uart"

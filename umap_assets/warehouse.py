@@ -152,6 +152,25 @@ def register_slice(duckdb_path: Path, key: str, metadata: dict) -> None:
         )
 
 
+def ensure_embeddings_view(duckdb_path: Path, embeddings_dir: Path) -> None:
+    """Define the ``embeddings`` view over every slice's embedding file, once.
+
+    The view globs ``embeddings/*.parquet`` each time it is queried, so later slices show up
+    without another write; the write lock is only taken while the view does not exist yet.
+    """
+    glob = str(embeddings_dir / "*.parquet")
+    with duckdb_write(duckdb_path) as con:
+        exists = con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'embeddings' AND NOT internal"
+        ).fetchone()[0]
+        if not exists:
+            con.execute(
+                f"""CREATE VIEW embeddings AS
+                    SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename)
+                    FROM read_parquet('{glob}', filename = true, union_by_name = true)"""
+            )
+
+
 def sample_arrays(paths: list[Path], split: str | None = None) -> dict[str, np.ndarray]:
     """Load sample files as arrays: X, ids (as strings with their slice), label, stratum, split."""
     from .contract import features_matrix

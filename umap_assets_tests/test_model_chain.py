@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from umap_assets.defs.ingest import raw_slices, samples
+from umap_assets.defs.embeddings import embeddings
 from umap_assets.defs.model import artifact, coreset, student, teacher
 from umap_assets.defs.quality import artifact_quality_gates, quality_report
-from umap_assets.defs.resources import QualityGates, SliceContract, WarehouseResource
+from umap_assets.defs.resources import EmbeddingEngine, QualityGates, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
 from umap_assets.runtime import Projector
 
@@ -23,7 +24,7 @@ TRAIN_CONFIG = {
     "student": {"config": {"extra_rows": 2000, "hidden": [128, 128], "input_pca_dim": 32, "epochs": 150,
                            "batch_size": 256, "edge_batch_size": 256, "patience": 30,
                            "graph_weight": 1.0, "noise_std": 0.3, "mix_weight": 1.0}},
-    "artifact": {"config": {"sparsity": 0.2, "finetune_epochs": 30}},
+    "artifact": {"config": {"sparsity": 0.1, "finetune_epochs": 30}},
 }
 
 
@@ -39,7 +40,7 @@ def digits_home(tmp_path_factory):
         for key in keys:
             assert dg.materialize([raw_slices, samples], partition_key=key, instance=instance,
                                   resources=resources, run_config={"ops": FAST}).success
-    return home
+    return home, keys
 
 
 #: 1.4k training rows are too few for the student to generalise like umap-learn's kNN-based
@@ -60,6 +61,7 @@ def _train(home, instance, run_config, gates=DIGITS_GATES):
 
 
 def test_train_chain_end_to_end_with_gates(digits_home):
+    digits_home, _ = digits_home
     with dg.instance_for_test() as instance:
         result = _train(digits_home, instance, TRAIN_CONFIG)
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -83,6 +85,7 @@ def test_train_chain_end_to_end_with_gates(digits_home):
 
 
 def test_broken_student_fails_the_gate_and_blocks_downstream(digits_home, tmp_path):
+    digits_home, _ = digits_home
     broken = {**TRAIN_CONFIG, "student": {"config": {**TRAIN_CONFIG["student"]["config"], "epochs": 1,
                                                      "learning_rate": 1e-7}}}
     with dg.instance_for_test() as instance:
@@ -97,3 +100,49 @@ def test_broken_student_fails_the_gate_and_blocks_downstream(digits_home, tmp_pa
         assert "artifact" in materialized and "quality_report" not in materialized
         # the report on disk is the previous one
         assert (digits_home / "reports" / "quality_report.json").read_bytes() == before
+
+
+def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_home):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    home, keys = digits_home
+    resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": DIGITS_GATES,
+                 "embedding_engine": EmbeddingEngine(chunk_rows=100), "contract": SliceContract()}
+    all_assets = dg.Definitions(assets=[raw_slices, samples, *TRAIN, embeddings], resources=resources)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("slices", keys)
+        for key in keys:  # this instance's own history of the slices
+            assert dg.materialize([raw_slices, samples], partition_key=key, instance=instance,
+                                  resources=resources, run_config={"ops": FAST}).success
+        trained = _train(home, instance, TRAIN_CONFIG)
+        assert trained.success, [c.description for c in trained.get_asset_check_evaluations()]
+        first = Projector.load(home / "models" / "artifact.uart").version
+        for key in keys:
+            res = dg.materialize([embeddings], partition_key=key, instance=instance, resources=resources)
+            assert res.asset_materializations_for_node("embeddings")[0].metadata["artifact_version"].value == first
+        out = pq.read_table(home / "warehouse" / "embeddings" / f"{keys[0]}.parquet")
+        assert out.column_names == ["id", "x", "y", "label", "artifact_version"]
+        assert set(out.column("artifact_version").to_pylist()) == {first}
+        # the DuckDB view covers every slice
+        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+            rows = con.execute("SELECT label, avg(x), count(*) FROM embeddings GROUP BY label ORDER BY label").fetchall()
+        assert len(rows) == 10 and sum(r[2] for r in rows) == 1797
+
+        evaluation = dg.evaluate_automation_conditions(defs=all_assets, instance=instance)
+        assert evaluation.get_requested_partitions(embeddings.key) == set()
+
+        # a new artifact (other sparsity, so other weights) passes its gates
+        retrain = dg.materialize([artifact, artifact_quality_gates], instance=instance, resources=resources,
+                                 run_config={"ops": {"artifact": {"config": {"sparsity": 0.15, "finetune_epochs": 30}}}})
+        assert retrain.success, [c.description for c in retrain.get_asset_check_evaluations()]
+        second = Projector.load(home / "models" / "artifact.uart").version
+        assert second != first
+
+        evaluation = dg.evaluate_automation_conditions(defs=all_assets, instance=instance, cursor=evaluation.cursor)
+        assert evaluation.get_requested_partitions(embeddings.key) == set(keys)
+
+        res = dg.materialize([embeddings], partition_key=keys[1], instance=instance, resources=resources)
+        assert res.success
+        again = pq.read_table(home / "warehouse" / "embeddings" / f"{keys[1]}.parquet")
+        assert set(again.column("artifact_version").to_pylist()) == {second}

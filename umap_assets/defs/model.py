@@ -250,8 +250,8 @@ def load_student_result(payload: dict) -> StudentResult:
 class ArtifactConfig(dg.Config):
     """Compression: magnitude-pruning sparsity and the fine-tuning that follows it."""
 
-    sparsity: float = 0.5
-    finetune_epochs: int = 4
+    sparsity: float = 0.1
+    finetune_epochs: int = 8
     finetune_learning_rate: float = 5e-4
 
 
@@ -260,6 +260,9 @@ def artifact(
     context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """The compressed student: pruned, int8-quantized, with input normalisation folded in.
+
+    Written as a candidate; its blocking checks promote it to ``models/artifact.uart`` only when
+    they pass, so ``embeddings`` never uses an artifact that failed its gates.
 
     One self-contained file (manifest with format version, input dimension and columns,
     preprocessing, source versions and a sha256) that :class:`umap_assets.runtime.Projector` reads
@@ -280,7 +283,7 @@ def artifact(
             targets = load_student_result(payload).transform(X)
             ft = StudentConfig(**{**result.config, "hidden": tuple(result.config["hidden"]),
                                   "epochs": config.finetune_epochs, "learning_rate": config.finetune_learning_rate,
-                                  "graph_weight": 0.0, "noise_std": 0.0,
+                                  "graph_weight": 0.0, "noise_std": 0.0, "mix_weight": 0.0,
                                   "patience": config.finetune_epochs + 1, "max_seconds": None})
             result = train_student(X, targets, None, payload["a"], payload["b"], ft, init=result, masks=masks)
     blob = compress.build_artifact(
@@ -297,7 +300,7 @@ def artifact(
     from ..atomic import atomic_write_bytes
 
     atomic_write_bytes(store.versioned_artifact_path(version), blob)
-    atomic_write_bytes(store.artifact_path, blob)
+    atomic_write_bytes(store.candidate_path, blob)  # promoted by the quality gates
     teacher_bytes = store.teacher_path.stat().st_size
     float_bytes = 4 * sum(layer.weight.size + layer.bias.size for layer in compress.fold_layers(result))
     return dg.MaterializeResult(
@@ -309,7 +312,7 @@ def artifact(
             "teacher_pickle_bytes": teacher_bytes,
             "float_student_bytes": float_bytes,
             "sparsity": dg.MetadataValue.json(compress.sparsity_of(result.model)),
-            "path": dg.MetadataValue.path(str(store.artifact_path)),
+            "path": dg.MetadataValue.path(str(store.versioned_artifact_path(version))),
             "seconds": round(time.perf_counter() - started, 2),
         },
         data_version=dg.DataVersion(version),

@@ -41,11 +41,14 @@ def validation_rows(warehouse: WarehouseResource, max_rows: int, seed: int):
 def artifact_quality_gates(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates
 ):
-    """Measure the new artifact against the teacher and the float student on validation rows."""
+    """Measure the candidate artifact against the teacher and the float student on validation rows.
+
+    When both checks pass, the candidate is promoted to the artifact that downstream assets use.
+    """
     store = store_of(warehouse)
     X, _ = validation_rows(warehouse, quality_gates.max_rows, quality_gates.seed)
     k = min(quality_gates.k, len(X) - 2)
-    projector = Projector.load(store.artifact_path)
+    projector = Projector.load(store.candidate_path)
     E_art = projector.transform(X)
     E_teacher = store.load_teacher().transform(X)
     E_student = load_student_result(store.load_student()).transform(X)
@@ -75,6 +78,9 @@ def artifact_quality_gates(
         metadata={"overlap": overlap, "floor": quality_gates.min_student_overlap,
                   "margin": overlap - quality_gates.min_student_overlap, "rows": len(X)},
     )
+    if passed and ok:
+        store.promote_candidate()
+        context.log.info(f"promoted artifact {projector.version} to {store.artifact_path}")
 
 
 def _timed_transform(fn, X):

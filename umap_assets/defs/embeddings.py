@@ -1,0 +1,66 @@
+"""``embeddings``: the map coordinates of every row of every slice."""
+
+import time
+
+import dagster as dg
+
+from ..runtime import Projector
+from ..warehouse import ensure_embeddings_view
+from .ingest import raw_slices
+from .model import artifact, store_of
+from .partitions import slices_partitions
+from .resources import EmbeddingEngine, WarehouseResource
+
+GROUP = "serving"
+
+
+@dg.asset(
+    partitions_def=slices_partitions,
+    deps=[raw_slices, artifact],
+    group_name=GROUP,
+    kinds={"parquet", "numpy", "duckdb"},
+    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+)
+def embeddings(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, embedding_engine: EmbeddingEngine
+) -> dg.MaterializeResult:
+    """Every row of one slice on the map: ``id``, ``x``, ``y`` (``x0..xk`` for more components),
+    ``label`` when present, and the ``artifact_version`` that produced it.
+
+    Streams the slice in chunks through the promoted artifact (the newest one that passed its
+    checks), on the local or the Spark engine. A new slice is embedded as soon as it lands; a new
+    artifact makes every slice stale, and automation re-embeds them. Query all slices at once
+    through the DuckDB view ``embeddings`` in ``warehouse.duckdb``.
+    """
+    key = context.partition_key
+    wh = warehouse.warehouse()
+    store = store_of(warehouse)
+    if not store.artifact_path.exists():
+        raise dg.Failure(f"no promoted artifact at {store.artifact_path}; run `train_model` and let its checks pass")
+    version = Projector.load(store.artifact_path).version
+    started = time.perf_counter()
+    stats = embedding_engine.embed(
+        str(store.artifact_path), str(wh.table_path("raw_slices", key)), str(wh.table_path("embeddings", key))
+    )
+    seconds = time.perf_counter() - started
+    ensure_embeddings_view(wh.duckdb_path, wh.table_dir("embeddings"))
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": stats.rows,
+            "rows_per_s": round(stats.rows / seconds, 1) if seconds else 0.0,
+            "seconds": round(seconds, 3),
+            "peak_rss_mb": round(stats.peak_rss_bytes / 2**20, 1),
+            "artifact_version": version,
+            "engine": embedding_engine.engine,
+            "path": dg.MetadataValue.path(stats.output),
+        },
+        data_version=dg.DataVersion(f"{version}:{key}"),
+    )
+
+
+embed_job = dg.define_asset_job(
+    "embed_slice",
+    selection=dg.AssetSelection.assets(embeddings),
+    partitions_def=slices_partitions,
+    description="Embed one slice with the promoted artifact.",
+)

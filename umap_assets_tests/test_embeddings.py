@@ -1,0 +1,118 @@
+"""Streaming embeddings, staleness, the CLI and the Spark engine."""
+
+import shutil
+import tracemalloc
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from umap_assets.cli import main
+from umap_assets.contract import SliceError
+from umap_assets.demo_data import synthetic_chunk, write_slice
+from umap_assets.embed import embed_file
+from umap_assets.numerics import compress
+from umap_assets.numerics.distill import StudentConfig, train_student
+from umap_assets.runtime import Projector
+
+
+@pytest.fixture(scope="module")
+def projector_file(tmp_path_factory):
+    X, _ = synthetic_chunk(0, 2000, dim=16, n_clusters=4, seed=2)
+    Y = X[:, :2] * 0.5
+    result = train_student(X, Y, None, 1.0, 1.0, StudentConfig(hidden=(32, 32), input_pca_dim=None, epochs=2,
+                                                               graph_weight=0.0, seed=0))
+    path = tmp_path_factory.mktemp("art") / "a.uart"
+    path.write_bytes(compress.build_artifact(compress.fold_layers(result)))
+    return path
+
+
+def _slice(path, n, seed=0, dim=16):
+    X, y = synthetic_chunk(seed * 10_000_000, n, dim=dim, n_clusters=4, seed=2)
+    return write_slice(path, np.arange(n) + seed * 10_000_000, X, y), X
+
+
+def test_streaming_transform_equals_one_shot(projector_file, tmp_path):
+    src, X = _slice(tmp_path / "in.parquet", 10_000)
+    proj = Projector.load(projector_file)
+    stats = embed_file(proj, src, tmp_path / "out.parquet", chunk_rows=777)
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert stats.rows == 10_000 and out.column_names == ["id", "x", "y", "label", "artifact_version"]
+    got = np.stack([out.column("x").to_numpy(), out.column("y").to_numpy()], 1)
+    np.testing.assert_allclose(got, proj.transform(X), rtol=1e-5, atol=1e-5)
+    assert set(out.column("artifact_version").to_pylist()) == {proj.version}
+    assert np.array_equal(out.column("id").to_numpy(), np.arange(10_000))
+
+
+def test_memory_stays_flat_on_a_slice_much_larger_than_a_chunk(projector_file, tmp_path):
+    proj = Projector.load(projector_file)
+    peaks = {}
+    for n in (20_000, 200_000):
+        src, _ = _slice(tmp_path / f"in{n}.parquet", n)
+        tracemalloc.start()
+        embed_file(proj, src, tmp_path / f"out{n}.parquet", chunk_rows=4096)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # 10x the rows: numpy's peak stays within a small factor (chunk-sized buffers only)
+    assert peaks[200_000] < 2 * peaks[20_000] + (1 << 20), peaks
+    assert peaks[200_000] < 200_000 * 16 * 4 / 4, "less than a quarter of the slice's features at once"
+
+
+def test_cli_embed_good_and_bad_input(projector_file, tmp_path, capsys):
+    src, _ = _slice(tmp_path / "in.parquet", 1000)
+    out = tmp_path / "out.parquet"
+    assert main(["embed", "--artifact", str(projector_file), "--input", str(src), "--output", str(out)]) == 0
+    assert pq.read_metadata(out).num_rows == 1000
+
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "nofeat.parquet")
+    wrong, _ = _slice(tmp_path / "wrongdim.parquet", 50, dim=8)
+    corrupt = tmp_path / "corrupt.uart"
+    corrupt.write_bytes(projector_file.read_bytes()[:-20] + b"\0" * 20)
+    cases = [
+        (["--input", str(tmp_path / "nofeat.parquet")], "nofeat.parquet: missing features"),
+        (["--input", str(wrong)], "dimension 8, but the artifact expects dimension 16"),
+        (["--input", str(src), "--artifact", str(corrupt)], "corrupt artifact"),
+    ]
+    for extra, expected in cases:
+        args = ["embed", "--artifact", str(projector_file), "--output", str(tmp_path / "bad.parquet"), *extra]
+        assert main(args) == 2
+        assert expected in capsys.readouterr().err
+        assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_bad_rows_name_the_row(projector_file, tmp_path):
+    import pyarrow as pa
+
+    X = np.ones((5, 16), np.float32)
+    X[3, 2] = np.nan
+    pq.write_table(pa.table({"id": np.arange(5), "features": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), 16)}),
+                   tmp_path / "nan.parquet")
+    with pytest.raises(SliceError, match="nan at row 3"):
+        embed_file(Projector.load(projector_file), tmp_path / "nan.parquet", tmp_path / "o.parquet")
+
+
+@pytest.mark.spark
+def test_spark_engine_matches_local(projector_file, tmp_path):
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.fail("the Spark test needs Java (CI installs default-jre-headless)")
+    from umap_assets.engines import embed_local, embed_spark, spark_session
+
+    src, _ = _slice(tmp_path / "in.parquet", 5000)
+    embed_local(projector_file, src, tmp_path / "local.parquet")
+    spark = spark_session("local[2]")
+    try:
+        stats = embed_spark(projector_file, src, tmp_path / "spark.parquet", spark=spark)
+    finally:
+        spark.stop()
+    assert stats.rows == 5000
+    a = pq.read_table(tmp_path / "local.parquet").to_pandas().sort_values("id").reset_index(drop=True)
+    b = pq.read_table(tmp_path / "spark.parquet").to_pandas().sort_values("id").reset_index(drop=True)
+    assert list(a.columns) == list(b.columns)
+    assert (a["id"] == b["id"]).all() and (a["label"] == b["label"]).all()
+    np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-5, rtol=0)
+    assert (b["artifact_version"] == Projector.load(projector_file).version).all()

@@ -43,6 +43,7 @@ class RunSummary:
     succeeded: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # label -> reason
     skipped: list[str] = field(default_factory=list)
+    run_ids: dict[str, str] = field(default_factory=dict)  # label -> Dagster run id
 
 
 def _failure_reason(result) -> str:
@@ -91,11 +92,18 @@ def recover_dead_cli_runs(instance, say=print) -> int:
     return len(stale)
 
 
-def _execute(job, instance, say, label: str, summary: RunSummary, **kwargs) -> bool:
+def job_run_config(job, ops: dict | None) -> dict:
+    """The run config for ``job``: quiet logging plus the ``ops`` entries for its own nodes."""
+    mine = {name: cfg for name, cfg in (ops or {}).items() if name in job.graph.node_dict}
+    return {**QUIET, "ops": mine} if mine else QUIET
+
+
+def _execute(job, instance, say, label: str, summary: RunSummary, ops: dict | None = None, **kwargs) -> bool:
     started = time.perf_counter()
     result = job.execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET, tags={CLI_TAG: "cli"}, **kwargs
+        instance=instance, raise_on_error=False, run_config=job_run_config(job, ops), tags={CLI_TAG: "cli"}, **kwargs
     )
+    summary.run_ids[label] = result.run_id
     seconds = time.perf_counter() - started
     if result.success:
         summary.succeeded.append(label)
@@ -107,8 +115,16 @@ def _execute(job, instance, say, label: str, summary: RunSummary, **kwargs) -> b
     return False
 
 
-def run_pipeline(home: str | None = None, *, say=print, force: bool = False) -> RunSummary:
-    """Register every slice in ``<home>/incoming`` and materialize the whole asset graph."""
+STAGES = ("ingest", "train", "embed")
+
+
+def run_pipeline(
+    home: str | None = None, *, say=print, force: bool = False, ops: dict | None = None, until: str = "embed"
+) -> RunSummary:
+    """Register every slice in ``<home>/incoming`` and materialize the whole asset graph.
+
+    ``ops`` maps asset names to their run config (``{"samples": {"config": {"rate": 0.1}}}``).
+    """
     import dagster as dg
 
     from .atomic import is_temp_name
@@ -151,20 +167,24 @@ def run_pipeline(home: str | None = None, *, say=print, force: bool = False) -> 
                 ingested.append(key)
                 say(f"  up to date  {path.name}")
                 continue
-            if _execute(ingest, instance, say, path.name, summary, partition_key=key):
+            if _execute(ingest, instance, say, path.name, summary, ops, partition_key=key):
                 ingested.append(key)
         if not ingested:
             say("no slice was ingested; nothing to train on")
             return summary
+        if until == "ingest":
+            return summary
         if _has_job(defs, "train_model"):
             say("train: coreset -> teacher -> student -> artifact -> quality_report")
-            if not _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary):
+            if not _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, ops):
                 return summary
+        if until == "train":
+            return summary
         if _has_job(defs, "embed_slice"):
             say("embed: embeddings, per slice")
             embed = defs.resolve_job_def("embed_slice")
             for key in ingested:
-                _execute(embed, instance, say, f"embeddings[{key}]", summary, partition_key=key)
+                _execute(embed, instance, say, f"embeddings[{key}]", summary, ops, partition_key=key)
     return summary
 
 
@@ -193,7 +213,12 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    summary = run_pipeline(args.home, force=args.force)
+    ops = None
+    if args.config:
+        import yaml
+
+        ops = (yaml.safe_load(Path(args.config).read_text()) or {}).get("ops", {})
+    summary = run_pipeline(args.home, force=args.force, ops=ops, until=args.until)
     layout = Layout.at(args.home)
     print()
     print(f"{len(summary.succeeded)} step(s) succeeded, {len(summary.skipped)} slice(s) up to date, "
@@ -259,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="register every slice in <home>/incoming and materialize the asset graph")
     run.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
     run.add_argument("--force", action="store_true", help="re-ingest slices that are already up to date")
+    run.add_argument("--until", choices=STAGES, default="embed", help="stop after this stage (default: embed)")
+    run.add_argument("--config", default=None, help="YAML run config: {ops: {<asset>: {config: {...}}}}")
     run.set_defaults(func=_cmd_run)
 
     embed = sub.add_parser("embed", help="embed a Parquet file with an artifact (outside Dagster)")

@@ -8,6 +8,7 @@ written chunk by chunk to a temporary file that is renamed into place at the end
 from __future__ import annotations
 
 import resource
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ class EmbedStats:
     peak_rss_bytes: int
     artifact_version: str
     output: str
+    start_rss_bytes: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -57,7 +59,38 @@ def embedding_batch(ids: pa.Array, coords: np.ndarray, labels: pa.Array | None, 
 
 
 def peak_rss_bytes() -> int:
+    """The process's peak resident set size so far (for the whole process lifetime)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class RssSampler:
+    """Samples this process's RSS in a background thread; ``peak`` is the highest value seen.
+
+    ``ru_maxrss`` only ever grows over the life of a process, so inside a long-lived run it says
+    nothing about one step; this measures the step itself.
+    """
+
+    def __init__(self, interval_s: float = 0.01):
+        import psutil
+
+        self._proc = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self.start_rss = self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
 def embed_file(
@@ -74,7 +107,7 @@ def embed_file(
     sweep_stale_temps(destination.parent, destination.name)
     rows = 0
     writer: pq.ParquetWriter | None = None
-    with atomic_path(destination) as tmp:
+    with RssSampler() as rss, atomic_path(destination) as tmp:
         try:
             for batch in iter_validated_batches(
                 source, spec, expected_dim=projector.input_dim, batch_rows=chunk_rows,
@@ -89,4 +122,5 @@ def embed_file(
         finally:
             if writer is not None:
                 writer.close()
-    return EmbedStats(rows, time.perf_counter() - started, peak_rss_bytes(), projector.version, str(destination))
+    return EmbedStats(rows, time.perf_counter() - started, rss.peak, projector.version, str(destination),
+                      rss.start_rss)

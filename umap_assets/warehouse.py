@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, is_temp_name, sweep_stale_temps
-from .contract import SliceSpec, SliceSummary, canonical_schema, iter_validated_batches
+from .contract import SliceSpec, SliceSummary, iter_validated_batches
 
 DUCKDB_POOL = "duckdb"
 
@@ -101,14 +100,6 @@ def write_table(table: pa.Table, destination: Path) -> int:
     return destination.stat().st_size
 
 
-def empty_canonical(dim: int) -> pa.Schema:
-    return canonical_schema(dim, pa.int64(), None)
-
-
-def read_features(path: Path, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=columns)
-
-
 @contextlib.contextmanager
 def duckdb_write(path: Path, *, timeout_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """A write connection to the DuckDB file, waiting while another process holds its lock."""
@@ -169,34 +160,3 @@ def ensure_embeddings_view(duckdb_path: Path, embeddings_dir: Path) -> None:
                     SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename)
                     FROM read_parquet('{glob}', filename = true, union_by_name = true)"""
             )
-
-
-def sample_arrays(paths: list[Path], split: str | None = None) -> dict[str, np.ndarray]:
-    """Load sample files as arrays: X, ids (as strings with their slice), label, stratum, split."""
-    from .contract import features_matrix
-
-    tables = []
-    for path in paths:
-        t = pq.read_table(path)
-        if split is not None:
-            import pyarrow.compute as pc
-
-            t = t.filter(pc.equal(t.column("split"), split))
-        tables.append(t)
-    if not tables:
-        raise ValueError("no samples to load")
-    X = np.concatenate([features_matrix(t.column("features")) for t in tables]) if tables else np.empty((0, 0))
-    out = {
-        "X": X,
-        "uid": np.concatenate([_uids(t) for t in tables]),
-        "stratum": np.concatenate([t.column("stratum").to_numpy() for t in tables]),
-    }
-    if all("label" in t.column_names for t in tables):
-        out["label"] = np.concatenate([np.asarray(t.column("label").to_pylist(), dtype=object) for t in tables])
-    return out
-
-
-def _uids(t: pa.Table) -> np.ndarray:
-    slices = t.column("slice").to_pylist()
-    ids = t.column("id").to_pylist()
-    return np.asarray([f"{s}/{i}" for s, i in zip(slices, ids)], dtype=object)

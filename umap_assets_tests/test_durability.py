@@ -22,7 +22,7 @@ from .parallel_jobs import run_partition
 def test_killed_run_leaves_previous_materialization_intact(layout):
     make_slice(layout.incoming / "s.parquet", n=500, dim=16)
     env = {**os.environ, "UMAP_ASSETS_HOME": str(layout.home)}
-    cli = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(layout.home), "--force"]
+    cli = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(layout.home), "--force", "--until", "ingest"]
     subprocess.run(cli, env=env, check=True, capture_output=True, timeout=300)
     target = layout.warehouse / "raw_slices" / "s.parquet"
     before = pq.read_table(target)

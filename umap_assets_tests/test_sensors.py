@@ -89,3 +89,24 @@ def test_rewritten_file_is_requested_again(tmp_path):
 
 def test_sensor_is_on_by_default():
     assert new_slices_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_training_sensor_waits_for_quiet_then_requests_once(instance, monkeypatch):
+    import umap_assets.defs.automation as automation
+
+    ctx = dg.build_sensor_context(instance=instance)
+    assert isinstance(automation.training_sensor(ctx), dg.SkipReason)  # nothing landed yet
+
+    instance.report_runless_asset_event(dg.AssetMaterialization("samples", partition="day_1"))
+    fresh = automation.training_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(fresh, dg.SkipReason) and "waiting" in fresh.skip_message
+
+    monkeypatch.setattr(automation, "QUIET_SECONDS", 0.0)
+    result = automation.training_sensor(dg.build_sensor_context(instance=instance))
+    assert len(result.run_requests) == 1
+    again = automation.training_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    assert isinstance(again, dg.SkipReason), "the same samples do not train twice"
+
+    instance.report_runless_asset_event(dg.AssetMaterialization("samples", partition="day_2"))
+    later = automation.training_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    assert len(later.run_requests) == 1 and later.run_requests[0].run_key != result.run_requests[0].run_key

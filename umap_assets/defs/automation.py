@@ -31,10 +31,11 @@ def training_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg
     The cursor is the storage id of the newest ``samples`` materialization already handed on.
     """
     state = json.loads(context.cursor) if context.cursor else {"handled": 0}
-    latest = context.instance.get_latest_materialization_event(samples.key)
+    records = context.instance.fetch_materializations(samples.key, limit=1).records
+    latest = records[0] if records else None
     if latest is None or latest.storage_id <= state["handled"]:
         return dg.SkipReason("no new samples since the last training run")
-    age = time.time() - latest.timestamp
+    age = time.time() - latest.event_log_entry.timestamp
     if age < QUIET_SECONDS:
         return dg.SkipReason(f"new samples landed {age:.0f}s ago; waiting for {QUIET_SECONDS:.0f}s of quiet")
     return dg.SensorResult(

@@ -50,6 +50,7 @@ def embeddings(
             "rows_per_s": round(stats.rows / seconds, 1) if seconds else 0.0,
             "seconds": round(seconds, 3),
             "peak_rss_mb": round(stats.peak_rss_bytes / 2**20, 1),
+            "rss_growth_mb": round(max(stats.peak_rss_bytes - stats.start_rss_bytes, 0) / 2**20, 1),
             "artifact_version": version,
             "engine": embedding_engine.engine,
             "path": dg.MetadataValue.path(stats.output),

@@ -133,7 +133,7 @@ class StudentTrainingConfig(dg.Config):
     extra_rows: int = 40_000
     hidden: list[int] = [256, 256]
     input_pca_dim: int | None = 128
-    epochs: int = 40
+    epochs: int = 100
     batch_size: int = 1024
     edge_batch_size: int = 1024
     negative_samples: int = 5

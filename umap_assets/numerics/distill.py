@@ -33,7 +33,7 @@ from torch import nn
 class StudentConfig:
     hidden: tuple[int, ...] = (256, 256)
     input_pca_dim: int | None = 128
-    epochs: int = 40
+    epochs: int = 100
     batch_size: int = 1024
     edge_batch_size: int = 1024
     negative_samples: int = 5

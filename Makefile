@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo-data: setup
+	@# Fashion-MNIST comes from Debian's package where apt is available (best effort, as root).
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || true; fi
 	$(BIN)/umap-assets demo-data --home $(HOME_DIR) --dataset $(DATASET) --slices $(SLICES)
 
 demo: demo-data

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 CONFIG = """
 ops:
-  samples: {config: {rate: 0.01, floor: 50, validation_fraction: 0.1}}
+  samples: {config: {rate: 0.1, floor: 50, validation_fraction: 0.02}}
   coreset: {config: {budget: 20000, pca_dim: 32}}
 """
 

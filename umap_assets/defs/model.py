@@ -33,6 +33,7 @@ class CoresetConfig(dg.Config):
     budget: int = 20_000
     pca_dim: int = 32
     warm_start: bool = True
+    max_candidates: int = 250_000
     seed: int = 0
 
 
@@ -41,7 +42,7 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     """A representative subset of the training rows of all samples (never validation rows).
 
     Greedy k-center (farthest point) in a PCA space, with chunked distance updates and no N x N
-    matrix. When new slices arrive it warm-starts from the previous coreset's rows that are still
+    matrix, over at most ``max_candidates`` rows (a seeded subsample), so its cost is bounded. When new slices arrive it warm-starts from the previous coreset's rows that are still
     present and extends them, instead of starting over.
     """
     started = time.perf_counter()
@@ -49,15 +50,23 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     table = load_sample_rows(warehouse.warehouse(), split="train")
     X = feature_rows(table)
     uids = np.asarray(table.column("uid").to_pylist(), dtype=object)
-    initial = None
+    initial = np.empty(0, dtype=np.int64)
     if config.warm_start and store.coreset_path.exists():
         import pyarrow.parquet as pq
 
-        previous = set(pq.read_table(store.coreset_path, columns=["uid"]).column("uid").to_pylist())
-        initial = np.flatnonzero(np.isin(uids, list(previous)))
+        previous = pq.read_table(store.coreset_path, columns=["uid"]).column("uid").to_pylist()
+        initial = np.flatnonzero(np.isin(uids, previous))
+    n_candidates = len(X)
+    if len(X) > config.max_candidates:
+        # bound the cost by a budget, not by N: a seeded subsample, always keeping the warm start
+        rng = np.random.default_rng(config.seed)
+        others = np.setdiff1d(np.arange(len(X)), initial)
+        keep = np.sort(np.concatenate([initial, rng.choice(others, config.max_candidates - len(initial), replace=False)]))
+        table, X, uids = table.take(pa.array(keep)), X[keep], uids[keep]
+        initial = np.searchsorted(keep, initial)
     pca = fit_pca_projection(X, config.pca_dim, seed=config.seed)
     Z = pca.transform(X).astype(np.float32)
-    result = k_center_greedy(Z, config.budget, initial=initial, seed=config.seed)
+    result = k_center_greedy(Z, config.budget, initial=initial if len(initial) else None, seed=config.seed)
     chosen = table.take(pa.array(result.indices))
     size = write_table(chosen, store.coreset_path)
     strata = chosen.column("stratum").to_pylist()
@@ -68,6 +77,7 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
         metadata={
             "dagster/row_count": len(result.indices),
             "candidate_rows": len(X),
+            "training_rows": n_candidates,
             "covering_radius": float(result.radius),
             "warm_start_rows": n_warm,
             "pca_dim": Z.shape[1],

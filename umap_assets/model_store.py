@@ -107,11 +107,18 @@ def labels_of(table: pa.Table) -> np.ndarray | None:
 
 def rows_by_uid(table: pa.Table, uids: list[str] | np.ndarray) -> pa.Table:
     """Rows of ``table`` in the order of ``uids`` (every uid must be present)."""
-    index = {u: i for i, u in enumerate(table.column("uid").to_pylist())}
-    missing = [u for u in uids if u not in index]
-    if missing:
-        raise KeyError(f"{len(missing)} rows are no longer in the samples (for example {missing[0]!r})")
-    return table.take(pa.array([index[u] for u in uids], type=pa.int64()))
+    wanted = pa.array(list(uids), type=pa.string())
+    positions = pc.index_in(wanted, value_set=table.column("uid"))
+    if positions.null_count:
+        first = wanted[int(np.flatnonzero(positions.is_null().to_numpy(zero_copy_only=False))[0])].as_py()
+        raise KeyError(f"{positions.null_count} rows are no longer in the samples (for example {first!r})")
+    return table.take(positions)
+
+
+def uid_mask(table: pa.Table, uids: list[str]) -> np.ndarray:
+    """Boolean mask of the rows of ``table`` whose ``uid`` is in ``uids`` (vectorised, no Python loop)."""
+    value_set = pa.array(list(uids), type=pa.string())
+    return pc.is_in(table.column("uid"), value_set=value_set).to_numpy(zero_copy_only=False)
 
 
 def feature_rows(table: pa.Table) -> np.ndarray:

@@ -11,7 +11,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from ..model_store import ModelStore, feature_rows, labels_of, load_sample_rows, rows_by_uid
+from ..model_store import ModelStore, feature_rows, load_sample_rows, rows_by_uid, uid_mask
 from ..numerics import compress
 from ..numerics.coreset import fit_pca_projection, k_center_greedy
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, train_student
@@ -49,20 +49,19 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     store = store_of(warehouse)
     table = load_sample_rows(warehouse.warehouse(), split="train")
     X = feature_rows(table)
-    uids = np.asarray(table.column("uid").to_pylist(), dtype=object)
     initial = np.empty(0, dtype=np.int64)
     if config.warm_start and store.coreset_path.exists():
         import pyarrow.parquet as pq
 
         previous = pq.read_table(store.coreset_path, columns=["uid"]).column("uid").to_pylist()
-        initial = np.flatnonzero(np.isin(uids, previous))
+        initial = np.flatnonzero(uid_mask(table, previous))
     n_candidates = len(X)
     if len(X) > config.max_candidates:
         # bound the cost by a budget, not by N: a seeded subsample, always keeping the warm start
         rng = np.random.default_rng(config.seed)
         others = np.setdiff1d(np.arange(len(X)), initial)
         keep = np.sort(np.concatenate([initial, rng.choice(others, config.max_candidates - len(initial), replace=False)]))
-        table, X, uids = table.take(pa.array(keep)), X[keep], uids[keep]
+        table, X = table.take(pa.array(keep)), X[keep]
         initial = np.searchsorted(keep, initial)
     pca = fit_pca_projection(X, config.pca_dim, seed=config.seed)
     Z = pca.transform(X).astype(np.float32)
@@ -169,7 +168,7 @@ def distillation_set(store: ModelStore, warehouse: WarehouseResource, teacher_mo
     table = load_sample_rows(warehouse.warehouse(), split="train")
     core_uids = list(teacher_model.coreset_uids_)
     core = rows_by_uid(table, core_uids)
-    rest = np.flatnonzero(~np.isin(np.asarray(table.column("uid").to_pylist(), dtype=object), core_uids))
+    rest = np.flatnonzero(~uid_mask(table, core_uids))
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(rest, size=min(extra_rows, len(rest)), replace=False)) if len(rest) else rest
     extra = table.take(pa.array(pick, type=pa.int64()))

@@ -51,7 +51,8 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None, 
     return builder.getOrCreate()
 
 
-def _check_input(projector: Projector, source: Path, spec: SliceSpec) -> tuple[bool]:
+def _check_input(projector: Projector, source: Path, spec: SliceSpec) -> bool:
+    """Refuse an input the artifact cannot read; returns whether it has a label column."""
     pf = open_parquet(source)
     names = pf.schema_arrow.names
     if spec.id_column not in names:
@@ -62,7 +63,7 @@ def _check_input(projector: Projector, source: Path, spec: SliceSpec) -> tuple[b
     size = getattr(t, "list_size", None)
     if size is not None and size != projector.input_dim:
         raise SliceError(source, f"features have dimension {size}, but the artifact expects dimension {projector.input_dim}")
-    return (spec.label_column in names,)
+    return spec.label_column in names
 
 
 def embed_spark(
@@ -83,7 +84,7 @@ def embed_spark(
     started = time.perf_counter()
     blob = Path(artifact).read_bytes()
     projector = Projector.from_bytes(blob, source=str(artifact))  # refuse a bad artifact on the driver
-    (has_label,) = _check_input(projector, source, spec)
+    has_label = _check_input(projector, source, spec)
     spark = spark or spark_session(master, conf)
     sc = spark.sparkContext
     shipped = Path(tempfile.mkdtemp(prefix="umap-assets-spark-")) / f"{RUNTIME_MODULE}.py"

@@ -136,24 +136,28 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     )
 
 
+_DEFAULTS = StudentConfig()
+
+
 class StudentTrainingConfig(dg.Config):
     """Distillation: the extra rows to label with the teacher, the MLP and its schedule."""
 
     extra_rows: int = 40_000
-    hidden: list[int] = [256, 256]
-    input_pca_dim: int | None = 128
-    epochs: int = 100
-    batch_size: int = 1024
-    edge_batch_size: int = 1024
-    negative_samples: int = 5
-    coord_weight: float = 1.0
-    graph_weight: float = 0.5
-    learning_rate: float = 2e-3
-    noise_std: float = 0.2
-    mix_weight: float = 0.5
-    patience: int = 6
+    # the defaults are the numerics' own (StudentConfig), so the two cannot drift apart
+    hidden: list[int] = list(_DEFAULTS.hidden)
+    input_pca_dim: int | None = _DEFAULTS.input_pca_dim
+    epochs: int = _DEFAULTS.epochs
+    batch_size: int = _DEFAULTS.batch_size
+    edge_batch_size: int = _DEFAULTS.edge_batch_size
+    negative_samples: int = _DEFAULTS.negative_samples
+    coord_weight: float = _DEFAULTS.coord_weight
+    graph_weight: float = _DEFAULTS.graph_weight
+    learning_rate: float = _DEFAULTS.learning_rate
+    noise_std: float = _DEFAULTS.noise_std
+    mix_weight: float = _DEFAULTS.mix_weight
+    patience: int = _DEFAULTS.patience
     max_seconds: float | None = 240.0
-    seed: int = 0
+    seed: int = _DEFAULTS.seed
 
     def student_config(self) -> StudentConfig:
         fields = self.model_dump()
@@ -295,8 +299,9 @@ def artifact(
                                   "graph_weight": 0.0, "noise_std": 0.0, "mix_weight": 0.0,
                                   "patience": config.finetune_epochs + 1, "max_seconds": None})
             result = train_student(X, targets, None, payload["a"], payload["b"], ft, init=result, masks=masks)
+    layers = compress.fold_layers(result)
     blob = compress.build_artifact(
-        compress.fold_layers(result),
+        layers,
         sources={
             "teacher_bytes": store.teacher_path.stat().st_size,
             "student_sha256_prefix": _sha_prefix(store.student_path),
@@ -311,7 +316,7 @@ def artifact(
     atomic_write_bytes(store.versioned_artifact_path(version), blob)
     atomic_write_bytes(store.candidate_path, blob)  # promoted by the quality gates
     teacher_bytes = store.teacher_path.stat().st_size
-    float_bytes = 4 * sum(layer.weight.size + layer.bias.size for layer in compress.fold_layers(result))
+    float_bytes = 4 * sum(layer.weight.size + layer.bias.size for layer in layers)
     return dg.MaterializeResult(
         metadata={
             "bytes": len(blob),

@@ -3,11 +3,13 @@
     .venv/bin/python bench/bench_scale.py --rows 1000000 3000000 10000000 --dim 64 --slice-rows 1000000
 
 For each size it writes the slices into a fresh home, runs `umap-assets run` in a child process
-(so peak RSS is that run's alone), and reads per-asset wall time from Dagster's step stats.
+(so peak RSS is that run's alone, every step in one process), samples the child's RSS every 0.2 s,
+and reads per-asset wall time from Dagster's step stats; the samples give each step's peak RSS.
 Prints a table, writes bench/out/scale.json and bench/out/scale.png.
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -36,19 +38,48 @@ def write_slices(home: Path, rows: int, dim: int, slice_rows: int) -> None:
         write_slice(incoming / f"synthetic_{i:04d}.parquet", np.arange(start, start + n), X, y)
 
 
-def step_seconds(home: Path) -> dict[str, float]:
-    import os
+def run_sampled(cmd: list[str], log: Path, every_s: float = 0.2) -> tuple[int, float, int, list[tuple[float, int]]]:
+    """Run ``cmd``, sampling its resident memory; returns (exit code, wall s, peak RSS KiB, samples).
 
+    The peak is the kernel's ``ru_maxrss`` of the child; the samples (epoch seconds, KiB) let the
+    peak be attributed to the Dagster step that was running at the time.
+    """
+    samples: list[tuple[float, int]] = []
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                with open(f"/proc/{proc.pid}/status") as fh:
+                    kib = int(fh.read().split("VmRSS:")[1].split()[0])
+                samples.append((time.time(), kib))
+            except (FileNotFoundError, IndexError):
+                pass
+            time.sleep(every_s)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - started, usage.ru_maxrss, samples
+
+
+def step_stats(home: Path, samples: list[tuple[float, int]]) -> tuple[dict[str, float], dict[str, int]]:
+    """Seconds per step (summed over partitions) and the peak sampled RSS (MiB) while each ran."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
-    totals: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    peaks: dict[str, int] = {}
     with dg.DagsterInstance.get() as instance:
         for record in instance.get_run_records():
             for stat in instance.get_run_step_stats(record.dagster_run.run_id):
-                if stat.end_time and stat.start_time:
-                    totals[stat.step_key] = totals.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
-    return totals
+                if not (stat.end_time and stat.start_time):
+                    continue
+                seconds[stat.step_key] = seconds.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
+                during = [kib for t, kib in samples if stat.start_time <= t <= stat.end_time]
+                if during:
+                    peaks[stat.step_key] = max(peaks.get(stat.step_key, 0), round(max(during) / 1024))
+    return seconds, peaks
 
 
 def main() -> None:
@@ -66,18 +97,15 @@ def main() -> None:
         write_slices(home, rows, args.dim, args.slice_rows)
         gen = time.perf_counter() - t
         (home / "run.yaml").write_text(CONFIG)
-        cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "umap_assets.cli", "run", "--home", str(home),
-               "--config", str(home / "run.yaml")]
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t
-        if proc.returncode != 0:
-            print(proc.stdout[-3000:], proc.stderr[-3000:])
+        cmd = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(home), "--config", str(home / "run.yaml")]
+        code, wall, peak_kib, samples = run_sampled(cmd, home / "run.log")
+        if code != 0:
+            print((home / "run.log").read_text()[-3000:])
             raise SystemExit(f"run failed for {rows} rows")
-        peak_kb = int(proc.stderr.strip().splitlines()[-1])
-        steps = step_seconds(home)
+        steps, peaks = step_stats(home, samples)
         row = {"rows": rows, "dim": args.dim, "generate_s": round(gen, 1), "run_wall_s": round(wall, 1),
-               "peak_rss_mb": round(peak_kb / 1024), **{k: round(v, 1) for k, v in sorted(steps.items())}}
+               "peak_rss_mb": round(peak_kib / 1024), **{k: round(v, 1) for k, v in sorted(steps.items())},
+               "peak_rss_mb_per_step": peaks}
         results.append(row)
         print(json.dumps(row), flush=True)
     out = ROOT / "bench" / "out"
@@ -89,6 +117,10 @@ def main() -> None:
     print("|---" * (len(keys) + 3) + "|")
     for r in results:
         print(f"| {r['rows']:,} | " + " | ".join(str(r.get(k, "—")) for k in keys) + f" | {r['run_wall_s']} | {r['peak_rss_mb']} |")
+    print("\npeak RSS MB while each step ran (sampled every 0.2 s)\n\n| rows | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for r in results:
+        print(f"| {r['rows']:,} | " + " | ".join(str(r["peak_rss_mb_per_step"].get(k, "—")) for k in keys) + " |")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -36,7 +36,7 @@ def main() -> None:
     args = p.parse_args()
 
     from umap_assets.home import Layout
-    from umap_assets.model_store import ModelStore, feature_rows, load_sample_rows
+    from umap_assets.model_store import ModelStore, feature_rows, read_sample_rows
     from umap_assets.runtime import Projector
     from umap_assets.warehouse import Warehouse
 
@@ -44,7 +44,7 @@ def main() -> None:
     store = ModelStore(layout)
     teacher = store.load_teacher()
     proj = Projector.load(store.artifact_path)
-    table = load_sample_rows(Warehouse(layout.warehouse, layout.duckdb_path), split="validation")
+    table = read_sample_rows(Warehouse(layout.warehouse, layout.duckdb_path), "validation", fill_to=None).table
     X = feature_rows(table)
     X = np.resize(X, (max(args.teacher_rows, 1), X.shape[1])).astype(np.float32)
     print(f"input: {X.shape[1]}-d rows from {layout.home}; threads: {os.cpu_count()} cores")

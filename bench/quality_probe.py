@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/quality_probe.py [--epochs N] [--graph-weight W] ...
 """
-import argparse, json, pickle, sys, time
+import argparse, pickle, sys, time
 from pathlib import Path
 import numpy as np
 

@@ -41,6 +41,8 @@ FASHION_FILES = {
     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 DATASETS = ("fashion-mnist", "digits", "synthetic")
+# row groups of 64k rows, like the warehouse's own files: a reader holds one row group at a time
+ROW_GROUP_ROWS = 65_536
 
 
 class DataUnavailable(RuntimeError):
@@ -189,7 +191,7 @@ def write_slice(path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None
         pa.array(ids.astype(np.int64)), X.astype(np.float32), None if y is None else pa.array(y.astype(np.int64))
     )
     with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_batches([batch]), tmp, compression="zstd")
+        pq.write_table(pa.Table.from_batches([batch]), tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     return path
 
 

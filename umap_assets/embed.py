@@ -111,7 +111,7 @@ def embed_file(
         try:
             for batch in iter_validated_batches(
                 source, spec, expected_dim=projector.input_dim, batch_rows=chunk_rows,
-                expected_dim_source=f"the artifact expects", check_unique_ids=False,
+                expected_dim_source="the artifact expects", check_unique_ids=False,
             ):
                 coords = projector.transform(batch.features)
                 out = embedding_batch(batch.ids, coords, batch.labels, projector.version)

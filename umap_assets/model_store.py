@@ -6,6 +6,7 @@ Plain Python, no Dagster: the assets, the asset checks, the CLI and the benchmar
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 from .atomic import atomic_path
 from .contract import features_matrix
 from .home import Layout
-from .warehouse import Warehouse
+from .warehouse import Warehouse, take_rows
 
 
 @dataclass(frozen=True)
@@ -82,43 +83,112 @@ class ModelStore:
         return torch.load(self.student_path, weights_only=False)
 
 
-def load_sample_rows(warehouse: Warehouse, split: str | None = None) -> pa.Table:
-    """The union of every slice's sample (optionally one split), with a ``uid`` column ``slice/id``."""
-    tables = []
-    for path in warehouse.files("samples"):
-        t = pq.read_table(path)
-        if split is not None:
-            t = t.filter(pc.equal(t.column("split"), split))
-        if "label" in t.column_names:
-            t = t.set_column(t.column_names.index("label"), "label", t.column("label").cast(pa.string()))
-        tables.append(t)
-    if not tables:
+@dataclass
+class SampleRows:
+    """Rows read from the samples: the ``uids`` asked for first (in that order), then the extras."""
+
+    table: pa.Table  # with a ``uid`` column ``slice/id``; ``label`` as string when present
+    available: int  # rows of the split across every sample file
+    n_requested: int  # how many of the rows are the requested uids
+
+
+def read_sample_rows(
+    warehouse: Warehouse,
+    split: str | None = None,
+    *,
+    uids: Sequence[str] = (),
+    fill_to: int | None = 0,
+    seed: int = 0,
+    missing: str = "raise",
+) -> SampleRows:
+    """Read only the sample rows a step uses, one sample file at a time.
+
+    The rows named by ``uids`` (``slice/id``) come first, in the order given; then other rows of
+    the split, a seeded random subsample, until there are ``fill_to`` rows in all (``fill_to=None``
+    adds every other row; the default 0 adds none). A first pass reads only the ``id`` and ``split`` columns; the second reads the chosen
+    rows batch by batch, so memory holds what is returned and one Parquet batch, never every
+    sample. ``missing="skip"`` drops requested uids that are gone (or not in ``split``) instead of
+    raising ``KeyError``.
+    """
+    files = warehouse.files("samples")
+    if not files:
         raise FileNotFoundError(f"no samples under {warehouse.table_dir('samples')}; ingest a slice first")
-    table = pa.concat_tables(tables, promote_options="default")
+    wanted: dict[str, tuple[list[str], list[int]]] = {}
+    for order, uid in enumerate(uids):
+        key, _, row_id = uid.partition("/")
+        ids, orders = wanted.setdefault(key, ([], []))
+        ids.append(row_id)
+        orders.append(order)
+    plans = []
+    n_found = available = 0
+    for path in files:
+        head = pq.read_table(path, columns=["id", "split"])
+        in_split = (np.ones(head.num_rows, bool) if split is None
+                    else pc.equal(head.column("split"), split).to_numpy(zero_copy_only=False))
+        local = np.empty(0, np.int64)
+        orders = np.empty(0, np.int64)
+        if path.stem in wanted:
+            ids, order_list = wanted.pop(path.stem)
+            found = pc.index_in(pa.array(ids, pa.string()), value_set=head.column("id").cast(pa.string()))
+            found = pc.fill_null(found, -1).to_numpy().astype(np.int64)
+            ok = found >= 0
+            ok[ok] = in_split[found[ok]]
+            local, orders = found[ok], np.asarray(order_list, np.int64)[ok]
+        n_split = int(in_split.sum())
+        available += n_split
+        n_found += len(local)
+        plans.append((path, local, orders, n_split - len(local)))
+    if n_found < len(uids) and missing == "raise":
+        found_orders = np.zeros(len(uids), bool)
+        for plan in plans:
+            found_orders[plan[2]] = True
+        example = uids[int(np.flatnonzero(~found_orders)[0])]
+        raise KeyError(f"{len(uids) - n_found} of the requested rows are no longer in the {split!r} samples "
+                       f"(for example {example!r}): the samples changed after the step that chose them; "
+                       "re-materialize it")
+    n_others = sum(p[3] for p in plans)
+    n_extra = n_others if fill_to is None else max(0, min(fill_to - n_found, n_others))
+    rng = np.random.default_rng(seed)
+    extra = np.sort(rng.choice(n_others, size=n_extra, replace=False)) if n_extra < n_others else np.arange(n_others)
+    pieces, keys = [], []
+    first = 0
+    for path, local, orders, n_other in plans:
+        lo, hi = np.searchsorted(extra, [first, first + n_other])
+        ranks = extra[lo:hi] - first
+        first += n_other
+        if not len(local) and not len(ranks):
+            continue
+        extra_local = np.empty(0, np.int64)
+        if len(ranks):
+            split_col = pq.read_table(path, columns=["split"]).column("split")
+            in_split = (np.ones(len(split_col), bool) if split is None
+                        else pc.equal(split_col, split).to_numpy(zero_copy_only=False))
+            in_split[local] = False
+            extra_local = np.flatnonzero(in_split)[ranks]
+        positions = np.union1d(local, extra_local)
+        table = take_rows(path, positions)
+        if "label" in table.column_names:
+            table = table.set_column(table.column_names.index("label"), "label", table.column("label").cast(pa.string()))
+        key = np.empty(len(positions), np.int64)
+        key[np.searchsorted(positions, local)] = orders
+        is_extra = np.ones(len(positions), bool)
+        is_extra[np.searchsorted(positions, local)] = False
+        key[is_extra] = len(uids) + lo + np.arange(is_extra.sum())
+        pieces.append(table)
+        keys.append(key)
+    if not pieces:
+        empty = pq.read_schema(files[0]).empty_table()
+        return SampleRows(empty.append_column("uid", pa.array([], pa.string())), available, 0)
+    table = pa.concat_tables(pieces, promote_options="default")
+    table = table.take(pa.array(np.argsort(np.concatenate(keys), kind="stable")))
     uid = pc.binary_join_element_wise(table.column("slice"), table.column("id").cast(pa.string()), "/")
-    return table.append_column("uid", uid)
+    return SampleRows(table.append_column("uid", uid), available, n_found)
 
 
 def labels_of(table: pa.Table) -> np.ndarray | None:
     if "label" not in table.column_names:
         return None
     return np.asarray(table.column("label").to_pylist(), dtype=object).astype(str)
-
-
-def rows_by_uid(table: pa.Table, uids: list[str] | np.ndarray) -> pa.Table:
-    """Rows of ``table`` in the order of ``uids`` (every uid must be present)."""
-    wanted = pa.array(list(uids), type=pa.string())
-    positions = pc.index_in(wanted, value_set=table.column("uid"))
-    if positions.null_count:
-        first = wanted[int(np.flatnonzero(positions.is_null().to_numpy(zero_copy_only=False))[0])].as_py()
-        raise KeyError(f"{positions.null_count} rows are no longer in the samples (for example {first!r})")
-    return table.take(positions)
-
-
-def uid_mask(table: pa.Table, uids: list[str]) -> np.ndarray:
-    """Boolean mask of the rows of ``table`` whose ``uid`` is in ``uids`` (vectorised, no Python loop)."""
-    value_set = pa.array(list(uids), type=pa.string())
-    return pc.is_in(table.column("uid"), value_set=value_set).to_numpy(zero_copy_only=False)
 
 
 def feature_rows(table: pa.Table) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -98,6 +99,41 @@ def write_table(table: pa.Table, destination: Path) -> int:
     with atomic_path(destination) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return destination.stat().st_size
+
+
+def take_rows(
+    path: Path, positions: np.ndarray, columns: list[str] | None = None, *, batch_rows: int = 65_536
+) -> pa.Table:
+    """The rows at sorted, unique ``positions`` of a Parquet file, in that order.
+
+    Reads one batch at a time and skips row groups that hold none of the positions, so memory
+    holds the chosen rows and one batch, never the whole file.
+    """
+    pf = pq.ParquetFile(path)
+    positions = np.asarray(positions, dtype=np.int64)
+    if len(positions) and (np.any(np.diff(positions) <= 0) or positions[0] < 0
+                           or positions[-1] >= pf.metadata.num_rows):
+        raise ValueError(f"{path}: positions must be sorted, unique and below {pf.metadata.num_rows}")
+    pieces: list[pa.Table] = []
+    start = 0
+    for group in range(pf.num_row_groups):
+        n = pf.metadata.row_group(group).num_rows
+        lo, hi = np.searchsorted(positions, [start, start + n])
+        offset = start
+        start += n
+        if hi == lo:
+            continue
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns):
+            b_lo, b_hi = np.searchsorted(positions, [offset, offset + batch.num_rows])
+            if b_hi > b_lo:
+                pieces.append(pa.Table.from_batches([batch.take(pa.array(positions[b_lo:b_hi] - offset))]))
+            offset += batch.num_rows
+    if not pieces:
+        schema = pf.schema_arrow
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        return schema.empty_table()
+    return pa.concat_tables(pieces)
 
 
 @contextlib.contextmanager

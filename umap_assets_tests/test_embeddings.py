@@ -3,8 +3,6 @@
 import shutil
 import tracemalloc
 
-import dagster as dg
-import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest

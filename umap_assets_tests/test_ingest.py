@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from umap_assets.contract import SliceError, SliceSpec, partition_key_for
-from umap_assets.defs.ingest import SampleConfig, raw_slices, samples
+from umap_assets.defs.ingest import raw_slices, samples
 from umap_assets.warehouse import write_canonical_slice
 
 from .conftest import add_partitions, make_slice

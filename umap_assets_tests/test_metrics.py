@@ -45,3 +45,16 @@ def test_subsample_is_seeded_and_bounded():
     assert np.array_equal(metrics.subsample(50, 100), np.arange(50))
     s = metrics.subsample(100_000, 10_000, seed=3)
     assert len(s) == 10_000 and np.array_equal(s, metrics.subsample(100_000, 10_000, seed=3))
+
+
+def test_blocked_trustworthiness_equals_scikit_learn():
+    from sklearn.manifold import trustworthiness as sk_trustworthiness
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 12))
+    E = X[:, :2] + rng.normal(scale=0.5, size=(400, 2))  # a lossy but informative map
+    for k in (5, 15):
+        # a tiny working memory forces many row blocks
+        ours = metrics.trustworthiness(X, E, k, working_memory=1)
+        assert abs(ours - sk_trustworthiness(X, E, n_neighbors=k)) < 1e-12
+        assert abs(metrics.continuity(X, E, k) - sk_trustworthiness(E, X, n_neighbors=k)) < 1e-12

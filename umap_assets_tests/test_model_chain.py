@@ -3,7 +3,6 @@
 import json
 
 import dagster as dg
-import numpy as np
 import pytest
 
 from umap_assets.defs.ingest import raw_slices, samples

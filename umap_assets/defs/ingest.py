@@ -7,12 +7,13 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import is_temp_name
 from ..contract import SliceError, features_matrix, partition_key_for
-from ..numerics.sampling import cluster_strata, derive_seed, stratified_sample
-from ..warehouse import DUCKDB_POOL, register_slice, write_canonical_slice, write_table
+from ..numerics.sampling import ClusterStrata, derive_seed, fit_rows, stratified_sample
+from ..warehouse import DUCKDB_POOL, register_slice, take_rows, write_canonical_slice, write_table
 from .partitions import slices_partitions
 from .resources import SliceContract, WarehouseResource
 
@@ -99,6 +100,7 @@ class SampleConfig(dg.Config):
     seed: int = 0
     n_clusters: int = 10
     pca_dim: int = 16
+    max_fit_rows: int = 50_000  # rows the k-means strata are fitted on (unlabelled slices)
 
 
 @dg.asset(
@@ -120,20 +122,18 @@ def samples(
     key = context.partition_key
     wh = warehouse.warehouse()
     source = wh.table_path("raw_slices", key)
-    table = pq.read_table(source)
     seed = derive_seed(config.seed, key)
-    if "label" in table.column_names:
+    n_rows = pq.ParquetFile(source).metadata.num_rows
+    if "label" in pq.read_schema(source).names:
         strata_kind = "label"
-        strata = np.asarray(table.column("label").to_pylist())
+        strata = label_strata(pq.read_table(source, columns=["label"]).column("label"))
     else:
         strata_kind = "kmeans"
-        strata = cluster_strata(
-            features_matrix(table.column("features")), n_clusters=config.n_clusters, pca_dim=config.pca_dim, seed=seed
-        )
+        strata = streamed_cluster_strata(source, n_rows, config, seed)
     sample = stratified_sample(
         strata, rate=config.rate, floor=config.floor, validation_fraction=config.validation_fraction, seed=seed
     )
-    picked = table.take(pa.array(sample.indices))
+    picked = take_rows(source, sample.indices)  # only the sampled rows are ever in memory
     n = len(sample.indices)
     out = picked.append_column("stratum", pa.array(strata[sample.indices].astype(str)))
     out = out.append_column("split", pa.array(np.where(sample.validation, "validation", "train")))
@@ -146,7 +146,7 @@ def samples(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
-            "source_rows": table.num_rows,
+            "source_rows": n_rows,
             "validation_rows": sample.n_validation,
             "sample_rate": config.rate,
             "floor": config.floor,
@@ -159,6 +159,25 @@ def samples(
             "counts_json": dg.MetadataValue.json(sample.counts),
         }
     )
+
+
+def label_strata(labels: pa.ChunkedArray) -> np.ndarray:
+    """The labels as a compact numpy string array (through Arrow's dictionary, not Python objects)."""
+    encoded = pc.dictionary_encode(labels.cast(pa.string())).combine_chunks()
+    values = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
+    return values[encoded.indices.to_numpy()]
+
+
+def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, seed: int) -> np.ndarray:
+    """k-means strata for an unlabelled slice: fitted on a subsample, predicted batch by batch."""
+    fit_at = fit_rows(n_rows, config.max_fit_rows, seed)
+    model = ClusterStrata(config.n_clusters, config.pca_dim, seed)
+    model.fit(features_matrix(take_rows(source, fit_at, ["features"]).column("features")))
+    parts = [
+        model.predict(features_matrix(batch.column("features")))
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=65_536, columns=["features"])
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
 ingest_job = dg.define_asset_job(

@@ -11,7 +11,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from ..model_store import ModelStore, feature_rows, load_sample_rows, rows_by_uid, uid_mask
+from ..model_store import ModelStore, feature_rows, read_sample_rows
 from ..numerics import compress
 from ..numerics.coreset import fit_pca_projection, k_center_greedy
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, train_student
@@ -42,27 +42,25 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     """A representative subset of the training rows of all samples (never validation rows).
 
     Greedy k-center (farthest point) in a PCA space, with chunked distance updates and no N x N
-    matrix, over at most ``max_candidates`` rows (a seeded subsample), so its cost is bounded. When new slices arrive it warm-starts from the previous coreset's rows that are still
-    present and extends them, instead of starting over.
+    matrix, over at most ``max_candidates`` rows (a seeded subsample read file by file), so its
+    time and memory are bounded whatever the number of slices. When new slices arrive it
+    warm-starts from the previous coreset's rows that are still present and extends them,
+    instead of starting over.
     """
     started = time.perf_counter()
     store = store_of(warehouse)
-    table = load_sample_rows(warehouse.warehouse(), split="train")
-    X = feature_rows(table)
-    initial = np.empty(0, dtype=np.int64)
+    previous: list[str] = []
     if config.warm_start and store.coreset_path.exists():
         import pyarrow.parquet as pq
 
         previous = pq.read_table(store.coreset_path, columns=["uid"]).column("uid").to_pylist()
-        initial = np.flatnonzero(uid_mask(table, previous))
-    n_candidates = len(X)
-    if len(X) > config.max_candidates:
-        # bound the cost by a budget, not by N: a seeded subsample, always keeping the warm start
-        rng = np.random.default_rng(config.seed)
-        others = np.setdiff1d(np.arange(len(X)), initial)
-        keep = np.sort(np.concatenate([initial, rng.choice(others, config.max_candidates - len(initial), replace=False)]))
-        table, X = table.take(pa.array(keep)), X[keep]
-        initial = np.searchsorted(keep, initial)
+    # bound the cost by a budget, not by N: the previous coreset's rows that are still there, then
+    # a seeded subsample of the other training rows, read file by file
+    rows = read_sample_rows(warehouse.warehouse(), "train", uids=previous, fill_to=config.max_candidates,
+                            seed=config.seed, missing="skip")
+    table, X = rows.table, feature_rows(rows.table)
+    initial = np.arange(rows.n_requested)
+    n_candidates = rows.available
     pca = fit_pca_projection(X, config.pca_dim, seed=config.seed)
     Z = pca.transform(X).astype(np.float32)
     result = k_center_greedy(Z, config.budget, initial=initial if len(initial) else None, seed=config.seed)
@@ -169,13 +167,10 @@ class StudentTrainingConfig(dg.Config):
 def distillation_set(store: ModelStore, warehouse: WarehouseResource, teacher_model, extra_rows: int, seed: int):
     """Coreset rows (teacher coordinates from ``embedding_``) plus up to ``extra_rows`` other
     training rows, labelled with ``teacher.transform``. Coreset rows come first (they carry the graph)."""
-    table = load_sample_rows(warehouse.warehouse(), split="train")
     core_uids = list(teacher_model.coreset_uids_)
-    core = rows_by_uid(table, core_uids)
-    rest = np.flatnonzero(~uid_mask(table, core_uids))
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(rest, size=min(extra_rows, len(rest)), replace=False)) if len(rest) else rest
-    extra = table.take(pa.array(pick, type=pa.int64()))
+    rows = read_sample_rows(warehouse.warehouse(), "train", uids=core_uids, fill_to=len(core_uids) + extra_rows,
+                            seed=seed).table
+    core, extra = rows.slice(0, len(core_uids)), rows.slice(len(core_uids))
     X_extra = feature_rows(extra)
     Y_extra = (
         teacher_model.transform(X_extra).astype(np.float32)
@@ -292,7 +287,7 @@ def artifact(
                 param.data.mul_(masks[name])
         if config.finetune_epochs > 0:
             # self-distillation: the pruned network learns to reproduce the float student's map
-            X = feature_rows(rows_by_uid(load_sample_rows(warehouse.warehouse(), split="train"), payload["uids"]))
+            X = feature_rows(read_sample_rows(warehouse.warehouse(), "train", uids=payload["uids"]).table)
             targets = load_student_result(payload).transform(X)
             ft = StudentConfig(**{**result.config, "hidden": tuple(result.config["hidden"]),
                                   "epochs": config.finetune_epochs, "learning_rate": config.finetune_learning_rate,

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..model_store import ModelStore, feature_rows, labels_of, load_sample_rows, rows_by_uid
+from ..model_store import feature_rows, labels_of, read_sample_rows
 from ..numerics import metrics
 from ..runtime import Projector
 from .model import artifact, load_student_result, store_of, student, teacher
@@ -20,13 +20,10 @@ MAX_ROWS = 10_000
 
 
 def validation_rows(warehouse: WarehouseResource, max_rows: int, seed: int):
-    table = load_sample_rows(warehouse.warehouse(), split="validation")
+    """Features and labels of a seeded subsample of at most ``max_rows`` validation rows."""
+    table = read_sample_rows(warehouse.warehouse(), "validation", fill_to=max_rows, seed=seed).table
     if table.num_rows == 0:
         raise dg.Failure("the samples hold no validation rows; set samples.validation_fraction > 0")
-    idx = metrics.subsample(table.num_rows, max_rows, seed)
-    import pyarrow as pa
-
-    table = table.take(pa.array(idx))
     return feature_rows(table), labels_of(table)
 
 
@@ -145,10 +142,8 @@ def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     projector = Projector.load(store.artifact_path)
 
     # kNN classifier: fit on (a subsample of) the distillation rows' maps, score on validation rows
-    train_table = load_sample_rows(warehouse.warehouse(), split="train")
     pick = metrics.subsample(len(payload["uids"]), MAX_ROWS, seed=1)
-    uids = [payload["uids"][i] for i in pick]
-    train_rows = rows_by_uid(train_table, uids)
+    train_rows = read_sample_rows(warehouse.warehouse(), "train", uids=[payload["uids"][i] for i in pick]).table
     X_train, y_train = feature_rows(train_rows), labels_of(train_rows)
     models = {
         "teacher": (teacher_model.transform, payload["targets"][pick], store.teacher_path.stat().st_size),

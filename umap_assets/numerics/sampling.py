@@ -20,26 +20,53 @@ def derive_seed(base_seed: int, key: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+class ClusterStrata:
+    """Strata for unlabelled rows: MiniBatchKMeans on a PCA projection.
+
+    Fit it on a subsample, then :meth:`predict` batch by batch, so a slice never has to be in
+    memory at once.
+    """
+
+    def __init__(self, n_clusters: int = 10, pca_dim: int = 16, seed: int = 0):
+        self.n_clusters = n_clusters
+        self.pca_dim = pca_dim
+        self.seed = seed
+
+    def fit(self, X: np.ndarray) -> ClusterStrata:
+        from sklearn.cluster import MiniBatchKMeans
+        from sklearn.decomposition import PCA
+
+        n = X.shape[0]
+        self.n_clusters_ = max(1, min(self.n_clusters, n))
+        self.pca_ = self.kmeans_ = None
+        if self.n_clusters_ == 1:
+            return self
+        n_comp = max(1, min(self.pca_dim, X.shape[1], n - 1))
+        self.pca_ = PCA(n_components=n_comp, random_state=self.seed,
+                        svd_solver="randomized" if n_comp < X.shape[1] else "full").fit(X)
+        self.kmeans_ = MiniBatchKMeans(n_clusters=self.n_clusters_, random_state=self.seed, n_init=3, batch_size=4096)
+        self.kmeans_.fit(self.pca_.transform(X).astype(np.float32))
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.kmeans_ is None:
+            return np.zeros(X.shape[0], dtype=np.int64)
+        return self.kmeans_.predict(self.pca_.transform(X).astype(np.float32)).astype(np.int64)
+
+
+def fit_rows(n: int, max_fit_rows: int, seed: int) -> np.ndarray:
+    """Sorted positions of the seeded subsample the strata are fitted on (every row when n is small)."""
+    if n <= max_fit_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_fit_rows, replace=False))
+
+
 def cluster_strata(
     X: np.ndarray, n_clusters: int = 10, pca_dim: int = 16, seed: int = 0, max_fit_rows: int = 50_000
 ) -> np.ndarray:
-    """Strata for unlabelled rows: MiniBatchKMeans on a PCA projection (fitted on a subsample)."""
-    from sklearn.cluster import MiniBatchKMeans
-    from sklearn.decomposition import PCA
-
-    n = X.shape[0]
-    n_clusters = max(1, min(n_clusters, n))
-    if n_clusters == 1:
-        return np.zeros(n, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    fit_rows = rng.choice(n, size=min(n, max_fit_rows), replace=False) if n > max_fit_rows else slice(None)
-    n_comp = max(1, min(pca_dim, X.shape[1], n - 1 if n > 1 else 1))
-    pca = PCA(n_components=n_comp, random_state=seed, svd_solver="randomized" if n_comp < X.shape[1] else "full")
-    pca.fit(X[fit_rows])
-    Z = pca.transform(X).astype(np.float32)
-    km = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=3, batch_size=4096)
-    km.fit(Z[fit_rows])
-    return km.predict(Z).astype(np.int64)
+    """Strata of the rows of ``X``: :class:`ClusterStrata` fitted on a subsample of at most ``max_fit_rows``."""
+    model = ClusterStrata(n_clusters, pca_dim, seed).fit(X[fit_rows(len(X), max_fit_rows, seed)])
+    return model.predict(X)
 
 
 @dataclass

@@ -181,7 +181,7 @@ def run_pipeline(
         if until == "train":
             return summary
         if _has_job(defs, "embed_slice"):
-            say("embed: embeddings, per slice")
+            say("embed: embeddings and drift, per slice")
             embed = defs.resolve_job_def("embed_slice")
             for key in ingested:
                 _execute(embed, instance, say, f"embeddings[{key}]", summary, ops, partition_key=key)
@@ -240,16 +240,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     """The same transform as the ``embeddings`` asset, for an existing batch job."""
     from .contract import SliceError, SliceSpec
-    from .engines import embed_local, embed_spark
+    from .engines import embed
     from .runtime import ArtifactError
 
     spec = SliceSpec(id_column=args.id_column, features_column=args.features_column, label_column=args.label_column)
+    conf = dict(args.spark_conf)
     try:
-        if args.engine == "spark":
-            conf = dict(item.split("=", 1) for item in args.spark_conf)
-            stats = embed_spark(args.artifact, args.input, args.output, spec=spec, master=args.spark_master, conf=conf)
-        else:
-            stats = embed_local(args.artifact, args.input, args.output, spec=spec, chunk_rows=args.chunk_rows)
+        stats = embed(args.engine, args.artifact, args.input, args.output, spec, chunk_rows=args.chunk_rows,
+                      master=args.spark_master, conf=conf)
     except (ArtifactError, SliceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -267,6 +265,13 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     print(f"DAGSTER_HOME={layout.dagster_home} {' '.join(cmd)}")
     os.execvpe(cmd[0], cmd, os.environ)
     return 0
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--engine", choices=["local", "spark"], default="local")
     embed.add_argument("--chunk-rows", type=int, default=65_536, help="rows per chunk (local engine)")
     embed.add_argument("--spark-master", default="local[2]", help="Spark master URL (spark engine)")
-    embed.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE", help="Spark setting, repeatable")
+    embed.add_argument("--spark-conf", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help="Spark setting, repeatable")
     embed.add_argument("--id-column", default="id")
     embed.add_argument("--features-column", default="features")
     embed.add_argument("--label-column", default="label")

@@ -31,6 +31,17 @@ def embed_local(artifact: str | Path, source: str | Path, destination: str | Pat
     return embed_file(Projector.load(artifact), source, destination, spec=spec, chunk_rows=chunk_rows)
 
 
+def embed(engine: str, artifact: str | Path, source: str | Path, destination: str | Path,
+          spec: SliceSpec = SliceSpec(), *, chunk_rows: int = 65_536, master: str = "local[2]",
+          conf: dict[str, str] | None = None) -> EmbedStats:
+    """Embed every row of ``source`` into ``destination`` with the named engine (one of :data:`ENGINES`)."""
+    if engine == "local":
+        return embed_local(artifact, source, destination, spec=spec, chunk_rows=chunk_rows)
+    if engine == "spark":
+        return embed_spark(artifact, source, destination, spec=spec, master=master, conf=conf)
+    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+
+
 def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
     """A SparkSession with a quiet UI and loopback networking unless ``conf`` says otherwise."""
     from pyspark.sql import SparkSession

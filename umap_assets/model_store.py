@@ -18,7 +18,12 @@ import pyarrow.parquet as pq
 from .atomic import atomic_path
 from .contract import features_matrix
 from .home import Layout
+from .numerics.drift import CoverageReference
 from .warehouse import Warehouse, take_rows
+
+
+#: Key of the coreset file's schema metadata that holds the drift reference.
+COVERAGE_KEY = b"umap_assets.coverage"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,16 @@ class ModelStore:
 
     def versioned_artifact_path(self, version: str) -> Path:
         return self.layout.models / "artifacts" / f"{version}.uart"
+
+    def load_coverage(self) -> CoverageReference:
+        """The drift reference of the current coreset (its PCA, radius and projected rows)."""
+        if not self.coreset_path.exists():
+            raise FileNotFoundError(f"no coreset at {self.coreset_path}; materialize `coreset` first")
+        pf = pq.ParquetFile(self.coreset_path)
+        blob = (pf.schema_arrow.metadata or {}).get(COVERAGE_KEY)
+        if blob is None:
+            raise FileNotFoundError(f"{self.coreset_path} holds no coverage reference; re-materialize `coreset`")
+        return CoverageReference.from_bytes(blob, features_matrix(pf.read(columns=["features"]).column("features")))
 
     def save_teacher(self, teacher) -> int:
         with atomic_path(self.teacher_path) as tmp:

@@ -80,6 +80,15 @@ def test_cli_embed_good_and_bad_input(projector_file, tmp_path, capsys):
         assert main(args) == 2
         assert expected in capsys.readouterr().err
         assert not (tmp_path / "bad.parquet").exists()
+    # a malformed Spark setting is refused by the parser, an unknown engine by the dispatcher
+    with pytest.raises(SystemExit):
+        main(["embed", "--artifact", str(projector_file), "--input", str(src), "--output", str(out),
+              "--engine", "spark", "--spark-conf", "spark.executor.memory"])
+    assert "expected KEY=VALUE, got 'spark.executor.memory'" in capsys.readouterr().err
+    from umap_assets.engines import embed
+
+    with pytest.raises(ValueError, match=r"engine must be one of \('local', 'spark'\), got 'dask'"):
+        embed("dask", projector_file, src, tmp_path / "bad.parquet")
 
 
 def test_bad_rows_name_the_row(projector_file, tmp_path):

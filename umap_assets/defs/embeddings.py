@@ -6,6 +6,7 @@ import dagster as dg
 
 from ..runtime import Projector
 from ..warehouse import ensure_embeddings_view
+from .drift import drift
 from .ingest import raw_slices
 from .model import artifact, store_of
 from .partitions import slices_partitions
@@ -61,7 +62,7 @@ def embeddings(
 
 embed_job = dg.define_asset_job(
     "embed_slice",
-    selection=dg.AssetSelection.assets(embeddings),
+    selection=dg.AssetSelection.assets(embeddings, drift),
     partitions_def=slices_partitions,
-    description="Embed one slice with the promoted artifact.",
+    description="Embed one slice with the promoted artifact, and measure its drift against the current coreset.",
 )

@@ -11,9 +11,10 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from ..model_store import ModelStore, feature_rows, read_sample_rows
+from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_rows
 from ..numerics import compress
 from ..numerics.coreset import fit_pca_projection, k_center_greedy
+from ..numerics.drift import coverage_reference
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, train_student
 from ..runtime import Projector
 from ..warehouse import write_table
@@ -34,6 +35,8 @@ class CoresetConfig(dg.Config):
     pca_dim: int = 32
     warm_start: bool = True
     max_candidates: int = 250_000
+    coverage_quantile: float = 0.99  # drift: rows beyond this quantile of distances are "uncovered"
+    coverage_rows: int = 5_000  # validation rows that calibrate the coverage radius
     seed: int = 0
 
 
@@ -64,7 +67,13 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     pca = fit_pca_projection(X, config.pca_dim, seed=config.seed)
     Z = pca.transform(X).astype(np.float32)
     result = k_center_greedy(Z, config.budget, initial=initial if len(initial) else None, seed=config.seed)
+    # the coverage reference travels in the coreset file's own metadata: one atomic write for both
+    held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=config.seed)
+    calibration = (feature_rows(held_out.table) if held_out.table.num_rows
+                   else X[np.flatnonzero(result.distances > 0)[: config.coverage_rows]])
+    reference = coverage_reference(pca, Z[result.indices], calibration, config.coverage_quantile)
     chosen = table.take(pa.array(result.indices))
+    chosen = chosen.replace_schema_metadata({**(chosen.schema.metadata or {}), COVERAGE_KEY: reference.to_bytes()})
     size = write_table(chosen, store.coreset_path)
     strata = chosen.column("stratum").to_pylist()
     counts = {s: strata.count(s) for s in sorted(set(strata))}
@@ -76,6 +85,8 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
             "candidate_rows": len(X),
             "training_rows": n_candidates,
             "covering_radius": float(result.radius),
+            "coverage_radius": reference.radius,
+            "coverage_quantile": reference.quantile,
             "warm_start_rows": n_warm,
             "pca_dim": Z.shape[1],
             "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),

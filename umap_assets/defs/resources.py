@@ -68,14 +68,10 @@ class EmbeddingEngine(dg.ConfigurableResource):
     spark_conf: dict[str, str] = {}
 
     def embed(self, artifact: str, source: str, destination: str, spec: SliceSpec = SliceSpec()):
-        from ..engines import ENGINES, embed_local, embed_spark
+        from ..engines import embed
 
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.engine == "spark":
-            return embed_spark(artifact, source, destination, spec=spec, master=self.spark_master,
-                               conf=self.spark_conf)
-        return embed_local(artifact, source, destination, spec=spec, chunk_rows=self.chunk_rows)
+        return embed(self.engine, artifact, source, destination, spec, chunk_rows=self.chunk_rows,
+                     master=self.spark_master, conf=self.spark_conf)
 
 
 @dg.definitions

@@ -21,6 +21,7 @@ class KCenterResult:
     radius: float  # covering radius: max distance from any row to its nearest center
     radii: np.ndarray  # covering radius before each newly picked center (non-increasing)
     n_initial: int
+    distances: np.ndarray  # every row's distance to its nearest center (0 for the centers)
 
 
 def _row_norms(Z: np.ndarray) -> np.ndarray:
@@ -104,6 +105,7 @@ def k_center_greedy(
         radius=float(np.sqrt(min_dist.max())) if n else 0.0,
         radii=np.sqrt(np.asarray(radii, dtype=np.float64)),
         n_initial=int(len(initial)),
+        distances=np.sqrt(min_dist),
     )
 
 

@@ -1,0 +1,73 @@
+"""``drift``: how well the current model's training data covers each slice.
+
+The score is plain numerics (:mod:`umap_assets.numerics.drift`); ``training_sensor`` reads the
+``drifted`` flag from the materializations of new slices to decide whether to retrain.
+"""
+
+import time
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from ..contract import features_matrix
+from ..numerics.drift import drift_score
+from ..numerics.metrics import subsample
+from ..warehouse import take_rows
+from .ingest import samples
+from .model import coreset, store_of
+from .partitions import slices_partitions
+from .resources import WarehouseResource
+
+GROUP = "quality"
+
+
+class DriftConfig(dg.Config):
+    """How a slice is scored, and where drift starts."""
+
+    max_rows: int = 5_000  # sample rows scored (a seeded subsample)
+    max_uncovered_fraction: float = 0.05  # rows like the training data leave about 1% uncovered
+    seed: int = 0
+
+
+@dg.asset(
+    partitions_def=slices_partitions,
+    deps=[samples, coreset],
+    group_name=GROUP,
+    kinds={"numpy"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The share of a slice's sampled rows that the current coreset does not cover.
+
+    A row is uncovered when it lies farther from every coreset row (in the coreset's PCA space)
+    than the 99th percentile of the training rows' own distances. Rows like the training data leave
+    about 1% uncovered; above ``max_uncovered_fraction`` the slice is marked ``drifted`` and
+    ``training_sensor`` retrains the model. Measured again whenever the coreset changes.
+    """
+    key = context.partition_key
+    started = time.perf_counter()
+    reference = store_of(warehouse).load_coverage()
+    path = warehouse.warehouse().table_path("samples", key)
+    n = pq.ParquetFile(path).metadata.num_rows
+    rows = take_rows(path, subsample(n, config.max_rows, config.seed), ["features"])
+    try:
+        score = drift_score(reference, features_matrix(rows.column("features")))
+    except ValueError as exc:
+        raise dg.Failure(f"slice '{key}': cannot score drift: {exc}") from exc
+    drifted = score.drifted(config.max_uncovered_fraction)
+    summary = (f"{score.uncovered_fraction:.1%} of {score.rows:,} rows uncovered "
+               f"(about {score.expected_uncovered:.0%} for rows like the training data; drift above "
+               f"{config.max_uncovered_fraction:.0%})")
+    context.log.info(f"slice {key}: {summary}" + (": drifted" if drifted else ""))
+    return dg.MaterializeResult(
+        metadata={
+            "drifted": drifted,
+            "uncovered_fraction": score.uncovered_fraction,
+            "expected_uncovered_fraction": score.expected_uncovered,
+            "max_uncovered_fraction": config.max_uncovered_fraction,
+            "median_distance_ratio": score.median_distance_ratio,
+            "rows_scored": score.rows,
+            "summary": summary,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )

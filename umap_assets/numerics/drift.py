@@ -1,0 +1,100 @@
+"""Drift: does the current model's training data cover a new slice?
+
+The coreset is a k-center cover of the training rows in a PCA space: almost every training row lies
+within a small distance of some coreset row. A :class:`CoverageReference` keeps that PCA, the
+projected coreset rows and the ``quantile`` (0.99 by default) of held-out rows' distances to
+their nearest coreset row. A new slice is scored by the fraction of its rows that lie farther than
+that radius. Rows like the training data leave about ``1 - quantile`` of themselves uncovered; a
+new cluster, a shifted or rescaled feature, or a new kind of row leaves much more. The map was not
+fitted on those regions, so the model should be retrained.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from .coreset import min_sq_dist_to
+
+
+@dataclass(frozen=True)
+class CoverageReference:
+    mean: np.ndarray  # (d,) PCA mean
+    components: np.ndarray  # (p, d) PCA components
+    centers: np.ndarray  # (m, p) the coreset rows in PCA space
+    radius: float  # the ``quantile`` of the training rows' distances to their nearest center
+    quantile: float
+    median_distance: float  # median distance of the training rows to their nearest center
+
+    def project(self, X: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X, np.float32) - self.mean) @ self.components.T).astype(np.float32)
+
+    def distances(self, X: np.ndarray) -> np.ndarray:
+        """Distance of each row of ``X`` to its nearest coreset row, in the PCA space."""
+        return np.sqrt(min_sq_dist_to(self.project(X), self.centers))
+
+    def to_bytes(self) -> bytes:
+        """Everything but the centers (they are the coreset's own rows, projected again on load)."""
+        buf = io.BytesIO()
+        np.savez(buf, mean=self.mean, components=self.components,
+                 scalars=np.array([self.radius, self.quantile, self.median_distance]))
+        return base64.b64encode(buf.getvalue())
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, coreset_rows: np.ndarray) -> CoverageReference:
+        with np.load(io.BytesIO(base64.b64decode(blob))) as f:
+            radius, quantile, median = f["scalars"].tolist()
+            mean, components = f["mean"], f["components"]
+        centers = ((np.asarray(coreset_rows, np.float32) - mean) @ components.T).astype(np.float32)
+        return cls(mean, components, centers, radius, quantile, median)
+
+
+def coverage_reference(pca, centers: np.ndarray, calibration_rows: np.ndarray, quantile: float = 0.99
+                       ) -> CoverageReference:
+    """The reference from a fitted PCA, the projected coreset rows, and held-out rows of the
+    training data (rows the coreset did not choose from, such as the validation rows) whose
+    distances to the coreset set the radius. Held-out rows matter: k-center makes the outlying
+    training rows centers, so the training rows' own distances understate a new row's."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    if len(calibration_rows) == 0:
+        raise ValueError("the coverage radius needs at least one held-out row")
+    reference = CoverageReference(
+        mean=np.asarray(pca.mean_, np.float32),
+        components=np.asarray(pca.components_, np.float32),
+        centers=np.ascontiguousarray(centers, np.float32),
+        radius=0.0, quantile=float(quantile), median_distance=0.0,
+    )
+    d = reference.distances(calibration_rows).astype(np.float64)
+    return dataclasses.replace(reference, radius=float(np.quantile(d, quantile)), median_distance=float(np.median(d)))
+
+
+@dataclass(frozen=True)
+class DriftScore:
+    rows: int
+    uncovered_fraction: float  # share of rows farther from the coreset than the reference radius
+    expected_uncovered: float  # what rows like the training data give: 1 - quantile
+    median_distance_ratio: float  # median distance to the coreset, over the training rows' median
+
+    def drifted(self, max_uncovered_fraction: float) -> bool:
+        return self.uncovered_fraction > max_uncovered_fraction
+
+
+def drift_score(reference: CoverageReference, X: np.ndarray) -> DriftScore:
+    """Score rows ``X`` (a slice, or a sample of it) against the reference."""
+    if len(X) == 0:
+        raise ValueError("cannot score drift on zero rows")
+    if X.shape[1] != reference.mean.shape[0]:
+        raise ValueError(f"rows have {X.shape[1]} features, the model's training rows {reference.mean.shape[0]}")
+    d = reference.distances(X)
+    median = float(np.median(d))
+    return DriftScore(
+        rows=int(len(X)),
+        uncovered_fraction=float(np.mean(d > reference.radius)),
+        expected_uncovered=1.0 - reference.quantile,
+        median_distance_ratio=median / reference.median_distance if reference.median_distance > 0 else float("inf"),
+    )

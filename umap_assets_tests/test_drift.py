@@ -1,0 +1,125 @@
+"""Drift: the coverage score, the ``drift`` asset, and retraining only when new slices drift."""
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from umap_assets.defs import automation
+from umap_assets.defs.drift import drift
+from umap_assets.defs.ingest import raw_slices, samples
+from umap_assets.defs.model import coreset
+from umap_assets.defs.resources import SliceContract, WarehouseResource
+from umap_assets.demo_data import write_demo_slices
+from umap_assets.model_store import ModelStore
+from umap_assets.home import Layout
+from umap_assets.numerics.coreset import fit_pca_projection, k_center_greedy
+from umap_assets.numerics.drift import CoverageReference, coverage_reference, drift_score
+
+
+def _clusters(n: int, centres: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (centres[rng.integers(len(centres), size=n)] + rng.normal(size=(n, centres.shape[1]))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    centres = np.random.default_rng(0).normal(0, 6, size=(4, 20))
+    X = _clusters(4000, centres, seed=1)
+    held_out = _clusters(1000, centres, seed=6)
+    pca = fit_pca_projection(X, 8, seed=0)
+    Z = pca.transform(X).astype(np.float32)
+    result = k_center_greedy(Z, 300, seed=0)
+    return coverage_reference(pca, Z[result.indices], held_out, 0.99), centres
+
+
+def test_rows_like_the_training_data_are_covered(reference):
+    ref, centres = reference
+    score = drift_score(ref, _clusters(3000, centres, seed=2))
+    assert score.uncovered_fraction < 0.025 and not score.drifted(0.05)
+    assert score.expected_uncovered == pytest.approx(0.01)
+    assert 0.7 < score.median_distance_ratio < 1.4
+
+
+def test_a_new_cluster_or_a_shifted_feature_is_drift(reference):
+    ref, centres = reference
+    new_cluster = _clusters(3000, np.random.default_rng(9).normal(0, 6, size=(1, 20)), seed=3)
+    assert drift_score(ref, new_cluster).drifted(0.05)
+    shifted = _clusters(3000, centres, seed=4)
+    shifted[:, 0] += 25.0  # one feature's unit or offset changed upstream
+    score = drift_score(ref, shifted)
+    assert score.uncovered_fraction > 0.5 and score.median_distance_ratio > 2
+
+
+def test_reference_round_trips_and_refuses_wrong_dimensions(reference):
+    ref, centres = reference
+    rows = _clusters(50, centres, seed=5)
+    # the centers are not stored: they are projected again from the coreset's own rows
+    back = CoverageReference.from_bytes(ref.to_bytes(), rows)
+    assert back.radius == ref.radius and back.quantile == ref.quantile
+    np.testing.assert_allclose(back.centers, ref.project(rows), rtol=1e-6)
+    with pytest.raises(ValueError, match="rows have 3 features, the model's training rows 20"):
+        drift_score(ref, np.zeros((5, 3), np.float32))
+    with pytest.raises(ValueError, match="quantile must be in"):
+        coverage_reference(None, ref.centers, np.ones((3, 20)), quantile=1.0)
+
+
+def _permuted_copy(source, destination):
+    """The same rows with their features in reverse order: what a changed upstream schema looks like."""
+    t = pq.read_table(source)
+    X = np.asarray(t.column("features").to_pylist(), dtype=np.float32)[:, ::-1]
+    t = t.set_column(t.column_names.index("features"), "features",
+                     pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(X).ravel()), X.shape[1]))
+    pq.write_table(t, destination)
+    return destination
+
+
+def test_drift_asset_and_training_sensor_retrain_only_on_drift(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    paths = write_demo_slices(home / "incoming", "digits", 4, allow_download=False, say=lambda _: None)
+    _permuted_copy(paths[3], home / "incoming" / "permuted.parquet")
+    keys = [p.stem for p in paths[:3]] + ["permuted"]
+    resources = {"warehouse": WarehouseResource(home=str(home)), "contract": SliceContract()}
+    fast = {"ops": {"samples": {"config": {"rate": 1.0, "floor": 1, "validation_fraction": 0.2}}}}
+    monkeypatch.setattr(automation, "QUIET_SECONDS", 0.0)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("slices", keys)
+
+        def ingest(key):
+            assert dg.materialize([raw_slices, samples], partition_key=key, instance=instance,
+                                  resources=resources, run_config=fast).success
+
+        def measure(key):
+            result = dg.materialize([drift], partition_key=key, instance=instance, resources=resources)
+            return result.asset_materializations_for_node("drift")[0].metadata
+
+        def decide(cursor):
+            return automation.training_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+        for key in keys[:2]:
+            ingest(key)
+        first = decide(None)
+        assert first.run_requests[0].tags["umap_assets/retrain_reason"] == "first model"
+        # the first model: its coreset is the drift reference (the rest of the chain is not needed here)
+        assert dg.materialize([coreset], instance=instance, resources=resources,
+                              run_config={"ops": {"coreset": {"config": {"budget": 300, "pca_dim": 16}}}}).success
+        assert ModelStore(Layout.at(home)).load_coverage().centers.shape == (300, 16)
+        instance.report_runless_asset_event(dg.AssetMaterialization("artifact"))
+
+        # a new slice of the same data: measured, covered, no retraining
+        ingest(keys[2])
+        waiting = decide(first.cursor)
+        assert isinstance(waiting, dg.SkipReason) and keys[2] in waiting.skip_message
+        covered = measure(keys[2])
+        assert covered["drifted"].value is False and covered["uncovered_fraction"].value < 0.05
+        calm = decide(first.cursor)
+        assert not calm.run_requests and "covers the 1 new slice" in calm.skip_reason.skip_message
+
+        # a slice whose features changed order upstream: drift, and a retraining request
+        ingest("permuted")
+        moved = measure("permuted")
+        assert moved["drifted"].value is True and moved["uncovered_fraction"].value > 0.5
+        retrain = decide(calm.cursor)
+        assert retrain.run_requests[0].tags["umap_assets/retrain_reason"] == "drift: permuted"
+        assert isinstance(decide(retrain.cursor), dg.SkipReason), "the same slices do not retrain twice"

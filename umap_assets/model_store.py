@@ -52,17 +52,35 @@ class ModelStore:
         """The promoted artifact: the newest one that passed its blocking checks."""
         return self.layout.models / "artifact.uart"
 
+    @property
+    def coverage_path(self) -> Path:
+        """The drift reference of the promoted artifact's training data (written with the promotion)."""
+        return self.layout.models / "coverage.npz"
+
     def promote_candidate(self) -> Path:
-        """Make the candidate the artifact that ``embeddings`` and the report use."""
+        """Make the candidate the artifact that ``embeddings`` and the report use.
+
+        The coverage of the coreset it was trained on is promoted with it, so ``drift`` always
+        measures against the training data of the model that is served. The artifact is written
+        first: a run killed in between leaves the older coverage, which errs on the side of one
+        retraining too many, never of a served model that misses a region.
+        """
         from .atomic import atomic_write_bytes
 
-        return atomic_write_bytes(self.artifact_path, self.candidate_path.read_bytes())
+        path = atomic_write_bytes(self.artifact_path, self.candidate_path.read_bytes())
+        try:
+            coverage = self.coreset_coverage()
+        except FileNotFoundError:
+            self.coverage_path.unlink(missing_ok=True)  # no reference is better than a stale one
+        else:
+            atomic_write_bytes(self.coverage_path, coverage.to_bytes(include_centers=True))
+        return path
 
     def versioned_artifact_path(self, version: str) -> Path:
         return self.layout.models / "artifacts" / f"{version}.uart"
 
-    def load_coverage(self) -> CoverageReference:
-        """The drift reference of the current coreset (its PCA, radius and projected rows)."""
+    def coreset_coverage(self) -> CoverageReference:
+        """The drift reference stored in the current coreset file (the newest training run's)."""
         if not self.coreset_path.exists():
             raise FileNotFoundError(f"no coreset at {self.coreset_path}; materialize `coreset` first")
         pf = pq.ParquetFile(self.coreset_path)
@@ -70,6 +88,13 @@ class ModelStore:
         if blob is None:
             raise FileNotFoundError(f"{self.coreset_path} holds no coverage reference; re-materialize `coreset`")
         return CoverageReference.from_bytes(blob, features_matrix(pf.read(columns=["features"]).column("features")))
+
+    def load_coverage(self) -> CoverageReference:
+        """The drift reference of the promoted artifact: the coverage of the data it was trained on."""
+        if not self.coverage_path.exists():
+            raise FileNotFoundError(f"no coverage for the promoted model at {self.coverage_path}; "
+                                    "train a model whose checks pass (`train_model`)")
+        return CoverageReference.from_bytes(self.coverage_path.read_bytes())
 
     def save_teacher(self, teacher) -> int:
         with atomic_path(self.teacher_path) as tmp:
@@ -128,6 +153,8 @@ def read_sample_rows(
     files = warehouse.files("samples")
     if not files:
         raise FileNotFoundError(f"no samples under {warehouse.table_dir('samples')}; ingest a slice first")
+    if len(set(uids)) != len(uids):
+        raise ValueError(f"the requested uids hold {len(uids) - len(set(uids))} duplicates; ask for each row once")
     wanted: dict[str, tuple[list[str], list[int]]] = {}
     for order, uid in enumerate(uids):
         key, _, row_id = uid.partition("/")
@@ -181,9 +208,7 @@ def read_sample_rows(
             in_split[local] = False
             extra_local = np.flatnonzero(in_split)[ranks]
         positions = np.union1d(local, extra_local)
-        table = take_rows(path, positions)
-        if "label" in table.column_names:
-            table = table.set_column(table.column_names.index("label"), "label", table.column("label").cast(pa.string()))
+        table = _labels_as_strings(take_rows(path, positions))
         key = np.empty(len(positions), np.int64)
         key[np.searchsorted(positions, local)] = orders
         is_extra = np.ones(len(positions), bool)
@@ -192,12 +217,19 @@ def read_sample_rows(
         pieces.append(table)
         keys.append(key)
     if not pieces:
-        empty = pq.read_schema(files[0]).empty_table()
+        empty = _labels_as_strings(pq.read_schema(files[0]).empty_table())
         return SampleRows(empty.append_column("uid", pa.array([], pa.string())), available, 0)
     table = pa.concat_tables(pieces, promote_options="default")
     table = table.take(pa.array(np.argsort(np.concatenate(keys), kind="stable")))
     uid = pc.binary_join_element_wise(table.column("slice"), table.column("id").cast(pa.string()), "/")
     return SampleRows(table.append_column("uid", uid), available, n_found)
+
+
+def _labels_as_strings(table: pa.Table) -> pa.Table:
+    """Slices may label with ints or strings; across slices the samples' labels are strings."""
+    if "label" not in table.column_names:
+        return table
+    return table.set_column(table.column_names.index("label"), "label", table.column("label").cast(pa.string()))
 
 
 def labels_of(table: pa.Table) -> np.ndarray | None:

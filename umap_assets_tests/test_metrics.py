@@ -58,3 +58,25 @@ def test_blocked_trustworthiness_equals_scikit_learn():
         ours = metrics.trustworthiness(X, E, k, working_memory=1)
         assert abs(ours - sk_trustworthiness(X, E, n_neighbors=k)) < 1e-12
         assert abs(metrics.continuity(X, E, k) - sk_trustworthiness(E, X, n_neighbors=k)) < 1e-12
+
+
+def _trustworthiness_by_full_sort(X, E, k):
+    """The textbook definition with a full, stable sort of every row's distances."""
+    from scipy.spatial.distance import cdist
+
+    n = len(X)
+    D = cdist(X, X)
+    np.fill_diagonal(D, np.inf)
+    rank = np.empty((n, n), dtype=np.int64)
+    rank[np.arange(n)[:, None], np.argsort(D, axis=1, kind="stable")] = np.arange(1, n + 1)
+    nbrs = metrics.knn_indices(E, k)
+    penalty = np.maximum(np.take_along_axis(rank, nbrs, axis=1) - k, 0).sum()
+    return 1 - 2 * penalty / (n * k * (2 * n - 3 * k - 1))
+
+
+def test_blocked_trustworthiness_ranks_ties_like_a_stable_sort():
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 3, size=(120, 4)).astype(float)  # many equal distances and duplicate rows
+    E = X[:, :2] + rng.normal(scale=0.3, size=(120, 2))
+    ours = metrics.trustworthiness(X, E, 7, working_memory=1)
+    assert abs(ours - _trustworthiness_by_full_sort(X, E, 7)) < 1e-12

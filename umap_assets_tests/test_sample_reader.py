@@ -85,6 +85,13 @@ def test_missing_uids_raise_or_are_skipped(warehouse):
     assert rows.table.column("uid").to_pylist() == ["a/1"] and rows.n_requested == 1
 
 
+def test_duplicate_uids_are_refused_and_an_empty_read_keeps_the_schema(warehouse):
+    with pytest.raises(ValueError, match="1 duplicates"):
+        read_sample_rows(warehouse, "train", uids=["a/1", "a/1"])
+    empty = read_sample_rows(warehouse, "train").table  # no uids, fill_to 0
+    assert empty.num_rows == 0 and empty.schema.field("label").type == pa.string() and "uid" in empty.column_names
+
+
 def test_no_samples_is_a_clear_error(tmp_path):
     wh = Warehouse(root=tmp_path / "empty", duckdb_path=tmp_path / "w.duckdb")
     with pytest.raises(FileNotFoundError, match="no samples under .*ingest a slice first"):

@@ -91,22 +91,28 @@ def test_sensor_is_on_by_default():
     assert new_slices_sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_training_sensor_waits_for_quiet_then_requests_once(instance, monkeypatch):
+def test_training_sensor_waits_for_quiet_then_requests_once(instance, layout, monkeypatch):
     import umap_assets.defs.automation as automation
 
-    ctx = dg.build_sensor_context(instance=instance)
-    assert isinstance(automation.training_sensor(ctx), dg.SkipReason)  # nothing landed yet
+    def decide(cursor=None):
+        resources = {"warehouse": WarehouseResource(home=str(layout.home))}
+        return automation.training_sensor(dg.build_sensor_context(instance=instance, cursor=cursor,
+                                                                  resources=resources))
+
+    assert isinstance(decide(), dg.SkipReason)  # nothing landed yet
 
     instance.report_runless_asset_event(dg.AssetMaterialization("samples", partition="day_1"))
-    fresh = automation.training_sensor(dg.build_sensor_context(instance=instance))
+    fresh = decide()
     assert isinstance(fresh, dg.SkipReason) and "waiting" in fresh.skip_message
 
     monkeypatch.setattr(automation, "QUIET_SECONDS", 0.0)
-    result = automation.training_sensor(dg.build_sensor_context(instance=instance))
+    result = decide()
     assert len(result.run_requests) == 1
-    again = automation.training_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    assert result.run_requests[0].tags["umap_assets/retrain_reason"] == "no promoted model yet"
+    again = decide(result.cursor)
     assert isinstance(again, dg.SkipReason), "the same samples do not train twice"
 
+    # no model passed its checks yet, so new samples train again (drift needs a served model)
     instance.report_runless_asset_event(dg.AssetMaterialization("samples", partition="day_2"))
-    later = automation.training_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    later = decide(result.cursor)
     assert len(later.run_requests) == 1 and later.run_requests[0].run_key != result.run_requests[0].run_key

@@ -8,8 +8,9 @@ import dagster as dg
 from .drift import drift
 from .embeddings import embeddings
 from .ingest import samples
-from .model import artifact, coreset, student, teacher
+from .model import artifact, coreset, store_of, student, teacher
 from .quality import quality_report
+from .resources import WarehouseResource
 
 train_job = dg.define_asset_job(
     "train_model",
@@ -21,18 +22,32 @@ train_job = dg.define_asset_job(
 QUIET_SECONDS = 60.0
 
 
-def _records_after(instance: dg.DagsterInstance, key: dg.AssetKey, after: int, partitions: list[str] | None = None):
-    """Every materialization record of ``key`` newer than storage id ``after`` (paged)."""
+def _records_after(fetch, key: dg.AssetKey, after: int, partitions: list[str] | None = None) -> list:
+    """Every record that ``fetch`` (``instance.fetch_materializations`` or
+    ``instance.fetch_failed_materializations``) has for ``key`` after storage id ``after``, oldest first."""
     records, cursor = [], None
     while True:
-        page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after, asset_partitions=partitions),
-            limit=1000, cursor=cursor, ascending=True,
-        )
+        page = fetch(dg.AssetRecordsFilter(asset_key=key, after_storage_id=after, asset_partitions=partitions),
+                     limit=1000, cursor=cursor, ascending=True)
         records.extend(page.records)
         if not page.has_more:
             return records
         cursor = page.cursor
+
+
+def _drift_of_new_slices(instance: dg.DagsterInstance, landed: dict[str, int]) -> tuple[dict, list[str]]:
+    """For each slice in ``landed`` (key -> storage id of its new sample): the metadata of its newest
+    ``drift`` materialization after that sample, or its key in the second list when the newest
+    attempt failed. Slices not measured yet are in neither."""
+    newest: dict[str, tuple[int, object]] = {}
+    since, keys = min(landed.values()), sorted(landed)
+    for fetch, failed in ((instance.fetch_materializations, False), (instance.fetch_failed_materializations, True)):
+        for record in _records_after(fetch, drift.key, since, keys):
+            key = record.partition_key
+            if record.storage_id > landed[key] and record.storage_id > newest.get(key, (0, None))[0]:
+                newest[key] = (record.storage_id, None if failed else record.asset_materialization.metadata)
+    measured = {k: meta for k, (_, meta) in newest.items() if meta is not None}
+    return measured, sorted(k for k, (_, meta) in newest.items() if meta is None)
 
 
 @dg.sensor(
@@ -41,19 +56,20 @@ def _records_after(instance: dg.DagsterInstance, key: dg.AssetKey, after: int, p
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Trains the first model once samples have landed, then retrains when new slices drift.",
 )
-def training_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def training_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult | dg.SkipReason:
     """Requests ``train_model`` after a burst of new ``samples`` (quiet for ``QUIET_SECONDS``):
 
-    - when no artifact exists yet, to train the first model;
-    - afterwards only when the ``drift`` of at least one new slice says the current coreset does not
-      cover it. New slices that are covered are embedded with the current artifact, and the map
-      of every other slice stays as it is.
+    - while no artifact has passed its checks, to train one;
+    - afterwards only when the ``drift`` of a new slice says the promoted model's training data
+      does not cover it, or when its drift could not be measured (a failed ``drift`` run, for
+      example a model trained before drift was measured). New slices that are covered are
+      embedded with the current artifact, and the map of every other slice stays as it is.
 
     The cursor is the storage id of the newest ``samples`` materialization already decided on.
     """
     instance = context.instance
     state = json.loads(context.cursor) if context.cursor else {"handled": 0}
-    new_samples = _records_after(instance, samples.key, state["handled"])
+    new_samples = _records_after(instance.fetch_materializations, samples.key, state["handled"])
     if not new_samples:
         return dg.SkipReason("no new samples since the last decision")
     latest = new_samples[-1]
@@ -61,34 +77,33 @@ def training_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg
     if age < QUIET_SECONDS:
         return dg.SkipReason(f"new samples landed {age:.0f}s ago; waiting for {QUIET_SECONDS:.0f}s of quiet")
     decided = json.dumps({"handled": latest.storage_id})
-    if instance.get_latest_materialization_event(artifact.key) is None:
+
+    def train(reason: str) -> dg.SensorResult:
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=f"samples-{latest.storage_id}",
-                                        tags={"umap_assets/retrain_reason": "first model"})],
+                                        tags={"umap_assets/retrain_reason": reason})],
             cursor=decided,
         )
+
+    if not store_of(warehouse).artifact_path.exists():
+        return train("no promoted model yet")
     landed = {r.partition_key: r.storage_id for r in new_samples if r.partition_key}
-    measured = {}
-    for record in _records_after(instance, drift.key, min(landed.values()), sorted(landed)):
-        if record.storage_id > landed[record.partition_key]:  # measured on the new sample
-            measured[record.partition_key] = record.asset_materialization.metadata
-    waiting = sorted(set(landed) - set(measured))
+    measured, failed = _drift_of_new_slices(instance, landed)
+    waiting = sorted(set(landed) - set(measured) - set(failed))
     if waiting:
         return dg.SkipReason(
-            f"waiting for `drift` of {len(waiting)} new slice(s) ({', '.join(waiting[:5])}); the automation "
-            "sensor measures it, or materialize `drift` for them"
+            f"waiting for `drift` of {len(waiting)} new slice(s) ({', '.join(waiting[:5])}); "
+            "`automation_sensor` measures it, or materialize `drift` for them"
         )
     drifted = sorted(k for k, meta in measured.items() if meta["drifted"].value)
-    if not drifted:
-        worst = max(measured, key=lambda k: measured[k]["uncovered_fraction"].value)
-        return dg.SensorResult(
-            skip_reason=f"the current model covers the {len(measured)} new slice(s) (worst: {worst}, "
-                        f"{measured[worst]['uncovered_fraction'].value:.1%} uncovered); no retraining",
-            cursor=decided,
-        )
+    if drifted or failed:
+        reasons = ([f"drift: {', '.join(drifted[:10])}"] if drifted else []) + (
+            [f"drift not measurable: {', '.join(failed[:10])}"] if failed else [])
+        return train("; ".join(reasons))
+    worst = max(measured, key=lambda k: measured[k]["uncovered_fraction"].value)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"samples-{latest.storage_id}",
-                                    tags={"umap_assets/retrain_reason": "drift: " + ", ".join(drifted[:10])})],
+        skip_reason=f"the current model covers the {len(measured)} new slice(s) (worst: {worst}, "
+                    f"{measured[worst]['uncovered_fraction'].value:.1%} uncovered); no retraining",
         cursor=decided,
     )
 

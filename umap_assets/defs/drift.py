@@ -14,7 +14,7 @@ from ..numerics.drift import drift_score
 from ..numerics.metrics import subsample
 from ..warehouse import take_rows
 from .ingest import samples
-from .model import coreset, store_of
+from .model import artifact, store_of
 from .partitions import slices_partitions
 from .resources import WarehouseResource
 
@@ -31,18 +31,18 @@ class DriftConfig(dg.Config):
 
 @dg.asset(
     partitions_def=slices_partitions,
-    deps=[samples, coreset],
+    deps=[samples, artifact],
     group_name=GROUP,
     kinds={"numpy"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )
 def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """The share of a slice's sampled rows that the current coreset does not cover.
+    """The share of a slice's sampled rows that the served model's training data does not cover.
 
-    A row is uncovered when it lies farther from every coreset row (in the coreset's PCA space)
-    than the 99th percentile of the training rows' own distances. Rows like the training data leave
-    about 1% uncovered; above ``max_uncovered_fraction`` the slice is marked ``drifted`` and
-    ``training_sensor`` retrains the model. Measured again whenever the coreset changes.
+    A row is uncovered when it lies farther from every row of the promoted artifact's coreset (in
+    that coreset's PCA space) than 99% of held-out validation rows do. Rows like the training data
+    leave about 1% uncovered; above ``max_uncovered_fraction`` the slice is marked ``drifted`` and
+    ``training_sensor`` retrains the model. Measured again whenever a new artifact is promoted.
     """
     key = context.partition_key
     started = time.perf_counter()

@@ -162,7 +162,10 @@ def samples(
 
 
 def label_strata(labels: pa.ChunkedArray) -> np.ndarray:
-    """The labels as a compact numpy string array (through Arrow's dictionary, not Python objects)."""
+    """The labels as a compact numpy array: integers as they are, strings through Arrow's
+    dictionary (never one Python object per row)."""
+    if pa.types.is_integer(labels.type):
+        return labels.to_numpy()
     encoded = pc.dictionary_encode(labels.cast(pa.string())).combine_chunks()
     values = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
     return values[encoded.indices.to_numpy()]
@@ -170,9 +173,12 @@ def label_strata(labels: pa.ChunkedArray) -> np.ndarray:
 
 def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, seed: int) -> np.ndarray:
     """k-means strata for an unlabelled slice: fitted on a subsample, predicted batch by batch."""
-    fit_at = fit_rows(n_rows, config.max_fit_rows, seed)
-    model = ClusterStrata(config.n_clusters, config.pca_dim, seed)
-    model.fit(features_matrix(take_rows(source, fit_at, ["features"]).column("features")))
+    fit_at = fit_rows(n_rows, config.max_fit_rows, seed)  # in draw order: k-means is order-sensitive
+    order = np.argsort(fit_at)
+    X_sorted = features_matrix(take_rows(source, fit_at[order], ["features"]).column("features"))
+    X_fit = np.empty_like(X_sorted)
+    X_fit[order] = X_sorted
+    model = ClusterStrata(config.n_clusters, config.pca_dim, seed).fit(X_fit)
     parts = [
         model.predict(features_matrix(batch.column("features")))
         for batch in pq.ParquetFile(source).iter_batches(batch_size=65_536, columns=["features"])

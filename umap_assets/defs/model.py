@@ -69,11 +69,17 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     result = k_center_greedy(Z, config.budget, initial=initial if len(initial) else None, seed=config.seed)
     # the coverage reference travels in the coreset file's own metadata: one atomic write for both
     held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=config.seed)
-    calibration = (feature_rows(held_out.table) if held_out.table.num_rows
-                   else X[np.flatnonzero(result.distances > 0)[: config.coverage_rows]])
+    if held_out.table.num_rows:
+        calibration = feature_rows(held_out.table)
+    else:  # no validation rows: a random subset of the training rows the coreset did not choose
+        rest = np.flatnonzero(result.distances > 0)
+        rest = rest if len(rest) else np.arange(len(X))  # the coreset is every row: radius 0
+        rng = np.random.default_rng(config.seed)
+        calibration = X[np.sort(rng.choice(rest, size=min(len(rest), config.coverage_rows), replace=False))]
     reference = coverage_reference(pca, Z[result.indices], calibration, config.coverage_quantile)
     chosen = table.take(pa.array(result.indices))
-    chosen = chosen.replace_schema_metadata({**(chosen.schema.metadata or {}), COVERAGE_KEY: reference.to_bytes()})
+    metadata = {**(chosen.schema.metadata or {}), COVERAGE_KEY: reference.to_bytes(include_centers=False)}
+    chosen = chosen.replace_schema_metadata(metadata)
     size = write_table(chosen, store.coreset_path)
     strata = chosen.column("stratum").to_pylist()
     counts = {s: strata.count(s) for s in sorted(set(strata))}

@@ -37,19 +37,27 @@ class CoverageReference:
         """Distance of each row of ``X`` to its nearest coreset row, in the PCA space."""
         return np.sqrt(min_sq_dist_to(self.project(X), self.centers))
 
-    def to_bytes(self) -> bytes:
-        """Everything but the centers (they are the coreset's own rows, projected again on load)."""
+    def to_bytes(self, include_centers: bool = True) -> bytes:
+        """Serialised (base64 of an ``.npz``). Without centers it is small enough for a Parquet
+        file's metadata; :meth:`from_bytes` then projects them again from the coreset's rows."""
+        arrays = {"mean": self.mean, "components": self.components,
+                  "scalars": np.array([self.radius, self.quantile, self.median_distance])}
+        if include_centers:
+            arrays["centers"] = self.centers
         buf = io.BytesIO()
-        np.savez(buf, mean=self.mean, components=self.components,
-                 scalars=np.array([self.radius, self.quantile, self.median_distance]))
+        np.savez(buf, **arrays)
         return base64.b64encode(buf.getvalue())
 
     @classmethod
-    def from_bytes(cls, blob: bytes, coreset_rows: np.ndarray) -> CoverageReference:
+    def from_bytes(cls, blob: bytes, coreset_rows: np.ndarray | None = None) -> CoverageReference:
         with np.load(io.BytesIO(base64.b64decode(blob))) as f:
             radius, quantile, median = f["scalars"].tolist()
             mean, components = f["mean"], f["components"]
-        centers = ((np.asarray(coreset_rows, np.float32) - mean) @ components.T).astype(np.float32)
+            centers = f["centers"] if "centers" in f.files else None
+        if centers is None:
+            if coreset_rows is None:
+                raise ValueError("this reference was saved without its centers; pass the coreset's rows")
+            centers = ((np.asarray(coreset_rows, np.float32) - mean) @ components.T).astype(np.float32)
         return cls(mean, components, centers, radius, quantile, median)
 
 

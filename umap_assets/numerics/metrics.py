@@ -27,21 +27,27 @@ def trustworthiness(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory
 
     Venna and Kaski's measure, the value of :func:`sklearn.manifold.trustworthiness`, but computed
     over blocks of rows (``sklearn.metrics.pairwise_distances_chunked``): memory stays near
-    ``working_memory`` MiB instead of two n x n matrices (1.6 GB for 10k rows).
+    ``working_memory`` MiB instead of two n x n matrices (1.6 GB for 10k rows). Equal distances
+    are ranked by row index (a stable sort); scikit-learn leaves their order to its sort.
     """
     n = len(X)
     if not 0 < k < n / 2:
         raise ValueError(f"k must be in (0, n/2) for n={n} rows, got {k}")
     neighbours = knn_indices(E, k)
 
+    columns = np.arange(n)
+
     def penalties(D: np.ndarray, start: int) -> np.ndarray:
         rows = np.arange(len(D))
         D[rows, start + rows] = np.inf  # a row is not its own neighbour
-        d_map = np.take_along_axis(D, neighbours[start : start + len(D)], axis=1)
+        nbrs = neighbours[start : start + len(D)]
+        d_map = np.take_along_axis(D, nbrs, axis=1)
         out = np.zeros(len(D), dtype=np.int64)
         for j in range(k):
-            # rank (1-based) of the map's j-th neighbour among the row's true neighbours
-            rank = (D < d_map[:, j : j + 1]).sum(axis=1) + 1
+            # rank (1-based) of the map's j-th neighbour among the row's true neighbours; equal
+            # distances are ranked by row index, as a stable sort would
+            d, idx = d_map[:, j : j + 1], nbrs[:, j : j + 1]
+            rank = (D < d).sum(axis=1) + ((D == d) & (columns < idx)).sum(axis=1) + 1
             out += np.maximum(rank - k, 0)
         return out
 

@@ -55,10 +55,10 @@ class ClusterStrata:
 
 
 def fit_rows(n: int, max_fit_rows: int, seed: int) -> np.ndarray:
-    """Sorted positions of the seeded subsample the strata are fitted on (every row when n is small)."""
+    """Positions of the seeded subsample the strata are fitted on, in draw order (every row when n is small)."""
     if n <= max_fit_rows:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_fit_rows, replace=False))
+    return np.random.default_rng(seed).choice(n, size=max_fit_rows, replace=False)
 
 
 def cluster_strata(

@@ -22,13 +22,15 @@ train_job = dg.define_asset_job(
 QUIET_SECONDS = 60.0
 
 
-def _records_after(fetch, key: dg.AssetKey, after: int, partitions: list[str] | None = None) -> list:
-    """Every record that ``fetch`` (``instance.fetch_materializations`` or
-    ``instance.fetch_failed_materializations``) has for ``key`` after storage id ``after``, oldest first."""
+def _records_after(instance: dg.DagsterInstance, key: dg.AssetKey, after: int,
+                   partitions: list[str] | None = None) -> list:
+    """Every materialization record of ``key`` after storage id ``after``, oldest first (paged)."""
     records, cursor = [], None
     while True:
-        page = fetch(dg.AssetRecordsFilter(asset_key=key, after_storage_id=after, asset_partitions=partitions),
-                     limit=1000, cursor=cursor, ascending=True)
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after, asset_partitions=partitions),
+            limit=1000, cursor=cursor, ascending=True,
+        )
         records.extend(page.records)
         if not page.has_more:
             return records
@@ -38,16 +40,20 @@ def _records_after(fetch, key: dg.AssetKey, after: int, partitions: list[str] | 
 def _drift_of_new_slices(instance: dg.DagsterInstance, landed: dict[str, int]) -> tuple[dict, list[str]]:
     """For each slice in ``landed`` (key -> storage id of its new sample): the metadata of its newest
     ``drift`` materialization after that sample, or its key in the second list when the newest
-    attempt failed. Slices not measured yet are in neither."""
-    newest: dict[str, tuple[int, object]] = {}
-    since, keys = min(landed.values()), sorted(landed)
-    for fetch, failed in ((instance.fetch_materializations, False), (instance.fetch_failed_materializations, True)):
-        for record in _records_after(fetch, drift.key, since, keys):
-            key = record.partition_key
-            if record.storage_id > landed[key] and record.storage_id > newest.get(key, (0, None))[0]:
-                newest[key] = (record.storage_id, None if failed else record.asset_materialization.metadata)
-    measured = {k: meta for k, (_, meta) in newest.items() if meta is not None}
-    return measured, sorted(k for k, (_, meta) in newest.items() if meta is None)
+    ``drift`` run planned after that sample failed. Slices not measured yet are in neither."""
+    measured: dict[str, dict] = {}
+    for record in _records_after(instance, drift.key, min(landed.values()), sorted(landed)):
+        if record.storage_id > landed[record.partition_key]:  # measured on the new sample (oldest first)
+            measured[record.partition_key] = record.asset_materialization.metadata
+    failed = []
+    for key in sorted(set(landed) - set(measured)):
+        planned = instance.get_latest_planned_materialization_info(drift.key, key)
+        if planned is None or planned.storage_id <= landed[key]:
+            continue
+        run = instance.get_run_by_id(planned.run_id)
+        if run is not None and run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            failed.append(key)
+    return measured, failed
 
 
 @dg.sensor(
@@ -69,7 +75,7 @@ def training_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRes
     """
     instance = context.instance
     state = json.loads(context.cursor) if context.cursor else {"handled": 0}
-    new_samples = _records_after(instance.fetch_materializations, samples.key, state["handled"])
+    new_samples = _records_after(instance, samples.key, state["handled"])
     if not new_samples:
         return dg.SkipReason("no new samples since the last decision")
     latest = new_samples[-1]

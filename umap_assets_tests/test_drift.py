@@ -53,6 +53,15 @@ def test_a_new_cluster_or_a_shifted_feature_is_drift(reference):
     assert score.uncovered_fraction > 0.5 and score.median_distance_ratio > 2
 
 
+def test_a_global_change_near_the_cover_shows_in_the_median_distance(reference):
+    ref, centres = reference
+    scaled = _clusters(3000, centres, seed=7) * 1.15  # every feature rescaled a little
+    score = drift_score(ref, scaled)
+    assert score.median_distance_ratio > 1.10
+    assert score.drifted(0.05, 1.10)
+    assert not drift_score(ref, _clusters(3000, centres, seed=8)).drifted(0.05, 1.10)
+
+
 def test_reference_round_trips_and_refuses_wrong_dimensions(reference):
     ref, centres = reference
     rows = _clusters(50, centres, seed=5)

@@ -26,6 +26,7 @@ class DriftConfig(dg.Config):
 
     max_rows: int = 5_000  # sample rows scored (a seeded subsample)
     max_uncovered_fraction: float = 0.05  # rows like the training data leave about 1% uncovered
+    max_median_distance_ratio: float = 1.10  # and sit at about 1.00 times the held-out rows' median
     seed: int = 0
 
 
@@ -41,7 +42,8 @@ def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: War
 
     A row is uncovered when it lies farther from every row of the promoted artifact's coreset (in
     that coreset's PCA space) than 99% of held-out validation rows do. Rows like the training data
-    leave about 1% uncovered; above ``max_uncovered_fraction`` the slice is marked ``drifted`` and
+    leave about 1% uncovered, at a median distance about 1.0 times the held-out rows'. Above
+    ``max_uncovered_fraction`` or ``max_median_distance_ratio`` the slice is marked ``drifted`` and
     ``training_sensor`` retrains the model. Measured again whenever a new artifact is promoted.
     """
     key = context.partition_key
@@ -54,10 +56,11 @@ def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: War
         score = drift_score(reference, features_matrix(rows.column("features")))
     except ValueError as exc:
         raise dg.Failure(f"slice '{key}': cannot score drift: {exc}") from exc
-    drifted = score.drifted(config.max_uncovered_fraction)
-    summary = (f"{score.uncovered_fraction:.1%} of {score.rows:,} rows uncovered "
-               f"(about {score.expected_uncovered:.0%} for rows like the training data; drift above "
-               f"{config.max_uncovered_fraction:.0%})")
+    drifted = score.drifted(config.max_uncovered_fraction, config.max_median_distance_ratio)
+    summary = (f"{score.uncovered_fraction:.1%} of {score.rows:,} rows uncovered (about "
+               f"{score.expected_uncovered:.0%} for rows like the training data; drift above "
+               f"{config.max_uncovered_fraction:.0%}), median distance {score.median_distance_ratio:.2f}x the "
+               f"held-out rows' (drift above {config.max_median_distance_ratio:.2f}x)")
     context.log.info(f"slice {key}: {summary}" + (": drifted" if drifted else ""))
     return dg.MaterializeResult(
         metadata={
@@ -66,6 +69,7 @@ def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: War
             "expected_uncovered_fraction": score.expected_uncovered,
             "max_uncovered_fraction": config.max_uncovered_fraction,
             "median_distance_ratio": score.median_distance_ratio,
+            "max_median_distance_ratio": config.max_median_distance_ratio,
             "rows_scored": score.rows,
             "summary": summary,
             "seconds": round(time.perf_counter() - started, 3),

@@ -5,8 +5,10 @@ within a small distance of some coreset row. A :class:`CoverageReference` keeps 
 projected coreset rows and the ``quantile`` (0.99 by default) of held-out rows' distances to
 their nearest coreset row. A new slice is scored by the fraction of its rows that lie farther than
 that radius. Rows like the training data leave about ``1 - quantile`` of themselves uncovered; a
-new cluster, a shifted or rescaled feature, or a new kind of row leaves much more. The map was not
-fitted on those regions, so the model should be retrained.
+new cluster, a shifted feature, or a new kind of row leaves much more. The map was not fitted on
+those regions, so the model should be retrained. A global change that keeps rows near the cover
+(rescaled pixel values, say) shows instead in the median distance to the coreset, relative to the
+held-out rows' median, which stays near 1.0 for data like the training data.
 """
 
 from __future__ import annotations
@@ -88,8 +90,11 @@ class DriftScore:
     expected_uncovered: float  # what rows like the training data give: 1 - quantile
     median_distance_ratio: float  # median distance to the coreset, over the training rows' median
 
-    def drifted(self, max_uncovered_fraction: float) -> bool:
-        return self.uncovered_fraction > max_uncovered_fraction
+    def drifted(self, max_uncovered_fraction: float, max_median_distance_ratio: float = float("inf")) -> bool:
+        """Too many rows outside the cover (new regions), or the typical row pushed away from the
+        training data (a global change, such as rescaled features, that keeps rows near the cover)."""
+        return (self.uncovered_fraction > max_uncovered_fraction
+                or self.median_distance_ratio > max_median_distance_ratio)
 
 
 def drift_score(reference: CoverageReference, X: np.ndarray) -> DriftScore:

@@ -116,3 +116,14 @@ def test_training_sensor_waits_for_quiet_then_requests_once(instance, layout, mo
     instance.report_runless_asset_event(dg.AssetMaterialization("samples", partition="day_2"))
     later = decide(result.cursor)
     assert len(later.run_requests) == 1 and later.run_requests[0].run_key != result.run_requests[0].run_key
+
+
+def test_automation_sensor_runs_by_default_and_drives_drift_and_embeddings():
+    from umap_assets.defs.automation import automation_sensor
+    from umap_assets.definitions import load_definitions
+
+    assert automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = load_definitions().resolve_asset_graph()
+    assert automation_sensor.asset_selection.resolve(graph) == {dg.AssetKey("drift"), dg.AssetKey("embeddings")}
+    for key in (dg.AssetKey("drift"), dg.AssetKey("embeddings")):
+        assert graph.get(key).automation_condition is not None

@@ -94,6 +94,8 @@ def training_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRes
     if not store_of(warehouse).artifact_path.exists():
         return train("no promoted model yet")
     landed = {r.partition_key: r.storage_id for r in new_samples if r.partition_key}
+    if not landed:
+        return dg.SensorResult(skip_reason="the new samples name no slice", cursor=decided)
     measured, failed = _drift_of_new_slices(instance, landed)
     waiting = sorted(set(landed) - set(measured) - set(failed))
     if waiting:

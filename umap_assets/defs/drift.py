@@ -48,7 +48,10 @@ def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: War
     """
     key = context.partition_key
     started = time.perf_counter()
-    reference = store_of(warehouse).load_coverage()
+    try:
+        reference = store_of(warehouse).load_coverage()
+    except FileNotFoundError as exc:
+        raise dg.Failure(f"slice '{key}': cannot score drift: {exc}") from exc
     path = warehouse.warehouse().table_path("samples", key)
     n = pq.ParquetFile(path).metadata.num_rows
     rows = take_rows(path, subsample(n, config.max_rows, config.seed), ["features"])

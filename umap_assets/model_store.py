@@ -145,10 +145,11 @@ def read_sample_rows(
 
     The rows named by ``uids`` (``slice/id``) come first, in the order given; then other rows of
     the split, a seeded random subsample, until there are ``fill_to`` rows in all (``fill_to=None``
-    adds every other row; the default 0 adds none). A first pass reads only the ``id`` and ``split`` columns; the second reads the chosen
-    rows batch by batch, so memory holds what is returned and one Parquet batch, never every
-    sample. ``missing="skip"`` drops requested uids that are gone (or not in ``split``) instead of
-    raising ``KeyError``.
+    adds every other row; the default 0 adds none). A first pass reads only the ``id`` and
+    ``split`` columns; the second reads the chosen rows batch by batch, so memory holds what is
+    returned, one Parquet batch and a boolean per sample row, never every sample's features.
+    ``missing="skip"`` drops requested uids that are gone (or not in ``split``) instead of raising
+    ``KeyError``.
     """
     files = warehouse.files("samples")
     if not files:
@@ -161,14 +162,15 @@ def read_sample_rows(
         ids, orders = wanted.setdefault(key, ([], []))
         ids.append(row_id)
         orders.append(order)
-    plans = []
-    n_found = available = 0
+    plans = []  # per file: path, requested rows' positions and order in uids, mask of the split's other rows
+    found_orders = np.zeros(len(uids), bool)
+    available = 0
     for path in files:
         head = pq.read_table(path, columns=["id", "split"])
         in_split = (np.ones(head.num_rows, bool) if split is None
                     else pc.equal(head.column("split"), split).to_numpy(zero_copy_only=False))
-        local = np.empty(0, np.int64)
-        orders = np.empty(0, np.int64)
+        available += int(in_split.sum())
+        local = orders = np.empty(0, np.int64)
         if path.stem in wanted:
             ids, order_list = wanted.pop(path.stem)
             found = pc.index_in(pa.array(ids, pa.string()), value_set=head.column("id").cast(pa.string()))
@@ -176,45 +178,35 @@ def read_sample_rows(
             ok = found >= 0
             ok[ok] = in_split[found[ok]]
             local, orders = found[ok], np.asarray(order_list, np.int64)[ok]
-        n_split = int(in_split.sum())
-        available += n_split
-        n_found += len(local)
-        plans.append((path, local, orders, n_split - len(local)))
+            in_split[local] = False
+        found_orders[orders] = True
+        plans.append((path, local, orders, in_split, int(in_split.sum())))
+    n_found = int(found_orders.sum())
     if n_found < len(uids) and missing == "raise":
-        found_orders = np.zeros(len(uids), bool)
-        for plan in plans:
-            found_orders[plan[2]] = True
         example = uids[int(np.flatnonzero(~found_orders)[0])]
         raise KeyError(f"{len(uids) - n_found} of the requested rows are no longer in the {split!r} samples "
                        f"(for example {example!r}): the samples changed after the step that chose them; "
                        "re-materialize it")
-    n_others = sum(p[3] for p in plans)
+    n_others = sum(p[4] for p in plans)
     n_extra = n_others if fill_to is None else max(0, min(fill_to - n_found, n_others))
     rng = np.random.default_rng(seed)
     extra = np.sort(rng.choice(n_others, size=n_extra, replace=False)) if n_extra < n_others else np.arange(n_others)
     pieces, keys = [], []
     first = 0
-    for path, local, orders, n_other in plans:
+    for path, local, orders, others, n_other in plans:
         lo, hi = np.searchsorted(extra, [first, first + n_other])
-        ranks = extra[lo:hi] - first
+        extra_local = np.flatnonzero(others)[extra[lo:hi] - first] if hi > lo else np.empty(0, np.int64)
         first += n_other
-        if not len(local) and not len(ranks):
+        if not len(local) and not len(extra_local):
             continue
-        extra_local = np.empty(0, np.int64)
-        if len(ranks):
-            split_col = pq.read_table(path, columns=["split"]).column("split")
-            in_split = (np.ones(len(split_col), bool) if split is None
-                        else pc.equal(split_col, split).to_numpy(zero_copy_only=False))
-            in_split[local] = False
-            extra_local = np.flatnonzero(in_split)[ranks]
         positions = np.union1d(local, extra_local)
-        table = _labels_as_strings(take_rows(path, positions))
         key = np.empty(len(positions), np.int64)
-        key[np.searchsorted(positions, local)] = orders
+        at_local = np.searchsorted(positions, local)
         is_extra = np.ones(len(positions), bool)
-        is_extra[np.searchsorted(positions, local)] = False
-        key[is_extra] = len(uids) + lo + np.arange(is_extra.sum())
-        pieces.append(table)
+        is_extra[at_local] = False
+        key[at_local] = orders
+        key[is_extra] = len(uids) + lo + np.arange(len(extra_local))
+        pieces.append(_labels_as_strings(take_rows(path, positions)))
         keys.append(key)
     if not pieces:
         empty = _labels_as_strings(pq.read_schema(files[0]).empty_table())

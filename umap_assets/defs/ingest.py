@@ -123,8 +123,9 @@ def samples(
     wh = warehouse.warehouse()
     source = wh.table_path("raw_slices", key)
     seed = derive_seed(config.seed, key)
-    n_rows = pq.ParquetFile(source).metadata.num_rows
-    if "label" in pq.read_schema(source).names:
+    source_file = pq.ParquetFile(source)
+    n_rows = source_file.metadata.num_rows
+    if "label" in source_file.schema_arrow.names:
         strata_kind = "label"
         strata = label_strata(pq.read_table(source, columns=["label"]).column("label"))
     else:

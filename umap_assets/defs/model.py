@@ -15,6 +15,7 @@ from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_ro
 from ..numerics import compress
 from ..numerics.coreset import fit_pca_projection, k_center_greedy
 from ..numerics.drift import coverage_reference
+from ..numerics.metrics import subsample
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, train_student
 from ..runtime import Projector
 from ..warehouse import write_table
@@ -74,8 +75,7 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     else:  # no validation rows: a random subset of the training rows the coreset did not choose
         rest = np.flatnonzero(result.distances > 0)
         rest = rest if len(rest) else np.arange(len(X))  # the coreset is every row: radius 0
-        rng = np.random.default_rng(config.seed)
-        calibration = X[np.sort(rng.choice(rest, size=min(len(rest), config.coverage_rows), replace=False))]
+        calibration = X[rest[subsample(len(rest), config.coverage_rows, config.seed)]]
     reference = coverage_reference(pca, Z[result.indices], calibration, config.coverage_quantile)
     chosen = table.take(pa.array(result.indices))
     metadata = {**(chosen.schema.metadata or {}), COVERAGE_KEY: reference.to_bytes(include_centers=False)}

@@ -1,6 +1,7 @@
 """Quality metrics for an embedding, each on a seeded subsample of at most 10k rows.
 
-* trustworthiness (scikit-learn's value, computed in row blocks) and continuity (the same with the two spaces swapped), at k;
+* trustworthiness (scikit-learn's value, computed in row blocks) and continuity (the same with
+  the two spaces swapped), at k;
 * kNN recall@k: the mean fraction of each row's high-dimensional neighbours kept in the map;
 * kNN classifier accuracy in the map (fit on training rows, scored on held-out rows);
 * Spearman correlation of distances over random pairs;
@@ -34,7 +35,6 @@ def trustworthiness(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory
     if not 0 < k < n / 2:
         raise ValueError(f"k must be in (0, n/2) for n={n} rows, got {k}")
     neighbours = knn_indices(E, k)
-
     columns = np.arange(n)
 
     def penalties(D: np.ndarray, start: int) -> np.ndarray:

@@ -35,7 +35,7 @@ def prepare_instance_home(layout: Layout) -> Path:
 
 
 #: Keep Dagster's per-event DEBUG lines out of the terminal; the runs are in the UI in full.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
@@ -46,7 +46,21 @@ class RunSummary:
     run_ids: dict[str, str] = field(default_factory=dict)  # label -> Dagster run id
 
 
+def _step_seconds(result) -> str:
+    """Seconds per step of a run of several steps ("coreset 9.5s, teacher 75.0s, ...")."""
+    done = [(e.step_key, e.event_specific_data.duration_ms / 1000) for e in result.all_events if e.is_step_success]
+    return ", ".join(f"{key} {sec:.1f}s" for key, sec in done) if len(done) > 1 else ""
+
+
+def _failed_checks(result) -> list[str]:
+    """One line per failed asset check of a run: its name and what it measured."""
+    return [e.description or f"{e.check_name}: failed" for e in result.get_asset_check_evaluations() if not e.passed]
+
+
 def _failure_reason(result) -> str:
+    checks = _failed_checks(result)
+    if checks:
+        return "quality gates failed; the candidate was not promoted (see the quality report)"
     reasons = []
     for event in result.all_events:
         if event.is_step_failure:
@@ -105,13 +119,16 @@ def _execute(job, instance, say, label: str, summary: RunSummary, ops: dict | No
     )
     summary.run_ids[label] = result.run_id
     seconds = time.perf_counter() - started
+    steps = _step_seconds(result)
     if result.success:
         summary.succeeded.append(label)
-        say(f"  ok      {label}  ({seconds:.1f}s)")
+        say(f"  ok      {label}  ({seconds:.1f}s{'; ' + steps if steps else ''})")
         return True
     reason = _failure_reason(result)
     summary.failed[label] = reason
     say(f"  FAILED  {label}  ({seconds:.1f}s): {reason}")
+    for line in _failed_checks(result):
+        say(f"          gate {line}")
     return False
 
 
@@ -131,6 +148,7 @@ def run_pipeline(
     from .contract import SliceError, partition_key_for
     from .definitions import load_definitions
     from .defs.partitions import slices_partitions
+    from .model_store import ModelStore
 
     layout = Layout.at(home)
     prepare_instance_home(layout)
@@ -176,8 +194,9 @@ def run_pipeline(
             return summary
         if _has_job(defs, "train_model"):
             say("train: coreset -> teacher -> student -> artifact -> quality_report")
-            if not _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, ops):
-                return summary
+            trained = _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, ops)
+            if not trained and not ModelStore(layout).artifact_path.exists():
+                return summary  # nothing to serve yet; with a promoted model, embedding goes on
         if until == "train":
             return summary
         if _has_job(defs, "embed_slice"):
@@ -261,7 +280,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     layout = Layout.at(args.home)
     prepare_instance_home(layout)
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    cmd = ["dagster", "dev", "-w", str(workspace), *args.dagster_args]
+    # the `dagster` beside this interpreter: works with no virtualenv activated
+    dagster = Path(sys.executable).parent / "dagster"
+    cmd = [str(dagster) if dagster.exists() else "dagster", "dev", "-w", str(workspace), *args.dagster_args]
     print(f"DAGSTER_HOME={layout.dagster_home} {' '.join(cmd)}")
     os.execvpe(cmd[0], cmd, os.environ)
     return 0

@@ -57,8 +57,8 @@ class ModelStore:
         """The drift reference of the promoted artifact's training data (written with the promotion)."""
         return self.layout.models / "coverage.npz"
 
-    def promote_candidate(self) -> Path:
-        """Make the candidate the artifact that ``embeddings`` and the report use.
+    def promote(self, source: Path) -> Path:
+        """Make the artifact at ``source`` the one that ``embeddings`` and ``drift`` use.
 
         The coverage of the coreset it was trained on is promoted with it, so ``drift`` always
         measures against the training data of the model that is served. The artifact is written
@@ -67,7 +67,7 @@ class ModelStore:
         """
         from .atomic import atomic_write_bytes
 
-        path = atomic_write_bytes(self.artifact_path, self.candidate_path.read_bytes())
+        path = atomic_write_bytes(self.artifact_path, Path(source).read_bytes())
         try:
             coverage = self.coreset_coverage()
         except FileNotFoundError:

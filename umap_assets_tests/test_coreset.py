@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from umap_assets.numerics.coreset import k_center_greedy, min_sq_dist_to
 
@@ -62,3 +63,29 @@ def test_budget_larger_than_data_and_duplicates():
     Z[5:] = 1.0
     r = k_center_greedy(Z, 50)
     assert r.radius == 0.0 and len(r.indices) <= 10
+
+
+def test_density_coverage_coreset_keeps_density_and_covers_outliers():
+    from umap_assets.numerics.coreset import density_coverage_coreset, k_center_greedy
+
+    rng = np.random.default_rng(0)
+    dense = rng.normal(0, 1, size=(2000, 2)).astype(np.float32)
+    outliers = rng.uniform(20, 30, size=(20, 2)).astype(np.float32)
+    Z = np.concatenate([dense, outliers])
+    mixed = density_coverage_coreset(Z, 200, density_fraction=0.7, seed=1)
+    pure = k_center_greedy(Z, 200, seed=1)
+    assert len(mixed.indices) == 200 and len(np.unique(mixed.indices)) == 200
+    # k-center alone spends a tenth of its budget on 1% of the rows and spreads the rest evenly;
+    # the mix keeps the dense core's share close to the data's
+    assert (pure.indices >= 2000).sum() >= 19
+    core = np.linalg.norm(Z, axis=1) < 1.0
+    share = core[:2000].mean()
+    assert core[pure.indices].mean() < 0.4 * share < 0.55 * share < core[mixed.indices].mean()
+    assert (mixed.indices >= 2000).sum() >= 15  # the fringe is still covered
+    assert mixed.radius <= 1.5 * pure.radius
+    # warm-start rows are kept and count towards the random share; the draw is seeded
+    warm = density_coverage_coreset(Z, 200, density_fraction=0.7, initial=np.arange(50), seed=1)
+    assert set(range(50)) <= set(warm.indices.tolist())
+    assert np.array_equal(density_coverage_coreset(Z, 200, density_fraction=0.7, seed=1).indices, mixed.indices)
+    with pytest.raises(ValueError, match="density_fraction"):
+        density_coverage_coreset(Z, 10, density_fraction=1.5)

@@ -10,7 +10,8 @@ from umap_assets.defs import automation
 from umap_assets.defs.drift import drift
 from umap_assets.defs.ingest import raw_slices, samples
 from umap_assets.defs.model import artifact, coreset, student, teacher
-from umap_assets.defs.quality import artifact_quality_gates
+from umap_assets.defs.promotion import model
+from umap_assets.defs.quality import quality_report_gates, quality_report
 from umap_assets.defs.resources import QualityGates, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
 from umap_assets.model_store import ModelStore
@@ -94,10 +95,10 @@ def _permuted_copy(source, destination):
 QUICK_TRAIN = {
     "coreset": {"config": {"budget": 300, "pca_dim": 16}},
     "teacher": {"config": {"n_neighbors": 10}},
-    "student": {"config": {"extra_rows": 200, "hidden": [32], "input_pca_dim": 16, "epochs": 3}},
+    "student": {"config": {"extra_rows": 200, "hidden": [32], "input_pca_dim": 16, "steps": 30}},
     "artifact": {"config": {"sparsity": 0.0}},
 }
-OPEN_GATES = QualityGates(trust_tolerance=1.0, min_student_overlap=0.0)
+OPEN_GATES = QualityGates(trust_tolerance=1.0, knn_accuracy_tolerance=1.0, min_student_overlap=0.0)
 
 
 def test_drift_asset_and_training_sensor_retrain_only_on_drift(tmp_path, monkeypatch):
@@ -132,9 +133,9 @@ def test_drift_asset_and_training_sensor_retrain_only_on_drift(tmp_path, monkeyp
             ingest(key)
         first = decide(None)
         assert first.run_requests[0].tags["umap_assets/retrain_reason"] == "no promoted model yet"
-        train = [coreset, teacher, student, artifact, artifact_quality_gates]
+        train = [coreset, teacher, student, artifact, quality_report, quality_report_gates, model]
         assert dg.materialize(train, instance=instance, resources=resources, run_config={"ops": QUICK_TRAIN},
-                              selection=[coreset, teacher, student, artifact]).success
+                              selection=[coreset, teacher, student, artifact, quality_report, model]).success
         # promotion carries the coverage of the promoted model's coreset with it
         assert store.artifact_path.exists()
         assert store.load_coverage().centers.shape == (300, 16)

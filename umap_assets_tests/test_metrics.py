@@ -80,3 +80,32 @@ def test_blocked_trustworthiness_ranks_ties_like_a_stable_sort():
     E = X[:, :2] + rng.normal(scale=0.3, size=(120, 2))
     ours = metrics.trustworthiness(X, E, 7, working_memory=1)
     assert abs(ours - _trustworthiness_by_full_sort(X, E, 7)) < 1e-12
+
+
+def test_row_scores_average_to_trustworthiness_and_rank_rows():
+    X = _data()
+    E = X[:, :2].copy()
+    E[:30] = np.random.default_rng(2).normal(size=(30, 2)) * 3  # scramble 30 rows
+    k = 10
+    p = metrics.trustworthiness_penalties(X, E, k)
+    rows = metrics.trustworthiness_row_scores(p, k)
+    assert np.isclose(rows.mean(), metrics.trustworthiness(X, E, k))
+    assert rows[:30].mean() < rows[30:].mean()  # the scrambled rows score worse
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_rows():
+    rng = np.random.default_rng(3)
+    small, large = rng.normal(0.5, 1.0, size=100), rng.normal(0.5, 1.0, size=10_000)
+    lo_s, hi_s = metrics.bootstrap_interval(small, seed=1)
+    lo_l, hi_l = metrics.bootstrap_interval(large, seed=1)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 5
+    assert metrics.bootstrap_interval(small, seed=1) == (lo_s, hi_s)  # seeded
+    assert np.isnan(metrics.bootstrap_interval(np.array([]))[0])
+
+
+def test_knn_correct_matches_accuracy():
+    E = np.array([[0, 0], [0, 1], [10, 10], [10, 11]], dtype=float)
+    y = np.array([0, 0, 1, 1])
+    correct = metrics.knn_correct(E, y, np.array([[0, 0.5], [10, 10.5]]), np.array([0, 0]), k=2)
+    assert correct.tolist() == [True, False]

@@ -9,13 +9,14 @@ from .drift import drift
 from .embeddings import embeddings
 from .ingest import samples
 from .model import artifact, coreset, store_of, student, teacher
+from .promotion import model
 from .quality import quality_report
 from .resources import WarehouseResource
 
 train_job = dg.define_asset_job(
     "train_model",
-    selection=dg.AssetSelection.assets(coreset, teacher, student, artifact, quality_report),
-    description="coreset -> teacher -> student -> artifact (gated by its checks) -> quality_report",
+    selection=dg.AssetSelection.assets(coreset, teacher, student, artifact, quality_report, model),
+    description="coreset -> teacher -> student -> artifact -> quality_report (gated by its checks) -> model",
 )
 
 #: Wait until no new sample has landed for this long, so a burst of slices trains once.

@@ -14,7 +14,8 @@ from ..numerics.drift import drift_score
 from ..numerics.metrics import subsample
 from ..warehouse import take_rows
 from .ingest import samples
-from .model import artifact, store_of
+from .model import store_of
+from .promotion import model
 from .partitions import slices_partitions
 from .resources import WarehouseResource
 
@@ -32,7 +33,7 @@ class DriftConfig(dg.Config):
 
 @dg.asset(
     partitions_def=slices_partitions,
-    deps=[samples, artifact],
+    deps=[samples, model],
     group_name=GROUP,
     kinds={"numpy"},
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),

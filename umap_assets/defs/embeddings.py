@@ -8,7 +8,8 @@ from ..runtime import Projector
 from ..warehouse import ensure_embeddings_view
 from .drift import drift
 from .ingest import raw_slices
-from .model import artifact, store_of
+from .model import store_of
+from .promotion import model
 from .partitions import slices_partitions
 from .resources import EmbeddingEngine, WarehouseResource
 
@@ -17,7 +18,7 @@ GROUP = "serving"
 
 @dg.asset(
     partitions_def=slices_partitions,
-    deps=[raw_slices, artifact],
+    deps=[raw_slices, model],
     group_name=GROUP,
     kinds={"parquet", "numpy", "duckdb"},
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_rows
 from ..numerics import compress
-from ..numerics.coreset import fit_pca_projection, k_center_greedy
+from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
 from ..numerics.drift import coverage_reference
 from ..numerics.metrics import subsample
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, train_student
@@ -30,9 +30,11 @@ def store_of(warehouse: WarehouseResource) -> ModelStore:
 
 
 class CoresetConfig(dg.Config):
-    """Greedy k-center over the PCA projection of every slice's training rows."""
+    """A random draw (density) plus greedy k-center (coverage) over the PCA projection of every
+    slice's training rows."""
 
     budget: int = 20_000
+    density_fraction: float = 0.7  # share of the budget drawn at random; k-center spends the rest
     pca_dim: int = 32
     warm_start: bool = True
     max_candidates: int = 250_000
@@ -45,8 +47,9 @@ class CoresetConfig(dg.Config):
 def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """A representative subset of the training rows of all samples (never validation rows).
 
-    Greedy k-center (farthest point) in a PCA space, with chunked distance updates and no N x N
-    matrix, over at most ``max_candidates`` rows (a seeded subsample read file by file), so its
+    A seeded random draw keeps the data's density (``density_fraction`` of the budget); greedy
+    k-center (farthest point) in a PCA space, with chunked distance updates and no N x N matrix,
+    covers the rest, over at most ``max_candidates`` rows (a seeded subsample read file by file), so its
     time and memory are bounded whatever the number of slices. When new slices arrive it
     warm-starts from the previous coreset's rows that are still present and extends them,
     instead of starting over.
@@ -67,7 +70,8 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     n_candidates = rows.available
     pca = fit_pca_projection(X, config.pca_dim, seed=config.seed)
     Z = pca.transform(X).astype(np.float32)
-    result = k_center_greedy(Z, config.budget, initial=initial if len(initial) else None, seed=config.seed)
+    result = density_coverage_coreset(Z, config.budget, density_fraction=config.density_fraction,
+                                      initial=initial, seed=config.seed)
     # the coverage reference travels in the coreset file's own metadata: one atomic write for both
     held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=config.seed)
     if held_out.table.num_rows:
@@ -161,7 +165,7 @@ class StudentTrainingConfig(dg.Config):
     # the defaults are the numerics' own (StudentConfig), so the two cannot drift apart
     hidden: list[int] = list(_DEFAULTS.hidden)
     input_pca_dim: int | None = _DEFAULTS.input_pca_dim
-    epochs: int = _DEFAULTS.epochs
+    steps: int = _DEFAULTS.steps
     batch_size: int = _DEFAULTS.batch_size
     edge_batch_size: int = _DEFAULTS.edge_batch_size
     negative_samples: int = _DEFAULTS.negative_samples
@@ -170,9 +174,8 @@ class StudentTrainingConfig(dg.Config):
     learning_rate: float = _DEFAULTS.learning_rate
     noise_std: float = _DEFAULTS.noise_std
     mix_weight: float = _DEFAULTS.mix_weight
-    patience: int = _DEFAULTS.patience
-    max_seconds: float | None = 240.0
     seed: int = _DEFAULTS.seed
+    threads: int = _DEFAULTS.threads
 
     def student_config(self) -> StudentConfig:
         fields = self.model_dump()
@@ -226,7 +229,7 @@ def student(
             "prep": result.prep,
             "config": result.config,
             "history": result.history,
-            "best_epoch": result.best_epoch,
+            "steps": result.steps,
             "a": float(a),
             "b": float(b),
             "uids": uids,
@@ -235,14 +238,13 @@ def student(
             "n_components": Y.shape[1],
         }
     )
-    last = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
+    last = result.history[-1]
     return dg.MaterializeResult(
         metadata={
             "distillation_rows": len(X),
             "coreset_rows": teacher_model.graph_.shape[0],
             "teacher_transform_seconds": round(label_seconds, 2),
-            "epochs": len(result.history),
-            "best_epoch": result.best_epoch,
+            "steps": result.steps,
             "coord_loss": float(last["coord_loss"]),
             "graph_loss": float(last["graph_loss"]),
             "holdout_mse": float(last["holdout_mse"]),
@@ -256,10 +258,10 @@ def student(
 
 def loss_table(history: list[dict]) -> str:
     rows = "\n".join(
-        f"| {h['epoch']} | {h['coord_loss']:.4f} | {h['graph_loss']:.4f} | {h['holdout_mse']:.4f} | {h['seconds']:.1f} |"
+        f"| {h['step']} | {h['coord_loss']:.4f} | {h['graph_loss']:.4f} | {h['holdout_mse']:.4f} | {h['seconds']:.1f} |"
         for h in history
     )
-    return "| epoch | coordinate | graph | holdout MSE | seconds |\n|---|---|---|---|---|\n" + rows
+    return "| step | coordinate | graph | holdout MSE | seconds |\n|---|---|---|---|---|\n" + rows
 
 
 def load_student_result(payload: dict) -> StudentResult:
@@ -269,14 +271,14 @@ def load_student_result(payload: dict) -> StudentResult:
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return StudentResult(model=model, prep=payload["prep"], history=payload["history"],
-                         best_epoch=payload["best_epoch"], config=cfg)
+                         steps=payload["steps"], config=cfg)
 
 
 class ArtifactConfig(dg.Config):
     """Compression: magnitude-pruning sparsity and the fine-tuning that follows it."""
 
     sparsity: float = 0.1
-    finetune_epochs: int = 8
+    finetune_steps: int = 300
     finetune_learning_rate: float = 5e-4
 
 
@@ -286,8 +288,9 @@ def artifact(
 ) -> dg.MaterializeResult:
     """The compressed student: pruned, int8-quantized, with input normalisation folded in.
 
-    Written as a candidate; its blocking checks promote it to ``models/artifact.uart`` only when
-    they pass, so ``embeddings`` never uses an artifact that failed its gates.
+    Written as ``models/artifacts/<version>.uart`` (and ``models/candidate.uart``). ``quality_report``
+    measures it, and ``model`` promotes it only when the report's blocking gates pass, so
+    ``embeddings`` never uses an artifact that failed them.
 
     One self-contained file (manifest with format version, input dimension and columns,
     preprocessing, source versions and a sha256) that :class:`umap_assets.runtime.Projector` reads
@@ -297,20 +300,11 @@ def artifact(
     store = store_of(warehouse)
     payload = store.load_student()
     result = load_student_result(payload)
-    if config.sparsity > 0:
-        masks = compress.magnitude_masks(result.model, config.sparsity)
-        for name, param in result.model.named_parameters():
-            if name in masks:
-                param.data.mul_(masks[name])
-        if config.finetune_epochs > 0:
-            # self-distillation: the pruned network learns to reproduce the float student's map
-            X = feature_rows(read_sample_rows(warehouse.warehouse(), "train", uids=payload["uids"]).table)
-            targets = load_student_result(payload).transform(X)
-            ft = StudentConfig(**{**result.config, "hidden": tuple(result.config["hidden"]),
-                                  "epochs": config.finetune_epochs, "learning_rate": config.finetune_learning_rate,
-                                  "graph_weight": 0.0, "noise_std": 0.0, "mix_weight": 0.0,
-                                  "patience": config.finetune_epochs + 1, "max_seconds": None})
-            result = train_student(X, targets, None, payload["a"], payload["b"], ft, init=result, masks=masks)
+    if config.sparsity > 0 and config.finetune_steps > 0:
+        X = feature_rows(read_sample_rows(warehouse.warehouse(), "train", uids=payload["uids"]).table)
+    else:
+        X = None
+    result = compress.prune(result, X, config.sparsity, config.finetune_steps, config.finetune_learning_rate)
     layers = compress.fold_layers(result)
     blob = compress.build_artifact(
         layers,

@@ -1,4 +1,9 @@
-"""The quality report, and the blocking asset checks that gate the artifact."""
+"""The quality report of the newest artifact, and the blocking gates that decide its promotion.
+
+``quality_report`` always materializes: it is the diagnostic, whether the candidate passes or not.
+Its blocking checks (``quality_report_gates``) read the figures it measured; only when they pass does
+``model`` (the promotion) run.
+"""
 
 import base64
 import io
@@ -16,7 +21,7 @@ from .model import artifact, load_student_result, store_of, student, teacher
 from .resources import QualityGates, WarehouseResource
 
 GROUP = "quality"
-MAX_ROWS = 10_000
+REPORT_K = (15, 5)  # trustworthiness at k=15 (the gate) and k=5 (the Parametric UMAP paper's)
 
 
 def validation_rows(warehouse: WarehouseResource, max_rows: int, seed: int):
@@ -25,59 +30,6 @@ def validation_rows(warehouse: WarehouseResource, max_rows: int, seed: int):
     if table.num_rows == 0:
         raise dg.Failure("the samples hold no validation rows; set samples.validation_fraction > 0")
     return feature_rows(table), labels_of(table)
-
-
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec("trustworthiness_vs_teacher", asset=artifact, blocking=True,
-                          description="artifact trustworthiness@k >= teacher's - trust_tolerance, on validation rows"),
-        dg.AssetCheckSpec("knn_overlap_with_student", asset=artifact, blocking=True,
-                          description="artifact kNN sets agree with the float student's (>= min_student_overlap)"),
-    ],
-)
-def artifact_quality_gates(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates
-):
-    """Measure the candidate artifact against the teacher and the float student on validation rows.
-
-    When both checks pass, the candidate is promoted to the artifact that downstream assets use.
-    """
-    store = store_of(warehouse)
-    X, _ = validation_rows(warehouse, quality_gates.max_rows, quality_gates.seed)
-    k = min(quality_gates.k, len(X) - 2)
-    projector = Projector.load(store.candidate_path)
-    E_art = projector.transform(X)
-    E_teacher = store.load_teacher().transform(X)
-    E_student = load_student_result(store.load_student()).transform(X)
-    t_art = metrics.trustworthiness(X, E_art, k)
-    t_teacher = metrics.trustworthiness(X, E_teacher, k)
-    floor = t_teacher - quality_gates.trust_tolerance
-    passed = t_art >= floor
-    yield dg.AssetCheckResult(
-        check_name="trustworthiness_vs_teacher",
-        passed=bool(passed),
-        description=(
-            f"artifact trustworthiness@{k} {t_art:.4f} vs teacher {t_teacher:.4f}: "
-            + ("passed" if passed else f"missed the floor {floor:.4f} by {floor - t_art:.4f}")
-        ),
-        metadata={"artifact": t_art, "teacher": t_teacher, "floor": floor, "margin": t_art - floor, "rows": len(X)},
-    )
-    overlap = metrics.knn_overlap(E_art, E_student, k)
-    ok = overlap >= quality_gates.min_student_overlap
-    yield dg.AssetCheckResult(
-        check_name="knn_overlap_with_student",
-        passed=bool(ok),
-        description=(
-            f"artifact/student kNN@{k} overlap {overlap:.4f}: "
-            + ("passed" if ok else f"missed the floor {quality_gates.min_student_overlap:.4f} by "
-               f"{quality_gates.min_student_overlap - overlap:.4f}")
-        ),
-        metadata={"overlap": overlap, "floor": quality_gates.min_student_overlap,
-                  "margin": overlap - quality_gates.min_student_overlap, "rows": len(X)},
-    )
-    if passed and ok:
-        store.promote_candidate()
-        context.log.info(f"promoted artifact {projector.version} to {store.artifact_path}")
 
 
 def _timed_transform(fn, X):
@@ -107,8 +59,9 @@ def scatter_png(maps: dict[str, np.ndarray], labels: np.ndarray | None) -> bytes
     return buf.getvalue()
 
 
-METRIC_NAMES = ("trustworthiness", "continuity", "knn_recall", "knn_accuracy", "spearman",
+METRIC_NAMES = ("trustworthiness", "trustworthiness@5", "continuity", "knn_recall", "knn_accuracy", "spearman",
                 "transform_rows_per_s", "size_bytes")
+MODELS = ("teacher", "student", "artifact")
 
 
 def markdown_table(report: dict) -> str:
@@ -116,7 +69,7 @@ def markdown_table(report: dict) -> str:
     lines = []
     for name in METRIC_NAMES:
         cells = []
-        for model in ("teacher", "student", "artifact"):
+        for model in MODELS:
             value = report[model].get(name)
             cells.append("—" if value is None else (f"{value:,.0f}" if name in ("transform_rows_per_s", "size_bytes")
                                                      else f"{value:.4f}"))
@@ -124,71 +77,182 @@ def markdown_table(report: dict) -> str:
     return head + "\n".join(lines)
 
 
-@dg.asset(deps=[teacher, student, artifact], group_name=GROUP, kinds={"scikit-learn", "markdown"})
-def quality_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Teacher vs float student vs artifact, measured on validation rows that no model saw.
+def gate(name: str, artifact_value: float, reference: float, floor: float, row_differences: np.ndarray | None,
+         seed: int) -> dict:
+    """One gate's figures: the artifact's value, the reference, the floor, the margin and its 95% CI."""
+    margin = artifact_value - floor
+    if row_differences is not None:  # paired bootstrap over rows of (artifact - reference)
+        low, high = metrics.bootstrap_interval(row_differences, seed=seed)
+        ci = [low + reference - floor, high + reference - floor]
+    else:
+        ci = None
+    return {"name": name, "artifact": artifact_value, "reference": reference, "floor": floor, "margin": margin,
+            "margin_ci95": ci, "passed": bool(margin >= 0)}
 
-    Metrics side by side: trustworthiness and continuity at k=15, kNN recall@15, 10-NN accuracy
-    in the map (when there are labels), Spearman correlation of distances, transform throughput,
-    size; plus the artifact's agreement with the teacher (kNN overlap, relative displacement).
-    Writes ``reports/quality_report.json`` and ``reports/quality_report.md`` (with the maps).
-    """
-    store = store_of(warehouse)
-    layout = warehouse.layout()
-    X, labels = validation_rows(warehouse, MAX_ROWS, seed=0)
-    teacher_model = store.load_teacher()
-    payload = store.load_student()
-    student_result = load_student_result(payload)
-    projector = Projector.load(store.artifact_path)
 
-    # kNN classifier: fit on (a subsample of) the distillation rows' maps, score on validation rows
-    pick = metrics.subsample(len(payload["uids"]), MAX_ROWS, seed=1)
-    train_rows = read_sample_rows(warehouse.warehouse(), "train", uids=[payload["uids"][i] for i in pick]).table
-    X_train, y_train = feature_rows(train_rows), labels_of(train_rows)
-    models = {
-        "teacher": (teacher_model.transform, payload["targets"][pick], store.teacher_path.stat().st_size),
-        "student": (student_result.transform, None, store.student_path.stat().st_size),
-        "artifact": (projector.transform, None, store.artifact_path.stat().st_size),
-    }
-    report: dict = {}
-    maps = {}
-    k = min(15, len(X) - 2)
+def gate_line(g: dict) -> str:
+    """The one line a person reads: artifact, reference, floor, margin (with its interval)."""
+    ci = f" [95% CI {g['margin_ci95'][0]:+.4f}, {g['margin_ci95'][1]:+.4f}]" if g.get("margin_ci95") else ""
+    return (f"{g['name']}: artifact {g['artifact']:.4f}, reference {g['reference']:.4f}, floor {g['floor']:.4f}, "
+            f"margin {g['margin']:+.4f}{ci}: {'passed' if g['passed'] else 'FAILED'}")
+
+
+def per_class(labels: np.ndarray | None, scores: dict[str, dict[str, np.ndarray]]) -> list[dict]:
+    """Trustworthiness and k-NN accuracy of each model, per label (a region of the map)."""
+    if labels is None:
+        return []
+    out = []
+    for label in np.unique(labels):
+        rows = labels == label
+        entry = {"label": str(label), "rows": int(rows.sum())}
+        for model, s in scores.items():
+            entry[f"{model}_trustworthiness"] = float(s["trust_rows"][rows].mean())
+            if "correct" in s:
+                entry[f"{model}_knn_accuracy"] = float(s["correct"][rows].mean())
+        out.append(entry)
+    return out
+
+
+def per_class_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    head = ("| label | rows | trust teacher | trust artifact | Δ | kNN acc teacher | kNN acc artifact |\n"
+            "|---|---|---|---|---|---|---|\n")
+    body = "\n".join(
+        f"| {r['label']} | {r['rows']} | {r['teacher_trustworthiness']:.4f} | {r['artifact_trustworthiness']:.4f} | "
+        f"{r['artifact_trustworthiness'] - r['teacher_trustworthiness']:+.4f} | "
+        f"{r.get('teacher_knn_accuracy', float('nan')):.3f} | {r.get('artifact_knn_accuracy', float('nan')):.3f} |"
+        for r in rows
+    )
+    return head + body
+
+
+def measure(models: dict, X: np.ndarray, labels, train_rows, k: int) -> tuple[dict, dict, dict]:
+    """Every metric of every model on the validation rows ``X``: (report, maps, per-row scores)."""
+    X_train, y_train = train_rows
+    report, maps, scores = {}, {}, {}
     for name, (fn, train_map, size) in models.items():
         E, rate = _timed_transform(fn, X)
         maps[name] = E
-        train_map = fn(X_train) if train_map is None else train_map
-        m = metrics.embedding_quality(X, E, k=k, labels=labels, train_embedding=train_map, train_labels=y_train)
+        penalties = metrics.trustworthiness_penalties(X, E, k)
+        s = {"trust_rows": metrics.trustworthiness_row_scores(penalties, k)}
+        m = {"trustworthiness": float(s["trust_rows"].mean()),
+             "trustworthiness@5": metrics.trustworthiness(X, E, min(5, k)),
+             "continuity": metrics.continuity(X, E, k), "knn_recall": metrics.knn_recall(X, E, k),
+             "spearman": metrics.distance_spearman(X, E)}
+        if labels is not None and y_train is not None:
+            s["correct"] = metrics.knn_correct(fn(X_train) if train_map is None else train_map, y_train, E, labels)
+            m["knn_accuracy"] = float(s["correct"].mean())
         report[name] = {**m, "transform_rows_per_s": rate, "size_bytes": int(size)}
-    report["artifact"]["path"] = str(store.artifact_path)
-    report["artifact"]["version"] = projector.version
-    report["artifact"]["knn_overlap_with_teacher"] = metrics.knn_overlap(maps["artifact"], maps["teacher"], k)
-    report["artifact"]["knn_overlap_with_student"] = metrics.knn_overlap(maps["artifact"], maps["student"], k)
-    report["artifact"]["displacement_vs_teacher"] = metrics.relative_displacement(maps["teacher"], maps["artifact"])
-    report["artifact"]["size_ratio_vs_teacher"] = report["teacher"]["size_bytes"] / report["artifact"]["size_bytes"]
-    report["validation_rows"] = len(X)
-    report["k"] = k
+        scores[name] = s
+    return report, maps, scores
 
-    png = scatter_png({"teacher (umap-learn transform)": maps["teacher"], "artifact": maps["artifact"]}, labels)
-    table = markdown_table(report)
-    agreement = (
-        f"artifact vs teacher: kNN@{k} overlap {report['artifact']['knn_overlap_with_teacher']:.4f}, "
-        f"mean displacement {report['artifact']['displacement_vs_teacher']:.4f} of the map's spread; "
-        f"{report['artifact']['size_ratio_vs_teacher']:,.0f}x smaller than the teacher's pickle."
-    )
-    atomic_write_bytes(layout.reports / "maps.png", png)
-    atomic_write_bytes(layout.reports / "quality_report.json", json.dumps(report, indent=2).encode())
-    md = (f"# Quality report\n\nMeasured on {len(X):,} validation rows that no model saw.\n\n{table}\n\n{agreement}\n\n"
-          "![teacher and artifact maps](maps.png)\n")
-    atomic_write_bytes(layout.reports / "quality_report.md", md.encode())
-    image = f"![maps](data:image/png;base64,{base64.b64encode(png).decode()})"
-    return dg.MaterializeResult(
-        metadata={
-            "metrics": dg.MetadataValue.md(table + "\n\n" + agreement),
-            "maps": dg.MetadataValue.md(image),
-            "artifact_trustworthiness": report["artifact"]["trustworthiness"],
-            "teacher_trustworthiness": report["teacher"]["trustworthiness"],
-            "artifact_knn_overlap_with_teacher": report["artifact"]["knn_overlap_with_teacher"],
-            "validation_rows": len(X),
-            "report": dg.MetadataValue.path(str(layout.reports / "quality_report.md")),
-        }
-    )
+
+def gates_of(report: dict, scores: dict, maps: dict, gates: QualityGates, k: int) -> list[dict]:
+    """The blocking gates, measured on the same rows as the report."""
+    art, tea = scores["artifact"], scores["teacher"]
+    out = [gate("trustworthiness_vs_teacher", report["artifact"]["trustworthiness"],
+                report["teacher"]["trustworthiness"], report["teacher"]["trustworthiness"] - gates.trust_tolerance,
+                art["trust_rows"] - tea["trust_rows"], gates.seed)]
+    if "correct" in art:
+        out.append(gate("knn_accuracy_vs_teacher", report["artifact"]["knn_accuracy"],
+                        report["teacher"]["knn_accuracy"],
+                        report["teacher"]["knn_accuracy"] - gates.knn_accuracy_tolerance,
+                        art["correct"].astype(float) - tea["correct"].astype(float), gates.seed))
+    overlap = metrics.knn_overlap(maps["artifact"], maps["student"], k)
+    out.append(gate("knn_overlap_with_student", overlap, 1.0, gates.min_student_overlap, None, gates.seed))
+    return out
+
+
+@dg.asset(deps=[teacher, student, artifact], group_name=GROUP, kinds={"scikit-learn", "markdown"})
+def quality_report(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates
+) -> dg.MaterializeResult:
+    """Teacher vs float student vs the newest artifact, on validation rows that no model saw.
+
+    Trustworthiness at k=15 and k=5, continuity, kNN recall, 10-NN accuracy in the map, Spearman
+    correlation of distances, throughput and size; the same per label; the three maps side by
+    side; and the gates with their margins and 95% bootstrap intervals. It materializes whether
+    the gates pass or not: it is the diagnostic. Its blocking checks (``quality_report_gates``) then
+    decide whether ``model`` promotes the artifact. Writes ``reports/quality_report.{json,md}``
+    and ``reports/maps.png``.
+    """
+    store, layout = store_of(warehouse), warehouse.layout()
+    X, labels = validation_rows(warehouse, quality_gates.max_rows, quality_gates.seed)
+    payload = store.load_student()
+    projector = Projector.load(store.candidate_path)
+    pick = metrics.subsample(len(payload["uids"]), quality_gates.max_rows, seed=1)
+    train = read_sample_rows(warehouse.warehouse(), "train", uids=[payload["uids"][i] for i in pick]).table
+    models = {
+        "teacher": (store.load_teacher().transform, payload["targets"][pick], store.teacher_path.stat().st_size),
+        "student": (load_student_result(payload).transform, None, store.student_path.stat().st_size),
+        "artifact": (projector.transform, None, store.candidate_path.stat().st_size),
+    }
+    k = min(quality_gates.k, (len(X) - 1) // 2)
+    report, maps, scores = measure(models, X, labels, (feature_rows(train), labels_of(train)), k)
+    art = report["artifact"]
+    art.update(version=projector.version, path=str(store.versioned_artifact_path(projector.version)),
+               knn_overlap_with_teacher=metrics.knn_overlap(maps["artifact"], maps["teacher"], k),
+               displacement_vs_teacher=metrics.relative_displacement(maps["teacher"], maps["artifact"]),
+               size_ratio_vs_teacher=report["teacher"]["size_bytes"] / art["size_bytes"])
+    report.update(validation_rows=len(X), k=k, gates=gates_of(report, scores, maps, quality_gates, k),
+                  per_class=per_class(labels, scores))
+    png = scatter_png({"teacher (umap-learn transform)": maps["teacher"], "float student": maps["student"],
+                       "artifact": maps["artifact"]}, labels)
+    md = write_report(layout.reports, report, png)
+    failed = [g["name"] for g in report["gates"] if not g["passed"]]
+    context.log.info("gates: " + ("all passed" if not failed else "failed: " + ", ".join(failed)))
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.md(md.split("![", 1)[0]),
+        "maps": dg.MetadataValue.md(f"![maps](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "artifact_version": projector.version,
+        "artifact_trustworthiness": art["trustworthiness"],
+        "teacher_trustworthiness": report["teacher"]["trustworthiness"],
+        "gates_passed": not failed,
+        "validation_rows": len(X),
+        "path": dg.MetadataValue.path(str(layout.reports / "quality_report.md")),
+    })
+
+
+def write_report(directory, report: dict, png: bytes) -> str:
+    """Write ``quality_report.json``, ``quality_report.md`` and ``maps.png``; return the markdown."""
+    art = report["artifact"]
+    agreement = (f"artifact vs teacher: kNN@{report['k']} overlap {art['knn_overlap_with_teacher']:.4f}, mean "
+                 f"displacement {art['displacement_vs_teacher']:.4f} of the map's spread; "
+                 f"{art['size_ratio_vs_teacher']:,.0f}x smaller than the teacher's pickle.")
+    gates = "\n".join(f"- {gate_line(g)}" for g in report["gates"])
+    md = (f"# Quality report\n\nArtifact `{art['version']}`, measured on {report['validation_rows']:,} validation "
+          f"rows that no model saw (k={report['k']}).\n\n## Gates\n\n{gates}\n\n## Metrics\n\n"
+          f"{markdown_table(report)}\n\n{agreement}\n\n## Per label\n\n{per_class_markdown(report['per_class'])}\n\n"
+          "![teacher, student and artifact maps](maps.png)\n")
+    atomic_write_bytes(directory / "maps.png", png)
+    atomic_write_bytes(directory / "quality_report.json", json.dumps(report, indent=2).encode())
+    atomic_write_bytes(directory / "quality_report.md", md.encode())
+    return md
+
+
+GATE_NAMES = ("trustworthiness_vs_teacher", "knn_accuracy_vs_teacher", "knn_overlap_with_student")
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(name, asset=quality_report, blocking=True, description=desc) for name, desc in (
+        ("trustworthiness_vs_teacher", "artifact trustworthiness@k >= teacher's - trust_tolerance"),
+        ("knn_accuracy_vs_teacher", "artifact 10-NN accuracy >= teacher's - knn_accuracy_tolerance (labelled data)"),
+        ("knn_overlap_with_student", "artifact kNN sets agree with the float student's (>= min_student_overlap)"),
+    )],
+)
+def quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+    """The gates that ``quality_report`` measured, as blocking checks: ``model`` promotes the
+    artifact only when they all pass. Unlabelled data has no accuracy gate (it passes, and says so)."""
+    report = json.loads((warehouse.layout().reports / "quality_report.json").read_text())
+    measured = {g["name"]: g for g in report["gates"]}
+    for name in GATE_NAMES:
+        g = measured.get(name)
+        if g is None:
+            yield dg.AssetCheckResult(check_name=name, passed=True, description="not measured: the data has no labels")
+            continue
+        yield dg.AssetCheckResult(
+            check_name=name, passed=g["passed"], description=gate_line(g),
+            metadata={key: g[key] for key in ("artifact", "reference", "floor", "margin")}
+            | {"artifact_version": report["artifact"]["version"], "rows": report["validation_rows"]},
+        )

@@ -45,12 +45,13 @@ class SliceContract(dg.ConfigurableResource):
 
 
 class QualityGates(dg.ConfigurableResource):
-    """Thresholds of the blocking checks on ``artifact``."""
+    """Thresholds of the blocking gates on ``quality_report`` that decide whether ``model`` promotes the artifact."""
 
-    trust_tolerance: float = 0.01  # artifact trustworthiness >= teacher - tolerance
+    trust_tolerance: float = 0.005  # artifact trustworthiness >= teacher - tolerance
+    knn_accuracy_tolerance: float = 0.01  # artifact 10-NN accuracy >= teacher - tolerance (labelled data)
     min_student_overlap: float = 0.95  # artifact kNN overlap with the float student
     k: int = 15
-    max_rows: int = 3_000  # validation rows the gates measure on (seeded subsample)
+    max_rows: int = 10_000  # validation rows the report and the gates measure on (seeded subsample)
     seed: int = 0
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -58,6 +59,44 @@ def magnitude_masks(model: nn.Sequential, sparsity: float) -> dict[str, torch.Te
         threshold = torch.kthvalue(w, k).values
         masks[f"{name}.weight"] = (layer.weight.detach().abs() > threshold).to(layer.weight.dtype)
     return masks
+
+
+def prune(result: StudentResult, X: np.ndarray, sparsity: float, steps: int, learning_rate: float) -> StudentResult:
+    """Magnitude-prune a trained student, then fine-tune it with the mask fixed.
+
+    The fine-tuning is self-distillation: the pruned network learns to reproduce the float
+    student's own map of the rows ``X`` for ``steps`` steps.
+
+    Parameters
+    ----------
+    result : StudentResult
+        The trained float student (left unchanged).
+    X : ndarray of shape (n, d)
+        Rows to fine-tune on (the distillation rows).
+    sparsity : float
+        Fraction of each hidden layer's weights set to zero, in [0, 1).
+    steps, learning_rate : int, float
+        The fine-tuning schedule; ``steps=0`` prunes without fine-tuning.
+
+    Returns
+    -------
+    StudentResult
+        A new result whose pruned weights are exactly zero.
+    """
+    from .distill import StudentConfig, train_student
+
+    pruned = copy.deepcopy(result)
+    if sparsity <= 0:
+        return pruned
+    masks = magnitude_masks(pruned.model, sparsity)
+    for name, param in pruned.model.named_parameters():
+        if name in masks:
+            param.data.mul_(masks[name])
+    if steps <= 0:
+        return pruned
+    fields = {**result.config, "hidden": tuple(result.config["hidden"]), "steps": steps,
+              "learning_rate": learning_rate, "graph_weight": 0.0, "noise_std": 0.0, "mix_weight": 0.0}
+    return train_student(X, result.transform(X), None, 1.0, 1.0, StudentConfig(**fields), init=pruned, masks=masks)
 
 
 def sparsity_of(model: nn.Sequential) -> dict[str, float]:

@@ -12,15 +12,15 @@ The loss has two parts, as in Parametric UMAP (Sainburg, McInnes & Gentner 2021)
 Inputs are centred and projected on their top principal components (``input_pca_dim``) before the
 MLP. The projection is linear, so :mod:`umap_assets.numerics.compress` folds it into the first
 layer: the exported network still reads raw features, but training costs a fraction of the FLOPs.
-Training uses Gaussian input noise, large batches, Adam with cosine decay, and early stopping on a
-held-out part of the distillation set. Everything is seeded.
+Training uses Gaussian input noise, large batches and Adam on a one-cycle schedule of a fixed number
+of steps. Everything is seeded, with a fixed thread count and deterministic kernels.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -31,24 +31,32 @@ from torch import nn
 
 @dataclass
 class StudentConfig:
+    """The student network and its training schedule.
+
+    Training length is counted in optimizer steps, never in seconds or in passes over the rows:
+    the cost is the same whatever the number of rows, and the same data and config give the same
+    model on any machine (fixed seeds, ``threads`` torch threads, deterministic kernels). There is
+    no early stopping: the one-cycle schedule runs to its end, so a run that is still improving is
+    never cut; the holdout loss is recorded every ``eval_every`` steps for diagnosis.
+    """
+
     hidden: tuple[int, ...] = (256, 256)
     input_pca_dim: int | None = 64  # 64 vs 128 on Fashion-MNIST: same quality, 123 KB vs 183 KB (bench/RESULTS.md)
-    epochs: int = 100
-    batch_size: int = 1024
-    edge_batch_size: int = 1024
+    steps: int = 12_000
+    batch_size: int = 1024  # rows with a teacher coordinate per step
+    edge_batch_size: int = 1024  # graph edges per step
     negative_samples: int = 5
     coord_weight: float = 1.0
     graph_weight: float = 0.5
     repulsion_strength: float = 1.0
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
-    noise_std: float = 0.2
+    noise_std: float = 0.3
     mix_weight: float = 0.5
     holdout_fraction: float = 0.05
-    patience: int = 6
-    max_seconds: float | None = None
+    eval_every: int = 500
     seed: int = 0
-    threads: int | None = None
+    threads: int = 2
 
 
 @dataclass
@@ -70,7 +78,7 @@ class StudentResult:
     model: nn.Sequential
     prep: Preprocessing
     history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
+    steps: int = 0
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
 
@@ -143,6 +151,67 @@ def predict(model: nn.Module, prep: Preprocessing, X: np.ndarray, batch: int = 6
     return out
 
 
+@dataclass
+class EdgeSampler:
+    """Draws edges of a fuzzy graph in proportion to their weight (UMAP's edge sampling)."""
+
+    heads: np.ndarray
+    tails: np.ndarray
+    cdf: np.ndarray
+
+    @classmethod
+    def of(cls, graph: sp.spmatrix) -> "EdgeSampler":
+        g = sp.coo_matrix(graph)
+        keep = g.data > 0
+        cdf = np.cumsum(g.data[keep].astype(np.float64))
+        return cls(g.row[keep].astype(np.int64), g.col[keep].astype(np.int64), cdf / cdf[-1])
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        e = np.minimum(np.searchsorted(self.cdf, rng.random(n)), len(self.cdf) - 1)
+        return self.heads[e], self.tails[e]
+
+
+@contextmanager
+def deterministic_torch(threads: int, seed: int):
+    """Fixed thread count, deterministic kernels and seeds for the duration of a training run."""
+    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])
+
+
+def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: float, scale: float,
+              gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """One step's loss: coordinates of ``rows``; UMAP cross-entropy and neighbour interpolation on ``edges``."""
+    parts = [Z[rows]]
+    if edges is not None:
+        heads, tails = (torch.from_numpy(e) for e in edges)
+        t = torch.rand((len(heads), 1), generator=gen)
+        # neighbour interpolation: a point between two graph neighbours should land between their
+        # teacher coordinates (where UMAP's own transform initialises it)
+        parts += [Z[heads], Z[tails], (1 - t) * Z[heads] + t * Z[tails]]
+    batch = torch.cat(parts)
+    if config.noise_std > 0:
+        batch = batch + config.noise_std * torch.randn(batch.shape, generator=gen)
+    out = model(batch)
+    nr = len(rows)
+    coord = (out[:nr] - T[rows]).pow(2).sum(1).mean()
+    loss, parts_out = config.coord_weight * coord, {"coord": coord.item(), "graph": 0.0}
+    if edges is not None:
+        ne = len(heads)
+        graph = umap_cross_entropy(out[nr : nr + ne] * scale, out[nr + ne : nr + 2 * ne] * scale, a, b,
+                                   config.negative_samples, config.repulsion_strength, gen)
+        mix = (out[nr + 2 * ne :] - ((1 - t) * T[heads] + t * T[tails])).pow(2).sum(1).mean()
+        loss = loss + config.graph_weight * graph + config.mix_weight * mix
+        parts_out["graph"] = graph.item()
+    return loss, parts_out
+
+
 def train_student(
     X: np.ndarray,
     Y: np.ndarray,
@@ -155,42 +224,52 @@ def train_student(
     init: StudentResult | None = None,
     masks: dict[str, torch.Tensor] | None = None,
 ) -> StudentResult:
-    """Train a student on rows ``X`` with teacher coordinates ``Y``.
+    """Train a student on rows ``X`` with teacher coordinates ``Y`` for ``config.steps`` steps.
 
-    ``graph`` is the teacher's fuzzy graph over the first ``graph.shape[0]`` rows of ``X`` (the
-    coreset rows come first); the rest of the rows only carry coordinate targets. With ``init``
-    the model and preprocessing of an earlier result are trained further (fine-tuning); ``masks``
-    (parameter name -> 0/1 tensor) keep pruned weights at zero throughout.
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Distillation rows; the first ``graph.shape[0]`` of them are the rows of ``graph``.
+    Y : ndarray of shape (n, n_components)
+        The teacher's coordinates of ``X``.
+    graph : sparse matrix or None
+        The teacher's fuzzy graph over the first rows of ``X``; None trains on coordinates only.
+    a, b : float
+        UMAP's curve parameters (``umap.umap_.find_ab_params``).
+    config : StudentConfig
+    log : callable, optional
+        Called with a dict of losses every ``config.eval_every`` steps.
+    init : StudentResult, optional
+        Train this result's model further (fine-tuning), with its preprocessing.
+    masks : dict, optional
+        Parameter name -> 0/1 tensor; pruned weights stay zero throughout.
+
+    Returns
+    -------
+    StudentResult
     """
-    started = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    X = np.asarray(X, dtype=np.float32)
-    Y = np.asarray(Y, dtype=np.float32)
+    X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y, dtype=np.float32)
     if len(X) != len(Y):
         raise ValueError(f"X has {len(X)} rows but Y has {len(Y)}")
+    if config.steps < 1:
+        raise ValueError(f"steps must be at least 1, got {config.steps}")
+    with deterministic_torch(config.threads, config.seed):
+        return _train(X, Y, graph, a, b, config, log, init, masks or {})
+
+
+def _train(X, Y, graph, a, b, config: StudentConfig, log, init, masks) -> StudentResult:
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
     prep = init.prep if init is not None else fit_preprocessing(X, Y, config.input_pca_dim, config.seed)
     Z = torch.from_numpy(prep.inputs(X))
     T = torch.from_numpy(((Y - prep.y_mean) / prep.y_scale).astype(np.float32))
-    n = len(X)
-    n_hold = int(round(config.holdout_fraction * n)) if n >= 50 else 0
-    order = rng.permutation(n)
-    hold, train = order[:n_hold], order[n_hold:]
-
-    heads, tails, cdf = None, None, None
-    if graph is not None and config.graph_weight > 0:
-        g = sp.coo_matrix(graph)
-        keep = g.data > 0
-        heads, tails = g.row[keep].astype(np.int64), g.col[keep].astype(np.int64)
-        cdf = np.cumsum(g.data[keep].astype(np.float64))
-        cdf /= cdf[-1]
-
+    n_hold = int(round(config.holdout_fraction * len(X))) if len(X) >= 50 else 0
+    order = rng.permutation(len(X))
+    hold, train = torch.from_numpy(order[:n_hold]), order[n_hold:]
+    edges = EdgeSampler.of(graph) if graph is not None and config.graph_weight > 0 else None
     model = copy.deepcopy(init.model) if init is not None else build_mlp(Z.shape[1], tuple(config.hidden), Y.shape[1])
     params = dict(model.named_parameters())
-    masks = masks or {}
 
     def apply_masks() -> None:
         with torch.no_grad():
@@ -199,80 +278,46 @@ def train_student(
 
     apply_masks()
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train) / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.learning_rate, total_steps=total_steps, pct_start=0.1, anneal_strategy="cos"
-    )
-    scale = prep.y_scale  # distances in the teacher's units for the a, b curve
-    best = (math.inf, 0, copy.deepcopy(model.state_dict()))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.learning_rate, total_steps=max(config.steps, 1),
+                                                pct_start=0.1, anneal_strategy="cos")
     history: list[dict] = []
-    Z_hold, T_hold = Z[hold], T[hold]
-    for epoch in range(config.epochs):
+    sums = {"coord": 0.0, "graph": 0.0}
+    batches = row_batches(rng, train, config.batch_size)
+    for step in range(1, config.steps + 1):
         model.train()
-        perm = torch.from_numpy(rng.permutation(train))
-        sums = {"coord": 0.0, "graph": 0.0}
-        for s in range(steps_per_epoch):
-            rows = perm[s * config.batch_size : (s + 1) * config.batch_size]
-            parts = [Z[rows]]
-            if heads is not None:
-                e = np.minimum(np.searchsorted(cdf, rng.random(config.edge_batch_size)), len(cdf) - 1)
-                parts += [Z[heads[e]], Z[tails[e]]]
-                if config.mix_weight > 0:
-                    # neighbour interpolation: a point between two graph neighbours should land
-                    # between their teacher coordinates (what UMAP's own transform initialises to)
-                    t = torch.rand((len(e), 1), generator=gen)
-                    parts.append((1 - t) * Z[heads[e]] + t * Z[tails[e]])
-                    mix_target = (1 - t) * T[heads[e]] + t * T[tails[e]]
-            batch = torch.cat(parts)
-            if config.noise_std > 0:
-                batch = batch + config.noise_std * torch.randn(batch.shape, generator=gen)
-            out = model(batch)
-            nr = len(rows)
-            loss_coord = (out[:nr] - T[rows]).pow(2).sum(1).mean()
-            loss = config.coord_weight * loss_coord
-            if heads is not None:
-                ne = config.edge_batch_size
-                loss_graph = umap_cross_entropy(
-                    out[nr : nr + ne] * scale, out[nr + ne : nr + 2 * ne] * scale, a, b,
-                    config.negative_samples, config.repulsion_strength, gen,
-                )
-                loss = loss + config.graph_weight * loss_graph
-                if config.mix_weight > 0:
-                    loss = loss + config.mix_weight * (out[nr + 2 * ne :] - mix_target).pow(2).sum(1).mean()
-                sums["graph"] += loss_graph.item()
-            sums["coord"] += loss_coord.item()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            apply_masks()
-            sched.step()
-        model.eval()
-        with torch.no_grad():
-            val = float((model(Z_hold) - T_hold).pow(2).sum(1).mean()) if n_hold else sums["coord"] / steps_per_epoch
-        record = {
-            "epoch": epoch + 1,
-            "coord_loss": sums["coord"] / steps_per_epoch,
-            "graph_loss": sums["graph"] / steps_per_epoch,
-            "holdout_mse": val,
-            "seconds": time.perf_counter() - started,
-        }
-        history.append(record)
-        if log:
-            log(record)
-        if val < best[0] - 1e-5:
-            best = (val, epoch + 1, copy.deepcopy(model.state_dict()))
-        elif epoch + 1 - best[1] >= config.patience:
-            break
-        if config.max_seconds and time.perf_counter() - started > config.max_seconds:
-            break
-    model.load_state_dict(best[2])
+        rows = next(batches)
+        drawn = edges.draw(rng, config.edge_batch_size) if edges is not None else None
+        loss, parts = step_loss(model, Z, T, rows, drawn, config, a, b, prep.y_scale, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        apply_masks()
+        sched.step()
+        for key in sums:
+            sums[key] += parts[key]
+        if step % config.eval_every == 0 or step == config.steps:
+            history.append(_record(model, Z[hold], T[hold], step, sums, history, started))
+            sums = {"coord": 0.0, "graph": 0.0}
+            if log:
+                log(history[-1])
     model.eval()
-    return StudentResult(
-        model=model,
-        prep=prep,
-        history=history,
-        best_epoch=best[1],
-        seconds=time.perf_counter() - started,
-        config=asdict(config),
-    )
+    return StudentResult(model=model, prep=prep, history=history, steps=config.steps,
+                         seconds=time.perf_counter() - started, config=asdict(config))
+
+
+def row_batches(rng: np.random.Generator, rows: np.ndarray, size: int):
+    """Endless batches of ``rows``: each pass over them in a fresh seeded order."""
+    while True:
+        order = torch.from_numpy(rng.permutation(rows))
+        for start in range(0, len(order) - size + 1 if len(order) >= size else 1, size):
+            yield order[start : start + size]
+
+
+def _record(model, Z_hold, T_hold, step: int, sums: dict, history: list, started: float) -> dict:
+    """The losses since the previous record, and the coordinate error on the held-out rows."""
+    steps = step - (history[-1]["step"] if history else 0)
+    model.eval()
+    with torch.no_grad():
+        holdout = float((model(Z_hold) - T_hold).pow(2).sum(1).mean()) if len(Z_hold) else float("nan")
+    return {"step": step, "coord_loss": sums["coord"] / steps, "graph_loss": sums["graph"] / steps,
+            "holdout_mse": holdout, "seconds": time.perf_counter() - started}

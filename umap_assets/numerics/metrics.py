@@ -23,13 +23,13 @@ def subsample(n: int, max_rows: int = 10_000, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
 
 
-def trustworthiness(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory: int = 64) -> float:
-    """How far the map's neighbours are from being true neighbours (1 = all are).
+def trustworthiness_penalties(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory: int = 64) -> np.ndarray:
+    """Each row's trustworthiness penalty: the sum over its ``k`` map neighbours of how far past
+    ``k`` they rank among its true neighbours (0 when every map neighbour is a true neighbour).
 
-    Venna and Kaski's measure, the value of :func:`sklearn.manifold.trustworthiness`, but computed
-    over blocks of rows (``sklearn.metrics.pairwise_distances_chunked``): memory stays near
-    ``working_memory`` MiB instead of two n x n matrices (1.6 GB for 10k rows). Equal distances
-    are ranked by row index (a stable sort); scikit-learn leaves their order to its sort.
+    Computed over blocks of rows (``sklearn.metrics.pairwise_distances_chunked``), so memory stays
+    near ``working_memory`` MiB instead of two n x n matrices (1.6 GB for 10k rows). Equal
+    distances are ranked by row index (a stable sort); scikit-learn leaves their order to its sort.
     """
     n = len(X)
     if not 0 < k < n / 2:
@@ -51,9 +51,45 @@ def trustworthiness(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory
             out += np.maximum(rank - k, 0)
         return out
 
-    total = sum(int(p.sum()) for p in pairwise_distances_chunked(X, reduce_func=penalties,
-                                                                  working_memory=working_memory))
-    return float(1.0 - total * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
+    return np.concatenate(list(pairwise_distances_chunked(X, reduce_func=penalties, working_memory=working_memory)))
+
+
+def trustworthiness_row_scores(penalties: np.ndarray, k: int) -> np.ndarray:
+    """Per-row trustworthiness: their mean over the ``n`` rows is the trustworthiness.
+
+    Lets a subset (one class, one region) or a bootstrap resample be scored against the
+    neighbourhoods of the whole set.
+    """
+    n = len(penalties)
+    return 1.0 - penalties * (2.0 / (k * (2.0 * n - 3.0 * k - 1.0)))
+
+
+def trustworthiness_from_penalties(penalties: np.ndarray, k: int) -> float:
+    """Venna and Kaski's trustworthiness of ``n`` rows from their per-row penalties."""
+    return float(trustworthiness_row_scores(penalties, k).mean())
+
+
+def trustworthiness(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory: int = 64) -> float:
+    """How far the map's neighbours are from being true neighbours (1 = all are).
+
+    Venna and Kaski's measure, the value of :func:`sklearn.manifold.trustworthiness`, computed in
+    row blocks by :func:`trustworthiness_penalties`.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The rows in the input space.
+    E : ndarray of shape (n, m)
+        The same rows on the map.
+    k : int
+        Neighbourhood size, ``0 < k < n / 2``.
+
+    Returns
+    -------
+    float
+        Trustworthiness in [0, 1].
+    """
+    return trustworthiness_from_penalties(trustworthiness_penalties(X, E, k, working_memory=working_memory), k)
 
 
 def continuity(X: np.ndarray, E: np.ndarray, k: int = 15) -> float:
@@ -91,9 +127,47 @@ def knn_overlap(E1: np.ndarray, E2: np.ndarray, k: int = 15) -> float:
     return set_overlap(knn_indices(E1, k), knn_indices(E2, k))
 
 
+def knn_correct(E_train: np.ndarray, y_train: np.ndarray, E_test: np.ndarray, y_test: np.ndarray, k: int = 10) -> np.ndarray:
+    """Whether a k-NN classifier fitted on the training rows' map labels each test row right."""
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(E_train))).fit(E_train, y_train)
+    return clf.predict(E_test) == np.asarray(y_test)
+
+
 def knn_accuracy(E_train: np.ndarray, y_train: np.ndarray, E_test: np.ndarray, y_test: np.ndarray, k: int = 10) -> float:
-    clf = KNeighborsClassifier(n_neighbors=k).fit(E_train, y_train)
-    return float(clf.score(E_test, y_test))
+    """Accuracy of a k-NN classifier in the map: fitted on training rows, scored on held-out rows."""
+    return float(knn_correct(E_train, y_train, E_test, y_test, k).mean())
+
+
+def bootstrap_interval(values: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-row ``values``, resampling rows.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n,)
+        One value per row, for example the per-row difference of two maps' scores (a paired
+        bootstrap).
+    n_boot : int
+        Number of resamples.
+    level : float
+        Coverage of the interval.
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, 100):  # 100 resamples at a time bounds the index matrix
+        stop = min(start + 100, n_boot)
+        means[start:stop] = values[rng.integers(0, len(values), size=(stop - start, len(values)))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 def distance_spearman(X: np.ndarray, E: np.ndarray, n_pairs: int = 50_000, seed: int = 0) -> float:

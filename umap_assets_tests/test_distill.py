@@ -1,0 +1,68 @@
+"""The student's training: counted in steps, and the same artifact for the same data and config."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from umap_assets.demo_data import synthetic_chunk
+from umap_assets.numerics import compress
+from umap_assets.numerics.distill import StudentConfig, train_student
+from umap_assets.runtime import Projector
+
+
+def _graph(n: int, seed: int = 0):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n), 4)
+    cols = (rows + rng.integers(1, 6, size=len(rows))) % n
+    return sp.coo_matrix((rng.uniform(0.2, 1.0, size=len(rows)), (rows, cols)), shape=(n, n))
+
+
+CFG = StudentConfig(hidden=(32, 32), input_pca_dim=8, steps=60, batch_size=128, edge_batch_size=128,
+                    eval_every=20, seed=4, threads=2)
+
+
+def _version(X, Y, graph) -> str:
+    result = train_student(X, Y, graph, 1.58, 0.9, CFG)
+    return Projector.from_bytes(compress.build_artifact(compress.fold_layers(result))).version
+
+
+def test_training_length_is_counted_in_steps():
+    X, _ = synthetic_chunk(0, 600, dim=16, n_clusters=4, seed=1)
+    result = train_student(X, X[:, :2], _graph(300), 1.58, 0.9, CFG)
+    assert [h["step"] for h in result.history] == [20, 40, 60]
+    assert result.steps == 60 and "max_seconds" not in result.config
+
+
+def test_same_data_and_config_give_the_same_artifact_under_load():
+    X, _ = synthetic_chunk(0, 600, dim=16, n_clusters=4, seed=1)
+    Y, graph = X[:, :2] * 3, _graph(300)
+    first = _version(X, Y, graph)
+    threads = torch.get_num_threads()
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another busy process
+    try:
+        torch.set_num_threads(1)  # the caller's own setting must not matter either
+        second = _version(X, Y, graph)
+    finally:
+        hog.kill()
+        torch.set_num_threads(threads)
+    assert second == first
+    assert torch.get_num_threads() == threads, "training restores the caller's thread count"
+
+
+def test_another_seed_gives_another_model():
+    X, _ = synthetic_chunk(0, 600, dim=16, n_clusters=4, seed=1)
+    a = train_student(X, X[:, :2], None, 1.58, 0.9, CFG)
+    b = train_student(X, X[:, :2], None, 1.58, 0.9, StudentConfig(**{**CFG.__dict__, "seed": 5}))
+    assert not torch.equal(a.model[0].weight, b.model[0].weight)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_a_zero_step_schedule_is_refused(bad):
+    X, _ = synthetic_chunk(0, 200, dim=8, n_clusters=2, seed=1)
+    with pytest.raises(ValueError, match="steps"):
+        train_student(X, X[:, :2], None, 1.58, 0.9, StudentConfig(**{**CFG.__dict__, "steps": bad}))

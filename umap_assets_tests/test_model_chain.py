@@ -97,7 +97,7 @@ def test_broken_student_fails_the_gate_reports_why_and_is_not_promoted(digits_ho
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         trust = checks["trustworthiness_vs_teacher"]
         assert not trust.passed
-        assert "artifact" in trust.description and "floor" in trust.description and "FAILED" in trust.description
+        assert "artifact" in trust.description and "teacher" in trust.description and "floor" in trust.description and "FAILED" in trust.description
         materialized = {m.asset_key.path[-1] for m in result.get_asset_materialization_events() for m in [m.event_specific_data.materialization]}
         # the report is the diagnostic: it materializes; the promotion (model) does not
         assert {"artifact", "quality_report"} <= materialized and "model" not in materialized

@@ -77,23 +77,25 @@ def markdown_table(report: dict) -> str:
     return head + "\n".join(lines)
 
 
-def gate(name: str, artifact_value: float, reference: float, floor: float, row_differences: np.ndarray | None,
-         seed: int) -> dict:
-    """One gate's figures: the artifact's value, the reference, the floor, the margin and its 95% CI."""
+def gate(name: str, versus: str, artifact_value: float, reference: float, floor: float,
+         row_differences: np.ndarray | None, seed: int) -> dict:
+    """One gate's figures: the artifact's value, the reference's (``versus``: teacher or student),
+    the floor, the margin and its 95% CI."""
     margin = artifact_value - floor
     if row_differences is not None:  # paired bootstrap over rows of (artifact - reference)
         low, high = metrics.bootstrap_interval(row_differences, seed=seed)
         ci = [low + reference - floor, high + reference - floor]
     else:
         ci = None
-    return {"name": name, "artifact": artifact_value, "reference": reference, "floor": floor, "margin": margin,
+    return {"name": name, "versus": versus, "artifact": artifact_value, "reference": reference, "floor": floor,
+            "margin": margin,
             "margin_ci95": ci, "passed": bool(margin >= 0)}
 
 
 def gate_line(g: dict) -> str:
     """The one line a person reads: artifact, reference, floor, margin (with its interval)."""
     ci = f" [95% CI {g['margin_ci95'][0]:+.4f}, {g['margin_ci95'][1]:+.4f}]" if g.get("margin_ci95") else ""
-    return (f"{g['name']}: artifact {g['artifact']:.4f}, reference {g['reference']:.4f}, floor {g['floor']:.4f}, "
+    return (f"{g['name']}: artifact {g['artifact']:.4f}, {g['versus']} {g['reference']:.4f}, floor {g['floor']:.4f}, "
             f"margin {g['margin']:+.4f}{ci}: {'passed' if g['passed'] else 'FAILED'}")
 
 
@@ -151,16 +153,16 @@ def measure(models: dict, X: np.ndarray, labels, train_rows, k: int) -> tuple[di
 def gates_of(report: dict, scores: dict, maps: dict, gates: QualityGates, k: int) -> list[dict]:
     """The blocking gates, measured on the same rows as the report."""
     art, tea = scores["artifact"], scores["teacher"]
-    out = [gate("trustworthiness_vs_teacher", report["artifact"]["trustworthiness"],
+    out = [gate("trustworthiness_vs_teacher", "teacher", report["artifact"]["trustworthiness"],
                 report["teacher"]["trustworthiness"], report["teacher"]["trustworthiness"] - gates.trust_tolerance,
                 art["trust_rows"] - tea["trust_rows"], gates.seed)]
     if "correct" in art:
-        out.append(gate("knn_accuracy_vs_teacher", report["artifact"]["knn_accuracy"],
+        out.append(gate("knn_accuracy_vs_teacher", "teacher", report["artifact"]["knn_accuracy"],
                         report["teacher"]["knn_accuracy"],
                         report["teacher"]["knn_accuracy"] - gates.knn_accuracy_tolerance,
                         art["correct"].astype(float) - tea["correct"].astype(float), gates.seed))
     overlap = metrics.knn_overlap(maps["artifact"], maps["student"], k)
-    out.append(gate("knn_overlap_with_student", overlap, 1.0, gates.min_student_overlap, None, gates.seed))
+    out.append(gate("knn_overlap_with_student", "student", overlap, 1.0, gates.min_student_overlap, None, gates.seed))
     return out
 
 

@@ -147,6 +147,7 @@ def run_pipeline(
     from .atomic import is_temp_name
     from .contract import SliceError, partition_key_for
     from .definitions import load_definitions
+    from .defs.ingest import needs_ingest
     from .defs.partitions import slices_partitions
     from .model_store import ModelStore
 
@@ -180,7 +181,7 @@ def run_pipeline(
         ingested: list[str] = []
         for key, path in keys.items():
             done = samples_dir / f"{key}.parquet"
-            if not force and done.exists() and done.stat().st_mtime >= path.stat().st_mtime:
+            if not force and done.exists() and not needs_ingest(instance, key, path):
                 summary.skipped.append(path.name)
                 ingested.append(key)
                 say(f"  up to date  {path.name}")
@@ -193,7 +194,7 @@ def run_pipeline(
         if until == "ingest":
             return summary
         if _has_job(defs, "train_model"):
-            say("train: coreset -> teacher -> student -> artifact -> quality_report")
+            say("train: coreset -> teacher -> student -> artifact -> quality_report -> model")
             trained = _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, ops)
             if not trained and not ModelStore(layout).artifact_path.exists():
                 return summary  # nothing to serve yet; with a promoted model, embedding goes on

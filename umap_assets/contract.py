@@ -39,6 +39,36 @@ def partition_key_for(path: str | Path) -> str:
     return key
 
 
+def file_identity(path: str | Path) -> str | None:
+    """A slice file's identity: its size and a hash of its Parquet footer (``size:sha256``).
+
+    Copies and renames keep the identity, an edit changes it, and mtimes play no part. ``None``
+    when the file is not a complete Parquet file (no magic bytes at both ends, or a footer that
+    runs past the start): a file still being written.
+    """
+    import hashlib
+    import struct
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            if size < 12:
+                return None
+            fh.seek(0)
+            head = fh.read(4)
+            fh.seek(size - 8)
+            tail = fh.read(8)
+            (footer_len,) = struct.unpack("<I", tail[:4])
+            if head != b"PAR1" or tail[4:] != b"PAR1" or footer_len + 12 > size:
+                return None
+            fh.seek(size - 8 - footer_len)
+            footer = fh.read(footer_len)
+    except OSError:
+        return None
+    return f"{size}:{hashlib.sha256(footer).hexdigest()[:32]}"
+
+
 @dataclass(frozen=True)
 class SliceSpec:
     """How to read a slice: which columns hold the id, the features and the label."""

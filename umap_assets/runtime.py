@@ -9,7 +9,8 @@ File layout (format version 1)::
 
 The payload is an LZMA-compressed concatenation of the arrays that the manifest lists (name,
 dtype, shape, offset). ``manifest["sha256"]`` is the SHA-256 of the compressed payload. Each layer
-is ``y = act(x @ W.T + b)`` with per-output-channel symmetric int8 weights ``W = q * scale``;
+is ``y = act(x @ W.T + b)`` with symmetric int8 weights ``W = q * scale``, one scale per output channel
+and group of inputs (the output layer may be stored as float32);
 sparse layers store a bit mask of the non-zero weights plus only those values. Input
 standardisation and output scaling are folded into the first and last layers.
 """
@@ -95,8 +96,13 @@ def write_container(manifest: dict, arrays: dict[str, np.ndarray]) -> bytes:
     return MAGIC + struct.pack("<I", len(head)) + head + payload
 
 
-def dequantize(q: np.ndarray, scale: np.ndarray, mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """Rebuild a float32 (out, in) weight matrix from int8 values, scales and an optional bit mask."""
+def dequantize(q: np.ndarray, scale: np.ndarray, mask: np.ndarray | None, shape: tuple[int, int],
+               group: int | None = None) -> np.ndarray:
+    """Rebuild a float32 (out, in) weight matrix from int8 values, scales and an optional bit mask.
+
+    ``scale`` is per output channel, shape (out,), or per channel and ``group`` inputs, shape
+    (out, ceil(in / group)).
+    """
     out_dim, in_dim = shape
     if mask is not None:
         dense = np.zeros(out_dim * in_dim, dtype=np.float32)
@@ -105,7 +111,11 @@ def dequantize(q: np.ndarray, scale: np.ndarray, mask: np.ndarray | None, shape:
         W = dense.reshape(out_dim, in_dim)
     else:
         W = q.reshape(out_dim, in_dim).astype(np.float32)
-    return W * scale.astype(np.float32)[:, None]
+    if scale.ndim == 1:
+        return W * scale.astype(np.float32)[:, None]
+    if group is None or scale.shape != (out_dim, -(-in_dim // group)):
+        raise ArtifactError(f"scales of shape {scale.shape} do not fit a ({out_dim}, {in_dim}) layer in groups of {group}")
+    return W * np.repeat(scale.astype(np.float32), group, axis=1)[:, :in_dim]
 
 
 class Projector:
@@ -133,7 +143,11 @@ class Projector:
         for i, spec in enumerate(manifest["layers"]):
             if spec["in"] != prev or spec["activation"] not in ACTIVATIONS:
                 raise ArtifactError(f"{source}: layer {i} does not fit ({spec})")
-            W = dequantize(arrays[f"q{i}"], arrays[f"scale{i}"], arrays.get(f"mask{i}"), (spec["out"], spec["in"]))
+            if spec.get("dtype", "int8") == "float32":
+                W = arrays[f"w{i}"].astype(np.float32).reshape(spec["out"], spec["in"])
+            else:
+                W = dequantize(arrays[f"q{i}"], arrays[f"scale{i}"], arrays.get(f"mask{i}"), (spec["out"], spec["in"]),
+                               spec.get("group"))
             layers.append(Layer(np.ascontiguousarray(W.T), arrays[f"bias{i}"].astype(np.float32).copy(), spec["activation"]))
             prev = spec["out"]
         if prev != manifest["n_components"]:

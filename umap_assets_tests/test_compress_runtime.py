@@ -122,3 +122,25 @@ def test_training_is_reproducible():
     b = train_student(X, Y, None, 1.0, 1.0, cfg)
     for pa_, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(pa_, pb)
+
+
+def test_grouped_quantization_is_finer_than_per_channel_and_round_trips():
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=(16, 100)).astype(np.float32) * rng.uniform(0.01, 10, size=(1, 100)).astype(np.float32)
+    q1, s1 = compress.quantize_per_channel(W)
+    qg, sg = compress.quantize_grouped(W, 32)
+    assert qg.shape == W.shape and sg.shape == (16, 4)  # 100 inputs: groups of 32, 32, 32 and 4
+    err_channel = np.abs(dequantize(q1, s1, None, W.shape) - W).mean()
+    err_group = np.abs(dequantize(qg, sg, None, W.shape, 32) - W).mean()
+    assert err_group < 0.9 * err_channel
+    with pytest.raises(ArtifactError, match="groups of"):
+        dequantize(qg, sg, None, W.shape, 20)
+
+
+def test_artifact_keeps_the_output_layer_in_float32(trained):
+    X, _, result = trained
+    layers = compress.fold_layers(result)
+    proj = Projector.from_bytes(compress.build_artifact(layers))
+    specs = proj.manifest["layers"]
+    assert specs[-1]["dtype"] == "float32" and all(s["dtype"] == "int8" for s in specs[:-1])
+    assert np.array_equal(proj.layers[-1].weight_t, layers[-1].weight.T)

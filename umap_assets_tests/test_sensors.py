@@ -127,3 +127,24 @@ def test_automation_sensor_runs_by_default_and_drives_drift_and_embeddings():
     assert automation_sensor.asset_selection.resolve(graph) == {dg.AssetKey("drift"), dg.AssetKey("embeddings")}
     for key in (dg.AssetKey("drift"), dg.AssetKey("embeddings")):
         assert graph.get(key).automation_condition is not None
+
+
+def test_sensor_skips_files_that_were_already_ingested_with_the_same_content(instance, layout):
+    """After `umap-assets run` (or any run) ingested a file, the sensor does not ingest it again,
+    even with a fresh cursor; an edit of the file makes it due again."""
+    from umap_assets.defs.ingest import raw_slices
+    from umap_assets.defs.resources import SliceContract
+
+    a = make_slice(layout.incoming / "day_1.parquet")
+    _age(a, 120)
+    instance.add_dynamic_partitions("slices", ["day_1"])
+    assert dg.materialize([raw_slices], partition_key="day_1", instance=instance,
+                          resources={"warehouse": WarehouseResource(home=str(layout.home)),
+                                     "contract": SliceContract()}).success
+    fresh = _evaluate(instance, layout)  # a new UI on the same instance: no cursor yet
+    assert fresh.run_requests == [] and not fresh.dynamic_partitions_requests
+
+    make_slice(a, n=7)  # new content under the same name
+    _age(a, 60)
+    changed = _evaluate(instance, layout)
+    assert [r.partition_key for r in changed.run_requests] == ["day_1"]

@@ -64,6 +64,5 @@ def embeddings(
 embed_job = dg.define_asset_job(
     "embed_slice",
     selection=dg.AssetSelection.assets(embeddings, drift),
-    partitions_def=slices_partitions,
     description="Embed one slice with the promoted artifact, and measure its drift against the current coreset.",
 )

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import is_temp_name
-from ..contract import SliceError, features_matrix, partition_key_for
+from ..contract import SliceError, features_matrix, file_identity, partition_key_for
 from ..numerics.sampling import ClusterStrata, derive_seed, fit_rows, stratified_sample
 from ..warehouse import DUCKDB_POOL, register_slice, take_rows, write_canonical_slice, write_table
 from .partitions import slices_partitions
@@ -34,6 +34,28 @@ def find_incoming_file(incoming: Path, key: str) -> Path:
     return matches[0]
 
 
+#: Metadata key of ``raw_slices``: the identity (size and footer hash) of the file it ingested.
+SOURCE_IDENTITY = "source_identity"
+
+
+def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
+    """The identity of the file that the newest ``raw_slices`` materialization of ``key`` ingested."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_slices"), asset_partitions=[key]), limit=1, ascending=False
+    ).records
+    if not records:
+        return None
+    value = records[0].asset_materialization.metadata.get(SOURCE_IDENTITY)
+    return value.value if value is not None else None
+
+
+def needs_ingest(instance: dg.DagsterInstance, key: str, path: Path) -> bool:
+    """Whether ``path`` differs from what partition ``key`` last ingested (by identity, never by
+    mtime). The CLI and ``new_slices_sensor`` both ask this, so neither redoes the other's work."""
+    identity = file_identity(path)
+    return identity is None or identity != ingested_identity(instance, key)
+
+
 @dg.asset(
     partitions_def=slices_partitions,
     group_name=GROUP,
@@ -53,6 +75,7 @@ def raw_slices(
     layout = warehouse.layout()
     wh = warehouse.warehouse()
     source = find_incoming_file(layout.incoming, key)
+    identity = file_identity(source)
     destination = wh.table_path("raw_slices", key)
     started = time.perf_counter()
     try:
@@ -81,6 +104,7 @@ def raw_slices(
             "dimensions": summary.dim,
             "bytes": size,
             "source": dg.MetadataValue.path(str(source)),
+            SOURCE_IDENTITY: identity or "",
             "path": dg.MetadataValue.path(str(destination)),
             "label_counts": dg.MetadataValue.json(summary.label_counts),
             "dagster/column_schema": dg.TableSchema(
@@ -190,7 +214,6 @@ def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, see
 ingest_job = dg.define_asset_job(
     "ingest_slice",
     selection=dg.AssetSelection.assets(raw_slices, samples),
-    partitions_def=slices_partitions,
     description="Validate one slice and draw its stratified sample.",
 )
 

@@ -9,7 +9,7 @@ import dagster as dg
 
 from ..atomic import is_temp_name
 from ..contract import partition_key_for
-from .ingest import ingest_job
+from .ingest import ingest_job, needs_ingest
 from .partitions import slices_partitions
 from .resources import WarehouseResource
 
@@ -101,7 +101,9 @@ def new_slices_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     existing = set(context.instance.get_dynamic_partitions(slices_partitions.name))
     keys: dict[str, Path] = {}
     for path in scan.ready:
-        keys[partition_key_for(path)] = path
+        key = partition_key_for(path)
+        if needs_ingest(context.instance, key, path):  # `umap-assets run` may have ingested it already
+            keys[key] = path
     new_keys = sorted(k for k in keys if k not in existing)
     run_requests = [
         dg.RunRequest(

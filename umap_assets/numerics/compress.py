@@ -131,6 +131,33 @@ def quantize_per_channel(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+def quantize_grouped(W: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel and per group of ``group`` inputs.
+
+    Parameters
+    ----------
+    W : ndarray of shape (out, in)
+    group : int
+        Inputs that share a scale; ``group >= in`` is plain per-channel quantization.
+
+    Returns
+    -------
+    q : ndarray of int8, shape (out, in)
+    scale : ndarray of float32, shape (out, ceil(in / group))
+        ``W[o, i] ~= q[o, i] * scale[o, i // group]``.
+    """
+    W = np.asarray(W, dtype=np.float32)
+    out_dim, in_dim = W.shape
+    n_groups = -(-in_dim // group)
+    padded = np.zeros((out_dim, n_groups * group), dtype=np.float32)
+    padded[:, :in_dim] = W
+    blocks = padded.reshape(out_dim, n_groups, group)
+    maxabs = np.abs(blocks).max(axis=2)
+    scale = np.where(maxabs > 0, maxabs / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(blocks / scale[:, :, None]), -127, 127).astype(np.int8)
+    return q.reshape(out_dim, -1)[:, :in_dim], scale
+
+
 def float_forward(layers: list[FloatLayer], X: np.ndarray) -> np.ndarray:
     h = np.asarray(X, dtype=np.float32)
     for layer in layers:
@@ -147,17 +174,33 @@ def build_artifact(
     sources: dict | None = None,
     extra: dict | None = None,
     sparse_min_fraction: float = 0.2,
+    group: int = 32,
+    float_output_layer: bool = True,
 ) -> bytes:
-    """Quantize ``layers`` and serialise them with a manifest (see :mod:`umap_assets.runtime`)."""
+    """Quantize ``layers`` and serialise them with a manifest (see :mod:`umap_assets.runtime`).
+
+    Hidden layers are int8 with one scale per output channel and ``group`` inputs. The output
+    layer (``n_components`` rows, a few hundred weights) stays float32 when
+    ``float_output_layer``: it writes the map's coordinates directly, so its rounding moves every
+    point (bench/RESULTS.md).
+    """
     arrays: dict[str, np.ndarray] = {}
     specs = []
     for i, layer in enumerate(layers):
-        q, scale = quantize_per_channel(layer.weight)
+        out_dim, in_dim = layer.weight.shape
+        if float_output_layer and i == len(layers) - 1:
+            arrays[f"w{i}"] = layer.weight.astype(np.float32)
+            arrays[f"bias{i}"] = layer.bias.astype(np.float32)
+            specs.append({"in": int(in_dim), "out": int(out_dim), "activation": layer.activation, "dtype": "float32",
+                          "sparse": False, "zero_fraction": round(float((layer.weight == 0).mean()), 4)})
+            continue
+        q, scale = quantize_grouped(layer.weight, group)
+        scale = scale.astype(np.float16).astype(np.float32)  # stored in half precision: 1e-3 relative
         bias = layer.bias.astype(np.float64)
         if layer.input_mean is not None:
             # bias correction: make the quantized layer exact at the mean input, so the rounding
             # error of W does not turn into an offset when inputs sit far from the origin
-            error = q.astype(np.float64) * scale[:, None] - layer.weight
+            error = q.astype(np.float64) * np.repeat(scale, group, axis=1)[:, :in_dim] - layer.weight
             bias = bias - error @ layer.input_mean.astype(np.float64)
         zeros = float((q == 0).mean())
         sparse = zeros >= sparse_min_fraction
@@ -167,11 +210,10 @@ def build_artifact(
             arrays[f"q{i}"] = q.reshape(-1)[nz]
         else:
             arrays[f"q{i}"] = q
-        arrays[f"scale{i}"] = scale
+        arrays[f"scale{i}"] = scale.astype(np.float16)
         arrays[f"bias{i}"] = bias.astype(np.float32)
-        out_dim, in_dim = layer.weight.shape
         specs.append({"in": int(in_dim), "out": int(out_dim), "activation": layer.activation,
-                      "sparse": sparse, "zero_fraction": round(zeros, 4)})
+                      "sparse": sparse, "zero_fraction": round(zeros, 4), "dtype": "int8", "group": int(group)})
     manifest = {
         "kind": "umap-assets/projector",
         "input_dim": int(layers[0].weight.shape[1]),
@@ -179,7 +221,8 @@ def build_artifact(
         "feature_columns": list(feature_columns) if feature_columns else None,
         "preprocessing": "input centring, PCA projection and scaling folded into layer 0; "
                          "output de-normalisation folded into the last layer",
-        "quantization": "int8 symmetric per output channel",
+        "quantization": f"int8 symmetric per output channel and {group} inputs"
+                        + ("; output layer float32" if float_output_layer else ""),
         "layers": specs,
         "sources": sources or {},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -276,7 +276,7 @@ def load_student_result(payload: dict) -> StudentResult:
 
 
 class ArtifactConfig(dg.Config):
-    """Compression: magnitude-pruning sparsity and the fine-tuning that follows it."""
+    """Compression: optional magnitude-pruning sparsity and the fine-tuning that follows it."""
 
     sparsity: float = 0.0  # int8 alone keeps the map; pruning 10% moved 2-D neighbours (bench/RESULTS.md)
     finetune_steps: int = 300
@@ -287,7 +287,8 @@ class ArtifactConfig(dg.Config):
 def artifact(
     context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    """The compressed student: pruned, int8-quantized, with input normalisation folded in.
+    """The compressed student: int8-quantized in groups of 32 inputs (output layer float32),
+    optionally pruned, with input normalisation and output scaling folded in.
 
     Written as ``models/artifacts/<version>.uart`` (and ``models/candidate.uart``). ``quality_report``
     measures it, and ``model`` promotes it only when the report's blocking gates pass, so

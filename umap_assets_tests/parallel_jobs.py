@@ -5,7 +5,6 @@ import os
 import dagster as dg
 
 from umap_assets.defs.ingest import raw_slices, samples
-from umap_assets.defs.partitions import slices_partitions
 from umap_assets.defs.resources import SliceContract, WarehouseResource
 
 
@@ -13,7 +12,6 @@ def multiprocess_ingest_job() -> dg.JobDefinition:
     job = dg.define_asset_job(
         "ingest_multiprocess",
         selection=[raw_slices, samples],
-        partitions_def=slices_partitions,
         executor_def=dg.multiprocess_executor,
     )
     defs = dg.Definitions(

@@ -61,7 +61,9 @@ def test_run_continues_past_a_bad_slice_and_exits_nonzero(tmp_path, capsys):
     home = tmp_path / "home"
     assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
     (home / "incoming" / "broken.parquet").write_text("this is not parquet")
-    code = main(["run", "--home", str(home)])
+    config = tmp_path / "run.yaml"  # a short student schedule: this test is about the run, not quality
+    config.write_text("ops: {student: {config: {steps: 300, hidden: [64, 64], input_pca_dim: 32}}}\n")
+    code = main(["run", "--home", str(home), "--config", str(config)])
     out = capsys.readouterr().out
     assert code == 1
     assert "ok      digits_000.parquet" in out and "ok      digits_001.parquet" in out

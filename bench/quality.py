@@ -97,7 +97,7 @@ def evaluate(name: str, work: Path, n_slices: int) -> dict:
     candidates = sorted((store.layout.models / "artifacts").glob("*.uart"), key=lambda p: p.stat().st_mtime)
     projector = Projector.load(candidates[-1])
     started = time.perf_counter()
-    reference = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0).fit(X_tr)
+    reference = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1).fit(X_tr)
     reference_fit = time.perf_counter() - started
     models = {"teacher": teacher.transform, "student": load_student_result(payload).transform,
               "artifact": projector.transform, "umap-learn": reference.transform}

@@ -54,7 +54,7 @@ def prep(name, frac, out: Path):
     Z = fit_pca_projection(X[tr], 32).transform(X[tr]).astype(np.float32)
     core = tr[density_coverage_coreset(Z, budget, density_fraction=frac).indices]
     extra = np.setdiff1d(tr, core)
-    teacher = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0).fit(X[core])
+    teacher = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1).fit(X[core])
     G = sp.coo_matrix(fuzzy_simplicial_set(X[np.concatenate([core, extra])], 15, 0, "euclidean")[0])
     g = sp.coo_matrix(teacher.graph_)
     np.savez(out, X=X, y=y, tr=tr, te=te, core=core, extra=extra, emb=teacher.embedding_,

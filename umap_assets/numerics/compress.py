@@ -124,11 +124,8 @@ def fold_layers(result: StudentResult) -> list[FloatLayer]:
 
 def quantize_per_channel(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per output channel (row): ``W ~= q * scale[:, None]``."""
-    W = np.asarray(W, dtype=np.float32)
-    maxabs = np.abs(W).max(axis=1)
-    scale = np.where(maxabs > 0, maxabs / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(W / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
+    q, scale = quantize_grouped(W, np.shape(W)[1])
+    return q, scale[:, 0]
 
 
 def quantize_grouped(W: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:

@@ -184,25 +184,3 @@ def relative_displacement(E_ref: np.ndarray, E: np.ndarray) -> float:
     """Mean distance between matching points of two maps, over the RMS spread of the reference map."""
     spread = float(np.sqrt(((E_ref - E_ref.mean(0)) ** 2).sum(1).mean()))
     return float(np.linalg.norm(E - E_ref, axis=1).mean() / spread) if spread else 0.0
-
-
-def embedding_quality(
-    X: np.ndarray,
-    E: np.ndarray,
-    *,
-    k: int = 15,
-    labels: np.ndarray | None = None,
-    train_embedding: np.ndarray | None = None,
-    train_labels: np.ndarray | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
-    """All single-map metrics for the map ``E`` of rows ``X``."""
-    out = {
-        "trustworthiness": trustworthiness(X, E, k),
-        "continuity": continuity(X, E, k),
-        "knn_recall": knn_recall(X, E, k),
-        "spearman": distance_spearman(X, E, seed=seed),
-    }
-    if labels is not None and train_embedding is not None and train_labels is not None:
-        out["knn_accuracy"] = knn_accuracy(train_embedding, train_labels, E, labels, k=10)
-    return out

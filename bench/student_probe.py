@@ -29,7 +29,7 @@ from umap_assets.numerics import metrics  # noqa: E402
 from umap_assets.numerics.coreset import density_coverage_coreset, fit_pca_projection  # noqa: E402
 
 DEFAULTS = dict(graph="teacher", steps=12000, batch=1024, ebatch=1024, neg=5, coord=1.0, gw=0.5, mix=0.5, noise=0.3,
-                lr=2e-3, hidden="256,256", pca=64, threads=2, seed=0, a=1.577, b=0.895, rep=1.0)
+                lr=2e-3, hidden="256,256", pca=64, threads=2, seed=0, a=1.577, b=0.895, rep=1.0, hardneg=0.0)
 
 
 def split(name):
@@ -103,6 +103,13 @@ def train(D, c):
             qn = 1 / (1 + a * (nf - nt).pow(2).sum(1).clamp_min(1e-12).pow(b))
             ce = (-torch.log(qp.clamp(1e-4, 1)).sum() - c["rep"] * torch.log((1 - qn).clamp(1e-4, 1)).sum()) / ne
             loss = loss + c["gw"] * ce
+            if c["hardneg"] > 0:  # hard negatives: each head's nearest other tail in the map
+                with torch.no_grad():
+                    d = torch.cdist(ef, et)
+                    d.fill_diagonal_(float("inf"))
+                    j = d.argmin(1)
+                qh = 1 / (1 + a * (ef - et[j]).pow(2).sum(1).clamp_min(1e-12).pow(b))
+                loss = loss + c["hardneg"] * (-torch.log((1 - qh).clamp(1e-4, 1))).mean()
             if c["mix"] > 0:
                 loss = loss + c["mix"] * (out[nr + 2 * ne:] - ((1 - tt) * T[h] + tt * T[t_])).pow(2).sum(1).mean()
             opt.zero_grad(); loss.backward(); opt.step(); sched.step(); step += 1
@@ -130,7 +137,7 @@ def main():
     p.add_argument("--density-fraction", type=float, default=0.7)
     p.add_argument("--cache", default="bench/out")
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     path = Path(args.cache) / f"probe_{args.dataset}_r{args.density_fraction}.npz"
     if args.command == "prep":
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,9 +57,8 @@ def _failed_checks(result) -> list[str]:
     return [e.description or f"{e.check_name}: failed" for e in result.get_asset_check_evaluations() if not e.passed]
 
 
-def _failure_reason(result) -> str:
-    checks = _failed_checks(result)
-    if checks:
+def _failure_reason(result, failed_checks: list[str]) -> str:
+    if failed_checks:
         return "quality gates failed; the candidate was not promoted (see the quality report)"
     reasons = []
     for event in result.all_events:
@@ -124,10 +123,11 @@ def _execute(job, instance, say, label: str, summary: RunSummary, ops: dict | No
         summary.succeeded.append(label)
         say(f"  ok      {label}  ({seconds:.1f}s{'; ' + steps if steps else ''})")
         return True
-    reason = _failure_reason(result)
+    checks = _failed_checks(result)
+    reason = _failure_reason(result, checks)
     summary.failed[label] = reason
     say(f"  FAILED  {label}  ({seconds:.1f}s): {reason}")
-    for line in _failed_checks(result):
+    for line in checks:
         say(f"          gate {line}")
     return False
 

@@ -71,10 +71,10 @@ def test_train_chain_end_to_end_with_gates(digits_home):
         assert checks["knn_accuracy_vs_teacher"].passed, checks["knn_accuracy_vs_teacher"].description
 
     report = json.loads((digits_home / "reports" / "quality_report.json").read_text())
-    for model in ("teacher", "student", "artifact"):
+    for which in ("teacher", "student", "artifact"):
         for name in ("trustworthiness", "continuity", "knn_recall", "knn_accuracy", "spearman",
                      "transform_rows_per_s", "size_bytes"):
-            assert name in report[model], (model, name)
+            assert name in report[which], (which, name)
     art = report["artifact"]
     assert art["trustworthiness"] >= report["teacher"]["trustworthiness"] - DIGITS_GATES.trust_tolerance
     assert art["knn_accuracy"] > 0.85  # digits are easy to separate

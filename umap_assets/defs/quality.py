@@ -21,7 +21,6 @@ from .model import artifact, load_student_result, store_of, student, teacher
 from .resources import QualityGates, WarehouseResource
 
 GROUP = "quality"
-REPORT_K = (15, 5)  # trustworthiness at k=15 (the gate) and k=5 (the Parametric UMAP paper's)
 
 
 def validation_rows(warehouse: WarehouseResource, max_rows: int, seed: int):

@@ -191,10 +191,12 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
     parts = [Z[rows]]
     if edges is not None:
         heads, tails = (torch.from_numpy(e) for e in edges)
-        t = torch.rand((len(heads), 1), generator=gen)
-        # neighbour interpolation: a point between two graph neighbours should land between their
-        # teacher coordinates (where UMAP's own transform initialises it)
-        parts += [Z[heads], Z[tails], (1 - t) * Z[heads] + t * Z[tails]]
+        parts += [Z[heads], Z[tails]]
+        if config.mix_weight > 0:
+            # neighbour interpolation: a point between two graph neighbours should land between their
+            # teacher coordinates (where UMAP's own transform initialises it)
+            t = torch.rand((len(heads), 1), generator=gen)
+            parts.append((1 - t) * Z[heads] + t * Z[tails])
     batch = torch.cat(parts)
     if config.noise_std > 0:
         batch = batch + config.noise_std * torch.randn(batch.shape, generator=gen)
@@ -206,8 +208,9 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
         ne = len(heads)
         graph = umap_cross_entropy(out[nr : nr + ne] * scale, out[nr + ne : nr + 2 * ne] * scale, a, b,
                                    config.negative_samples, config.repulsion_strength, gen)
-        mix = (out[nr + 2 * ne :] - ((1 - t) * T[heads] + t * T[tails])).pow(2).sum(1).mean()
-        loss = loss + config.graph_weight * graph + config.mix_weight * mix
+        loss = loss + config.graph_weight * graph
+        if config.mix_weight > 0:
+            loss = loss + config.mix_weight * (out[nr + 2 * ne :] - ((1 - t) * T[heads] + t * T[tails])).pow(2).sum(1).mean()
         parts_out["graph"] = graph.item()
     return loss, parts_out
 

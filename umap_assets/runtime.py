@@ -3,32 +3,47 @@
 This module imports nothing but numpy and the standard library, so an artifact file can be
 broadcast to any worker (a Spark executor, a batch job) that has numpy.
 
-File layout (format version 1)::
+File layout (format version 2)::
 
-    b"UMAPART\\x01" | uint32 little-endian manifest length | manifest (UTF-8 JSON) | payload
+    b"UMAPART\\x02" | SHA-256 of body (32 bytes) | uint16 signature length | signature | body
+    body = uint32 little-endian manifest length | manifest (UTF-8 JSON) | payload
 
 The payload is an LZMA-compressed concatenation of the arrays that the manifest lists (name,
-dtype, shape, offset). ``manifest["sha256"]`` is the SHA-256 of the compressed payload. Each layer
-is ``y = act(x @ W.T + b)`` with symmetric int8 weights ``W = q * scale``, one scale per output channel
-and group of inputs (the output layer may be stored as float32);
-sparse layers store a bit mask of the non-zero weights plus only those values. Input
-standardisation and output scaling are folded into the first and last layers.
+dtype, shape, offset). The checksum covers the manifest and the payload, so any edit is caught
+before a byte is decompressed. ``manifest["raw_size"]`` declares the decompressed size, and
+decompression stops there: a crafted payload cannot expand without bound. The signature is
+empty, or an HMAC-SHA256 of the body under the key in ``$UMAP_ASSETS_ARTIFACT_KEY``; when that
+variable is set, loading requires a valid signature (for teams that broadcast artifacts to
+shared clusters). ``manifest["payload_sha256"]`` identifies the weights: its prefix is the
+artifact version.
+
+Each layer is ``y = act(x @ W.T + b)`` with symmetric int8 weights ``W = q * scale``, one scale per
+output channel and group of inputs (the output layer may be stored as float32); sparse layers
+store a bit mask of the non-zero weights plus only those values. Input standardisation and output
+scaling are folded into the first and last layers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import lzma
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-MAGIC = b"UMAPART\x01"
-FORMAT_VERSION = 1
+MAGIC = b"UMAPART\x02"
+FORMAT_VERSION = 2
 ACTIVATIONS = ("relu", "none")
+#: Environment variable holding the HMAC key that signs artifacts and that loading then requires.
+SIGNING_KEY_ENV = "UMAP_ASSETS_ARTIFACT_KEY"
+#: The largest decompressed payload a loader accepts (a student is a few hundred KB).
+MAX_RAW_SIZE = 256 * 2**20
+_DTYPES = ("|i1", "|u1", "<f2", "<f4", "<f8", "<i4", "<i8")
 
 
 class ArtifactError(ValueError):
@@ -42,43 +57,94 @@ class Layer:
     activation: str
 
 
+def _signing_key() -> bytes | None:
+    key = os.environ.get(SIGNING_KEY_ENV)
+    return key.encode("utf-8") if key else None
+
+
 def read_container(data: bytes, source: str = "<bytes>") -> tuple[dict, dict[str, np.ndarray]]:
-    """Parse and verify an artifact's bytes; return its manifest and arrays."""
-    if len(data) < len(MAGIC) + 4 or data[: len(MAGIC) - 1] != MAGIC[:-1]:
-        raise ArtifactError(f"{source}: not a umap-assets artifact (bad magic bytes)")
-    if data[len(MAGIC) - 1] != MAGIC[-1]:
-        raise ArtifactError(f"{source}: artifact container version {data[len(MAGIC) - 1]} is not supported")
-    (mlen,) = struct.unpack_from("<I", data, len(MAGIC))
-    start = len(MAGIC) + 4
-    if start + mlen > len(data):
+    """Parse and verify an artifact's bytes; return its manifest and arrays.
+
+    Raises
+    ------
+    ArtifactError
+        Naming ``source``, for any bad magic, checksum, signature, size or array table.
+    """
+    body = _verified_body(data, source)
+    (mlen,) = struct.unpack_from("<I", body, 0)
+    if 4 + mlen > len(body):
         raise ArtifactError(f"{source}: truncated artifact (manifest runs past the end of the file)")
     try:
-        manifest = json.loads(data[start : start + mlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = json.loads(body[4 : 4 + mlen].decode("utf-8"))
+        raw_size = int(manifest["raw_size"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{source}: corrupt artifact manifest ({exc})") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{source}: artifact format version {manifest.get('format_version')!r} is not supported "
-            f"(this runtime reads version {FORMAT_VERSION})"
-        )
-    payload = data[start + mlen :]
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != manifest.get("sha256"):
-        raise ArtifactError(f"{source}: corrupt artifact: payload checksum {digest[:12]} does not match the manifest")
+        raise ArtifactError(f"{source}: artifact format version {manifest.get('format_version')!r} is not supported "
+                            f"(this runtime reads version {FORMAT_VERSION})")
+    raw = _decompress(body[4 + mlen :], raw_size, source)
+    return manifest, _arrays(manifest, raw, source)
+
+
+def _verified_body(data: bytes, source: str) -> bytes:
+    """The body after the magic, checksum and signature, once all three hold."""
+    head = len(MAGIC) + 32 + 2
+    if len(data) < len(MAGIC) or data[: len(MAGIC) - 1] != MAGIC[:-1]:
+        raise ArtifactError(f"{source}: not a umap-assets artifact (bad magic bytes)")
+    if data[len(MAGIC) - 1] != MAGIC[-1]:
+        raise ArtifactError(f"{source}: artifact container version {data[len(MAGIC) - 1]} is not supported "
+                            f"(this runtime reads version {MAGIC[-1]}); rebuild it with `umap-assets run`")
+    if len(data) < head + 4:
+        raise ArtifactError(f"{source}: truncated artifact ({len(data)} bytes)")
+    digest = data[len(MAGIC) : len(MAGIC) + 32]
+    (sig_len,) = struct.unpack_from("<H", data, len(MAGIC) + 32)
+    signature, body = data[head : head + sig_len], data[head + sig_len :]
+    if len(body) < 4 or not hmac.compare_digest(hashlib.sha256(body).digest(), digest):
+        raise ArtifactError(f"{source}: corrupt artifact: the checksum of its manifest and payload does not match")
+    key = _signing_key()
+    if key is not None:
+        if not signature:
+            raise ArtifactError(f"{source}: artifact is not signed, and ${SIGNING_KEY_ENV} requires a signature")
+        if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), signature):
+            raise ArtifactError(f"{source}: artifact signature does not match the key in ${SIGNING_KEY_ENV}")
+    return body
+
+
+def _decompress(payload: bytes, raw_size: int, source: str) -> bytes:
+    """LZMA-decompress at most ``raw_size`` bytes and insist on exactly that many."""
+    if not 0 <= raw_size <= MAX_RAW_SIZE:
+        raise ArtifactError(f"{source}: artifact declares {raw_size} decompressed bytes (at most {MAX_RAW_SIZE})")
+    decompressor = lzma.LZMADecompressor()
     try:
-        raw = lzma.decompress(payload)
+        raw = decompressor.decompress(payload, max_length=raw_size)
     except lzma.LZMAError as exc:
         raise ArtifactError(f"{source}: corrupt artifact payload ({exc})") from exc
+    if len(raw) != raw_size or not decompressor.eof:
+        raise ArtifactError(f"{source}: artifact payload does not decompress to the declared {raw_size} bytes")
+    return raw
+
+
+def _arrays(manifest: dict, raw: bytes, source: str) -> dict[str, np.ndarray]:
     arrays = {}
-    for spec in manifest["arrays"]:
-        dtype = np.dtype(spec["dtype"])
-        count = int(np.prod(spec["shape"])) if spec["shape"] else 1
-        arrays[spec["name"]] = np.frombuffer(raw, dtype=dtype, count=count, offset=spec["offset"]).reshape(spec["shape"])
-    return manifest, arrays
+    try:
+        for spec in manifest["arrays"]:
+            if spec["dtype"] not in _DTYPES:
+                raise ValueError(f"dtype {spec['dtype']!r}")
+            dtype, shape = np.dtype(spec["dtype"]), [int(n) for n in spec["shape"]]
+            count = int(np.prod(shape)) if shape else 1
+            if min(shape, default=1) < 0 or spec["offset"] < 0 or spec["offset"] + count * dtype.itemsize > len(raw):
+                raise ValueError(f"array {spec['name']!r} of shape {shape} runs past the payload")
+            arrays[str(spec["name"])] = np.frombuffer(raw, dtype=dtype, count=count, offset=spec["offset"]).reshape(shape)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{source}: corrupt artifact array table ({exc})") from exc
+    return arrays
 
 
-def write_container(manifest: dict, arrays: dict[str, np.ndarray]) -> bytes:
-    """Serialise ``arrays`` under ``manifest`` (which gains ``arrays`` and ``sha256``)."""
+def write_container(manifest: dict, arrays: dict[str, np.ndarray], key: bytes | None = None) -> bytes:
+    """Serialise ``arrays`` under ``manifest`` (which gains ``arrays``, ``raw_size`` and ``payload_sha256``).
+
+    The body is signed with ``key``, or with ``$UMAP_ASSETS_ARTIFACT_KEY`` when it is set.
+    """
     specs, chunks, offset = [], [], 0
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
@@ -90,10 +156,13 @@ def write_container(manifest: dict, arrays: dict[str, np.ndarray]) -> bytes:
         chunks.append(arr.tobytes())
         offset += arr.nbytes
     payload = lzma.compress(b"".join(chunks), preset=9 | lzma.PRESET_EXTREME)
-    manifest = {**manifest, "format_version": FORMAT_VERSION, "arrays": specs,
-                "sha256": hashlib.sha256(payload).hexdigest()}
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "arrays": specs, "raw_size": offset,
+                "payload_sha256": hashlib.sha256(payload).hexdigest()}
     head = json.dumps(manifest, sort_keys=True).encode("utf-8")
-    return MAGIC + struct.pack("<I", len(head)) + head + payload
+    body = struct.pack("<I", len(head)) + head + payload
+    key = key if key is not None else _signing_key()
+    signature = hmac.new(key, body, hashlib.sha256).digest() if key else b""
+    return MAGIC + hashlib.sha256(body).digest() + struct.pack("<H", len(signature)) + signature + body
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray, mask: np.ndarray | None, shape: tuple[int, int],
@@ -118,6 +187,24 @@ def dequantize(q: np.ndarray, scale: np.ndarray, mask: np.ndarray | None, shape:
     return W * np.repeat(scale.astype(np.float32), group, axis=1)[:, :in_dim]
 
 
+def _layers(manifest: dict, arrays: dict[str, np.ndarray], source: str) -> list[Layer]:
+    """Rebuild the float32 layers that the manifest lists from their stored arrays."""
+    layers, prev = [], manifest["input_dim"]
+    for i, spec in enumerate(manifest["layers"]):
+        if spec["in"] != prev or spec["activation"] not in ACTIVATIONS:
+            raise ArtifactError(f"{source}: layer {i} does not fit ({spec})")
+        if spec.get("dtype", "int8") == "float32":
+            W = arrays[f"w{i}"].astype(np.float32).reshape(spec["out"], spec["in"])
+        else:
+            W = dequantize(arrays[f"q{i}"], arrays[f"scale{i}"], arrays.get(f"mask{i}"), (spec["out"], spec["in"]),
+                           spec.get("group"))
+        layers.append(Layer(np.ascontiguousarray(W.T), arrays[f"bias{i}"].astype(np.float32).copy(), spec["activation"]))
+        prev = spec["out"]
+    if prev != manifest["n_components"]:
+        raise ArtifactError(f"{source}: the last layer gives {prev} outputs, manifest says {manifest['n_components']}")
+    return layers
+
+
 class Projector:
     """A loaded artifact: ``Projector.load(path).transform(X)`` gives the map coordinates."""
 
@@ -138,21 +225,12 @@ class Projector:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Projector":
         manifest, arrays = read_container(data, source)
-        layers = []
-        prev = manifest["input_dim"]
-        for i, spec in enumerate(manifest["layers"]):
-            if spec["in"] != prev or spec["activation"] not in ACTIVATIONS:
-                raise ArtifactError(f"{source}: layer {i} does not fit ({spec})")
-            if spec.get("dtype", "int8") == "float32":
-                W = arrays[f"w{i}"].astype(np.float32).reshape(spec["out"], spec["in"])
-            else:
-                W = dequantize(arrays[f"q{i}"], arrays[f"scale{i}"], arrays.get(f"mask{i}"), (spec["out"], spec["in"]),
-                               spec.get("group"))
-            layers.append(Layer(np.ascontiguousarray(W.T), arrays[f"bias{i}"].astype(np.float32).copy(), spec["activation"]))
-            prev = spec["out"]
-        if prev != manifest["n_components"]:
-            raise ArtifactError(f"{source}: the last layer gives {prev} outputs, manifest says {manifest['n_components']}")
-        return cls(manifest, layers, source)
+        try:
+            return cls(manifest, _layers(manifest, arrays, source), source)
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ArtifactError):
+                raise
+            raise ArtifactError(f"{source}: the artifact's layers do not fit its arrays ({exc!r})") from exc
 
     @property
     def input_dim(self) -> int:
@@ -169,7 +247,7 @@ class Projector:
     @property
     def version(self) -> str:
         """A short content hash that identifies this artifact (stored with every embedded row)."""
-        return self.manifest["sha256"][:16]
+        return self.manifest["payload_sha256"][:16]
 
     def transform(self, X: np.ndarray, batch_rows: int = 16_384) -> np.ndarray:
         """Map rows ``X`` (n, input_dim) to (n, n_components) float32 coordinates."""

@@ -106,6 +106,59 @@ def test_corrupt_and_mismatched_artifacts_are_refused(trained, tmp_path):
         proj.transform(X[:, :5])
 
 
+def test_every_byte_of_an_artifact_is_checked(trained):
+    """A one-byte edit anywhere (manifest included) raises ArtifactError, never another error."""
+    X, _, result = trained
+    blob = compress.build_artifact(compress.fold_layers(result))
+    rng = np.random.default_rng(0)
+    for pos in np.concatenate([np.arange(0, 120), rng.choice(len(blob), 300, replace=False)]):
+        edited = bytearray(blob)
+        edited[pos] ^= 1 + int(rng.integers(255))
+        with pytest.raises(ArtifactError, match="x.uart"):
+            Projector.from_bytes(bytes(edited), source="x.uart")
+
+
+def test_a_payload_cannot_decompress_past_its_declared_size():
+    import hashlib
+    import json
+    import lzma
+    import struct
+
+    from umap_assets import runtime
+
+    def container(raw_size: int, payload: bytes) -> bytes:
+        manifest = json.dumps({"format_version": runtime.FORMAT_VERSION, "arrays": [], "raw_size": raw_size,
+                               "payload_sha256": "0" * 64}).encode()
+        body = struct.pack("<I", len(manifest)) + manifest + payload
+        return runtime.MAGIC + hashlib.sha256(body).digest() + struct.pack("<H", 0) + body
+
+    bomb = lzma.compress(b"\0" * (64 * 2**20))
+    with pytest.raises(ArtifactError, match="declared 1000 bytes"):
+        runtime.read_container(container(1000, bomb), "bomb.uart")
+    with pytest.raises(ArtifactError, match="at most"):
+        runtime.read_container(container(2**40, bomb), "bomb.uart")
+
+
+def test_signed_artifacts_need_the_key(trained, monkeypatch):
+    from umap_assets.runtime import SIGNING_KEY_ENV
+
+    X, _, result = trained
+    layers = compress.fold_layers(result)
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    unsigned = compress.build_artifact(layers)
+    monkeypatch.setenv(SIGNING_KEY_ENV, "team-secret")
+    signed = compress.build_artifact(layers)
+    signed_map = Projector.from_bytes(signed).transform(X)
+    with pytest.raises(ArtifactError, match="not signed"):
+        Projector.from_bytes(unsigned, source="u.uart")
+    monkeypatch.setenv(SIGNING_KEY_ENV, "another-key")
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        Projector.from_bytes(signed, source="s.uart")
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    np.testing.assert_array_equal(signed_map, Projector.from_bytes(unsigned).transform(X))
+    assert Projector.from_bytes(signed).version == Projector.from_bytes(unsigned).version
+
+
 def test_runtime_imports_numpy_only():
     code = ("import sys; import umap_assets.runtime; "
             "bad = [m for m in ('torch', 'sklearn', 'dagster', 'umap', 'pandas') if m in sys.modules]; "

@@ -260,15 +260,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     """The same transform as the ``embeddings`` asset, for an existing batch job."""
     from .contract import SliceError, SliceSpec
-    from .engines import embed
+    from .engines import OutputPathError, embed
     from .runtime import ArtifactError
 
     spec = SliceSpec(id_column=args.id_column, features_column=args.features_column, label_column=args.label_column)
     conf = dict(args.spark_conf)
     try:
         stats = embed(args.engine, args.artifact, args.input, args.output, spec, chunk_rows=args.chunk_rows,
-                      master=args.spark_master, conf=conf)
-    except (ArtifactError, SliceError) as exc:
+                      master=args.spark_master, conf=conf, models_dirs=(Layout.at(args.home).models,))
+    except (ArtifactError, SliceError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"embedded {stats.rows:,} rows in {stats.seconds:.2f}s ({stats.rows_per_s:,.0f} rows/s) "
@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed = sub.add_parser("embed", help="embed a Parquet file with an artifact (outside Dagster)")
     embed.add_argument("--artifact", required=True, help="artifact file (.uart)")
     embed.add_argument("--input", required=True, help="input Parquet file (id, features[, label])")
-    embed.add_argument("--output", required=True, help="output Parquet file")
+    embed.add_argument("--output", required=True, help="output Parquet file (never the input, the artifact or under models/)")
+    embed.add_argument("--home", default=None, help=f"project home whose models/ is protected (default ${HOME_ENV} or ./data)")
     embed.add_argument("--engine", choices=["local", "spark"], default="local")
     embed.add_argument("--chunk-rows", type=int, default=65_536, help="rows per chunk (local engine)")
     embed.add_argument("--spark-master", default="local[2]", help="Spark master URL (spark engine)")

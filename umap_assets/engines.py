@@ -31,10 +31,44 @@ def embed_local(artifact: str | Path, source: str | Path, destination: str | Pat
     return embed_file(Projector.load(artifact), source, destination, spec=spec, chunk_rows=chunk_rows)
 
 
+class OutputPathError(ValueError):
+    """An embedding output path that would overwrite something the project needs."""
+
+
+def check_output_path(destination: str | Path, source: str | Path, artifact: str | Path,
+                      models_dirs: tuple[Path, ...] = ()) -> Path:
+    """``destination`` made absolute, once it is none of: the input, the artifact, a directory, or
+    anything under a model store (``models_dirs``, and the ``models/`` folder holding the artifact).
+
+    Raises
+    ------
+    OutputPathError
+        With one line naming the path and why it is refused.
+    """
+    out = Path(destination).expanduser().resolve()
+    artifact = Path(artifact).expanduser().resolve()
+    stores = set(models_dirs) | {p for p in artifact.parents if p.name == "models"}
+    if str(destination).endswith(("/", os.sep)) or out.is_dir():
+        why = "is a directory; give a Parquet file path"
+    elif out == Path(source).expanduser().resolve():
+        why = "is the input file; embedding would overwrite what it reads"
+    elif out == artifact:
+        why = "is the artifact file"
+    elif any(out.is_relative_to(store.resolve()) for store in stores):
+        why = "lies under a model store (models/), which only the pipeline writes"
+    else:
+        return out
+    raise OutputPathError(f"output {destination}: refused: it {why}")
+
+
 def embed(engine: str, artifact: str | Path, source: str | Path, destination: str | Path,
           spec: SliceSpec = SliceSpec(), *, chunk_rows: int = 65_536, master: str = "local[2]",
-          conf: dict[str, str] | None = None) -> EmbedStats:
-    """Embed every row of ``source`` into ``destination`` with the named engine (one of :data:`ENGINES`)."""
+          conf: dict[str, str] | None = None, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
+    """Embed every row of ``source`` into ``destination`` with the named engine (one of :data:`ENGINES`).
+
+    ``destination`` is checked first (:func:`check_output_path`).
+    """
+    check_output_path(destination, source, artifact, models_dirs)
     if engine == "local":
         return embed_local(artifact, source, destination, spec=spec, chunk_rows=chunk_rows)
     if engine == "spark":
@@ -169,4 +203,5 @@ def _merge_parts(parts: list[Path], destination: Path) -> int:
     return rows
 
 
-__all__ = ["ENGINES", "embed_local", "embed_spark", "spark_session", "ArtifactError"]
+__all__ = ["ENGINES", "embed", "embed_local", "embed_spark", "spark_session", "check_output_path", "ArtifactError",
+           "OutputPathError"]

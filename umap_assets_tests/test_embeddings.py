@@ -91,6 +91,34 @@ def test_cli_embed_good_and_bad_input(projector_file, tmp_path, capsys):
         embed("dask", projector_file, src, tmp_path / "bad.parquet")
 
 
+def test_cli_embed_refuses_outputs_it_must_not_overwrite(projector_file, tmp_path, capsys):
+    src, _ = _slice(tmp_path / "in.parquet", 100)
+    home = tmp_path / "home"
+    store = home / "models"
+    store.mkdir(parents=True)
+    artifact = store / "artifact.uart"
+    artifact.write_bytes(projector_file.read_bytes())
+    before = {p: p.read_bytes() for p in (src, artifact)}
+    cases = [
+        (str(src), "is the input file"),
+        (str(artifact), "is the artifact file"),
+        (str(store / "out.parquet"), "under a model store"),
+        (str(tmp_path), "is a directory"),
+        (str(tmp_path / "new_dir") + "/", "is a directory"),
+    ]
+    for output, why in cases:
+        args = ["embed", "--artifact", str(artifact), "--input", str(src), "--output", output, "--home", str(home)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err
+    # the home's models/ is protected even when the artifact lives elsewhere
+    assert main(["embed", "--artifact", str(projector_file), "--input", str(src), "--home", str(home),
+                 "--output", str(store / "x.parquet")]) == 2
+    assert "under a model store" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in store.iterdir()) == ["artifact.uart"]
+
+
 def test_bad_rows_name_the_row(projector_file, tmp_path):
     import pyarrow as pa
 

@@ -70,6 +70,8 @@ def _failure_reason(result, failed_checks: list[str]) -> str:
 
 #: Tag on every run the CLI starts, so a later CLI run can recognise its dead predecessors.
 CLI_TAG = "umap_assets/launched_by"
+#: Seconds between the two looks at ``incoming`` (a file must be unchanged across them).
+READY_PAUSE_S = 0.5
 
 
 @contextlib.contextmanager
@@ -111,10 +113,12 @@ def job_run_config(job, ops: dict | None) -> dict:
     return {**QUIET, "ops": mine} if mine else QUIET
 
 
-def _execute(job, instance, say, label: str, summary: RunSummary, ops: dict | None = None, **kwargs) -> bool:
+def _execute(job, instance, say, label: str, summary: RunSummary, ops: dict | None = None, tags=None,
+             **kwargs) -> bool:
     started = time.perf_counter()
     result = job.execute_in_process(
-        instance=instance, raise_on_error=False, run_config=job_run_config(job, ops), tags={CLI_TAG: "cli"}, **kwargs
+        instance=instance, raise_on_error=False, run_config=job_run_config(job, ops),
+        tags={CLI_TAG: "cli", **(tags or {})}, **kwargs
     )
     summary.run_ids[label] = result.run_id
     seconds = time.perf_counter() - started
@@ -144,10 +148,8 @@ def run_pipeline(
     """
     import dagster as dg
 
-    from .atomic import is_temp_name
-    from .contract import SliceError, partition_key_for
     from .definitions import load_definitions
-    from .defs.ingest import needs_ingest
+    from .defs.discovery import discover_slices, ingest_tags, look
     from .defs.partitions import slices_partitions
     from .model_store import ModelStore
 
@@ -155,39 +157,33 @@ def run_pipeline(
     prepare_instance_home(layout)
     defs = load_definitions()
     summary = RunSummary()
-    files = sorted(p for p in layout.incoming.glob("*.parquet") if not is_temp_name(p.name))
-    keys: dict[str, Path] = {}
-    for path in files:
-        try:
-            key = partition_key_for(path)
-        except SliceError as exc:
-            summary.failed[path.name] = str(exc)
-            continue
-        if key in keys:
-            summary.failed[path.name] = f"maps to partition '{key}' like {keys[key].name}; rename one of them"
-            continue
-        keys[key] = path
     say(f"home: {layout.home}")
-    say(f"{len(keys)} slice file(s) in {layout.incoming}")
     with exclusive_cli_lock(layout), dg.DagsterInstance.get() as instance:
         recover_dead_cli_runs(instance, say)
-        existing = set(instance.get_dynamic_partitions(slices_partitions.name))
-        new = [k for k in keys if k not in existing]
+        previous = {name: identity for name, identity in look(layout.incoming).items() if identity}
+        time.sleep(READY_PAUSE_S)  # a file is ready when it is unchanged since the previous look
+        found = discover_slices(instance, layout.incoming, previous, force=force)
+        say(f"{len(found.ready) + len(found.up_to_date)} slice file(s) in {layout.incoming}")
+        for name, reason in {**found.rejected, **_unready(found.waiting)}.items():
+            summary.failed[name] = reason
+            say(f"  skipped {name}: {reason}")
+        new = sorted({f.key for f in found.ready} - set(instance.get_dynamic_partitions(slices_partitions.name)))
         if new:
             instance.add_dynamic_partitions(slices_partitions.name, new)
         say("ingest: raw_slices + samples, per slice")
         ingest = defs.resolve_job_def("ingest_slice")
-        samples_dir = layout.warehouse / "samples"
         ingested: list[str] = []
-        for key, path in keys.items():
-            done = samples_dir / f"{key}.parquet"
-            if not force and done.exists() and not needs_ingest(instance, key, path):
-                summary.skipped.append(path.name)
-                ingested.append(key)
-                say(f"  up to date  {path.name}")
+        for item in found.up_to_date:
+            if not (layout.warehouse / "samples" / f"{item.key}.parquet").exists():
+                found.ready.append(item)  # its samples never landed: ingest again
                 continue
-            if _execute(ingest, instance, say, path.name, summary, ops, partition_key=key):
-                ingested.append(key)
+            summary.skipped.append(item.path.name)
+            ingested.append(item.key)
+            say(f"  up to date  {item.path.name}")
+        for item in found.ready:
+            if _execute(ingest, instance, say, item.path.name, summary, ops, partition_key=item.key,
+                        tags=ingest_tags(item)):
+                ingested.append(item.key)
         if not ingested:
             say("no slice was ingested; nothing to train on")
             return summary
@@ -206,6 +202,15 @@ def run_pipeline(
             for key in ingested:
                 _execute(embed, instance, say, f"embeddings[{key}]", summary, ops, partition_key=key)
     return summary
+
+
+def _unready(waiting: dict[str, str]) -> dict[str, str]:
+    """Reasons for files that were not ready at this run's second look."""
+    return {
+        name: "not a complete Parquet file (no PAR1 footer): still being written, or not a Parquet file"
+        if not identity else "changed while this run looked at it: still being written?"
+        for name, identity in waiting.items()
+    }
 
 
 def _has_job(defs, name: str) -> bool:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-_UNSAFE_KEY_CHARS = re.compile(r"[,|\[\]\s]+")
+_UNSAFE_KEY_CHARS = re.compile(r"[,|\[\]\s\x00-\x1f\x7f]+|\.{3,}")  # Dagster refuses these in keys
 
 
 class SliceError(ValueError):
@@ -32,11 +32,19 @@ class SliceError(ValueError):
 
 
 def partition_key_for(path: str | Path) -> str:
-    """The Dagster partition key for a slice file: its stem, with ``, | [ ]`` and blanks made safe."""
-    key = _UNSAFE_KEY_CHARS.sub("_", Path(path).stem).strip("_")
-    if not key:
-        raise SliceError(path, "the file name gives an empty partition key")
-    return key
+    """The Dagster partition key for a slice file: its stem when that is a safe key, else the stem with
+    ``, | [ ]``, blanks and control characters made ``_`` plus a hash of the whole name, so that every
+    name maps to a valid key and two names never map to the same one (``a b`` -> ``a_b-3f2c1d0e``,
+    ``_`` -> ``slice-9b1e...``).
+    """
+    import hashlib
+
+    name = Path(path).name
+    stem = Path(path).stem
+    key = _UNSAFE_KEY_CHARS.sub("_", stem).strip("_")[:100]
+    if key == stem and key:
+        return key
+    return f"{key or 'slice'}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def file_identity(path: str | Path) -> str | None:

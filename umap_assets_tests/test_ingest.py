@@ -149,5 +149,10 @@ def test_ragged_lists_name_the_row(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp file left behind"
 
 
-def test_partition_key_is_made_safe():
-    assert partition_key_for("/x/2024-01,eu|[a] b.parquet") == "2024-01_eu_a_b"
+def test_partition_key_is_made_safe_and_unique():
+    assert partition_key_for("/x/2024-01_eu.parquet") == "2024-01_eu"  # a safe name is kept as it is
+    odd = partition_key_for("/x/2024-01,eu|[a] b.parquet")
+    assert odd.startswith("2024-01_eu_a_b-") and len(odd) == len("2024-01_eu_a_b-") + 8
+    assert partition_key_for("2024-01 eu.parquet") != partition_key_for("2024-01,eu.parquet")
+    assert partition_key_for("_.parquet").startswith("slice-")
+    assert "..." not in partition_key_for("a...b.parquet") and "\n" not in partition_key_for("a\nb.parquet")

@@ -1,17 +1,16 @@
+import json
 import os
-import time
+import shutil
 
 import dagster as dg
 
-from umap_assets.defs.resources import WarehouseResource
-from umap_assets.defs.sensors import IncomingCursor, new_slices_sensor, scan_incoming
+from umap_assets.contract import partition_key_for
+from umap_assets.defs.discovery import discover_slices, ingest_tags
+from umap_assets.defs.ingest import raw_slices
+from umap_assets.defs.resources import SliceContract, WarehouseResource
+from umap_assets.defs.sensors import new_slices_sensor
 
 from .conftest import make_slice
-
-
-def _age(path, seconds):
-    t = time.time() - seconds
-    os.utime(path, (t, t))
 
 
 def _evaluate(instance, layout, cursor=None):
@@ -19,72 +18,93 @@ def _evaluate(instance, layout, cursor=None):
     return new_slices_sensor(ctx, warehouse=WarehouseResource(home=str(layout.home)))
 
 
-def test_new_files_become_partitions_and_runs(instance, layout):
-    a = make_slice(layout.incoming / "day_1.parquet")
-    b = make_slice(layout.incoming / "day 2,eu.parquet")
-    _age(a, 120)
-    _age(b, 60)
-    result = _evaluate(instance, layout)
-    assert [r.partition_key for r in result.run_requests] == ["day_1", "day_2_eu"]
-    assert result.dynamic_partitions_requests[0].partition_keys == ["day_1", "day_2_eu"]
-    cursor = IncomingCursor.parse(result.cursor)
-    assert cursor.watermark[1] == "day 2,eu.parquet" and cursor.pending == {}
-    assert len(result.cursor) < 200, "the cursor is a watermark, not a list of files"
+def _ingest(instance, layout, item):
+    """Materialize ``raw_slices`` for a discovered file as the sensor's run would."""
+    if item.key not in instance.get_dynamic_partitions("slices"):
+        instance.add_dynamic_partitions("slices", [item.key])
+    return dg.materialize([raw_slices], partition_key=item.key, instance=instance, tags=ingest_tags(item),
+                          raise_on_error=False,
+                          resources={"warehouse": WarehouseResource(home=str(layout.home)), "contract": SliceContract()})
 
-    # nothing new: no runs, no partitions
-    instance.add_dynamic_partitions("slices", ["day_1", "day_2_eu"])
+
+def test_new_files_become_partitions_and_runs_after_a_second_look(instance, layout):
+    make_slice(layout.incoming / "day_1.parquet")
+    make_slice(layout.incoming / "day 2,eu.parquet", seed=1)
+    first = _evaluate(instance, layout)
+    assert first.run_requests == [], "a file seen once may still be changing"
+    result = _evaluate(instance, layout, first.cursor)
+    odd = partition_key_for("day 2,eu.parquet")
+    assert sorted(r.partition_key for r in result.run_requests) == sorted(["day_1", odd])
+    assert result.dynamic_partitions_requests[0].partition_keys == sorted(["day_1", odd])
+    assert len({r.run_key for r in result.run_requests}) == 2
+
+    # once ingested, the files leave the cursor: the known keys live in the dynamic partitions
+    for item in discover_slices(instance, layout.incoming, json.loads(result.cursor)).ready:
+        assert _ingest(instance, layout, item).success
     again = _evaluate(instance, layout, result.cursor)
     assert again.run_requests == [] and not again.dynamic_partitions_requests
+    assert json.loads(again.cursor) == {}
 
-    # a third file arrives
-    c = make_slice(layout.incoming / "day_3.parquet")
-    _age(c, 30)
-    third = _evaluate(instance, layout, again.cursor)
+    make_slice(layout.incoming / "day_3.parquet", seed=3)
+    third = _evaluate(instance, layout, _evaluate(instance, layout, again.cursor).cursor)
     assert [r.partition_key for r in third.run_requests] == ["day_3"]
-    assert third.dynamic_partitions_requests[0].partition_keys == ["day_3"]
 
 
-def test_files_being_written_are_ignored_until_settled(instance, layout):
+def test_files_with_old_mtimes_are_not_lost(instance, layout, tmp_path):
+    """`cp -p`, `rsync -t` and `tar x` keep an old mtime; discovery never looks at it."""
+    src = make_slice(tmp_path / "archive" / "old.parquet")
+    os.utime(src, (946684800, 946684800))  # 2000-01-01
+    make_slice(layout.incoming / "new.parquet", seed=1)
+    first = _evaluate(instance, layout)
+    shutil.copy2(src, layout.incoming / "old.parquet")  # arrives after the sensor has looked
+    second = _evaluate(instance, layout, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["new"]
+    third = _evaluate(instance, layout, second.cursor)
+    assert "old" in [r.partition_key for r in third.run_requests]
+
+
+def test_a_partial_file_never_produces_a_run(instance, layout):
     make_slice(layout.incoming / ".day_1.parquet.tmp-123-abc")  # a writer's temp name
     (layout.incoming / "day_1.parquet.part").write_bytes(b"partial")
     growing = layout.incoming / "day_1.parquet"
-    growing.write_bytes(b"PAR1 first bytes")  # fresh and still being written
-    first = _evaluate(instance, layout)
-    assert first.run_requests == []
-    assert IncomingCursor.parse(first.cursor).pending == {"day_1.parquet": growing.stat().st_size}
-
-    make_slice(growing)  # the writer goes on; the size changes
-    second = _evaluate(instance, layout, first.cursor)
-    assert second.run_requests == []
-
-    third = _evaluate(instance, layout, second.cursor)  # same size as last tick: complete
-    assert [r.partition_key for r in third.run_requests] == ["day_1"]
-    assert IncomingCursor.parse(third.cursor).pending == {}
-
-
-def test_a_file_behind_an_unsettled_one_is_not_skipped(tmp_path):
-    older = make_slice(tmp_path / "a.parquet")
-    newer = make_slice(tmp_path / "b.parquet")
-    _age(older, 100)
-    _age(newer, 50)
-    now = time.time()
-    os.utime(older, (now - 1, now - 1))  # `a` was touched again just now: it is newest and unsettled
-    scan = scan_incoming(tmp_path, IncomingCursor(), now=now)
-    assert [p.name for p in scan.ready] == ["b.parquet"]
-    assert scan.cursor.pending == {"a.parquet": older.stat().st_size}
-    later = scan_incoming(tmp_path, scan.cursor, now=now + 1)
-    assert [p.name for p in later.ready] == ["a.parquet"]
+    whole = make_slice(layout.incoming.parent / "whole.parquet").read_bytes()
+    cursor = None
+    for cut in (4, len(whole) // 2, len(whole) - 1, len(whole) - 1):  # the writer stalls, too
+        growing.write_bytes(whole[:cut])
+        result = _evaluate(instance, layout, cursor)
+        assert result.run_requests == [], cut
+        cursor = result.cursor
+    growing.write_bytes(whole)
+    seen = _evaluate(instance, layout, cursor)
+    assert seen.run_requests == []
+    assert [r.partition_key for r in _evaluate(instance, layout, seen.cursor).run_requests] == ["day_1"]
 
 
-def test_rewritten_file_is_requested_again(tmp_path):
-    path = make_slice(tmp_path / "a.parquet")
-    _age(path, 100)
-    first = scan_incoming(tmp_path, IncomingCursor())
-    assert [p.name for p in first.ready] == ["a.parquet"]
-    assert scan_incoming(tmp_path, first.cursor).ready == []
-    make_slice(path, seed=3)
-    _age(path, 20)
-    assert [p.name for p in scan_incoming(tmp_path, first.cursor).ready] == ["a.parquet"]
+def test_odd_names_get_valid_unique_keys_and_affect_no_other_file(instance, layout):
+    names = ["_.parquet", "a b.parquet", "a,b.parquet", "x...y.parquet", "good.parquet"]
+    for i, name in enumerate(names):
+        make_slice(layout.incoming / name, seed=i)
+    result = _evaluate(instance, layout, _evaluate(instance, layout).cursor)
+    keys = [r.partition_key for r in result.run_requests]
+    assert len(keys) == len(set(keys)) == len(names) and "good" in keys
+    instance.add_dynamic_partitions("slices", keys)  # Dagster accepts every key
+    assert set(instance.get_dynamic_partitions("slices")) == set(keys)
+
+
+def test_a_rejected_file_waits_until_it_changes(instance, layout):
+    bad = make_slice(layout.incoming / "bad.parquet", dim=8)
+    make_slice(layout.incoming / "aaa.parquet", dim=16)  # sorts first: the home's dimension is 16
+    first = discover_slices(instance, layout.incoming, {})
+    ready = discover_slices(instance, layout.incoming, first.seen()).ready
+    results = {item.key: _ingest(instance, layout, item) for item in ready}
+    assert results["aaa"].success and not results["bad"].success
+    later = discover_slices(instance, layout.incoming, {})
+    assert [f.key for f in later.up_to_date] == ["aaa"] and later.ready == []
+    assert "bad.parquet" in later.rejected and "dimension" in later.rejected["bad.parquet"]
+    assert _evaluate(instance, layout, json.dumps(first.seen())).run_requests == []
+    make_slice(bad, dim=16, seed=5)  # fixed: due again
+    fixed = discover_slices(instance, layout.incoming, discover_slices(instance, layout.incoming, {}).seen())
+    assert [f.key for f in fixed.ready] == ["bad"]
 
 
 def test_sensor_is_on_by_default():
@@ -132,11 +152,7 @@ def test_automation_sensor_runs_by_default_and_drives_drift_and_embeddings():
 def test_sensor_skips_files_that_were_already_ingested_with_the_same_content(instance, layout):
     """After `umap-assets run` (or any run) ingested a file, the sensor does not ingest it again,
     even with a fresh cursor; an edit of the file makes it due again."""
-    from umap_assets.defs.ingest import raw_slices
-    from umap_assets.defs.resources import SliceContract
-
     a = make_slice(layout.incoming / "day_1.parquet")
-    _age(a, 120)
     instance.add_dynamic_partitions("slices", ["day_1"])
     assert dg.materialize([raw_slices], partition_key="day_1", instance=instance,
                           resources={"warehouse": WarehouseResource(home=str(layout.home)),
@@ -145,6 +161,5 @@ def test_sensor_skips_files_that_were_already_ingested_with_the_same_content(ins
     assert fresh.run_requests == [] and not fresh.dynamic_partitions_requests
 
     make_slice(a, n=7)  # new content under the same name
-    _age(a, 60)
-    changed = _evaluate(instance, layout)
+    changed = _evaluate(instance, layout, _evaluate(instance, layout).cursor)
     assert [r.partition_key for r in changed.run_requests] == ["day_1"]

@@ -49,13 +49,6 @@ def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
     return value.value if value is not None else None
 
 
-def needs_ingest(instance: dg.DagsterInstance, key: str, path: Path) -> bool:
-    """Whether ``path`` differs from what partition ``key`` last ingested (by identity, never by
-    mtime). The CLI and ``new_slices_sensor`` both ask this, so neither redoes the other's work."""
-    identity = file_identity(path)
-    return identity is None or identity != ingested_identity(instance, key)
-
-
 @dg.asset(
     partitions_def=slices_partitions,
     group_name=GROUP,

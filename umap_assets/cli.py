@@ -14,7 +14,7 @@ from pathlib import Path
 from .home import HOME_ENV, Layout
 
 DAGSTER_YAML = """\
-# Written by umap-assets. The DuckDB writers share the `duckdb` pool; one slot at a time.
+# Written by umap-assets.
 concurrency:
   pools:
     default_limit: 1
@@ -93,8 +93,8 @@ def recover_dead_cli_runs(instance, say=print) -> int:
     """Mark runs of a killed CLI process as failed and free their concurrency-pool slots.
 
     Only called while holding :func:`exclusive_cli_lock`, so any CLI run still marked as in
-    progress belongs to a process that died (for example, killed mid-write). Without this its
-    claim on the ``duckdb`` pool slot would block every later run.
+    progress belongs to a process that died (for example, killed mid-write); it would otherwise show
+    as running forever, and hold any concurrency slot it had claimed.
     """
     import dagster as dg
 

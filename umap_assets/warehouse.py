@@ -2,14 +2,15 @@
 
 Each asset writes its own Parquet files with write-then-rename, so parallel partitions never touch
 the same file and a killed run leaves the previous materialization readable. DuckDB holds only a
-small catalog and views over the Parquet files; it allows one writer at a time, so the writers sit
-in the ``duckdb`` concurrency pool and :func:`duckdb_write` retries while another process holds
-the lock.
+small catalog and views over the Parquet files, rebuilt from per-slice JSON records and swapped in
+atomically (:func:`publish_catalog`), so no process ever waits on DuckDB's file lock: not parallel
+ingests, and not a user who keeps a connection open.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import time
 from collections.abc import Iterator
@@ -23,9 +24,6 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, is_temp_name, sweep_stale_temps
 from .contract import SliceSpec, SliceSummary, iter_validated_batches
-
-DUCKDB_POOL = "duckdb"
-
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -136,63 +134,84 @@ def take_rows(
     return pa.concat_tables(pieces)
 
 
+def record_slice(wh: Warehouse, key: str, metadata: dict) -> None:
+    """Write one slice's catalog record (``warehouse/catalog/<key>.json``) atomically; no lock taken."""
+    record = {"key": key, **metadata, "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with atomic_path(wh.table_dir(CATALOG) / f"{key}.json") as tmp:
+        tmp.write_text(json.dumps(record, sort_keys=True))
+
+
 @contextlib.contextmanager
-def duckdb_write(path: Path, *, timeout_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A write connection to the DuckDB file, waiting while another process holds its lock."""
+def _catalog_lock(wh: Warehouse, timeout_s: float) -> Iterator[None]:
+    """Serialise catalog rebuilds between processes; readers never take this lock."""
+    path = wh.root / ".catalog.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while True:
+    with open(path, "a+") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path}: another process has been rebuilding the DuckDB catalog for over "
+                                       f"{timeout_s:.0f}s; if no umap-assets process is running, delete this file") from None
+                time.sleep(0.05)
         try:
-            con = duckdb.connect(str(path))
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-    try:
-        yield con
-    finally:
-        con.close()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def register_slice(duckdb_path: Path, key: str, metadata: dict) -> None:
-    """Upsert one row of the ``slices`` catalog table."""
-    with duckdb_write(duckdb_path) as con:
-        con.execute(
-            """CREATE TABLE IF NOT EXISTS slices (
-                   key VARCHAR PRIMARY KEY, rows BIGINT, dim INTEGER, bytes BIGINT,
-                   path VARCHAR, source VARCHAR, label_counts JSON, ingested_at TIMESTAMP)"""
-        )
-        con.execute(
-            "INSERT OR REPLACE INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, now())",
-            [
-                key,
-                metadata["rows"],
-                metadata["dim"],
-                metadata["bytes"],
-                metadata["path"],
-                metadata["source"],
-                json.dumps(metadata.get("label_counts", {})),
-            ],
-        )
+def publish_catalog(wh: Warehouse, *, timeout_s: float = 60.0) -> Path:
+    """Rebuild ``warehouse.duckdb`` from the catalog records and swap it in atomically.
 
-
-def ensure_embeddings_view(duckdb_path: Path, embeddings_dir: Path) -> None:
-    """Define the ``embeddings`` view over every slice's embedding file, once.
-
-    The view globs ``embeddings/*.parquet`` each time it is queried, so later slices show up
-    without another write; the write lock is only taken while the view does not exist yet.
+    The new file is written under a temporary name and renamed over the old one, so a user's
+    open connection (which holds DuckDB's lock on the old file) never blocks ingest: it keeps
+    reading the old file, and the next connection sees the new one. The ``slices`` table and the
+    ``embeddings`` view hold paths relative to the home: query from the home directory, or
+    ``SET file_search_path`` to it (:func:`connect` does), and a copied home reads its own files.
     """
-    glob = str(embeddings_dir / "*.parquet")
-    with duckdb_write(duckdb_path) as con:
-        exists = con.execute(
-            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'embeddings' AND NOT internal"
-        ).fetchone()[0]
-        if not exists:
-            con.execute(
-                f"""CREATE VIEW embeddings AS
+    home = wh.duckdb_path.parent
+    records = sorted(wh.table_dir(CATALOG).glob("*.json")) if wh.table_dir(CATALOG).exists() else []
+    with _catalog_lock(wh, timeout_s), atomic_path(wh.duckdb_path) as tmp:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute(f"SET file_search_path = '{_sql_text(str(home))}'")
+            con.execute(SLICES_DDL)
+            for record in records:
+                r = json.loads(record.read_text())
+                con.execute("INSERT INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [r["key"], r["rows"], r["dim"], r["bytes"], r["path"], r["source"],
+                             json.dumps(r.get("label_counts", {})), r["ingested_at"]])
+            if wh.keys("embeddings"):
+                glob = _sql_text(str(wh.table_dir("embeddings").relative_to(home) / "*.parquet"))
+                con.execute(f"""CREATE VIEW embeddings AS
                     SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename)
-                    FROM read_parquet('{glob}', filename = true, union_by_name = true)"""
-            )
+                    FROM read_parquet('{glob}', filename = true, union_by_name = true)""")
+        finally:
+            con.close()
+    return wh.duckdb_path
+
+
+def connect(wh: Warehouse) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the catalog that resolves its relative paths against the home."""
+    con = duckdb.connect(str(wh.duckdb_path), read_only=True)
+    con.execute(f"SET file_search_path = '{_sql_text(str(wh.duckdb_path.parent))}'")
+    return con
+
+
+def home_relative(path: Path, home: Path) -> str:
+    """``path`` relative to ``home`` when it lies under it, else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(home.resolve())) if path.is_relative_to(home.resolve()) else str(path)
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
+SLICES_DDL = """CREATE TABLE slices (
+    key VARCHAR PRIMARY KEY, rows BIGINT, dim INTEGER, bytes BIGINT,
+    path VARCHAR, source VARCHAR, label_counts JSON, ingested_at TIMESTAMP)"""
+CATALOG = "catalog"

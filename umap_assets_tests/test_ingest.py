@@ -156,3 +156,53 @@ def test_partition_key_is_made_safe_and_unique():
     assert partition_key_for("2024-01 eu.parquet") != partition_key_for("2024-01,eu.parquet")
     assert partition_key_for("_.parquet").startswith("slice-")
     assert "..." not in partition_key_for("a...b.parquet") and "\n" not in partition_key_for("a\nb.parquet")
+
+
+def test_a_reader_holding_the_catalog_never_blocks_ingest(instance, resources, layout):
+    """A user's DuckDB session in another process keeps its (old) catalog; ingest swaps in a new one."""
+    import subprocess
+    import sys
+    import time
+
+    make_slice(layout.incoming / "first.parquet")
+    add_partitions(instance, "first", "second")
+    assert materialize_slice(instance, resources, "first").success
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time\n"
+         f"con = duckdb.connect({str(layout.duckdb_path)!r}, read_only=True)\n"
+         "print(con.execute('SELECT count(*) FROM slices').fetchone()[0], flush=True)\n"
+         "sys.stdin.readline()\n"
+         "print(con.execute('SELECT count(*) FROM slices').fetchone()[0], flush=True)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "1"  # the reader holds its lock now
+        make_slice(layout.incoming / "second.parquet", seed=1, id_start=10_000)
+        started = time.monotonic()
+        assert materialize_slice(instance, resources, "second").success
+        assert time.monotonic() - started < 30, "ingest waited on the reader's lock"
+        with duckdb.connect(str(layout.duckdb_path), read_only=True) as con:
+            assert con.execute("SELECT key FROM slices ORDER BY key").fetchall() == [("first",), ("second",)]
+        out, _ = reader.communicate("\n", timeout=30)
+        assert out.strip() == "1", "the reader keeps a consistent view of the catalog it opened"
+    finally:
+        reader.kill()
+
+
+def test_a_copied_home_reads_its_own_files(tmp_path):
+    import shutil
+
+    from umap_assets.warehouse import Warehouse, connect, publish_catalog, record_slice
+
+    home = tmp_path / "home"
+    wh = Warehouse(root=home / "warehouse", duckdb_path=home / "warehouse.duckdb")
+    wh.table_dir("embeddings").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [1, 2], "x": [0.5, 1.5], "y": [2.0, 3.0]}), wh.table_path("embeddings", "s1"))
+    record_slice(wh, "s1", {"rows": 2, "dim": 4, "bytes": 10, "path": "warehouse/raw_slices/s1.parquet",
+                            "source": "incoming/s1.parquet", "label_counts": {}})
+    publish_catalog(wh)
+    shutil.copytree(home, tmp_path / "copy")
+    shutil.rmtree(home)
+    copied = Warehouse(root=tmp_path / "copy" / "warehouse", duckdb_path=tmp_path / "copy" / "warehouse.duckdb")
+    with connect(copied) as con:
+        assert con.execute("SELECT slice, sum(x) FROM embeddings GROUP BY slice").fetchall() == [("s1", 2.0)]
+        assert con.execute("SELECT path FROM slices").fetchone()[0] == "warehouse/raw_slices/s1.parquet"

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from ..runtime import Projector
-from ..warehouse import ensure_embeddings_view
+from ..warehouse import publish_catalog
 from .drift import drift
 from .ingest import raw_slices
 from .model import store_of
@@ -45,7 +45,7 @@ def embeddings(
         str(store.artifact_path), str(wh.table_path("raw_slices", key)), str(wh.table_path("embeddings", key))
     )
     seconds = time.perf_counter() - started
-    ensure_embeddings_view(wh.duckdb_path, wh.table_dir("embeddings"))
+    publish_catalog(wh)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": stats.rows,

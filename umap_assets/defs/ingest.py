@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from ..atomic import is_temp_name
 from ..contract import SliceError, features_matrix, file_identity, partition_key_for
 from ..numerics.sampling import ClusterStrata, derive_seed, fit_rows, stratified_sample
-from ..warehouse import DUCKDB_POOL, register_slice, take_rows, write_canonical_slice, write_table
+from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
 from .partitions import slices_partitions
 from .resources import SliceContract, WarehouseResource
 
@@ -53,7 +53,6 @@ def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
     partitions_def=slices_partitions,
     group_name=GROUP,
     kinds={"parquet", "duckdb"},
-    pool=DUCKDB_POOL,
 )
 def raw_slices(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, contract: SliceContract
@@ -78,18 +77,11 @@ def raw_slices(
     except SliceError as exc:
         raise dg.Failure(description=f"slice '{key}' rejected: {exc}", metadata={"file": str(source)}) from exc
     size = destination.stat().st_size
-    register_slice(
-        wh.duckdb_path,
-        key,
-        {
-            "rows": summary.rows,
-            "dim": summary.dim,
-            "bytes": size,
-            "path": str(destination),
-            "source": str(source),
-            "label_counts": summary.label_counts,
-        },
-    )
+    record_slice(wh, key, {
+        "rows": summary.rows, "dim": summary.dim, "bytes": size, "label_counts": summary.label_counts,
+        "path": home_relative(destination, layout.home), "source": home_relative(source, layout.home),
+    })
+    publish_catalog(wh)
     schema = pq.read_schema(destination)
     return dg.MaterializeResult(
         metadata={

@@ -154,7 +154,7 @@ def _is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
 
 
-def _check_schema(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
+def check_schema(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
     names = set(schema.names)
     if spec.id_column not in names:
         raise SliceError(path, f"missing id column '{spec.id_column}' (found columns: {sorted(names)})")
@@ -246,7 +246,7 @@ def iter_validated_batches(
     """
     path = Path(path)
     pf = open_parquet(path)
-    _check_schema(path, pf.schema_arrow, spec)
+    check_schema(path, pf.schema_arrow, spec)
     summary = summary if summary is not None else SliceSummary()
     has_label = spec.label_column in pf.schema_arrow.names
     columns = [spec.id_column, *(spec.feature_columns or [spec.features_column])]

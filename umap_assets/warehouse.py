@@ -47,18 +47,6 @@ class Warehouse:
     def files(self, table: str) -> list[Path]:
         return [self.table_path(table, k) for k in self.keys(table)]
 
-    def dimension_of_others(self, table: str, exclude_key: str) -> int | None:
-        """The feature dimension of the other slices already in ``table``, if any."""
-        for key in self.keys(table):
-            if key == exclude_key:
-                continue
-            try:
-                t = pq.read_schema(self.table_path(table, key)).field("features").type
-            except (FileNotFoundError, KeyError):
-                continue
-            return t.list_size
-        return None
-
 
 def write_canonical_slice(
     source: Path,

@@ -104,7 +104,9 @@ BAD_CASES = {
         "inf at row 2",
     ),
     "wrong_dim": (lambda p: _write(p, pa.table({"id": [10, 11], "features": _fsl(np.ones((2, 5)))})),
-                  "dimension 5, but the other slices have dimension 8"),
+                  "dimension is 5, but the home's contract (recorded in"),
+    "string_ids": (lambda p: _write(p, pa.table({"id": ["a", "b"], "features": _fsl(np.ones((2, 8)))})),
+                   "id type is string, but the home's contract"),
     "dup_ids": (lambda p: _write(p, pa.table({"id": [1, 2, 2], "features": _fsl(np.ones((3, 8)))})),
                 "duplicate ids"),
 }
@@ -206,3 +208,58 @@ def test_a_copied_home_reads_its_own_files(tmp_path):
     with connect(copied) as con:
         assert con.execute("SELECT slice, sum(x) FROM embeddings GROUP BY slice").fetchall() == [("s1", 2.0)]
         assert con.execute("SELECT path FROM slices").fetchone()[0] == "warehouse/raw_slices/s1.parquet"
+
+
+def test_the_home_contract_is_recorded_visible_and_declarable(instance, resources, layout):
+    import json
+
+    from umap_assets.defs.resources import SliceContract, WarehouseResource
+
+    make_slice(layout.incoming / "a_nan.parquet", dim=8)
+    bad = _write(layout.incoming / "a_nan.parquet",
+                 pa.table({"id": [1, 2], "features": _fsl([[0] * 32, [np.nan] * 32])}))
+    make_slice(layout.incoming / "b.parquet", dim=16)
+    add_partitions(instance, "a_nan", "b")
+    assert not materialize_slice(instance, resources, "a_nan").success
+    assert not (layout.home / "contract.json").exists(), "a rejected first slice does not fix the contract"
+    assert materialize_slice(instance, resources, "b").success
+    recorded = json.loads((layout.home / "contract.json").read_text())
+    assert recorded == {"dim": 16, "features": "features", "id_type": "int64", "recorded_from": "b"}
+    bad.unlink()
+    wide = make_slice(layout.incoming / "a_nan.parquet", dim=32)
+    result = materialize_slice(instance, resources, "a_nan")
+    message = failure_message(result)
+    assert "dimension is 32, but the home's contract" in message and "says 16" in message
+    assert "delete" in message and "contract.json" in message, "the message says how to change the contract"
+    # declared in config: the declaration wins over the recorded file
+    declared = {**resources, "contract": SliceContract(dim=32)}
+    assert materialize_slice(instance, declared, "a_nan").success
+    assert pq.read_schema(layout.warehouse / "raw_slices" / "a_nan.parquet").field("features").type.list_size == 32
+    assert wide.exists() and WarehouseResource
+
+
+def test_a_wide_file_is_refused_from_its_schema_before_its_data_is_read(tmp_path):
+    """An 80 MB file of 2048-d list rows: its dimension is known from its first row, with memory to spare."""
+    import subprocess
+    import sys
+
+    X = np.zeros((10_000, 2048), np.float32)
+    src = _write(tmp_path / "wide.parquet", pa.table({"id": np.arange(10_000), "features": pa.array(list(X))}))
+    del X
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from umap_assets.contract import SliceError, SliceSpec\n"
+        "from umap_assets.home_contract import HomeContract, check_slice, slice_facts\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"facts = slice_facts(Path({str(src)!r}), SliceSpec(), 'wide')\n"
+        "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+        "try:\n"
+        "    check_slice(Path('wide.parquet'), facts, HomeContract('features', 784, 'int64', 'config'), Path('c.json'))\n"
+        "except SliceError as exc:\n"
+        "    print(facts.dim, grown, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    dim, grown_kb, message = out.split(" ", 2)
+    assert dim == "2048" and "dimension is 2048, but the home's contract" in message
+    assert int(grown_kb) < 30 * 1024, f"RSS grew {int(grown_kb) // 1024} MB to read the dimension of an 80 MB file"

@@ -12,6 +12,7 @@ from umap_assets.defs.promotion import model
 from umap_assets.defs.quality import quality_report_gates, quality_report
 from umap_assets.defs.resources import EmbeddingEngine, QualityGates, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
+from umap_assets.warehouse import Warehouse, connect
 from umap_assets.runtime import Projector
 
 TRAIN = [coreset, teacher, student, artifact, quality_report, quality_report_gates, model]
@@ -109,7 +110,6 @@ def test_broken_student_fails_the_gate_reports_why_and_is_not_promoted(digits_ho
 
 
 def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_home):
-    import duckdb
     import pyarrow.parquet as pq
 
     home, keys = digits_home
@@ -131,7 +131,7 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
         assert out.column_names == ["id", "x", "y", "label", "artifact_version"]
         assert set(out.column("artifact_version").to_pylist()) == {first}
         # the DuckDB view covers every slice
-        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        with connect(Warehouse(home / "warehouse", home / "warehouse.duckdb")) as con:
             rows = con.execute("SELECT label, avg(x), count(*) FROM embeddings GROUP BY label ORDER BY label").fetchall()
         assert len(rows) == 10 and sum(r[2] for r in rows) == 1797
 

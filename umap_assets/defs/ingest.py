@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import is_temp_name
 from ..contract import SliceError, features_matrix, file_identity, partition_key_for
+from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
 from ..numerics.sampling import ClusterStrata, derive_seed, fit_rows, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
 from .partitions import slices_partitions
@@ -71,9 +72,13 @@ def raw_slices(
     destination = wh.table_path("raw_slices", key)
     started = time.perf_counter()
     try:
-        summary = write_canonical_slice(
-            source, destination, contract.spec(), expected_dim=wh.dimension_of_others("raw_slices", key)
-        )
+        home_contract, claimed = settle_contract(source, key, contract, layout.home / CONTRACT_FILE)
+        try:
+            summary = write_canonical_slice(source, destination, contract.spec(), expected_dim=home_contract.dim)
+        except SliceError:
+            if claimed:  # the first slice broke the rules after recording the contract: take it back
+                (layout.home / CONTRACT_FILE).unlink(missing_ok=True)
+            raise
     except SliceError as exc:
         raise dg.Failure(description=f"slice '{key}' rejected: {exc}", metadata={"file": str(source)}) from exc
     size = destination.stat().st_size
@@ -98,6 +103,21 @@ def raw_slices(
             "seconds": round(time.perf_counter() - started, 3),
         }
     )
+
+
+def settle_contract(source: Path, key: str, contract: SliceContract, path: Path) -> tuple[HomeContract, bool]:
+    """The home contract that ``source`` must meet, and whether this slice just recorded it.
+
+    Raises :class:`SliceError` when the slice's schema breaks it, before any data is read.
+    """
+    facts = slice_facts(source, contract.spec(), key)
+    home_contract = contract.declared() or HomeContract.load(path)
+    claimed = False
+    if home_contract is None:
+        home_contract = facts.claim(path)
+        claimed = home_contract is facts
+    check_slice(source, facts, home_contract, path)
+    return home_contract, claimed
 
 
 class SampleConfig(dg.Config):

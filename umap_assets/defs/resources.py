@@ -5,6 +5,7 @@ import dagster as dg
 
 from ..contract import SliceSpec
 from ..home import Layout
+from ..home_contract import HomeContract
 from ..warehouse import Warehouse
 
 
@@ -25,15 +26,28 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class SliceContract(dg.ConfigurableResource):
-    """Which columns of an incoming Parquet file hold the id, the features and the label.
+    """Which columns of an incoming Parquet file hold the id, the features and the label, and the
+    home's contract (:mod:`umap_assets.home_contract`).
 
     Set ``feature_columns`` to read the features from numeric columns instead of one list column.
+    Set ``dim`` (and ``id_type``, ``int64`` or ``string``) to declare the contract; otherwise the
+    first slice ingested records it in ``<home>/contract.json``.
     """
 
     id_column: str = "id"
     features_column: str = "features"
     feature_columns: list[str] | None = None
     label_column: str = "label"
+    dim: int | None = None
+    id_type: str = "int64"
+
+    def declared(self) -> HomeContract | None:
+        if self.dim is None:
+            return None
+        if self.id_type not in ("int64", "string"):
+            raise ValueError(f"SliceContract.id_type must be 'int64' or 'string', got {self.id_type!r}")
+        features = ",".join(self.feature_columns) if self.feature_columns else self.features_column
+        return HomeContract(features, self.dim, self.id_type, "config")
 
     def spec(self) -> SliceSpec:
         return SliceSpec(

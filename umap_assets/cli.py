@@ -44,6 +44,7 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)  # label -> reason
     skipped: list[str] = field(default_factory=list)
     run_ids: dict[str, str] = field(default_factory=dict)  # label -> Dagster run id
+    log_path: Path = Path("umap-assets.log")  # full traces of failed steps
 
 
 def _step_seconds(result) -> str:
@@ -64,8 +65,29 @@ def _failure_reason(result, failed_checks: list[str]) -> str:
     for event in result.all_events:
         if event.is_step_failure:
             err = event.step_failure_data.error
-            reasons.append(f"{event.step_key}: {err.message.strip() if err else 'failed'}")
+            reasons.append(f"{event.step_key}: {root_cause(err) if err else 'failed'}")
     return "; ".join(reasons) or "the run failed"
+
+
+def root_cause(err) -> str:
+    """The first line of the innermost error under Dagster's wrappers, for a ``SerializableErrorInfo``."""
+    while err.cause is not None and (err.cls_name or "").startswith("Dagster"):
+        err = err.cause
+    message = (err.message or "").strip().split("\n", 1)[0]
+    head, sep, rest = message.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == err.cls_name:
+        message = rest  # "package.module.Class: text" -> "text"
+    return message if err.cls_name in ("Failure", "SliceError", "ArtifactError") else f"{err.cls_name}: {message}"
+
+
+def log_failures(result, log_path: Path, label: str) -> None:
+    """Append the full traces of a failed run's steps to the log file under the home."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as fh:
+        fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {label} (run {result.run_id})\n")
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data.error is not None:
+                fh.write(f"--- step {event.step_key}\n{event.step_failure_data.error.to_string()}\n")
 
 
 #: Tag on every run the CLI starts, so a later CLI run can recognise its dead predecessors.
@@ -107,21 +129,54 @@ def recover_dead_cli_runs(instance, say=print) -> int:
     return len(stale)
 
 
-def job_run_config(job, ops: dict | None) -> dict:
-    """The run config for ``job``: quiet logging plus the ``ops`` entries for its own nodes."""
-    mine = {name: cfg for name, cfg in (ops or {}).items() if name in job.graph.node_dict}
-    return {**QUIET, "ops": mine} if mine else QUIET
+def job_run_config(job, config: dict | None) -> dict:
+    """The run config for ``job``: quiet logging, plus the ``ops`` entries for its own nodes and the
+    ``resources`` entries for the resources it uses, from ``config`` (``--config``)."""
+    config = config or {}
+    ops = {name: cfg for name, cfg in (config.get("ops") or {}).items() if name in job.graph.node_dict}
+    resources = {name: cfg for name, cfg in (config.get("resources") or {}).items()
+                 if name in job.required_resource_keys}
+    return {**QUIET, **({"ops": ops} if ops else {}), **({"resources": resources} if resources else {})}
 
 
-def _execute(job, instance, say, label: str, summary: RunSummary, ops: dict | None = None, tags=None,
+class ConfigError(ValueError):
+    """A ``--config`` file that does not fit the definitions; the message is one line per problem."""
+
+
+def check_run_config(defs, config: dict, jobs: tuple[str, ...]) -> None:
+    """Refuse unknown sections, assets, resources and fields before any run starts."""
+    import dagster as dg
+
+    problems = [f"unknown section '{k}' (expected ops: and resources:)" for k in config if k not in ("ops", "resources")]
+    if "warehouse" in (config.get("resources") or {}):
+        problems.append("resources: warehouse is set by --home, not by the config file")
+    job_defs = [defs.resolve_job_def(name) for name in jobs if _has_job(defs, name)]
+    known_ops = {n for job in job_defs for n in job.graph.node_dict}
+    known_resources = {r for job in job_defs for r in job.required_resource_keys} - {"io_manager", "warehouse"}
+    problems += [f"ops: unknown asset '{k}' (one of {sorted(known_ops)})" for k in config.get("ops") or {}
+                 if k not in known_ops]
+    problems += [f"resources: unknown resource '{k}' (one of {sorted(known_resources)})"
+                 for k in config.get("resources") or {} if k not in known_resources and k != "warehouse"]
+    for job in job_defs if not problems else []:
+        try:
+            dg.validate_run_config(job, job_run_config(job, config))
+        except dg.DagsterInvalidConfigError as exc:
+            problems += [e.message for e in exc.errors]
+    if problems:
+        raise ConfigError("; ".join(dict.fromkeys(problems)))
+
+
+def _execute(job, instance, say, label: str, summary: RunSummary, config: dict | None = None, tags=None,
              **kwargs) -> bool:
     started = time.perf_counter()
     result = job.execute_in_process(
-        instance=instance, raise_on_error=False, run_config=job_run_config(job, ops),
+        instance=instance, raise_on_error=False, run_config=job_run_config(job, config),
         tags={CLI_TAG: "cli", **(tags or {})}, **kwargs
     )
     summary.run_ids[label] = result.run_id
     seconds = time.perf_counter() - started
+    if not result.success:
+        log_failures(result, summary.log_path, label)
     steps = _step_seconds(result)
     if result.success:
         summary.succeeded.append(label)
@@ -140,15 +195,18 @@ STAGES = ("ingest", "train", "embed")
 
 
 def run_pipeline(
-    home: str | None = None, *, say=print, force: bool = False, ops: dict | None = None, until: str = "embed"
+    home: str | None = None, *, say=print, force: bool = False, config: dict | None = None, until: str = "embed"
 ) -> RunSummary:
     """Register every slice in ``<home>/incoming`` and materialize the whole asset graph.
 
-    ``ops`` maps asset names to their run config (``{"samples": {"config": {"rate": 0.1}}}``).
+    ``config`` is run config: ``ops`` maps asset names to their config (``{"samples": {"config":
+    {"rate": 0.1}}}``), ``resources`` resource names to theirs (``{"quality_gates": {"config": {...}}}``).
+    It is checked against the definitions first (:class:`ConfigError`).
     """
     import dagster as dg
 
     from .definitions import load_definitions
+    from .atomic import sweep_stale_temps
     from .defs.discovery import discover_slices, ingest_tags, look
     from .defs.partitions import slices_partitions
     from .model_store import ModelStore
@@ -156,10 +214,14 @@ def run_pipeline(
     layout = Layout.at(home)
     prepare_instance_home(layout)
     defs = load_definitions()
-    summary = RunSummary()
+    check_run_config(defs, config or {}, ("ingest_slice", "train_model", "embed_slice"))
+    summary = RunSummary(log_path=layout.home / "logs" / "umap-assets.log")
     say(f"home: {layout.home}")
     with exclusive_cli_lock(layout), dg.DagsterInstance.get() as instance:
         recover_dead_cli_runs(instance, say)
+        swept = sum(sweep_stale_temps(d) for d in _dirs(layout.home))
+        if swept:
+            say(f"  removed {swept} temp file(s) left by killed writers")
         previous = {name: identity for name, identity in look(layout.incoming).items() if identity}
         time.sleep(READY_PAUSE_S)  # a file is ready when it is unchanged since the previous look
         found = discover_slices(instance, layout.incoming, previous, force=force)
@@ -181,7 +243,7 @@ def run_pipeline(
             ingested.append(item.key)
             say(f"  up to date  {item.path.name}")
         for item in found.ready:
-            if _execute(ingest, instance, say, item.path.name, summary, ops, partition_key=item.key,
+            if _execute(ingest, instance, say, item.path.name, summary, config, partition_key=item.key,
                         tags=ingest_tags(item)):
                 ingested.append(item.key)
         if not ingested:
@@ -191,7 +253,7 @@ def run_pipeline(
             return summary
         if _has_job(defs, "train_model"):
             say("train: coreset -> teacher -> student -> artifact -> quality_report -> model")
-            trained = _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, ops)
+            trained = _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, config)
             if not trained and not ModelStore(layout).artifact_path.exists():
                 return summary  # nothing to serve yet; with a promoted model, embedding goes on
         if until == "train":
@@ -200,8 +262,14 @@ def run_pipeline(
             say("embed: embeddings and drift, per slice")
             embed = defs.resolve_job_def("embed_slice")
             for key in ingested:
-                _execute(embed, instance, say, f"embeddings[{key}]", summary, ops, partition_key=key)
+                _execute(embed, instance, say, f"embeddings[{key}]", summary, config, partition_key=key)
     return summary
+
+
+def _dirs(root: Path):
+    """``root`` and every folder under it (where killed writers may have left temp files)."""
+    yield root
+    yield from (p for p in root.rglob("*") if p.is_dir() and p.name != "dagster" and "dagster" not in p.parts[len(root.parts):])
 
 
 def _unready(waiting: dict[str, str]) -> dict[str, str]:
@@ -238,12 +306,23 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    ops = None
+    config = None
     if args.config:
         import yaml
 
-        ops = (yaml.safe_load(Path(args.config).read_text()) or {}).get("ops", {})
-    summary = run_pipeline(args.home, force=args.force, ops=ops, until=args.until)
+        try:
+            config = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"error: {args.config}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
+        if not isinstance(config, dict):
+            print(f"error: {args.config}: expected a mapping with ops: and resources:", file=sys.stderr)
+            return 2
+    try:
+        summary = run_pipeline(args.home, force=args.force, config=config, until=args.until)
+    except ConfigError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return 2
     layout = Layout.at(args.home)
     print()
     print(f"{len(summary.succeeded)} step(s) succeeded, {len(summary.skipped)} slice(s) up to date, "
@@ -258,6 +337,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("\nfailed:")
         for label, reason in summary.failed.items():
             print(f"  {label}: {reason}")
+        if summary.log_path.exists():
+            print(f"full traces: {summary.log_path}")
         return 1
     return 0
 
@@ -317,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
     run.add_argument("--force", action="store_true", help="re-ingest slices that are already up to date")
     run.add_argument("--until", choices=STAGES, default="embed", help="stop after this stage (default: embed)")
-    run.add_argument("--config", default=None, help="YAML run config: {ops: {<asset>: {config: {...}}}}")
+    run.add_argument("--config", default=None, help="YAML run config: {ops: {<asset>: {config: {...}}}, resources: {<resource>: {config: {...}}}}")
     run.set_defaults(func=_cmd_run)
 
     embed = sub.add_parser("embed", help="embed a Parquet file with an artifact (outside Dagster)")

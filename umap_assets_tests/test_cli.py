@@ -71,3 +71,46 @@ def test_run_continues_past_a_bad_slice_and_exits_nonzero(tmp_path, capsys):
     assert "broken.parquet" in tail and "not a Parquet file" in tail
     assert (home / "warehouse" / "samples" / "digits_001.parquet").exists()
     assert not (home / "warehouse" / "raw_slices" / "broken.parquet").exists()
+
+
+def test_config_file_is_checked_before_any_run(tmp_path, capsys):
+    home = tmp_path / "home"
+    config = tmp_path / "run.yaml"
+    cases = {
+        "opz: {}\n": "unknown section 'opz'",
+        "ops: {studnet: {config: {steps: 3}}}\n": "unknown asset 'studnet'",
+        "resources: {quality_gate: {config: {k: 5}}}\n": "unknown resource 'quality_gate'",
+        "resources: {quality_gates: {config: {trust_tolerans: 0.1}}}\n": 'unexpected config entry "trust_tolerans"',
+        "ops: {student: {config: {steps: lots}}}\n": "steps",
+        "resources: {warehouse: {config: {home: /elsewhere}}}\n": "set by --home",
+    }
+    for text, expected in cases.items():
+        config.write_text(text)
+        assert main(["run", "--home", str(home), "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert not list((home / "dagster").glob("history/runs/*")), "no run started"
+
+
+def test_failures_read_in_one_line_with_traces_in_a_log(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "1"]) == 0
+    (home / "incoming" / "zz_wrong_dim.parquet").write_bytes(b"")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2], "features": pa.array([[1.0] * 3, [2.0] * 3], pa.list_(pa.float32(), 3))}),
+                   home / "incoming" / "zz_wrong_dim.parquet")
+    stale = home / "models" / ".artifact.uart.tmp-999999-deadbeef"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half")
+    config = tmp_path / "run.yaml"
+    config.write_text("resources: {contract: {config: {dim: 64}}}\n")
+    assert main(["run", "--home", str(home), "--until", "ingest", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert not stale.exists(), "temp files of killed writers are swept at start"
+    assert "Traceback" not in out and "Error occurred while executing" not in out
+    failed = [line for line in out.splitlines() if "zz_wrong_dim" in line and "FAILED" in line]
+    assert len(failed) == 1 and "dimension is 3, but the home's contract (declared in config" in failed[0], out
+    log = home / "logs" / "umap-assets.log"
+    assert f"full traces: {log}" in out and "line " in log.read_text() and "SliceError" in log.read_text()

@@ -114,3 +114,15 @@ def test_failures_read_in_one_line_with_traces_in_a_log(tmp_path, capsys):
     assert len(failed) == 1 and "dimension is 3, but the home's contract (declared in config" in failed[0], out
     log = home / "logs" / "umap-assets.log"
     assert f"full traces: {log}" in out and "line " in log.read_text() and "SliceError" in log.read_text()
+
+
+def test_a_home_too_small_to_train_says_so_in_one_line(tmp_path, capsys):
+    from .conftest import make_slice
+
+    home = tmp_path / "home"
+    make_slice(home / "incoming" / "tiny.parquet", n=10)
+    assert main(["run", "--home", str(home), "--until", "train"]) == 1
+    out = capsys.readouterr().out
+    line = [line for line in out.splitlines() if "FAILED  train_model" in line]
+    assert len(line) == 1 and "training needs at least 100 and 32" in line[0], out
+    assert "Traceback" not in out and not (home / "models" / "teacher.pkl").exists()

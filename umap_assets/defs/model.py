@@ -43,6 +43,21 @@ class CoresetConfig(dg.Config):
     seed: int = 0
 
 
+#: The fewest sampled training rows a model is trained on (umap-learn needs well over its 15 neighbours).
+MIN_TRAINING_ROWS = 100
+#: The fewest validation rows the gates measure on (trustworthiness at k=15 needs more than 2k rows).
+MIN_VALIDATION_ROWS = 32
+
+
+def check_enough_rows(n_train: int, n_validation: int) -> None:
+    """Fail in one line when the samples are too few to train and gate a model."""
+    if n_train < MIN_TRAINING_ROWS or n_validation < MIN_VALIDATION_ROWS:
+        raise dg.Failure(
+            f"the samples hold {n_train} training and {n_validation} validation rows; training needs at least "
+            f"{MIN_TRAINING_ROWS} and {MIN_VALIDATION_ROWS}: add slices, or raise samples' rate and floor"
+        )
+
+
 @dg.asset(deps=[samples], group_name=GROUP, kinds={"parquet", "numpy"})
 def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """A representative subset of the training rows of all samples (never validation rows).
@@ -65,6 +80,8 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     # a seeded subsample of the other training rows, read file by file
     rows = read_sample_rows(warehouse.warehouse(), "train", uids=previous, fill_to=config.max_candidates,
                             seed=config.seed, missing="skip")
+    held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=config.seed)
+    check_enough_rows(rows.available, held_out.available)
     table, X = rows.table, feature_rows(rows.table)
     initial = np.arange(rows.n_requested)
     n_candidates = rows.available
@@ -73,7 +90,6 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     result = density_coverage_coreset(Z, config.budget, density_fraction=config.density_fraction,
                                       initial=initial, seed=config.seed)
     # the coverage reference travels in the coreset file's own metadata: one atomic write for both
-    held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=config.seed)
     if held_out.table.num_rows:
         calibration = feature_rows(held_out.table)
     else:  # no validation rows: a random subset of the training rows the coreset did not choose

@@ -72,3 +72,69 @@ def test_parallel_slices_with_the_multiprocess_executor(layout):
     with dg.DagsterInstance.get() as instance:
         records = instance.get_run_records()
         assert len(records) == 3 and all(r.dagster_run.is_success for r in records)
+
+
+def _inode(path):
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _readable(home):
+    """Every published file under the home opens whole: no half-written file anywhere."""
+    import pickle
+
+    import torch
+
+    from umap_assets.runtime import Projector
+
+    for path in (home / "warehouse").rglob("*.parquet"):
+        if not path.name.startswith("."):
+            pq.read_table(path)
+    models = home / "models"
+    for path in models.rglob("*.uart"):
+        Projector.load(path)
+    torch.load(models / "student.pt", weights_only=False)
+    with open(models / "teacher.pkl", "rb") as fh:
+        pickle.load(fh)
+
+
+def test_a_kill_at_each_stage_loses_nothing(tmp_path):
+    """Kill `umap-assets run` while each stage computes (right after the stage before it published):
+    every file is the old or the new version, whole, and the next run finishes the job."""
+    from umap_assets.cli import main
+    from umap_assets.home import Layout
+    from umap_assets.model_store import ModelStore
+
+    home = tmp_path / "home"
+    assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
+    config = tmp_path / "run.yaml"
+    config.write_text(  # a short schedule and open gates: this test is about durability, not quality
+        "ops: {student: {config: {steps: 400, hidden: [64, 64], input_pca_dim: 32}}}\n"
+        "resources: {quality_gates: {config: {trust_tolerance: 1.0, knn_accuracy_tolerance: 1.0, min_student_overlap: 0.0}}}\n")
+    env = {**os.environ, "UMAP_ASSETS_HOME": str(home)}
+    cli = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(home), "--config", str(config)]
+    first = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:]
+    store = ModelStore(Layout.at(home))
+    triggers = {  # published by one stage -> the next stage is computing (ingest: test above)
+        "teacher": store.coreset_path, "artifact": store.student_path, "embeddings": store.artifact_path,
+    }
+    for stage, trigger in triggers.items():
+        before = _inode(trigger)
+        proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        while _inode(trigger) == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before {stage} started"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        _readable(home)
+    done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "recovered run" in done.stdout
+    _readable(home)
+    leftovers = [p for p in home.rglob(".*.tmp-*") if "dagster" not in p.parts]
+    assert leftovers == []

@@ -138,3 +138,31 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path):
     _readable(home)
     leftovers = [p for p in home.rglob(".*.tmp-*") if "dagster" not in p.parts]
     assert leftovers == []
+
+
+def test_a_second_concurrent_run_is_refused_in_one_line(layout):
+    import fcntl
+
+    make_slice(layout.incoming / "big.parquet", n=1_500_000, dim=32)  # ingest outlasts the second start
+    env = {**os.environ, "UMAP_ASSETS_HOME": str(layout.home)}
+    cli = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(layout.home), "--until", "ingest"]
+    first = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lock = layout.dagster_home / "cli.lock"
+    deadline = time.monotonic() + 120
+    held = False
+    while not held and first.poll() is None and time.monotonic() < deadline:
+        if lock.exists():
+            with open(lock) as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+                except BlockingIOError:
+                    held = True
+        time.sleep(0.01)
+    assert held, "the first run never took the home's lock"
+    second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0
+    assert second.stderr.strip().splitlines() == [f"another `umap-assets run` is using {layout.home}; wait for it to finish"]
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out
+    assert pq.read_metadata(layout.warehouse / "raw_slices" / "big.parquet").num_rows == 1_500_000

@@ -139,6 +139,14 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path):
     leftovers = [p for p in home.rglob(".*.tmp-*") if "dagster" not in p.parts]
     assert leftovers == []
 
+    # serving survives a failed training: gates that no model can pass, and the slices are still embedded
+    served = store.artifact_path.read_bytes()
+    config.write_text(config.read_text().replace("trust_tolerance: 1.0", "trust_tolerance: -1.0"))
+    failed = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and "FAILED  train_model" in failed.stdout
+    assert failed.stdout.count("ok      embeddings[") == 2, failed.stdout[-2000:]
+    assert store.artifact_path.read_bytes() == served, "the served model stays"
+
 
 def test_a_second_concurrent_run_is_refused_in_one_line(layout):
     import fcntl

@@ -163,3 +163,14 @@ def test_sensor_skips_files_that_were_already_ingested_with_the_same_content(ins
     make_slice(a, n=7)  # new content under the same name
     changed = _evaluate(instance, layout, _evaluate(instance, layout).cursor)
     assert [r.partition_key for r in changed.run_requests] == ["day_1"]
+
+
+def test_served_model_and_maps_carry_a_freshness_policy():
+    from datetime import timedelta
+
+    from umap_assets.definitions import load_definitions
+
+    graph = load_definitions().resolve_asset_graph()
+    for key in ("model", "embeddings"):
+        policy = graph.get(dg.AssetKey(key)).freshness_policy
+        assert policy is not None and policy.fail_window.to_timedelta() == timedelta(days=30), key

@@ -9,7 +9,7 @@ from ..warehouse import publish_catalog
 from .drift import drift
 from .ingest import raw_slices
 from .model import store_of
-from .promotion import model
+from .promotion import MAP_FRESHNESS, model
 from .partitions import slices_partitions
 from .resources import EmbeddingEngine, WarehouseResource
 
@@ -22,6 +22,7 @@ GROUP = "serving"
     group_name=GROUP,
     kinds={"parquet", "numpy", "duckdb"},
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+    freshness_policy=MAP_FRESHNESS,
 )
 def embeddings(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, embedding_engine: EmbeddingEngine

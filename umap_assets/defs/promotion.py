@@ -2,6 +2,7 @@
 
 import json
 import time
+from datetime import timedelta
 
 import dagster as dg
 
@@ -11,12 +12,16 @@ from .quality import quality_report
 from .resources import WarehouseResource
 
 GROUP = "serving"
+#: The served model, and the maps it made, show as stale in the UI when their newest
+#: materialization is older than this (``weekly_retrain`` keeps them fresh when it is on).
+MAP_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=30), warn_window=timedelta(days=8))
 
 
 @dg.asset(
     deps=[quality_report],
     group_name=GROUP,
     kinds={"numpy"},
+    freshness_policy=MAP_FRESHNESS,
 )
 def model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The artifact that ``embeddings`` and ``drift`` use (``models/artifact.uart``).

@@ -6,16 +6,14 @@ import time
 import dagster as dg
 
 from .drift import drift
-from .embeddings import embeddings
+from .groups import MAPS, TRAINING
 from .ingest import samples
-from .model import artifact, coreset, store_of, student, teacher
-from .promotion import model
-from .quality import quality_report
+from .model import store_of
 from .resources import WarehouseResource
 
 train_job = dg.define_asset_job(
     "train_model",
-    selection=dg.AssetSelection.assets(coreset, teacher, student, artifact, quality_report, model),
+    selection=dg.AssetSelection.groups(TRAINING),
     description="coreset -> teacher -> student -> artifact -> quality_report (gated by its checks) -> model",
 )
 
@@ -119,7 +117,7 @@ def training_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRes
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation_sensor",
-    target=dg.AssetSelection.assets(drift, embeddings),
+    target=dg.AssetSelection.groups(MAPS),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Evaluates the automation conditions: measures the drift of new slices and (re-)embeds slices.",
 )

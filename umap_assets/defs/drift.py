@@ -18,8 +18,9 @@ from .model import store_of
 from .promotion import model
 from .partitions import slices_partitions
 from .resources import WarehouseResource
+from .groups import MAPS
 
-GROUP = "quality"
+GROUP = MAPS
 
 
 class DriftConfig(dg.Config):

@@ -6,14 +6,14 @@ import dagster as dg
 
 from ..runtime import Projector
 from ..warehouse import publish_catalog
-from .drift import drift
 from .ingest import raw_slices
 from .model import store_of
 from .promotion import MAP_FRESHNESS, model
 from .partitions import slices_partitions
 from .resources import EmbeddingEngine, WarehouseResource
+from .groups import MAPS
 
-GROUP = "serving"
+GROUP = MAPS
 
 
 @dg.asset(
@@ -64,6 +64,6 @@ def embeddings(
 
 embed_job = dg.define_asset_job(
     "embed_slice",
-    selection=dg.AssetSelection.assets(embeddings, drift),
+    selection=dg.AssetSelection.groups(MAPS),
     description="Embed one slice with the promoted artifact, and measure its drift against the current coreset.",
 )

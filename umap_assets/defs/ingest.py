@@ -17,8 +17,9 @@ from ..numerics.sampling import ClusterStrata, derive_seed, fit_rows, stratified
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
 from .partitions import slices_partitions
 from .resources import SliceContract, WarehouseResource
+from .groups import INGEST
 
-GROUP = "ingest"
+GROUP = INGEST
 
 
 def find_incoming_file(incoming: Path, key: str) -> Path:
@@ -218,7 +219,7 @@ def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, see
 
 ingest_job = dg.define_asset_job(
     "ingest_slice",
-    selection=dg.AssetSelection.assets(raw_slices, samples),
+    selection=dg.AssetSelection.groups(INGEST),
     description="Validate one slice and draw its stratified sample.",
 )
 

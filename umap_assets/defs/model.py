@@ -21,8 +21,9 @@ from ..runtime import Projector
 from ..warehouse import write_table
 from .ingest import samples
 from .resources import WarehouseResource
+from .groups import TRAINING
 
-GROUP = "model"
+GROUP = TRAINING
 
 
 def store_of(warehouse: WarehouseResource) -> ModelStore:

@@ -10,8 +10,9 @@ from ..runtime import Projector
 from .model import store_of
 from .quality import quality_report
 from .resources import WarehouseResource
+from .groups import TRAINING
 
-GROUP = "serving"
+GROUP = TRAINING
 #: The served model, and the maps it made, show as stale in the UI when their newest
 #: materialization is older than this (``weekly_retrain`` keeps them fresh when it is on).
 MAP_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=30), warn_window=timedelta(days=8))

@@ -19,8 +19,9 @@ from ..numerics import metrics
 from ..runtime import Projector
 from .model import artifact, load_student_result, store_of, student, teacher
 from .resources import QualityGates, WarehouseResource
+from .groups import TRAINING
 
-GROUP = "quality"
+GROUP = TRAINING
 
 
 def validation_rows(warehouse: WarehouseResource, max_rows: int, seed: int):

@@ -343,6 +343,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def rollback(home: str | None = None, to: str | None = None, *, say=print) -> RunSummary:
+    """Serve an earlier promoted artifact again (``to``, default the one before the current), then
+    re-embed every slice with it. The promotion is a materialization of ``model``, so the UI shows it."""
+    import dagster as dg
+
+    from .definitions import load_definitions
+    from .defs.partitions import slices_partitions
+    from .defs.promotion import promoted_versions
+
+    layout = Layout.at(home)
+    prepare_instance_home(layout)
+    defs = load_definitions()
+    summary = RunSummary(log_path=layout.home / "logs" / "umap-assets.log")
+    with exclusive_cli_lock(layout), dg.DagsterInstance.get() as instance:
+        versions = promoted_versions(instance)
+        if to is None:
+            if len(versions) < 2:
+                summary.failed["rollback"] = f"no earlier promoted version to roll back to (promoted: {versions})"
+                return summary
+            to = versions[1]
+        say(f"rollback: serve artifact {to} (now serving {versions[0] if versions else 'nothing'})")
+        config = {"ops": {"model": {"config": {"version": to}}}}
+        train = defs.resolve_job_def("train_model")
+        if not _execute(train, instance, say, "model", summary, config, asset_selection=[dg.AssetKey("model")]):
+            return summary
+        embed = defs.resolve_job_def("embed_slice")
+        for key in instance.get_dynamic_partitions(slices_partitions.name):
+            if (layout.warehouse / "raw_slices" / f"{key}.parquet").exists():
+                _execute(embed, instance, say, f"embeddings[{key}]", summary, partition_key=key)
+    return summary
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    if args.list:
+        import dagster as dg
+
+        from .defs.promotion import promoted_versions
+
+        prepare_instance_home(Layout.at(args.home))
+        with dg.DagsterInstance.get() as instance:
+            for i, version in enumerate(promoted_versions(instance)):
+                print(f"{version}{'  (served)' if i == 0 else ''}")
+        return 0
+    summary = rollback(args.home, args.to)
+    for label, reason in summary.failed.items():
+        print(f"failed: {label}: {reason}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     """The same transform as the ``embeddings`` asset, for an existing batch job."""
     from .contract import SliceError, SliceSpec
@@ -414,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--features-column", default="features")
     embed.add_argument("--label-column", default="label")
     embed.set_defaults(func=_cmd_embed)
+
+    back = sub.add_parser("rollback", help="serve an earlier promoted model again, and re-embed every slice with it")
+    back.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
+    back.add_argument("--to", default=None, help="artifact version (default: the one promoted before the current)")
+    back.add_argument("--list", action="store_true", help="list the promoted versions, newest first")
+    back.set_defaults(func=_cmd_rollback)
 
     ui = sub.add_parser("ui", help="run `dagster dev` on the instance under <home>/dagster")
     ui.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")

@@ -57,24 +57,34 @@ class ModelStore:
         """The drift reference of the promoted artifact's training data (written with the promotion)."""
         return self.layout.models / "coverage.npz"
 
-    def promote(self, source: Path) -> Path:
-        """Make the artifact at ``source`` the one that ``embeddings`` and ``drift`` use.
+    def promote(self, version: str) -> Path:
+        """Make stored artifact ``version`` the one that ``embeddings`` and ``drift`` use.
 
         The coverage of the coreset it was trained on is promoted with it, so ``drift`` always
-        measures against the training data of the model that is served. The artifact is written
-        first: a run killed in between leaves the older coverage, which errs on the side of one
-        retraining too many, never of a served model that misses a region.
+        measures against the training data of the model that is served: the copy kept beside the
+        version when it was first promoted (a rollback), else the current coreset's, which is then
+        kept beside it. The artifact is written first: a run killed in between leaves the older
+        coverage, which errs on the side of one retraining too many, never of a served model that
+        misses a region.
         """
         from .atomic import atomic_write_bytes
 
-        path = atomic_write_bytes(self.artifact_path, Path(source).read_bytes())
+        path = atomic_write_bytes(self.artifact_path, self.versioned_artifact_path(version).read_bytes())
+        kept = self.versioned_coverage_path(version)
+        if kept.exists():
+            atomic_write_bytes(self.coverage_path, kept.read_bytes())
+            return path
         try:
-            coverage = self.coreset_coverage()
+            blob = self.coreset_coverage().to_bytes(include_centers=True)
         except FileNotFoundError:
             self.coverage_path.unlink(missing_ok=True)  # no reference is better than a stale one
         else:
-            atomic_write_bytes(self.coverage_path, coverage.to_bytes(include_centers=True))
+            atomic_write_bytes(kept, blob)
+            atomic_write_bytes(self.coverage_path, blob)
         return path
+
+    def versioned_coverage_path(self, version: str) -> Path:
+        return self.layout.models / "artifacts" / f"{version}.coverage.npz"
 
     def versioned_artifact_path(self, version: str) -> Path:
         return self.layout.models / "artifacts" / f"{version}.uart"

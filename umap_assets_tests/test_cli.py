@@ -126,3 +126,11 @@ def test_a_home_too_small_to_train_says_so_in_one_line(tmp_path, capsys):
     line = [line for line in out.splitlines() if "FAILED  train_model" in line]
     assert len(line) == 1 and "training needs at least 100 and 32" in line[0], out
     assert "Traceback" not in out and not (home / "models" / "teacher.pkl").exists()
+
+
+def test_rollback_needs_an_earlier_promoted_version(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert main(["rollback", "--home", str(home), "--list"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["rollback", "--home", str(home)]) == 1
+    assert "no earlier promoted version to roll back to" in capsys.readouterr().err

@@ -152,3 +152,20 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
         assert res.success
         again = pq.read_table(home / "warehouse" / "embeddings" / f"{keys[1]}.parquet")
         assert set(again.column("artifact_version").to_pylist()) == {second}
+
+        # a rollback is a materialization of `model` with an earlier promoted version
+        coverage_second = (home / "models" / "coverage.npz").read_bytes()
+        back = dg.materialize([model], instance=instance, resources=resources,
+                              run_config={"ops": {"model": {"config": {"version": first}}}})
+        assert back.success
+        assert Projector.load(home / "models" / "artifact.uart").version == first
+        md = back.asset_materializations_for_node("model")[0].metadata
+        assert md["rollback"].value is True and md["version"].value == first
+        assert (home / "models" / "coverage.npz").read_bytes() == (home / "models" / "artifacts" / f"{first}.coverage.npz").read_bytes()
+        assert coverage_second == (home / "models" / "artifacts" / f"{second}.coverage.npz").read_bytes()
+        from umap_assets.defs.promotion import promoted_versions
+
+        assert promoted_versions(instance)[:2] == [first, second]
+        never = dg.materialize([model], instance=instance, resources=resources, raise_on_error=False,
+                               run_config={"ops": {"model": {"config": {"version": "0123456789abcdef"}}}})
+        assert not never.success and Projector.load(home / "models" / "artifact.uart").version == first

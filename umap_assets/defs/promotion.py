@@ -18,40 +18,59 @@ GROUP = TRAINING
 MAP_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=30), warn_window=timedelta(days=8))
 
 
+class ModelConfig(dg.Config):
+    """Which artifact ``model`` promotes."""
+
+    version: str | None = None  # an earlier promoted version to serve again (a rollback); default: the one the report measured
+
+
 @dg.asset(
     deps=[quality_report],
     group_name=GROUP,
     kinds={"numpy"},
     freshness_policy=MAP_FRESHNESS,
 )
-def model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def model(context: dg.AssetExecutionContext, config: ModelConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The artifact that ``embeddings`` and ``drift`` use (``models/artifact.uart``).
 
     Runs only after the blocking ``quality_report_gates`` on ``quality_report`` pass, and promotes the
     exact artifact that the report measured (by version), with the drift reference of the coreset
-    it was trained on. Its data version is the artifact's version, so every slice's embeddings
-    show which model made them.
+    it was trained on. With ``config.version`` it serves an earlier promoted version again (a
+    rollback: ``umap-assets rollback``). Its data version is the artifact's version, so every
+    slice's embeddings show which model made them.
     """
     started = time.perf_counter()
     store = store_of(warehouse)
     report = json.loads((warehouse.layout().reports / "quality_report.json").read_text())
-    version = report["artifact"]["version"]
+    version = config.version or report["artifact"]["version"]
+    if config.version and config.version not in promoted_versions(context.instance):
+        raise dg.Failure(f"artifact {config.version} was never promoted; roll back to one of "
+                         f"{promoted_versions(context.instance)[:5]} (`umap-assets rollback --list`)")
     source = store.versioned_artifact_path(version)
     if not source.exists():
-        raise dg.Failure(f"artifact {version} that the quality report measured is gone from {source}; "
-                         "re-materialize `artifact` and `quality_report`")
-    path = store.promote(source)
+        raise dg.Failure(f"artifact {version} is gone from {source}; re-materialize `artifact` and `quality_report`")
+    path = store.promote(version)
     projector = Projector.load(path)
-    context.log.info(f"promoted artifact {version} to {path}")
+    context.log.info(f"promoted artifact {version} to {path}" + (" (rollback)" if config.version else ""))
+    measured = report["artifact"]["version"] == version
     return dg.MaterializeResult(
         metadata={
             "version": version,
+            "rollback": bool(config.version),
             "bytes": path.stat().st_size,
             "input_dim": projector.input_dim,
-            "trustworthiness": report["artifact"]["trustworthiness"],
-            "teacher_trustworthiness": report["teacher"]["trustworthiness"],
+            **({"trustworthiness": report["artifact"]["trustworthiness"],
+                "teacher_trustworthiness": report["teacher"]["trustworthiness"]} if measured else {}),
             "path": dg.MetadataValue.path(str(path)),
             "seconds": round(time.perf_counter() - started, 3),
         },
         data_version=dg.DataVersion(version),
     )
+
+
+def promoted_versions(instance: dg.DagsterInstance) -> list[str]:
+    """Every artifact version ``model`` has served, newest promotion first, each once."""
+    records = instance.fetch_materializations(dg.AssetKey("model"), limit=1000, ascending=False).records
+    versions = [r.asset_materialization.metadata["version"].value for r in records
+                if r.asset_materialization and "version" in r.asset_materialization.metadata]
+    return list(dict.fromkeys(versions))

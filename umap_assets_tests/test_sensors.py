@@ -174,3 +174,14 @@ def test_served_model_and_maps_carry_a_freshness_policy():
     for key in ("model", "embeddings"):
         policy = graph.get(dg.AssetKey(key)).freshness_policy
         assert policy is not None and policy.fail_window.to_timedelta() == timedelta(days=30), key
+
+
+def test_the_readme_graph_is_the_definitions_graph():
+    from pathlib import Path
+
+    from umap_assets.definitions import load_definitions
+    from umap_assets.graph_diagram import mermaid
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert block == mermaid(load_definitions()), "regenerate: python -m umap_assets.graph_diagram"

@@ -29,7 +29,7 @@ from umap_assets.numerics import metrics  # noqa: E402
 from umap_assets.numerics.coreset import density_coverage_coreset, fit_pca_projection  # noqa: E402
 
 DEFAULTS = dict(graph="teacher", steps=12000, batch=1024, ebatch=1024, neg=5, coord=1.0, gw=0.5, mix=0.5, noise=0.3,
-                lr=2e-3, hidden="160,160,160,160,160", pca=64, threads=2, seed=0, a=1.577, b=0.895, rep=1.0, hardneg=0.0)
+                lr=2e-3, hidden="160,160,160,160,160", pca=64, threads=2, seed=0, a=1.577, b=0.895, rep=1.0, hardneg=0.0, act="relu")
 
 
 def split(name):
@@ -77,7 +77,7 @@ def train(D, c):
     cdf = np.cumsum(w.astype(np.float64)); cdf /= cdf[-1]
     layers, prev = [], Z.shape[1]
     for h in (int(h) for h in c["hidden"].split(",")):
-        layers += [nn.Linear(prev, h), nn.ReLU()]; prev = h
+        layers += [nn.Linear(prev, h), {"relu": nn.ReLU, "silu": nn.SiLU}[c["act"]]()]; prev = h
     model = nn.Sequential(*layers, nn.Linear(prev, 2))
     n = len(Z); spe = math.ceil(n / c["batch"]); total = c["steps"]
     opt = torch.optim.Adam(model.parameters(), lr=c["lr"])

@@ -5,11 +5,14 @@ by the number of rows in the slices. The numerics live in :mod:`umap_assets.nume
 functions only read inputs, call them, write outputs and report metadata.
 """
 
+import dataclasses
 import time
+import typing
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pydantic
 
 from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_rows
 from ..numerics import compress
@@ -173,33 +176,33 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     )
 
 
-_DEFAULTS = StudentConfig()
-
-
-class StudentTrainingConfig(dg.Config):
-    """Distillation: the extra rows to label with the teacher, the MLP and its schedule."""
+class _StudentTraining(dg.Config):
+    """Distillation: the extra rows to label with the teacher, and the MLP and its schedule, whose
+    fields and defaults are :class:`~umap_assets.numerics.distill.StudentConfig`'s own (one declaration)."""
 
     extra_rows: int = 40_000
-    # the defaults are the numerics' own (StudentConfig), so the two cannot drift apart
-    hidden: list[int] = list(_DEFAULTS.hidden)
-    input_pca_dim: int | None = _DEFAULTS.input_pca_dim
-    steps: int = _DEFAULTS.steps
-    batch_size: int = _DEFAULTS.batch_size
-    edge_batch_size: int = _DEFAULTS.edge_batch_size
-    negative_samples: int = _DEFAULTS.negative_samples
-    coord_weight: float = _DEFAULTS.coord_weight
-    graph_weight: float = _DEFAULTS.graph_weight
-    learning_rate: float = _DEFAULTS.learning_rate
-    noise_std: float = _DEFAULTS.noise_std
-    mix_weight: float = _DEFAULTS.mix_weight
-    seed: int = _DEFAULTS.seed
-    threads: int = _DEFAULTS.threads
 
     def student_config(self) -> StudentConfig:
         fields = self.model_dump()
         fields.pop("extra_rows")
         fields["hidden"] = tuple(fields["hidden"])
         return StudentConfig(**fields)
+
+
+def _config_fields(declaration) -> dict:
+    """Pydantic field specs for a dataclass's fields (tuples become lists: Dagster config has no tuples)."""
+    hints = typing.get_type_hints(declaration)
+    fields = {}
+    for f in dataclasses.fields(declaration):
+        annotation, default = hints[f.name], f.default
+        if typing.get_origin(annotation) is tuple:
+            annotation, default = list[typing.get_args(annotation)[0]], list(default)
+        fields[f.name] = (annotation, default)
+    return fields
+
+
+StudentTrainingConfig = pydantic.create_model("StudentTrainingConfig", __base__=_StudentTraining,
+                                              __module__=__name__, **_config_fields(StudentConfig))
 
 
 def distillation_set(store: ModelStore, warehouse: WarehouseResource, teacher_model, extra_rows: int, seed: int):

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from umap_assets.numerics import metrics  # noqa: E402
 from umap_assets.numerics.coreset import density_coverage_coreset, fit_pca_projection  # noqa: E402
 
-DEFAULTS = dict(graph="teacher", steps=12000, batch=1024, ebatch=1024, neg=5, coord=1.0, gw=0.5, mix=0.5, noise=0.3,
+DEFAULTS = dict(graph="teacher", steps=12000, batch=1024, ebatch=1024, neg=5, coord=1.0, gw=0.5, mix=0.5, noise=0.4,
                 lr=2e-3, hidden="160,160,160,160,160", pca=64, threads=2, seed=0, a=1.577, b=0.895, rep=1.0, hardneg=0.0, act="relu")
 
 

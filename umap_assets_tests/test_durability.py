@@ -118,8 +118,9 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path):
     first = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-2000:]
     store = ModelStore(Layout.at(home))
-    triggers = {  # published by one stage -> the next stage is computing (ingest: test above)
-        "teacher": store.coreset_path, "artifact": store.student_path, "embeddings": store.artifact_path,
+    triggers = {  # published by one stage -> the next stage is computing (ingest: the test above)
+        "teacher": store.coreset_path, "student": store.teacher_path, "artifact": store.student_path,
+        "quality_report": store.candidate_path, "embeddings": store.artifact_path,
     }
     for stage, trigger in triggers.items():
         before = _inode(trigger)

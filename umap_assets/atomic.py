@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,3 +78,32 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class LockTimeout(TimeoutError):
+    """Another process held a lock file for longer than the caller would wait."""
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, timeout_s: float = 0.0, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if absent), waiting at most ``timeout_s``.
+
+    Raises :class:`LockTimeout` (with the message ``busy``) when another process still holds it
+    after ``timeout_s`` (at once when 0). The lock goes with the process, so a killed holder never
+    leaves it behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    with open(path, "a+") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(busy or f"{path} is held by another process") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import LockTimeout, held_lock
+from .defs.errors import root_cause
 from .home import HOME_ENV, Layout
 
 DAGSTER_YAML = """\
@@ -69,17 +69,6 @@ def _failure_reason(result, failed_checks: list[str]) -> str:
     return "; ".join(reasons) or "the run failed"
 
 
-def root_cause(err) -> str:
-    """The first line of the innermost error under Dagster's wrappers, for a ``SerializableErrorInfo``."""
-    while err.cause is not None and (err.cls_name or "").startswith("Dagster"):
-        err = err.cause
-    message = (err.message or "").strip().split("\n", 1)[0]
-    head, sep, rest = message.partition(": ")
-    if sep and head.rsplit(".", 1)[-1] == err.cls_name:
-        message = rest  # "package.module.Class: text" -> "text"
-    return message if err.cls_name in ("Failure", "SliceError", "ArtifactError") else f"{err.cls_name}: {message}"
-
-
 def log_failures(result, log_path: Path, label: str) -> None:
     """Append the full traces of a failed run's steps to the log file under the home."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,19 +85,11 @@ CLI_TAG = "umap_assets/launched_by"
 READY_PAUSE_S = 0.5
 
 
-@contextlib.contextmanager
 def exclusive_cli_lock(layout: Layout):
-    """Hold ``<home>/dagster/cli.lock`` for the duration of a CLI run (one CLI run per home)."""
-    path = layout.dagster_home / "cli.lock"
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit(f"another `umap-assets run` is using {layout.home}; wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """Hold ``<home>/dagster/cli.lock`` for the duration of a CLI run (one CLI run per home);
+    :class:`LockTimeout` at once when another CLI run holds it."""
+    return held_lock(layout.dagster_home / "cli.lock",
+                     busy=f"another `umap-assets run` is using {layout.home}; wait for it to finish")
 
 
 def recover_dead_cli_runs(instance, say=print) -> int:
@@ -215,11 +196,11 @@ def run_pipeline(
     prepare_instance_home(layout)
     defs = load_definitions()
     check_run_config(defs, config or {}, ("ingest_slice", "train_model", "embed_slice"))
-    summary = RunSummary(log_path=layout.home / "logs" / "umap-assets.log")
+    summary = RunSummary(log_path=layout.log_path)
     say(f"home: {layout.home}")
     with exclusive_cli_lock(layout), dg.DagsterInstance.get() as instance:
         recover_dead_cli_runs(instance, say)
-        swept = sum(sweep_stale_temps(d) for d in _dirs(layout.home))
+        swept = sum(sweep_stale_temps(d) for d in _dirs(layout))
         if swept:
             say(f"  removed {swept} temp file(s) left by killed writers")
         previous = {name: identity for name, identity in look(layout.incoming).items() if identity}
@@ -266,10 +247,11 @@ def run_pipeline(
     return summary
 
 
-def _dirs(root: Path):
-    """``root`` and every folder under it (where killed writers may have left temp files)."""
-    yield root
-    yield from (p for p in root.rglob("*") if p.is_dir() and p.name != "dagster" and "dagster" not in p.parts[len(root.parts):])
+def _dirs(layout: Layout):
+    """The home and every folder under it but Dagster's own (where killed writers may have left temp files)."""
+    yield layout.home
+    yield from (p for p in layout.home.rglob("*")
+                if p.is_dir() and p != layout.dagster_home and layout.dagster_home not in p.parents)
 
 
 def _unready(waiting: dict[str, str]) -> dict[str, str]:
@@ -355,7 +337,7 @@ def rollback(home: str | None = None, to: str | None = None, *, say=print) -> Ru
     layout = Layout.at(home)
     prepare_instance_home(layout)
     defs = load_definitions()
-    summary = RunSummary(log_path=layout.home / "logs" / "umap-assets.log")
+    summary = RunSummary(log_path=layout.log_path)
     with exclusive_cli_lock(layout), dg.DagsterInstance.get() as instance:
         versions = promoted_versions(instance)
         if to is None:
@@ -479,7 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except LockTimeout as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -54,6 +54,11 @@ class Layout:
         return self.home / "cache"
 
     @property
+    def log_path(self) -> Path:
+        """Full traces of the CLI's failed steps."""
+        return self.home / "logs" / "umap-assets.log"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 

@@ -227,9 +227,9 @@ class Projector:
         manifest, arrays = read_container(data, source)
         try:
             return cls(manifest, _layers(manifest, arrays, source), source)
+        except ArtifactError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ArtifactError):
-                raise
             raise ArtifactError(f"{source}: the artifact's layers do not fit its arrays ({exc!r})") from exc
 
     @property

@@ -9,11 +9,8 @@ ingests, and not a user who keeps a connection open.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path, is_temp_name, sweep_stale_temps
+from .atomic import atomic_path, held_lock, is_temp_name, sweep_stale_temps
 from .contract import SliceSpec, SliceSummary, iter_validated_batches
 
 @dataclass(frozen=True)
@@ -129,26 +126,11 @@ def record_slice(wh: Warehouse, key: str, metadata: dict) -> None:
         tmp.write_text(json.dumps(record, sort_keys=True))
 
 
-@contextlib.contextmanager
-def _catalog_lock(wh: Warehouse, timeout_s: float) -> Iterator[None]:
+def _catalog_lock(wh: Warehouse, timeout_s: float):
     """Serialise catalog rebuilds between processes; readers never take this lock."""
     path = wh.root / ".catalog.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with open(path, "a+") as fh:
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path}: another process has been rebuilding the DuckDB catalog for over "
-                                       f"{timeout_s:.0f}s; if no umap-assets process is running, delete this file") from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return held_lock(path, timeout_s, busy=f"{path}: another process has been rebuilding the DuckDB catalog for over "
+                                           f"{timeout_s:.0f}s; if no umap-assets process is running, delete this file")
 
 
 def publish_catalog(wh: Warehouse, *, timeout_s: float = 60.0) -> Path:
@@ -161,8 +143,9 @@ def publish_catalog(wh: Warehouse, *, timeout_s: float = 60.0) -> Path:
     ``SET file_search_path`` to it (:func:`connect` does), and a copied home reads its own files.
     """
     home = wh.duckdb_path.parent
-    records = sorted(wh.table_dir(CATALOG).glob("*.json")) if wh.table_dir(CATALOG).exists() else []
     with _catalog_lock(wh, timeout_s), atomic_path(wh.duckdb_path) as tmp:
+        # listed under the lock: a rebuild never publishes fewer records than the one before it
+        records = sorted(wh.table_dir(CATALOG).glob("*.json")) if wh.table_dir(CATALOG).exists() else []
         con = duckdb.connect(str(tmp))
         try:
             con.execute(f"SET file_search_path = '{_sql_text(str(home))}'")
@@ -180,6 +163,17 @@ def publish_catalog(wh: Warehouse, *, timeout_s: float = 60.0) -> Path:
         finally:
             con.close()
     return wh.duckdb_path
+
+
+def has_embeddings_view(wh: Warehouse) -> bool:
+    """Whether the published catalog already defines the ``embeddings`` view (which globs every
+    slice's file, so later slices need no rebuild)."""
+    try:
+        with duckdb.connect(str(wh.duckdb_path), read_only=True) as con:
+            return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'embeddings' "
+                                    "AND NOT internal").fetchone()[0])
+    except duckdb.Error:  # absent, or a user holds it open for writing: rebuild, which never waits on it
+        return False
 
 
 def connect(wh: Warehouse) -> duckdb.DuckDBPyConnection:

@@ -18,6 +18,7 @@ import dagster as dg
 
 from ..atomic import is_temp_name
 from ..contract import file_identity, partition_key_for
+from .errors import root_cause
 from .ingest import ingested_identity
 
 #: Run tag with the identity of the file a run ingests (rejections are remembered by it).
@@ -66,11 +67,8 @@ def rejection(instance: dg.DagsterInstance, key: str, identity: str) -> str | No
     if not runs or runs[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
         return None
     failures = instance.all_logs(runs[0].dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    for event in failures:
-        error = event.dagster_event.step_failure_data.error
-        if error is not None:
-            return (error.message or "").strip().splitlines()[0] if error.message else "ingest failed"
-    return "ingest failed"
+    errors = [e.dagster_event.step_failure_data.error for e in failures]
+    return next((root_cause(error) for error in errors if error is not None), "ingest failed")
 
 
 def discover_slices(

@@ -43,9 +43,9 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, warehouse: War
     store = store_of(warehouse)
     report = json.loads((warehouse.layout().reports / "quality_report.json").read_text())
     version = config.version or report["artifact"]["version"]
-    if config.version and config.version not in promoted_versions(context.instance):
+    if config.version and config.version not in (served := promoted_versions(context.instance)):
         raise dg.Failure(f"artifact {config.version} was never promoted; roll back to one of "
-                         f"{promoted_versions(context.instance)[:5]} (`umap-assets rollback --list`)")
+                         f"{served[:5]} (`umap-assets rollback --list`)")
     source = store.versioned_artifact_path(version)
     if not source.exists():
         raise dg.Failure(f"artifact {version} is gone from {source}; re-materialize `artifact` and `quality_report`")

@@ -249,50 +249,19 @@ def iter_validated_batches(
     check_schema(path, pf.schema_arrow, spec)
     summary = summary if summary is not None else SliceSummary()
     has_label = spec.label_column in pf.schema_arrow.names
-    columns = [spec.id_column, *(spec.feature_columns or [spec.features_column])]
-    if has_label:
-        columns.append(spec.label_column)
+    columns = [spec.id_column, *(spec.feature_columns or [spec.features_column])] + ([spec.label_column] if has_label else [])
     id_chunks: list[pa.Array] = []
     label_counts: dict[str, int] = {}
     offset = 0
     try:
-        batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
-        for batch in batches:
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
             if batch.num_rows == 0:
                 continue
-            ids = batch.column(spec.id_column)
-            if ids.null_count:
-                row = offset + int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
-                raise SliceError(path, f"column '{spec.id_column}' is null at row {row}; every row needs an id")
-            ids = ids.cast(pa.int64()) if pa.types.is_integer(ids.type) else ids.cast(pa.string())
+            ids = _checked_ids(path, batch, spec, offset)
             X = _features_from_batch(path, batch, spec, offset)
-            d = X.shape[1]
-            if d == 0:
-                raise SliceError(path, "features have dimension 0; expected at least one value per row")
-            if summary.dim is None:
-                summary.dim = d
-                if expected_dim is not None and d != expected_dim:
-                    raise SliceError(
-                        path, f"features have dimension {d}, but {expected_dim_source} dimension {expected_dim}"
-                    )
-            elif d != summary.dim:
-                raise SliceError(path, f"features have dimension {d} at row {offset}, but {summary.dim} before it")
-            finite = np.isfinite(X).all(axis=1)
-            if not finite.all():
-                r = int(np.flatnonzero(~finite)[0])
-                bad_val = X[r][~np.isfinite(X[r])][0]
-                raise SliceError(
-                    path, f"features hold {bad_val} at row {offset + r} (id {ids[r].as_py()}); expected finite numbers"
-                )
-            labels = None
-            if has_label:
-                labels = batch.column(spec.label_column)
-                if labels.null_count:
-                    row = offset + int(np.flatnonzero(labels.is_null().to_numpy(zero_copy_only=False))[0])
-                    raise SliceError(path, f"column '{spec.label_column}' is null at row {row}")
-                labels = labels.cast(pa.int64()) if pa.types.is_integer(labels.type) else labels.cast(pa.string())
-                for value, count in zip(*_value_counts(labels)):
-                    label_counts[str(value)] = label_counts.get(str(value), 0) + count
+            _check_dim(path, X.shape[1], offset, summary, expected_dim, expected_dim_source)
+            _check_finite(path, X, ids, offset)
+            labels = _checked_labels(path, batch, spec, offset, label_counts) if has_label else None
             if check_unique_ids:
                 id_chunks.append(ids)
             yield SliceBatch(ids=ids, features=X, labels=labels, offset=offset)
@@ -302,21 +271,66 @@ def iter_validated_batches(
     if offset == 0:
         raise SliceError(path, "the file has no rows")
     summary.rows = offset
-    if not check_unique_ids:
-        return
-    all_ids = pa.chunked_array(id_chunks)
-    uniq = pc.unique(all_ids)
-    if len(uniq) != offset:
+    if check_unique_ids:
+        all_ids = pa.chunked_array(id_chunks)
+        _check_unique(path, all_ids, spec)
+        summary.id_type = str(all_ids.type)
+        summary.label_type = None if not has_label else ("int64" if label_counts and _all_int(label_counts) else "string")
+        summary.label_counts = dict(sorted(label_counts.items()))
+
+
+def _first_null(column: pa.Array, offset: int) -> int:
+    return offset + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def _checked_ids(path: Path, batch: pa.RecordBatch, spec: SliceSpec, offset: int) -> pa.Array:
+    """The batch's ids, as int64 or string; no nulls."""
+    ids = batch.column(spec.id_column)
+    if ids.null_count:
+        raise SliceError(path, f"column '{spec.id_column}' is null at row {_first_null(ids, offset)}; every row needs an id")
+    return ids.cast(pa.int64()) if pa.types.is_integer(ids.type) else ids.cast(pa.string())
+
+
+def _check_dim(path: Path, d: int, offset: int, summary: SliceSummary, expected_dim: int | None, source: str) -> None:
+    """One positive dimension for the whole slice, and the one the home expects."""
+    if d == 0:
+        raise SliceError(path, "features have dimension 0; expected at least one value per row")
+    if summary.dim is None:
+        summary.dim = d
+        if expected_dim is not None and d != expected_dim:
+            raise SliceError(path, f"features have dimension {d}, but {source} dimension {expected_dim}")
+    elif d != summary.dim:
+        raise SliceError(path, f"features have dimension {d} at row {offset}, but {summary.dim} before it")
+
+
+def _check_finite(path: Path, X: np.ndarray, ids: pa.Array, offset: int) -> None:
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        r = int(np.flatnonzero(~finite)[0])
+        bad_val = X[r][~np.isfinite(X[r])][0]
+        raise SliceError(path, f"features hold {bad_val} at row {offset + r} (id {ids[r].as_py()}); expected finite numbers")
+
+
+def _checked_labels(path: Path, batch: pa.RecordBatch, spec: SliceSpec, offset: int, counts: dict[str, int]) -> pa.Array:
+    """The batch's labels, as int64 or string, no nulls; adds their counts to ``counts``."""
+    labels = batch.column(spec.label_column)
+    if labels.null_count:
+        raise SliceError(path, f"column '{spec.label_column}' is null at row {_first_null(labels, offset)}")
+    labels = labels.cast(pa.int64()) if pa.types.is_integer(labels.type) else labels.cast(pa.string())
+    for value, count in zip(*_value_counts(labels)):
+        counts[str(value)] = counts.get(str(value), 0) + count
+    return labels
+
+
+def _check_unique(path: Path, all_ids: pa.ChunkedArray, spec: SliceSpec) -> None:
+    n_unique = len(pc.unique(all_ids))
+    if n_unique != len(all_ids):
         counts = pc.value_counts(all_ids)
         dup = next(item["values"].as_py() for item in counts if item["counts"].as_py() > 1)
         raise SliceError(
-            path, f"column '{spec.id_column}' has {offset - len(uniq)} duplicate ids (for example {dup!r}); "
+            path, f"column '{spec.id_column}' has {len(all_ids) - n_unique} duplicate ids (for example {dup!r}); "
             "expected unique ids"
         )
-    summary.rows = offset
-    summary.id_type = str(all_ids.type)
-    summary.label_type = None if not has_label else ("int64" if label_counts and _all_int(label_counts) else "string")
-    summary.label_counts = dict(sorted(label_counts.items()))
 
 
 def _value_counts(arr: pa.Array) -> tuple[list, list[int]]:

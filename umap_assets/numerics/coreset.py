@@ -69,34 +69,12 @@ def k_center_greedy(
         chosen.append(first)
         min_dist = np.maximum(norms - 2.0 * (Z @ Z[first]) + norms[first], 0.0).astype(np.float32)
     min_dist[chosen] = 0.0
-    radii = []
+    radii: list[float] = []
     while len(chosen) < budget:
         b = min(block_size, budget - len(chosen))
-        if b == 1:
-            i = int(np.argmax(min_dist))
-            radii.append(float(min_dist[i]))
-            if min_dist[i] <= 0.0:
-                break  # every row is a center already (duplicates)
-            chosen.append(i)
-            d = norms - 2.0 * (Z @ Z[i]) + norms[i]
-            np.minimum(min_dist, np.maximum(d, 0.0), out=min_dist)
-            min_dist[i] = 0.0
-            continue
-        # block step: exact greedy among the 4b farthest candidates, then one update for all rows
-        cand = np.argpartition(min_dist, -min(4 * b, n))[-min(4 * b, n):]
-        cd = min_dist[cand].copy()
-        picks = []
-        for _ in range(b):
-            j = int(np.argmax(cd))
-            if cd[j] <= 0.0:
-                break
-            radii.append(float(min_dist.max()) if not picks else float(cd[j]))
-            picks.append(int(cand[j]))
-            dj = _row_norms(Z[cand]) - 2.0 * (Z[cand] @ Z[cand[j]]) + norms[cand[j]]
-            np.minimum(cd, np.maximum(dj, 0.0), out=cd)
-            cd[j] = 0.0
+        picks = _greedy_pick(Z, norms, min_dist, radii) if b == 1 else _block_picks(Z, norms, min_dist, b, radii)
         if not picks:
-            break
+            break  # every row is a center already (duplicates)
         chosen.extend(picks)
         np.minimum(min_dist, min_sq_dist_to(Z, Z[picks], norms), out=min_dist)
         min_dist[picks] = 0.0
@@ -108,6 +86,32 @@ def k_center_greedy(
         distances=np.sqrt(min_dist),
     )
 
+
+
+def _greedy_pick(Z: np.ndarray, norms: np.ndarray, min_dist: np.ndarray, radii: list[float]) -> list[int]:
+    """The farthest row from the chosen centers (none when every row is a center)."""
+    i = int(np.argmax(min_dist))
+    radii.append(float(min_dist[i]))
+    return [i] if min_dist[i] > 0.0 else []
+
+
+def _block_picks(Z: np.ndarray, norms: np.ndarray, min_dist: np.ndarray, b: int, radii: list[float]) -> list[int]:
+    """``b`` greedy picks made exactly among the ``4b`` farthest rows, for one update of every row after."""
+    n = len(Z)
+    cand = np.argpartition(min_dist, -min(4 * b, n))[-min(4 * b, n):]
+    cd = min_dist[cand].copy()
+    cand_norms = _row_norms(Z[cand])
+    picks: list[int] = []
+    for _ in range(b):
+        j = int(np.argmax(cd))
+        if cd[j] <= 0.0:
+            break
+        radii.append(float(min_dist.max()) if not picks else float(cd[j]))
+        picks.append(int(cand[j]))
+        dj = cand_norms - 2.0 * (Z[cand] @ Z[cand[j]]) + norms[cand[j]]
+        np.minimum(cd, np.maximum(dj, 0.0), out=cd)
+        cd[j] = 0.0
+    return picks
 
 def density_coverage_coreset(
     Z: np.ndarray,

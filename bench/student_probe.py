@@ -45,12 +45,12 @@ def split(name):
     return d.X, d.y, p[:1400], p[1400:]
 
 
-def prep(name, frac, out: Path):
+def prep(name, frac, budget, out: Path):
     import umap
     import scipy.sparse as sp
     from umap.umap_ import fuzzy_simplicial_set
     X, y, tr, te = split(name)
-    budget = min(20000, int(0.66 * len(tr)))
+    budget = min(budget, int(0.66 * len(tr)))
     Z = fit_pca_projection(X[tr], 32).transform(X[tr]).astype(np.float32)
     core = tr[density_coverage_coreset(Z, budget, density_fraction=frac).indices]
     extra = np.setdiff1d(tr, core)
@@ -135,13 +135,14 @@ def main():
     p.add_argument("command", choices=["prep", "train", "teacher"])
     p.add_argument("dataset", choices=["fashion-mnist", "digits", "synthetic"])
     p.add_argument("--density-fraction", type=float, default=0.7)
+    p.add_argument("--budget", type=int, default=40_000, help="coreset rows (at most 2/3 of the training rows)")
     p.add_argument("--cache", default="bench/out")
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides")
     args = p.parse_intermixed_args()
-    path = Path(args.cache) / f"probe_{args.dataset}_r{args.density_fraction}.npz"
+    path = Path(args.cache) / f"probe_{args.dataset}_b{args.budget}_r{args.density_fraction}.npz"
     if args.command == "prep":
         path.parent.mkdir(parents=True, exist_ok=True)
-        return prep(args.dataset, args.density_fraction, path)
+        return prep(args.dataset, args.density_fraction, args.budget, path)
     D = dict(np.load(path))
     idx = np.concatenate([D["core"], D["extra"]])
     if args.command == "teacher":

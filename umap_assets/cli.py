@@ -188,8 +188,6 @@ def run_pipeline(
 
     from .definitions import load_definitions
     from .atomic import sweep_stale_temps
-    from .defs.discovery import discover_slices, ingest_tags, look
-    from .defs.partitions import slices_partitions
     from .model_store import ModelStore
 
     layout = Layout.at(home)
@@ -203,30 +201,7 @@ def run_pipeline(
         swept = sum(sweep_stale_temps(d) for d in _dirs(layout))
         if swept:
             say(f"  removed {swept} temp file(s) left by killed writers")
-        previous = {name: identity for name, identity in look(layout.incoming).items() if identity}
-        time.sleep(READY_PAUSE_S)  # a file is ready when it is unchanged since the previous look
-        found = discover_slices(instance, layout.incoming, previous, force=force)
-        say(f"{len(found.ready) + len(found.up_to_date)} slice file(s) in {layout.incoming}")
-        for name, reason in {**found.rejected, **_unready(found.waiting)}.items():
-            summary.failed[name] = reason
-            say(f"  skipped {name}: {reason}")
-        new = sorted({f.key for f in found.ready} - set(instance.get_dynamic_partitions(slices_partitions.name)))
-        if new:
-            instance.add_dynamic_partitions(slices_partitions.name, new)
-        say("ingest: raw_slices + samples, per slice")
-        ingest = defs.resolve_job_def("ingest_slice")
-        ingested: list[str] = []
-        for item in found.up_to_date:
-            if not (layout.warehouse / "samples" / f"{item.key}.parquet").exists():
-                found.ready.append(item)  # its samples never landed: ingest again
-                continue
-            summary.skipped.append(item.path.name)
-            ingested.append(item.key)
-            say(f"  up to date  {item.path.name}")
-        for item in found.ready:
-            if _execute(ingest, instance, say, item.path.name, summary, config, partition_key=item.key,
-                        tags=ingest_tags(item)):
-                ingested.append(item.key)
+        ingested = _ingest_incoming(defs, instance, layout, say, summary, config, force)
         if not ingested:
             say("no slice was ingested; nothing to train on")
             return summary
@@ -245,6 +220,40 @@ def run_pipeline(
             for key in ingested:
                 _execute(embed, instance, say, f"embeddings[{key}]", summary, config, partition_key=key)
     return summary
+
+
+def _ingest_incoming(defs, instance, layout: Layout, say, summary: RunSummary, config: dict | None,
+                     force: bool) -> list[str]:
+    """Discover ``<home>/incoming`` the sensor's way, register new partitions, and ingest what is
+    ready; return the keys of every slice that is ingested now or already was."""
+    from .defs.discovery import discover_slices, ingest_tags, look
+    from .defs.partitions import slices_partitions
+
+    previous = {name: identity for name, identity in look(layout.incoming).items() if identity}
+    time.sleep(READY_PAUSE_S)  # a file is ready when it is unchanged since the previous look
+    found = discover_slices(instance, layout.incoming, previous, force=force)
+    say(f"{len(found.ready) + len(found.up_to_date)} slice file(s) in {layout.incoming}")
+    for name, reason in {**found.rejected, **_unready(found.waiting)}.items():
+        summary.failed[name] = reason
+        say(f"  skipped {name}: {reason}")
+    new = sorted({f.key for f in found.ready} - set(instance.get_dynamic_partitions(slices_partitions.name)))
+    if new:
+        instance.add_dynamic_partitions(slices_partitions.name, new)
+    say("ingest: raw_slices + samples, per slice")
+    ingest = defs.resolve_job_def("ingest_slice")
+    ingested: list[str] = []
+    for item in found.up_to_date:
+        if not (layout.warehouse / "samples" / f"{item.key}.parquet").exists():
+            found.ready.append(item)  # its samples never landed: ingest again
+            continue
+        summary.skipped.append(item.path.name)
+        ingested.append(item.key)
+        say(f"  up to date  {item.path.name}")
+    for item in found.ready:
+        if _execute(ingest, instance, say, item.path.name, summary, config, partition_key=item.key,
+                    tags=ingest_tags(item)):
+            ingested.append(item.key)
+    return ingested
 
 
 def _dirs(layout: Layout):

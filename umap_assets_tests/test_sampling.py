@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from umap_assets.numerics.sampling import cluster_strata, derive_seed, stratified_sample, stratum_quota
+from umap_assets.numerics.sampling import cluster_strata, derive_seed, effective_rate, stratified_sample, stratum_quota
 
 
 def test_quota_rule_floor_and_cap():
@@ -60,3 +60,15 @@ def test_cluster_strata_finds_separated_clusters():
         assert len(np.unique(strata[truth == c])) == 1
     assert len(np.unique(strata)) == 3
     assert np.array_equal(strata, cluster_strata(X, n_clusters=3, pca_dim=4, seed=0))
+
+
+def test_effective_rate_bounds_a_large_slice():
+    assert effective_rate(10_000, 1.0, 20_000) == 1.0  # a small slice keeps the configured rate
+    assert effective_rate(100_000, 1.0, 20_000) == pytest.approx(0.2)
+    assert effective_rate(100_000, 0.1, 20_000) == pytest.approx(0.1)  # the rate is only ever lowered
+    assert effective_rate(100_000, 0.5, None) == 0.5
+    strata = np.repeat(np.arange(4), 25_000)
+    s = stratified_sample(strata, rate=effective_rate(len(strata), 1.0, 20_000), seed=0)
+    assert len(s.indices) == 20_000
+    with pytest.raises(ValueError, match="max_rows"):
+        effective_rate(10, 1.0, 0)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from ..atomic import is_temp_name
 from ..contract import SliceError, features_matrix, file_identity, partition_key_for
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
-from ..numerics.sampling import ClusterStrata, derive_seed, fit_rows, stratified_sample
+from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
 from .partitions import slices_partitions
 from .resources import SliceContract, WarehouseResource
@@ -124,7 +124,8 @@ def settle_contract(source: Path, key: str, contract: SliceContract, path: Path)
 class SampleConfig(dg.Config):
     """How a slice is sampled."""
 
-    rate: float = 0.5
+    rate: float = 1.0
+    max_rows: int | None = 20_000  # per slice: a large slice is sampled at max_rows / n instead
     floor: int = 50
     validation_fraction: float = 0.1
     seed: int = 0
@@ -145,7 +146,8 @@ def samples(
     """A stratified sample of one slice, with a fixed fraction held out as ``validation``.
 
     Strata are the label when there is one, otherwise k-means clusters on a PCA projection. Each
-    stratum gets ``max(floor, round(rate * n))`` rows (capped at n), drawn with a seed derived from
+    stratum gets ``max(floor, round(rate * n))`` rows (capped at n), where the rate is lowered to
+    ``max_rows / n`` for a slice of more than ``max_rows`` rows, drawn with a seed derived from
     the partition key, so the sample is identical on every re-run. Validation rows never train a
     model; the quality report measures on them.
     """
@@ -161,8 +163,9 @@ def samples(
     else:
         strata_kind = "kmeans"
         strata = streamed_cluster_strata(source, n_rows, config, seed)
+    rate = effective_rate(n_rows, config.rate, config.max_rows)
     sample = stratified_sample(
-        strata, rate=config.rate, floor=config.floor, validation_fraction=config.validation_fraction, seed=seed
+        strata, rate=rate, floor=config.floor, validation_fraction=config.validation_fraction, seed=seed
     )
     picked = take_rows(source, sample.indices)  # only the sampled rows are ever in memory
     n = len(sample.indices)
@@ -179,7 +182,7 @@ def samples(
             "dagster/row_count": n,
             "source_rows": n_rows,
             "validation_rows": sample.n_validation,
-            "sample_rate": config.rate,
+            "sample_rate": rate,
             "floor": config.floor,
             "strata": strata_kind,
             "seed": seed,

@@ -25,6 +25,19 @@ from .distill import StudentResult
 
 @dataclass
 class FloatLayer:
+    """One dense layer of the folded float network: ``h = activation(h @ weight.T + bias)``.
+
+    Attributes
+    ----------
+    weight : ndarray of float32, shape (out, in)
+    bias : ndarray of float32, shape (out,)
+    activation : {"relu", "none"}
+        Applied after the affine map.
+    input_mean : ndarray of shape (in,) or None
+        Mean of this layer's input, when known (layer 0 of :func:`fold_layers`); :func:`build_artifact`
+        uses it to correct the quantized layer's bias.
+    """
+
     weight: np.ndarray  # (out, in) float32
     bias: np.ndarray  # (out,)
     activation: str  # "relu" or "none"
@@ -32,7 +45,19 @@ class FloatLayer:
 
 
 def linear_modules(model: nn.Sequential) -> list[tuple[str, nn.Linear, str]]:
-    """(parameter prefix, layer, activation after it) for each Linear of an MLP."""
+    """(parameter prefix, layer, activation after it) for each Linear of an MLP.
+
+    Parameters
+    ----------
+    model : nn.Sequential
+        The MLP, as built by :func:`umap_assets.numerics.distill.build_mlp`.
+
+    Returns
+    -------
+    list of (str, nn.Linear, str)
+        In order: the child's name (``"0"``, ``"2"``, ...; its parameters are ``"<name>.weight"`` and
+        ``"<name>.bias"``), the layer, and ``"relu"`` when the next child is an ``nn.ReLU``, else ``"none"``.
+    """
     mods = list(model.named_children())
     out = []
     for i, (name, mod) in enumerate(mods):
@@ -46,6 +71,25 @@ def magnitude_masks(model: nn.Sequential, sparsity: float) -> dict[str, torch.Te
     """0/1 masks that zero the ``sparsity`` fraction of smallest-magnitude weights of each layer.
 
     The output layer is left dense: it is tiny, and it sets the map's coordinates directly.
+
+    Parameters
+    ----------
+    model : nn.Sequential
+        The MLP to prune (read only).
+    sparsity : float
+        Fraction of each hidden layer's weights to zero, in [0, 1).
+
+    Returns
+    -------
+    dict of str to Tensor
+        Parameter name (``"<prefix>.weight"``) -> mask of the weight's shape and dtype: 0 for the
+        ``int(sparsity * numel)`` smallest ``|w|`` (and any tied with the largest of them), 1 elsewhere.
+        Layers where that count is 0 get no mask.
+
+    Raises
+    ------
+    ValueError
+        If ``sparsity`` is not in [0, 1).
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
@@ -81,7 +125,12 @@ def prune(result: StudentResult, X: np.ndarray, sparsity: float, steps: int, lea
     Returns
     -------
     StudentResult
-        A new result whose pruned weights are exactly zero.
+        A new result whose pruned weights are exactly zero; an unchanged copy when ``sparsity <= 0``.
+
+    Raises
+    ------
+    ValueError
+        If ``sparsity >= 1`` (from :func:`magnitude_masks`).
     """
     from .distill import StudentConfig, train_student
 
@@ -100,6 +149,18 @@ def prune(result: StudentResult, X: np.ndarray, sparsity: float, steps: int, lea
 
 
 def sparsity_of(model: nn.Sequential) -> dict[str, float]:
+    """Fraction of exactly-zero weights in each Linear layer of an MLP.
+
+    Parameters
+    ----------
+    model : nn.Sequential
+
+    Returns
+    -------
+    dict of str to float
+        Parameter name (``"<prefix>.weight"``) -> fraction in [0, 1], for every Linear layer, the
+        output layer included.
+    """
     return {
         f"{name}.weight": float((layer.weight == 0).float().mean())
         for name, layer, _ in linear_modules(model)
@@ -107,7 +168,21 @@ def sparsity_of(model: nn.Sequential) -> dict[str, float]:
 
 
 def fold_layers(result: StudentResult) -> list[FloatLayer]:
-    """The student as float layers over raw features, with pre- and post-processing folded in."""
+    """The student as float layers over raw features, with pre- and post-processing folded in.
+
+    Parameters
+    ----------
+    result : StudentResult
+        The trained student (left unchanged).
+
+    Returns
+    -------
+    list of FloatLayer
+        Layer 0 is the input map: weight ``components / scale`` of shape (k, d), bias
+        ``-weight @ mean``, no activation, ``input_mean`` set to ``prep.mean``. Then one layer per
+        Linear of the MLP; the last has ``y_scale`` and ``y_mean`` folded in, so :func:`float_forward`
+        of these layers reproduces ``result.transform`` up to float32 rounding.
+    """
     prep = result.prep
     W0 = prep.components / prep.scale
     layers = [FloatLayer(W0.astype(np.float32), (-(W0 @ prep.mean)).astype(np.float32), "none", prep.mean)]
@@ -123,7 +198,20 @@ def fold_layers(result: StudentResult) -> list[FloatLayer]:
 
 
 def quantize_per_channel(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel (row): ``W ~= q * scale[:, None]``."""
+    """Symmetric int8 per output channel (row): ``W ~= q * scale[:, None]``.
+
+    Parameters
+    ----------
+    W : array_like of shape (out, in)
+        Weights; converted to float32.
+
+    Returns
+    -------
+    q : ndarray of int8, shape (out, in)
+        Values in [-127, 127].
+    scale : ndarray of float32, shape (out,)
+        ``max|W[o]| / 127``; 1.0 for an all-zero row.
+    """
     q, scale = quantize_grouped(W, np.shape(W)[1])
     return q, scale[:, 0]
 
@@ -134,14 +222,17 @@ def quantize_grouped(W: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]
     Parameters
     ----------
     W : ndarray of shape (out, in)
+        Weights; converted to float32.
     group : int
         Inputs that share a scale; ``group >= in`` is plain per-channel quantization.
 
     Returns
     -------
     q : ndarray of int8, shape (out, in)
+        Values in [-127, 127].
     scale : ndarray of float32, shape (out, ceil(in / group))
-        ``W[o, i] ~= q[o, i] * scale[o, i // group]``.
+        ``W[o, i] ~= q[o, i] * scale[o, i // group]``; each scale is ``max|w| / 127`` over its group,
+        1.0 for an all-zero group.
     """
     W = np.asarray(W, dtype=np.float32)
     out_dim, in_dim = W.shape
@@ -156,6 +247,21 @@ def quantize_grouped(W: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def float_forward(layers: list[FloatLayer], X: np.ndarray) -> np.ndarray:
+    """Run float layers on rows ``X`` in float32: the unquantized reference for an artifact.
+
+    Parameters
+    ----------
+    layers : list of FloatLayer
+        For example from :func:`fold_layers`.
+    X : array_like of shape (n, in)
+        Raw feature rows; converted to float32.
+
+    Returns
+    -------
+    ndarray of shape (n, out)
+        ``out`` is the last layer's output size (``n_components`` for :func:`fold_layers`); float32
+        when the layers are.
+    """
     h = np.asarray(X, dtype=np.float32)
     for layer in layers:
         h = h @ layer.weight.T + layer.bias
@@ -180,6 +286,35 @@ def build_artifact(
     layer (``n_components`` rows, a few hundred weights) stays float32 when
     ``float_output_layer``: it writes the map's coordinates directly, so its rounding moves every
     point (bench/RESULTS.md).
+
+    Scales are stored as float16. When a layer has ``input_mean``, its bias is corrected so the
+    quantized layer is exact at that input. A quantized layer with at least ``sparse_min_fraction``
+    zero weights is stored sparse: a bit mask of the nonzero positions and their values.
+
+    Parameters
+    ----------
+    layers : list of FloatLayer
+        The float network, as from :func:`fold_layers`.
+    feature_columns : list of str, optional
+        Names of the input features, recorded in the manifest (``None`` when empty).
+    sources : dict, optional
+        Provenance recorded under the manifest's ``"sources"`` (``{}`` when None).
+    extra : dict, optional
+        Further manifest keys; they are merged last, so they override the standard ones.
+    sparse_min_fraction : float, default 0.2
+        Share of zero int8 weights from which a layer is stored sparse.
+    group : int, default 32
+        Inputs that share one scale (see :func:`quantize_grouped`).
+    float_output_layer : bool, default True
+        Keep the last layer's weights in float32 instead of int8.
+
+    Returns
+    -------
+    bytes
+        The container from :func:`umap_assets.runtime.write_container`. Per layer ``i`` it holds
+        ``w{i}`` and ``bias{i}`` (float32) for a float layer; otherwise ``q{i}`` (int8, of shape
+        (out, in), or the nonzero values when sparse, with ``mask{i}`` the ``np.packbits`` of the
+        nonzero positions), ``scale{i}`` (float16, shape (out, ceil(in / group))) and ``bias{i}`` (float32).
     """
     arrays: dict[str, np.ndarray] = {}
     specs = []

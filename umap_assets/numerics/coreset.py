@@ -17,6 +17,26 @@ import numpy as np
 
 @dataclass
 class KCenterResult:
+    """A k-center coreset: the chosen rows and how well they cover the data.
+
+    Distances are Euclidean, in the units of the rows that were covered.
+
+    Attributes
+    ----------
+    indices : ndarray of int64, shape (k,)
+        Chosen rows: the warm-start rows first (sorted), then the rest in pick order.
+    radius : float
+        Covering radius: the largest distance from any row to its nearest center (0.0 for no rows).
+    radii : ndarray of float64, shape (n_picks,)
+        Covering radius before each center picked by the greedy loop (warm-start rows and the random
+        first center have none). Non-increasing when centers are picked one at a time; within a block,
+        entries after the first are the radius over that block's candidate rows.
+    n_initial : int
+        Number of warm-start rows at the front of ``indices``.
+    distances : ndarray of float32, shape (n,)
+        Every row's distance to its nearest center (0 for the centers).
+    """
+
     indices: np.ndarray  # chosen rows, warm-start rows first, then in pick order
     radius: float  # covering radius: max distance from any row to its nearest center
     radii: np.ndarray  # covering radius before each newly picked center (non-increasing)
@@ -30,7 +50,26 @@ def _row_norms(Z: np.ndarray) -> np.ndarray:
 
 def min_sq_dist_to(Z: np.ndarray, centers: np.ndarray, norms: np.ndarray | None = None,
                    chunk_elems: int = 1 << 24) -> np.ndarray:
-    """Squared distance from every row of ``Z`` to its nearest row of ``centers`` (chunked)."""
+    """Squared distance from every row of ``Z`` to its nearest row of ``centers`` (chunked).
+
+    Parameters
+    ----------
+    Z : array_like of shape (n, d)
+        Rows; converted to float32.
+    centers : array_like of shape (m, d)
+        At least one row; converted to float32.
+    norms : ndarray of shape (n,), optional
+        Squared norms of the rows of ``Z``, when already known.
+    chunk_elems : int, default 2**24
+        About how many distances one chunk computes (``chunk_elems // m`` rows of ``Z`` at a time),
+        which bounds the memory used.
+
+    Returns
+    -------
+    ndarray of float32, shape (n,)
+        Squared Euclidean distances, clipped at 0 (the expansion ``|z|^2 - 2 z.c + |c|^2`` can round
+        below zero).
+    """
     Z = np.asarray(Z, dtype=np.float32)
     centers = np.asarray(centers, dtype=np.float32)
     norms = _row_norms(Z) if norms is None else norms
@@ -52,7 +91,28 @@ def k_center_greedy(
     block_size: int | None = None,
     seed: int = 0,
 ) -> KCenterResult:
-    """Choose up to ``budget`` rows of ``Z`` that cover it, starting from ``initial`` rows if given."""
+    """Choose up to ``budget`` rows of ``Z`` that cover it, starting from ``initial`` rows if given.
+
+    Parameters
+    ----------
+    Z : array_like of shape (n, d)
+        The rows to cover; converted to float32.
+    budget : int
+        Rows to choose, capped at ``n``. Fewer are chosen when every row is already a center
+        (duplicate rows).
+    initial : array_like of int, optional
+        Warm-start rows. Duplicates and positions outside [0, n) are dropped, and at most ``budget``
+        are kept. Without them the first center is a random row.
+    block_size : int, optional
+        Centers added per block (see the module docstring). By default 1 (exact greedy) when
+        ``n * budget <= 1.25e8``, else 64.
+    seed : int, default 0
+        Seed of the random first center.
+
+    Returns
+    -------
+    KCenterResult
+    """
     Z = np.ascontiguousarray(Z, dtype=np.float32)
     n = len(Z)
     budget = int(min(budget, n))
@@ -147,6 +207,11 @@ def density_coverage_coreset(
     -------
     KCenterResult
         ``n_initial`` counts the warm-start and random rows together.
+
+    Raises
+    ------
+    ValueError
+        If ``density_fraction`` is not in [0, 1].
     """
     if not 0.0 <= density_fraction <= 1.0:
         raise ValueError(f"density_fraction must be in [0, 1], got {density_fraction}")
@@ -163,7 +228,24 @@ def density_coverage_coreset(
 
 
 def fit_pca_projection(X: np.ndarray, n_components: int, seed: int = 0, max_fit_rows: int = 50_000):
-    """A PCA fitted on at most ``max_fit_rows`` rows (randomized SVD); returns the fitted estimator."""
+    """A PCA fitted on at most ``max_fit_rows`` rows (randomized SVD); returns the fitted estimator.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    n_components : int
+        Components to keep; capped at ``min(d, n)``, at least 1.
+    seed : int, default 0
+        Seed of the row subsample and of the randomized SVD.
+    max_fit_rows : int, default 50_000
+        When ``n`` is larger, the PCA is fitted on this many rows drawn without replacement.
+
+    Returns
+    -------
+    sklearn.decomposition.PCA
+        Fitted with the randomized solver when fewer components are kept than ``min`` of the fit
+        rows and ``d``, else the full SVD.
+    """
     from sklearn.decomposition import PCA
 
     n, d = X.shape

@@ -38,6 +38,46 @@ class StudentConfig:
     model on any machine (fixed seeds, ``threads`` torch threads, deterministic kernels). There is
     no early stopping: the one-cycle schedule runs to its end, so a run that is still improving is
     never cut; the holdout loss is recorded every ``eval_every`` steps for diagnosis.
+
+    Attributes
+    ----------
+    hidden : tuple of int
+        Widths of the hidden layers, each followed by a ReLU.
+    input_pca_dim : int or None
+        Principal components the inputs are projected on; None (or at least the number of features)
+        keeps every feature.
+    steps : int
+        Optimizer steps, at least 1.
+    batch_size : int
+        Rows with a teacher coordinate per step.
+    edge_batch_size : int
+        Graph edges per step, drawn in proportion to their weight.
+    negative_samples : int
+        Negative pairs per edge in the UMAP cross-entropy.
+    coord_weight : float
+        Weight of the squared error to the teacher's (normalised) coordinates.
+    graph_weight : float
+        Weight of the UMAP cross-entropy; 0 trains without the graph (and without ``mix_weight``).
+    repulsion_strength : float
+        Weight of the negative pairs within the cross-entropy.
+    learning_rate : float
+        Peak learning rate of Adam's one-cycle schedule.
+    weight_decay : float
+        Adam's weight decay.
+    noise_std : float
+        Standard deviation of the Gaussian noise added to the network's (projected, scaled) inputs
+        during training.
+    mix_weight : float
+        Weight of the neighbour interpolation loss: a random point between two graph neighbours
+        should map to the same point between their teacher coordinates; 0 turns it off.
+    holdout_fraction : float
+        Rows held out of training to record ``holdout_mse`` (none when there are fewer than 50 rows).
+    eval_every : int
+        Steps between records in the history (the last step is always recorded).
+    seed : int
+        Seed of the holdout split, row order, edge draws, noise and initial weights.
+    threads : int
+        Torch threads during training.
     """
 
     hidden: tuple[int, ...] = (160, 160, 160, 160, 160)  # depth, not width, is the lever (bench/RESULTS.md)
@@ -61,7 +101,21 @@ class StudentConfig:
 
 @dataclass
 class Preprocessing:
-    """The input map ``z = ((x - mean) @ components.T) / scale`` and output map ``y = out * y_scale + y_mean``."""
+    """The input map ``z = ((x - mean) @ components.T) / scale`` and output map ``y = out * y_scale + y_mean``.
+
+    Attributes
+    ----------
+    mean : ndarray of float32, shape (d,)
+        Mean of the training rows.
+    components : ndarray of float32, shape (k, d)
+        PCA components; the (d, d) identity when there is no PCA.
+    scale : float
+        Standard deviation of all entries of the projected training rows (1.0 when it is 0).
+    y_mean : ndarray of float32, shape (n_components,)
+        Mean teacher coordinate.
+    y_scale : float
+        Standard deviation of all entries of the centred teacher coordinates (1.0 when it is 0).
+    """
 
     mean: np.ndarray  # (d,)
     components: np.ndarray  # (k, d); identity when no PCA
@@ -75,6 +129,29 @@ class Preprocessing:
 
 @dataclass
 class StudentResult:
+    """A trained student: its network, its preprocessing and a record of its training.
+
+    Attributes
+    ----------
+    model : nn.Sequential
+        The MLP, from preprocessed inputs of shape (k,) to normalised coordinates of shape
+        (n_components,).
+    prep : Preprocessing
+    history : list of dict
+        One record every ``eval_every`` steps and at the last step, with keys ``"step"``,
+        ``"coord_loss"`` and ``"graph_loss"`` (mean unweighted losses since the previous record),
+        ``"holdout_mse"`` (mean squared distance to the normalised teacher coordinates on the
+        held-out rows; nan without any) and ``"seconds"`` (since training started).
+    steps : int
+        Optimizer steps run.
+    seconds : float
+        Training wall-clock time, in seconds.
+    config : dict
+        The :class:`StudentConfig` it was trained with, as ``dataclasses.asdict``.
+    n_parameters : int
+        Number of weights and biases of ``model`` (read-only property).
+    """
+
     model: nn.Sequential
     prep: Preprocessing
     history: list[dict] = field(default_factory=list)
@@ -91,6 +168,22 @@ class StudentResult:
 
 
 def build_mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
+    """A ReLU MLP: ``Linear`` then ``ReLU`` for each hidden width, then a linear output layer.
+
+    Parameters
+    ----------
+    n_in : int
+        Input features.
+    hidden : tuple of int
+        Widths of the hidden layers.
+    n_out : int
+        Output size.
+
+    Returns
+    -------
+    nn.Sequential
+        With PyTorch's default initialisation.
+    """
     layers: list[nn.Module] = []
     prev = n_in
     for h in hidden:
@@ -101,6 +194,24 @@ def build_mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
 
 
 def fit_preprocessing(X: np.ndarray, Y: np.ndarray, pca_dim: int | None, seed: int) -> Preprocessing:
+    """Fit a student's input and output normalisation.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Training rows; converted to float32.
+    Y : ndarray of shape (n, n_components)
+        The teacher's coordinates of ``X``.
+    pca_dim : int or None
+        Principal components to project on (:func:`umap_assets.numerics.coreset.fit_pca_projection`,
+        so capped at ``min(n, d)``); None, or at least ``d``, keeps the identity.
+    seed : int
+        Seed of the PCA.
+
+    Returns
+    -------
+    Preprocessing
+    """
     X = np.asarray(X, dtype=np.float32)
     mean = X.mean(axis=0)
     d = X.shape[1]
@@ -127,7 +238,28 @@ def umap_cross_entropy(
     generator: torch.Generator | None = None,
     eps: float = 1e-4,
 ) -> torch.Tensor:
-    """UMAP's fuzzy-set cross-entropy for a batch of positive edges plus shuffled negatives."""
+    """UMAP's fuzzy-set cross-entropy for a batch of positive edges plus shuffled negatives.
+
+    Parameters
+    ----------
+    emb_from, emb_to : Tensor of shape (n, m)
+        Embeddings of the heads and tails of ``n`` edges.
+    a, b : float
+        UMAP's curve parameters: ``q = 1 / (1 + a * d^(2b))`` for a distance ``d``.
+    negative_samples : int
+        Negatives per edge: each head paired with a tail of the batch, shuffled.
+    repulsion_strength : float, default 1.0
+        Weight of the negative pairs' term.
+    generator : torch.Generator, optional
+        Source of the shuffle.
+    eps : float, default 1e-4
+        Probabilities are clamped to [eps, 1] inside the logarithms.
+
+    Returns
+    -------
+    Tensor
+        Scalar: ``(sum(-log q_pos) + repulsion_strength * sum(-log(1 - q_neg))) / n``.
+    """
     n = emb_from.shape[0]
     neg_from = emb_from.repeat(negative_samples, 1)
     perm = torch.randperm(n * negative_samples, generator=generator)
@@ -142,6 +274,22 @@ def umap_cross_entropy(
 
 
 def predict(model: nn.Module, prep: Preprocessing, X: np.ndarray, batch: int = 65_536) -> np.ndarray:
+    """Map raw rows with a student: preprocess, run the network, undo the output normalisation.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The student network; put in eval mode.
+    prep : Preprocessing
+    X : array_like of shape (n, d)
+        Raw feature rows.
+    batch : int, default 65_536
+        Rows per forward pass.
+
+    Returns
+    -------
+    ndarray of float32, shape (n, n_components)
+    """
     model.eval()
     out = np.empty((len(X), len(prep.y_mean)), dtype=np.float32)
     with torch.no_grad():
@@ -153,7 +301,20 @@ def predict(model: nn.Module, prep: Preprocessing, X: np.ndarray, batch: int = 6
 
 @dataclass
 class EdgeSampler:
-    """Draws edges of a fuzzy graph in proportion to their weight (UMAP's edge sampling)."""
+    """Draws edges of a fuzzy graph in proportion to their weight (UMAP's edge sampling).
+
+    Build it with :meth:`of`; ``draw(rng, n)`` returns the heads and tails of ``n`` edges drawn with
+    replacement.
+
+    Attributes
+    ----------
+    heads : ndarray of int64, shape (e,)
+        Row of each edge with positive weight.
+    tails : ndarray of int64, shape (e,)
+        Column of each edge.
+    cdf : ndarray of float64, shape (e,)
+        Cumulative normalised edge weights; the last is 1.0.
+    """
 
     heads: np.ndarray
     tails: np.ndarray
@@ -173,7 +334,22 @@ class EdgeSampler:
 
 @contextmanager
 def deterministic_torch(threads: int, seed: int):
-    """Fixed thread count, deterministic kernels and seeds for the duration of a training run."""
+    """Fixed thread count, deterministic kernels and seeds for the duration of a training run.
+
+    On exit the previous thread count and deterministic-algorithms setting are restored; the
+    global torch seed is not.
+
+    Parameters
+    ----------
+    threads : int
+        Torch intra-op threads.
+    seed : int
+        Passed to ``torch.manual_seed``.
+
+    Yields
+    ------
+    None
+    """
     previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
@@ -187,7 +363,39 @@ def deterministic_torch(threads: int, seed: int):
 
 def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: float, scale: float,
               gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """One step's loss: coordinates of ``rows``; UMAP cross-entropy and neighbour interpolation on ``edges``."""
+    """One step's loss: coordinates of ``rows``; UMAP cross-entropy and neighbour interpolation on ``edges``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The student network.
+    Z : Tensor of float32, shape (n, k)
+        Preprocessed inputs of every row.
+    T : Tensor of float32, shape (n, n_components)
+        Normalised teacher coordinates of every row.
+    rows : Tensor of int64, shape (batch_size,)
+        Rows for the coordinate loss.
+    edges : (ndarray, ndarray) or None
+        Heads and tails (int64, shape (edge_batch_size,)) of sampled graph edges; None leaves out the
+        cross-entropy and interpolation terms.
+    config : StudentConfig
+        Loss weights, ``negative_samples``, ``repulsion_strength`` and ``noise_std``.
+    a, b : float
+        UMAP's curve parameters.
+    scale : float
+        Factor applied to the outputs before the cross-entropy (``prep.y_scale``), so that it sees
+        distances in the teacher's units.
+    gen : torch.Generator
+        Source of the input noise, interpolation points and negative shuffle.
+
+    Returns
+    -------
+    loss : Tensor
+        Scalar: the weighted sum of the terms.
+    parts : dict
+        ``{"coord": float, "graph": float}``: the unweighted coordinate and cross-entropy losses
+        (``"graph"`` is 0.0 without edges).
+    """
     parts = [Z[rows]]
     if edges is not None:
         heads, tails = (torch.from_numpy(e) for e in edges)
@@ -240,6 +448,7 @@ def train_student(
     a, b : float
         UMAP's curve parameters (``umap.umap_.find_ab_params``).
     config : StudentConfig
+        Network and schedule; ``StudentConfig()`` by default.
     log : callable, optional
         Called with a dict of losses every ``config.eval_every`` steps.
     init : StudentResult, optional
@@ -250,6 +459,12 @@ def train_student(
     Returns
     -------
     StudentResult
+        The model is left in eval mode.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` and ``Y`` have different numbers of rows, or ``config.steps < 1``.
     """
     X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y, dtype=np.float32)
     if len(X) != len(Y):
@@ -309,7 +524,23 @@ def _train(X, Y, graph, a, b, config: StudentConfig, log, init, masks) -> Studen
 
 
 def row_batches(rng: np.random.Generator, rows: np.ndarray, size: int):
-    """Endless batches of ``rows``: each pass over them in a fresh seeded order."""
+    """Endless batches of ``rows``: each pass over them in a fresh seeded order.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the orders.
+    rows : ndarray of int, shape (r,)
+        Row positions to batch.
+    size : int
+        Rows per batch.
+
+    Yields
+    ------
+    Tensor of shape (size,)
+        The next batch; the last ``r % size`` rows of each pass are dropped. When ``r < size``,
+        every batch is all the rows.
+    """
     while True:
         order = torch.from_numpy(rng.permutation(rows))
         for start in range(0, len(order) - size + 1 if len(order) >= size else 1, size):

@@ -25,6 +25,27 @@ from .coreset import min_sq_dist_to
 
 @dataclass(frozen=True)
 class CoverageReference:
+    """What a model's training data covers: a PCA, the projected coreset rows and a radius.
+
+    Build it with :func:`coverage_reference`, score slices with :func:`drift_score`, and store it
+    with :meth:`to_bytes` / :meth:`from_bytes`. Distances are Euclidean, in the PCA space.
+
+    Attributes
+    ----------
+    mean : ndarray of float32, shape (d,)
+        PCA mean.
+    components : ndarray of float32, shape (p, d)
+        PCA components.
+    centers : ndarray of float32, shape (m, p)
+        The coreset rows in PCA space.
+    radius : float
+        The ``quantile`` of the held-out calibration rows' distances to their nearest center.
+    quantile : float
+        In (0, 1).
+    median_distance : float
+        Median distance of the calibration rows to their nearest center.
+    """
+
     mean: np.ndarray  # (d,) PCA mean
     components: np.ndarray  # (p, d) PCA components
     centers: np.ndarray  # (m, p) the coreset rows in PCA space
@@ -65,10 +86,32 @@ class CoverageReference:
 
 def coverage_reference(pca, centers: np.ndarray, calibration_rows: np.ndarray, quantile: float = 0.99
                        ) -> CoverageReference:
-    """The reference from a fitted PCA, the projected coreset rows, and held-out rows of the
-    training data (rows the coreset did not choose from, such as the validation rows) whose
-    distances to the coreset set the radius. Held-out rows matter: k-center makes the outlying
-    training rows centers, so the training rows' own distances understate a new row's."""
+    """The reference from a fitted PCA, the projected coreset rows, and held-out rows of the training data.
+
+    The held-out rows (rows the coreset did not choose from, such as the validation rows) set the
+    radius by their distances to the coreset. Held-out rows matter: k-center makes the outlying
+    training rows centers, so the training rows' own distances understate a new row's.
+
+    Parameters
+    ----------
+    pca : sklearn.decomposition.PCA
+        Fitted; its ``mean_`` (d,) and ``components_`` (p, d) are used (no whitening).
+    centers : ndarray of shape (m, p)
+        The coreset rows, already projected with ``pca``.
+    calibration_rows : ndarray of shape (n, d)
+        Held-out training rows, in the raw feature space.
+    quantile : float, default 0.99
+        Quantile of the calibration rows' distances that sets the radius, in (0, 1).
+
+    Returns
+    -------
+    CoverageReference
+
+    Raises
+    ------
+    ValueError
+        If ``quantile`` is not in (0, 1), or ``calibration_rows`` is empty.
+    """
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     if len(calibration_rows) == 0:
@@ -85,6 +128,24 @@ def coverage_reference(pca, centers: np.ndarray, calibration_rows: np.ndarray, q
 
 @dataclass(frozen=True)
 class DriftScore:
+    """How a slice scores against a :class:`CoverageReference` (see :func:`drift_score`).
+
+    ``drifted(max_uncovered_fraction, max_median_distance_ratio=inf)`` is True when either value
+    exceeds its threshold.
+
+    Attributes
+    ----------
+    rows : int
+        Rows scored.
+    uncovered_fraction : float
+        Share of the rows farther from the coreset than the reference radius.
+    expected_uncovered : float
+        What rows like the training data give: ``1 - quantile``.
+    median_distance_ratio : float
+        Median distance of the rows to the coreset over the calibration rows' median; near 1.0 for
+        data like the training data, inf when the reference median is 0.
+    """
+
     rows: int
     uncovered_fraction: float  # share of rows farther from the coreset than the reference radius
     expected_uncovered: float  # what rows like the training data give: 1 - quantile
@@ -98,7 +159,23 @@ class DriftScore:
 
 
 def drift_score(reference: CoverageReference, X: np.ndarray) -> DriftScore:
-    """Score rows ``X`` (a slice, or a sample of it) against the reference."""
+    """Score rows ``X`` (a slice, or a sample of it) against the reference.
+
+    Parameters
+    ----------
+    reference : CoverageReference
+    X : ndarray of shape (n, d)
+        Raw feature rows, with the training rows' ``d`` features.
+
+    Returns
+    -------
+    DriftScore
+
+    Raises
+    ------
+    ValueError
+        If ``X`` has no rows, or a number of features other than the reference's.
+    """
     if len(X) == 0:
         raise ValueError("cannot score drift on zero rows")
     if X.shape[1] != reference.mean.shape[0]:

@@ -17,19 +17,55 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 
 def subsample(n: int, max_rows: int = 10_000, seed: int = 0) -> np.ndarray:
-    """Sorted row positions of a seeded subsample (all rows when ``n <= max_rows``)."""
+    """Sorted row positions of a seeded subsample (all rows when ``n <= max_rows``).
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+    max_rows : int, default 10_000
+        Rows to draw, without replacement, when ``n`` is larger.
+    seed : int, default 0
+        Seed of the draw.
+
+    Returns
+    -------
+    ndarray of int64, shape (min(n, max_rows),)
+    """
     if n <= max_rows:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
 
 
 def trustworthiness_penalties(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory: int = 64) -> np.ndarray:
-    """Each row's trustworthiness penalty: the sum over its ``k`` map neighbours of how far past
-    ``k`` they rank among its true neighbours (0 when every map neighbour is a true neighbour).
+    """Each row's trustworthiness penalty.
+
+    The penalty is the sum over the row's ``k`` map neighbours of how far past ``k`` they rank
+    among its true neighbours (0 when every map neighbour is a true neighbour).
 
     Computed over blocks of rows (``sklearn.metrics.pairwise_distances_chunked``), so memory stays
     near ``working_memory`` MiB instead of two n x n matrices (1.6 GB for 10k rows). Equal
     distances are ranked by row index (a stable sort); scikit-learn leaves their order to its sort.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The rows in the input space.
+    E : ndarray of shape (n, m)
+        The same rows on the map.
+    k : int, default 15
+        Neighbourhood size, ``0 < k < n / 2``.
+    working_memory : int, default 64
+        Memory for one block of distances, in MiB.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not in (0, n / 2).
     """
     n = len(X)
     if not 0 < k < n / 2:
@@ -59,13 +95,38 @@ def trustworthiness_row_scores(penalties: np.ndarray, k: int) -> np.ndarray:
 
     Lets a subset (one class, one region) or a bootstrap resample be scored against the
     neighbourhoods of the whole set.
+
+    Parameters
+    ----------
+    penalties : ndarray of shape (n,)
+        Per-row penalties from :func:`trustworthiness_penalties`.
+    k : int
+        The neighbourhood size they were computed with.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        ``1 - penalties * 2 / (k * (2n - 3k - 1))``.
     """
     n = len(penalties)
     return 1.0 - penalties * (2.0 / (k * (2.0 * n - 3.0 * k - 1.0)))
 
 
 def trustworthiness_from_penalties(penalties: np.ndarray, k: int) -> float:
-    """Venna and Kaski's trustworthiness of ``n`` rows from their per-row penalties."""
+    """Venna and Kaski's trustworthiness of ``n`` rows from their per-row penalties.
+
+    Parameters
+    ----------
+    penalties : ndarray of shape (n,)
+        Per-row penalties from :func:`trustworthiness_penalties`.
+    k : int
+        The neighbourhood size they were computed with.
+
+    Returns
+    -------
+    float
+        Trustworthiness in [0, 1].
+    """
     return float(trustworthiness_row_scores(penalties, k).mean())
 
 
@@ -83,21 +144,61 @@ def trustworthiness(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory
         The same rows on the map.
     k : int
         Neighbourhood size, ``0 < k < n / 2``.
+    working_memory : int, default 64
+        Memory for one block of distances, in MiB.
 
     Returns
     -------
     float
         Trustworthiness in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not in (0, n / 2).
     """
     return trustworthiness_from_penalties(trustworthiness_penalties(X, E, k, working_memory=working_memory), k)
 
 
 def continuity(X: np.ndarray, E: np.ndarray, k: int = 15) -> float:
-    """How many true neighbours the map keeps close (trustworthiness with the roles swapped)."""
+    """How many true neighbours the map keeps close (trustworthiness with the roles swapped).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The rows in the input space.
+    E : ndarray of shape (n, m)
+        The same rows on the map.
+    k : int, default 15
+        Neighbourhood size, ``0 < k < n / 2``.
+
+    Returns
+    -------
+    float
+        Continuity in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not in (0, n / 2).
+    """
     return trustworthiness(E, X, k)
 
 
 def knn_indices(A: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` nearest other rows (Euclidean), nearest first.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, d)
+    k : int
+        Neighbours per row, less than ``n``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n, k)
+        Row positions into ``A``; a row is not its own neighbour.
+    """
     nn = NearestNeighbors(n_neighbors=k + 1).fit(A)
     idx = nn.kneighbors(A, return_distance=False)
     return _drop_self(idx, k)
@@ -113,28 +214,97 @@ def _drop_self(idx: np.ndarray, k: int) -> np.ndarray:
 
 
 def set_overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean fraction of shared entries between matching rows of two neighbour-index arrays."""
+    """Mean fraction of shared entries between matching rows of two neighbour-index arrays.
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (n, k)
+        Neighbour indices, unique within each row (as from :func:`knn_indices`).
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
     k = a.shape[1]
     return float(np.mean([len(np.intersect1d(x, y, assume_unique=True)) / k for x, y in zip(a, b)]))
 
 
 def knn_recall(X: np.ndarray, E: np.ndarray, k: int = 15) -> float:
+    """kNN recall@k: the mean fraction of each row's high-dimensional neighbours kept in the map.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The rows in the input space.
+    E : ndarray of shape (n, m)
+        The same rows on the map.
+    k : int, default 15
+        Neighbours per row.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
     return set_overlap(knn_indices(X, k), knn_indices(E, k))
 
 
 def knn_overlap(E1: np.ndarray, E2: np.ndarray, k: int = 15) -> float:
-    """Agreement of two maps of the same rows: overlap of their kNN sets."""
+    """Agreement of two maps of the same rows: overlap of their kNN sets.
+
+    Parameters
+    ----------
+    E1, E2 : ndarray of shape (n, m)
+        Two maps of the same rows, in the same order.
+    k : int, default 15
+        Neighbours per row.
+
+    Returns
+    -------
+    float
+        Mean fraction of shared neighbours, in [0, 1].
+    """
     return set_overlap(knn_indices(E1, k), knn_indices(E2, k))
 
 
 def knn_correct(E_train: np.ndarray, y_train: np.ndarray, E_test: np.ndarray, y_test: np.ndarray, k: int = 10) -> np.ndarray:
-    """Whether a k-NN classifier fitted on the training rows' map labels each test row right."""
+    """Whether a k-NN classifier fitted on the training rows' map labels each test row right.
+
+    Parameters
+    ----------
+    E_train : ndarray of shape (n_train, m)
+        Training rows on the map.
+    y_train : array_like of shape (n_train,)
+        Their labels.
+    E_test : ndarray of shape (n_test, m)
+        Held-out rows on the map.
+    y_test : array_like of shape (n_test,)
+        Their labels.
+    k : int, default 10
+        Neighbours of the classifier, capped at ``n_train``.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_test,)
+    """
     clf = KNeighborsClassifier(n_neighbors=min(k, len(E_train))).fit(E_train, y_train)
     return clf.predict(E_test) == np.asarray(y_test)
 
 
 def knn_accuracy(E_train: np.ndarray, y_train: np.ndarray, E_test: np.ndarray, y_test: np.ndarray, k: int = 10) -> float:
-    """Accuracy of a k-NN classifier in the map: fitted on training rows, scored on held-out rows."""
+    """Accuracy of a k-NN classifier in the map: fitted on training rows, scored on held-out rows.
+
+    Parameters
+    ----------
+    E_train, y_train, E_test, y_test, k
+        As for :func:`knn_correct`.
+
+    Returns
+    -------
+    float
+        Fraction of test rows labelled right, in [0, 1].
+    """
     return float(knn_correct(E_train, y_train, E_test, y_test, k).mean())
 
 
@@ -171,6 +341,24 @@ def bootstrap_interval(values: np.ndarray, *, n_boot: int = 2000, level: float =
 
 
 def distance_spearman(X: np.ndarray, E: np.ndarray, n_pairs: int = 50_000, seed: int = 0) -> float:
+    """Spearman correlation of input-space and map distances over random pairs of rows.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The rows in the input space.
+    E : ndarray of shape (n, m)
+        The same rows on the map.
+    n_pairs : int, default 50_000
+        Pairs drawn with replacement; pairs of a row with itself are dropped.
+    seed : int, default 0
+        Seed of the pairs.
+
+    Returns
+    -------
+    float
+        Spearman's rho of the Euclidean distances, in [-1, 1].
+    """
     rng = np.random.default_rng(seed)
     i = rng.integers(0, len(X), size=n_pairs)
     j = rng.integers(0, len(X), size=n_pairs)
@@ -181,6 +369,20 @@ def distance_spearman(X: np.ndarray, E: np.ndarray, n_pairs: int = 50_000, seed:
 
 
 def relative_displacement(E_ref: np.ndarray, E: np.ndarray) -> float:
-    """Mean distance between matching points of two maps, over the RMS spread of the reference map."""
+    """Mean distance between matching points of two maps, over the RMS spread of the reference map.
+
+    Parameters
+    ----------
+    E_ref : ndarray of shape (n, m)
+        The reference map.
+    E : ndarray of shape (n, m)
+        A map of the same rows, in the same order.
+
+    Returns
+    -------
+    float
+        Mean Euclidean distance between matching rows, divided by the root mean squared distance of
+        ``E_ref``'s rows to their centroid; 0.0 when that spread is 0.
+    """
     spread = float(np.sqrt(((E_ref - E_ref.mean(0)) ** 2).sum(1).mean()))
     return float(np.linalg.norm(E - E_ref, axis=1).mean() / spread) if spread else 0.0

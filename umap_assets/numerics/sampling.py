@@ -1,6 +1,8 @@
 """Stratified sampling with a floor per stratum, and a held-out validation split.
 
-Each stratum gets ``max(floor, round(rate * n_stratum))`` rows, capped at ``n_stratum``. Strata are
+Each stratum gets ``max(floor, round(rate * n_stratum))`` rows, capped at ``n_stratum``; with
+``max_rows``, the rate is first lowered to ``max_rows / n`` so that a large slice's sample stays
+bounded (:func:`effective_rate`). Strata are
 the labels when there are any; otherwise MiniBatchKMeans clusters on a PCA projection. A fixed
 fraction of every stratum's sample is marked ``validation``: those rows never train a model.
 Everything is drawn from a seed derived from the partition key, so a re-run is identical.
@@ -15,7 +17,20 @@ import numpy as np
 
 
 def derive_seed(base_seed: int, key: str) -> int:
-    """A 32-bit seed that depends on both the configured seed and the partition key."""
+    """A 32-bit seed that depends on both the configured seed and the partition key.
+
+    Parameters
+    ----------
+    base_seed : int
+        The configured seed.
+    key : str
+        The partition key.
+
+    Returns
+    -------
+    int
+        In [0, 2**32): the first 4 bytes, little-endian, of the SHA-256 of ``f"{base_seed}:{key}"``.
+    """
     digest = hashlib.sha256(f"{base_seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
@@ -25,6 +40,24 @@ class ClusterStrata:
 
     Fit it on a subsample, then :meth:`predict` batch by batch, so a slice never has to be in
     memory at once.
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+        Strata wanted; capped at the number of rows :meth:`fit` sees.
+    pca_dim : int, default 16
+        PCA components; capped at the number of features and at one less than the number of rows.
+    seed : int, default 0
+        Seed of the PCA and of MiniBatchKMeans.
+
+    Attributes
+    ----------
+    n_clusters_ : int
+        Strata used, after :meth:`fit`.
+    pca_ : sklearn.decomposition.PCA or None
+    kmeans_ : sklearn.cluster.MiniBatchKMeans or None
+        Both None when ``n_clusters_ == 1``; :meth:`predict` (int64 labels of shape (n,)) then puts
+        every row in stratum 0.
     """
 
     def __init__(self, n_clusters: int = 10, pca_dim: int = 16, seed: int = 0):
@@ -55,7 +88,21 @@ class ClusterStrata:
 
 
 def fit_rows(n: int, max_fit_rows: int, seed: int) -> np.ndarray:
-    """Positions of the seeded subsample the strata are fitted on, in draw order (every row when n is small)."""
+    """Positions of the seeded subsample the strata are fitted on, in draw order (every row when n is small).
+
+    Parameters
+    ----------
+    n : int
+        Rows in the slice.
+    max_fit_rows : int
+        Rows to draw, without replacement, when ``n`` is larger.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    ndarray of int64, shape (min(n, max_fit_rows),)
+    """
     if n <= max_fit_rows:
         return np.arange(n)
     return np.random.default_rng(seed).choice(n, size=max_fit_rows, replace=False)
@@ -64,14 +111,45 @@ def fit_rows(n: int, max_fit_rows: int, seed: int) -> np.ndarray:
 def cluster_strata(
     X: np.ndarray, n_clusters: int = 10, pca_dim: int = 16, seed: int = 0, max_fit_rows: int = 50_000
 ) -> np.ndarray:
-    """Strata of the rows of ``X``: :class:`ClusterStrata` fitted on a subsample of at most ``max_fit_rows``."""
+    """Strata of the rows of ``X``: :class:`ClusterStrata` fitted on a subsample of at most ``max_fit_rows``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    n_clusters : int, default 10
+        As for :class:`ClusterStrata`.
+    pca_dim : int, default 16
+        As for :class:`ClusterStrata`.
+    seed : int, default 0
+        Seed of the subsample (:func:`fit_rows`) and of the fit.
+    max_fit_rows : int, default 50_000
+        Most rows the strata are fitted on.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        The stratum of each row.
+    """
     model = ClusterStrata(n_clusters, pca_dim, seed).fit(X[fit_rows(len(X), max_fit_rows, seed)])
     return model.predict(X)
 
 
 @dataclass
 class StratifiedSample:
-    """Row positions chosen from a slice, and which of them are held out for validation."""
+    """Row positions chosen from a slice, and which of them are held out for validation.
+
+    Attributes
+    ----------
+    indices : ndarray of int64, shape (n_sampled,)
+        Sorted row positions into the slice.
+    validation : ndarray of bool, shape (n_sampled,)
+        True for the rows held out for validation.
+    counts : dict of str to dict of str to int
+        Per stratum (``str`` of its value): ``{"rows": rows in the stratum, "sampled": rows drawn,
+        "validation": drawn rows held out}``.
+    n_validation : int
+        Number of validation rows (read-only property).
+    """
 
     indices: np.ndarray  # sorted row positions into the slice
     validation: np.ndarray  # bool, same length as indices
@@ -82,8 +160,52 @@ class StratifiedSample:
         return int(self.validation.sum())
 
 
+def effective_rate(n_rows: int, rate: float, max_rows: int | None) -> float:
+    """``rate``, lowered so that about ``max_rows`` of ``n_rows`` rows are drawn (no cap when ``None``).
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows in the slice.
+    rate : float
+        The configured sampling rate, in (0, 1].
+    max_rows : int or None
+        The most rows to draw from one slice (before the per-stratum floors).
+
+    Returns
+    -------
+    float
+        The rate to draw at.
+
+    Raises
+    ------
+    ValueError
+        If ``max_rows < 1`` (and ``n_rows > 0``).
+    """
+    if max_rows is None or n_rows <= 0:
+        return rate
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+    return min(rate, max_rows / n_rows)
+
+
 def stratum_quota(n_stratum: int, rate: float, floor: int) -> int:
-    """``max(floor, round(rate * n))``, capped at ``n``."""
+    """Rows to draw from one stratum: ``max(floor, round(rate * n))``, capped at ``n``.
+
+    Parameters
+    ----------
+    n_stratum : int
+        Rows in the stratum (``n``).
+    rate : float
+        Sampling rate.
+    floor : int
+        Fewest rows to draw from a stratum that has them.
+
+    Returns
+    -------
+    int
+        ``round`` is Python's: halves go to the even neighbour.
+    """
     return int(min(n_stratum, max(floor, round(rate * n_stratum))))
 
 
@@ -95,7 +217,34 @@ def stratified_sample(
     validation_fraction: float = 0.1,
     seed: int = 0,
 ) -> StratifiedSample:
-    """Draw a stratified sample of row positions; see the module docstring for the rule."""
+    """Draw a stratified sample of row positions; see the module docstring for the rule.
+
+    Within each stratum the rows are drawn without replacement, and a random ``validation_fraction``
+    of them (rounded) is held out. With a positive fraction, a stratum that draws at least 2 rows
+    holds out at least 1 and keeps at least 1 for training.
+
+    Parameters
+    ----------
+    strata : array_like of shape (n,)
+        Stratum of each row of the slice (labels, or :func:`cluster_strata`).
+    rate : float
+        Sampling rate, in (0, 1] (see :func:`effective_rate`).
+    floor : int, default 0
+        Fewest rows per stratum (:func:`stratum_quota`), at least 0.
+    validation_fraction : float, default 0.1
+        Share of each stratum's sample held out, in [0, 1).
+    seed : int, default 0
+        Seed of the draw, for example from :func:`derive_seed`.
+
+    Returns
+    -------
+    StratifiedSample
+
+    Raises
+    ------
+    ValueError
+        If ``rate`` is not in (0, 1], ``floor`` is negative, or ``validation_fraction`` is not in [0, 1).
+    """
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
     if floor < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import LockTimeout, held_lock
+from .contract import SliceSpec
 from .defs.errors import root_cause
 from .home import HOME_ENV, Layout
 
@@ -385,11 +387,11 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     """The same transform as the ``embeddings`` asset, for an existing batch job."""
-    from .contract import SliceError, SliceSpec
+    from .contract import SliceError
     from .engines import OutputPathError, embed
     from .runtime import ArtifactError
 
-    spec = SliceSpec(id_column=args.id_column, features_column=args.features_column, label_column=args.label_column)
+    spec = slice_spec_from_arguments(args)
     conf = dict(args.spark_conf)
     try:
         stats = embed(args.engine, args.artifact, args.input, args.output, spec, chunk_rows=args.chunk_rows,
@@ -413,6 +415,21 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     print(f"DAGSTER_HOME={layout.dagster_home} {' '.join(cmd)}")
     os.execvpe(cmd[0], cmd, os.environ)
     return 0
+
+
+def add_slice_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`SliceSpec` field (``--id-column``, ...), with its default: one declaration."""
+    for f in dataclasses.fields(SliceSpec):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "feature_columns":
+            parser.add_argument(flag, default=None, type=lambda v: tuple(v.split(",")), metavar="A,B,...",
+                                help="read the features from these numeric columns instead of one list column")
+        else:
+            parser.add_argument(flag, default=f.default, help=f"(default: {f.default})")
+
+
+def slice_spec_from_arguments(args: argparse.Namespace) -> SliceSpec:
+    return SliceSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SliceSpec)})
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -450,9 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--chunk-rows", type=int, default=65_536, help="rows per chunk (local engine)")
     embed.add_argument("--spark-master", default="local[2]", help="Spark master URL (spark engine)")
     embed.add_argument("--spark-conf", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help="Spark setting, repeatable")
-    embed.add_argument("--id-column", default="id")
-    embed.add_argument("--features-column", default="features")
-    embed.add_argument("--label-column", default="label")
+    add_slice_spec_arguments(embed)
     embed.set_defaults(func=_cmd_embed)
 
     back = sub.add_parser("rollback", help="serve an earlier promoted model again, and re-embed every slice with it")

@@ -134,3 +134,15 @@ def test_rollback_needs_an_earlier_promoted_version(tmp_path, capsys):
     assert capsys.readouterr().out == ""
     assert main(["rollback", "--home", str(home)]) == 1
     assert "no earlier promoted version to roll back to" in capsys.readouterr().err
+
+
+def test_embed_flags_are_the_slice_spec_fields():
+    from umap_assets.cli import build_parser, slice_spec_from_arguments
+    from umap_assets.contract import SliceSpec
+    from umap_assets.defs.resources import SliceContract
+
+    base = ["embed", "--artifact", "a.uart", "--input", "in.parquet", "--output", "out.parquet"]
+    assert slice_spec_from_arguments(build_parser().parse_args(base)) == SliceSpec()
+    assert SliceContract().spec() == SliceSpec()
+    args = build_parser().parse_args(base + ["--id-column", "key", "--feature-columns", "f0,f1"])
+    assert slice_spec_from_arguments(args) == SliceSpec(id_column="key", feature_columns=("f0", "f1"))

@@ -34,10 +34,11 @@ class SliceContract(dg.ConfigurableResource):
     first slice ingested records it in ``<home>/contract.json``.
     """
 
-    id_column: str = "id"
-    features_column: str = "features"
+    # the column defaults are SliceSpec's: one declaration for the resource, the CLI and the library
+    id_column: str = SliceSpec.id_column
+    features_column: str = SliceSpec.features_column
     feature_columns: list[str] | None = None
-    label_column: str = "label"
+    label_column: str = SliceSpec.label_column
     dim: int | None = None
     id_type: str = "int64"
 

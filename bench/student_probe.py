@@ -121,6 +121,33 @@ def train(D, c):
     return f, time.time() - t0
 
 
+def product(D, dataset, overrides):
+    """Train the product's own student (``distill.train_student``, ``StudentConfig`` plus overrides)."""
+    import dataclasses
+    import scipy.sparse as sp
+    from umap_assets.numerics.distill import StudentConfig, train_student
+
+    fields = {f.name: f for f in dataclasses.fields(StudentConfig)}
+    kw = {}
+    for kv in overrides:
+        k, v = kv.split("=", 1)
+        default = fields[k].default
+        kw[k] = tuple(int(h) for h in v.split(",")) if isinstance(default, tuple) else type(default)(v) if default is not None else int(v)
+    cfg = StudentConfig(**kw)
+    idx = np.concatenate([D["core"], D["extra"]])
+    X = D["X"].astype(np.float32)
+    Y = np.concatenate([D["emb"], D["Eex"]]).astype(np.float32)
+    n = len(D["core"])
+    graph = sp.coo_matrix((D["g_data"], (D["g_row"], D["g_col"])), shape=(n, n))
+    t0 = time.time()
+    result = train_student(X[idx], Y, graph, DEFAULTS["a"], DEFAULTS["b"], cfg)
+    secs = time.time() - t0
+    E = result.transform(X[D["te"]])
+    print(json.dumps({"dataset": dataset, "mode": "product", **kw, "seconds": round(secs),
+                      **evaluate(D, E, result.transform(X[idx])),
+                      "overlap_with_teacher": round(metrics.knn_overlap(E, D["Ete"], 15), 4)}), flush=True)
+
+
 def evaluate(D, E, Etr):
     Xte = D["X"][D["te"]].astype(np.float32); yte = D["y"][D["te"]]
     out = {f"t{k}": round(metrics.trustworthiness(Xte, E, k), 4) for k in (5, 15)}
@@ -132,7 +159,7 @@ def evaluate(D, E, Etr):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["prep", "train", "teacher"])
+    p.add_argument("command", choices=["prep", "train", "product", "teacher"])
     p.add_argument("dataset", choices=["fashion-mnist", "digits", "synthetic"])
     p.add_argument("--density-fraction", type=float, default=0.7)
     p.add_argument("--budget", type=int, default=40_000, help="coreset rows (at most 2/3 of the training rows)")
@@ -148,6 +175,8 @@ def main():
     if args.command == "teacher":
         print(json.dumps({"dataset": args.dataset, "model": "teacher", **evaluate(D, D["Ete"], np.concatenate([D["emb"], D["Eex"]]))}))
         return
+    if args.command == "product":
+        return product(D, args.dataset, args.overrides)
     c = dict(DEFAULTS)
     for kv in args.overrides:
         k, v = kv.split("=", 1)

@@ -57,7 +57,7 @@ class StudentConfig:
     coord_weight : float
         Weight of the squared error to the teacher's (normalised) coordinates.
     graph_weight : float
-        Weight of the UMAP cross-entropy; 0 trains without the graph (and without ``mix_weight``).
+        Weight of the UMAP cross-entropy; 0 trains without it (``mix_weight`` still uses the graph's edges).
     repulsion_strength : float
         Weight of the negative pairs within the cross-entropy.
     learning_rate : float
@@ -396,11 +396,14 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
         ``{"coord": float, "graph": float}``: the unweighted coordinate and cross-entropy losses
         (``"graph"`` is 0.0 without edges).
     """
+    graph_on = edges is not None and config.graph_weight > 0
+    mix_on = edges is not None and config.mix_weight > 0
     parts = [Z[rows]]
     if edges is not None:
         heads, tails = (torch.from_numpy(e) for e in edges)
-        parts += [Z[heads], Z[tails]]
-        if config.mix_weight > 0:
+        if graph_on:
+            parts += [Z[heads], Z[tails]]
+        if mix_on:
             # neighbour interpolation: a point between two graph neighbours should land between their
             # teacher coordinates (where UMAP's own transform initialises it)
             t = torch.rand((len(heads), 1), generator=gen)
@@ -412,14 +415,16 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
     nr = len(rows)
     coord = (out[:nr] - T[rows]).pow(2).sum(1).mean()
     loss, parts_out = config.coord_weight * coord, {"coord": coord.item(), "graph": 0.0}
-    if edges is not None:
+    rest = out[nr:]
+    if graph_on:
         ne = len(heads)
-        graph = umap_cross_entropy(out[nr : nr + ne] * scale, out[nr + ne : nr + 2 * ne] * scale, a, b,
+        graph = umap_cross_entropy(rest[:ne] * scale, rest[ne : 2 * ne] * scale, a, b,
                                    config.negative_samples, config.repulsion_strength, gen)
         loss = loss + config.graph_weight * graph
-        if config.mix_weight > 0:
-            loss = loss + config.mix_weight * (out[nr + 2 * ne :] - ((1 - t) * T[heads] + t * T[tails])).pow(2).sum(1).mean()
         parts_out["graph"] = graph.item()
+        rest = rest[2 * ne :]
+    if mix_on:
+        loss = loss + config.mix_weight * (rest - ((1 - t) * T[heads] + t * T[tails])).pow(2).sum(1).mean()
     return loss, parts_out
 
 
@@ -485,7 +490,8 @@ def _train(X, Y, graph, a, b, config: StudentConfig, log, init, masks) -> Studen
     n_hold = int(round(config.holdout_fraction * len(X))) if len(X) >= 50 else 0
     order = rng.permutation(len(X))
     hold, train = torch.from_numpy(order[:n_hold]), order[n_hold:]
-    edges = EdgeSampler.of(graph) if graph is not None and config.graph_weight > 0 else None
+    uses_edges = config.graph_weight > 0 or config.mix_weight > 0
+    edges = EdgeSampler.of(graph) if graph is not None and uses_edges else None
     model = copy.deepcopy(init.model) if init is not None else build_mlp(Z.shape[1], tuple(config.hidden), Y.shape[1])
     params = dict(model.named_parameters())
 

@@ -132,7 +132,12 @@ def product(D, dataset, overrides):
     for kv in overrides:
         k, v = kv.split("=", 1)
         default = fields[k].default
-        kw[k] = tuple(int(h) for h in v.split(",")) if isinstance(default, tuple) else type(default)(v) if default is not None else int(v)
+        if isinstance(default, tuple):
+            kw[k] = tuple(int(h) for h in v.split(","))
+        elif isinstance(default, bool):
+            kw[k] = v.lower() in ("1", "true", "yes")
+        else:
+            kw[k] = type(default)(v) if default is not None else int(v)
     cfg = StudentConfig(**kw)
     idx = np.concatenate([D["core"], D["extra"]])
     X = D["X"].astype(np.float32)

@@ -66,3 +66,13 @@ def test_a_zero_step_schedule_is_refused(bad):
     X, _ = synthetic_chunk(0, 200, dim=8, n_clusters=2, seed=1)
     with pytest.raises(ValueError, match="steps"):
         train_student(X, X[:, :2], None, 1.58, 0.9, StudentConfig(**{**CFG.__dict__, "steps": bad}))
+
+
+def test_interpolation_uses_the_graph_without_the_cross_entropy():
+    X, _ = synthetic_chunk(0, 600, dim=16, n_clusters=4, seed=1)
+    Y, graph = X[:, :2] * 3, _graph(300)
+    only = {**CFG.__dict__, "graph_weight": 0.0, "coord_weight": 0.0}  # nothing but the interpolation term
+    still = train_student(X, Y, graph, 1.58, 0.9, StudentConfig(**{**only, "mix_weight": 0.0}))
+    mixed = train_student(X, Y, graph, 1.58, 0.9, StudentConfig(**{**only, "mix_weight": 1.0}))
+    assert all(h["graph_loss"] == 0.0 for h in mixed.history)  # no cross-entropy was computed
+    assert not torch.equal(still.model[0].weight, mixed.model[0].weight)  # the interpolation term trained it

@@ -128,9 +128,12 @@ def product(D, dataset, overrides):
     from umap_assets.numerics.distill import StudentConfig, train_student
 
     fields = {f.name: f for f in dataclasses.fields(StudentConfig)}
-    kw = {}
+    kw, key = {}, "g"
     for kv in overrides:
         k, v = kv.split("=", 1)
+        if k == "graph":  # graph=full: the fuzzy kNN graph of every training row, not the teacher's
+            key = "G" if v == "full" else "g"
+            continue
         default = fields[k].default
         if isinstance(default, tuple):
             kw[k] = tuple(int(h) for h in v.split(","))
@@ -142,13 +145,13 @@ def product(D, dataset, overrides):
     idx = np.concatenate([D["core"], D["extra"]])
     X = D["X"].astype(np.float32)
     Y = np.concatenate([D["emb"], D["Eex"]]).astype(np.float32)
-    n = len(D["core"])
-    graph = sp.coo_matrix((D["g_data"], (D["g_row"], D["g_col"])), shape=(n, n))
+    n = len(D["core"]) if key == "g" else len(idx)
+    graph = sp.coo_matrix((D[f"{key}_data"], (D[f"{key}_row"], D[f"{key}_col"])), shape=(n, n))
     t0 = time.time()
     result = train_student(X[idx], Y, graph, DEFAULTS["a"], DEFAULTS["b"], cfg)
     secs = time.time() - t0
     E = result.transform(X[D["te"]])
-    print(json.dumps({"dataset": dataset, "mode": "product", **kw, "seconds": round(secs),
+    print(json.dumps({"dataset": dataset, "mode": "product", "graph": "full" if key == "G" else "teacher", **kw, "seconds": round(secs),
                       **evaluate(D, E, result.transform(X[idx])),
                       "overlap_with_teacher": round(metrics.knn_overlap(E, D["Ete"], 15), 4)}), flush=True)
 

@@ -440,6 +440,8 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engines import ENGINES
+
     parser = argparse.ArgumentParser(prog="umap-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -463,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--input", required=True, help="input Parquet file (id, features[, label])")
     embed.add_argument("--output", required=True, help="output Parquet file (never the input, the artifact or under models/)")
     embed.add_argument("--home", default=None, help=f"project home whose models/ is protected (default ${HOME_ENV} or ./data)")
-    embed.add_argument("--engine", choices=["local", "spark"], default="local")
+    embed.add_argument("--engine", choices=list(ENGINES), default="local")
     embed.add_argument("--chunk-rows", type=int, default=65_536, help="rows per chunk (local engine)")
     embed.add_argument("--spark-master", default="local[2]", help="Spark master URL (spark engine)")
     embed.add_argument("--spark-conf", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help="Spark setting, repeatable")

@@ -13,22 +13,19 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .contract import SliceError, SliceSpec, open_parquet
-from .embed import EmbedStats, coordinate_names, embed_file, peak_rss_bytes
+from .contract import SliceError, SliceSpec, check_schema, open_parquet
+from .embed import EmbedStats, coordinate_names, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
 
-ENGINES = ("local", "spark")
 RUNTIME_MODULE = "umap_assets_runtime"
-
-
-def embed_local(artifact: str | Path, source: str | Path, destination: str | Path,
-                spec: SliceSpec = SliceSpec(), chunk_rows: int = 65_536) -> EmbedStats:
-    return embed_file(Projector.load(artifact), source, destination, spec=spec, chunk_rows=chunk_rows)
 
 
 class OutputPathError(ValueError):
@@ -61,19 +58,135 @@ def check_output_path(destination: str | Path, source: str | Path, artifact: str
     raise OutputPathError(f"output {destination}: refused: it {why}")
 
 
-def embed(engine: str, artifact: str | Path, source: str | Path, destination: str | Path,
+@dataclass(frozen=True)
+class EmbedJob:
+    """One embedding, checked before any engine runs: the artifact, the input, the output and its schema.
+
+    Built by :func:`prepare_job`, the one place where every engine's input is validated (the
+    contract's own schema checks, plus the artifact's dimension) and its output schema is decided
+    (:func:`umap_assets.embed.output_schema`).
+    """
+
+    blob: bytes  # the artifact file's bytes, as broadcast to Spark executors
+    projector: Projector
+    source: Path
+    destination: Path
+    spec: SliceSpec
+    schema: pa.Schema  # of the output file: id, x, y | x0..xk, [label], artifact_version
+
+
+class Engine(Protocol):
+    """Embeds a prepared job: writes ``job.destination`` atomically with ``job.schema``."""
+
+    name: str
+
+    def run(self, job: EmbedJob) -> EmbedStats: ...
+
+
+def prepare_job(artifact: str | Path, source: str | Path, destination: str | Path, spec: SliceSpec = SliceSpec(),
+                models_dirs: tuple[Path, ...] = ()) -> EmbedJob:
+    """Check the output path, the artifact and the input's schema; the output schema follows from them.
+
+    Raises
+    ------
+    OutputPathError, ArtifactError, SliceError
+        With one line that names the file and the problem.
+    """
+    destination = check_output_path(destination, source, artifact, models_dirs)
+    projector = Projector.load(artifact)
+    source = Path(source)
+    schema = open_parquet(source).schema_arrow
+    check_schema(source, schema, spec)
+    dim = len(spec.feature_columns) if spec.feature_columns else getattr(schema.field(spec.features_column).type,
+                                                                         "list_size", None)
+    if dim is not None and dim != projector.input_dim:
+        raise SliceError(source, f"features have dimension {dim}, but the artifact expects dimension {projector.input_dim}")
+
+    def canonical(name: str) -> pa.DataType | None:  # ids and labels are stored as int64 or string
+        if name not in schema.names:
+            return None
+        return pa.int64() if pa.types.is_integer(schema.field(name).type) else pa.string()
+
+    out = output_schema(projector.n_components, canonical(spec.id_column), canonical(spec.label_column))
+    return EmbedJob(Path(artifact).read_bytes(), projector, source, destination, spec, out)
+
+
+@dataclass(frozen=True)
+class LocalEngine:
+    """Streams the slice through the artifact in this process, ``chunk_rows`` at a time (flat memory)."""
+
+    chunk_rows: int = 65_536
+    name: str = "local"
+
+    def run(self, job: EmbedJob) -> EmbedStats:
+        return embed_file(job.projector, job.source, job.destination, spec=job.spec, chunk_rows=self.chunk_rows)
+
+
+@dataclass(frozen=True)
+class SparkEngine:
+    """Runs the artifact on Spark: its bytes broadcast once, partitions transformed with ``mapInPandas``.
+
+    Executors need numpy and pandas, not torch and not this package: the runtime module is shipped
+    to them with ``addPyFile``. ``spark`` reuses a running session instead of building one from
+    ``master`` and ``conf``.
+    """
+
+    master: str = "local[2]"
+    conf: dict[str, str] = field(default_factory=dict)
+    spark: Any = None
+    name: str = "spark"
+
+    def run(self, job: EmbedJob) -> EmbedStats:
+        started = time.perf_counter()
+        spark = self.spark or spark_session(self.master, self.conf)
+        shipped = Path(tempfile.mkdtemp(prefix="umap-assets-spark-")) / f"{RUNTIME_MODULE}.py"
+        shutil.copy(Path(__file__).with_name("runtime.py"), shipped)
+        spark.sparkContext.addPyFile(str(shipped))
+        scratch = Path(tempfile.mkdtemp(prefix="umap-assets-spark-out-", dir=job.destination.parent
+                                        if job.destination.parent.exists() else None))
+        try:
+            mapped = _spark_frame(spark, job)
+            mapped.write.mode("overwrite").parquet(str(scratch / "out"))
+            rows = _merge_parts(sorted((scratch / "out").glob("part-*.parquet")), job.destination)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(shipped.parent, ignore_errors=True)
+        return EmbedStats(rows, time.perf_counter() - started, peak_rss_bytes(), job.projector.version,
+                          str(job.destination))
+
+
+ENGINES: dict[str, type] = {"local": LocalEngine, "spark": SparkEngine}
+
+
+def engine_named(name: str, *, chunk_rows: int = 65_536, master: str = "local[2]",
+                 conf: dict[str, str] | None = None) -> Engine:
+    """The engine called ``name`` (a key of :data:`ENGINES`) with its own settings; the others are ignored."""
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {tuple(ENGINES)}, got {name!r}")
+    return LocalEngine(chunk_rows) if name == "local" else SparkEngine(master, dict(conf or {}))
+
+
+def embed(engine: str | Engine, artifact: str | Path, source: str | Path, destination: str | Path,
           spec: SliceSpec = SliceSpec(), *, chunk_rows: int = 65_536, master: str = "local[2]",
           conf: dict[str, str] | None = None, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
-    """Embed every row of ``source`` into ``destination`` with the named engine (one of :data:`ENGINES`).
+    """Embed every row of ``source`` into ``destination`` with an :class:`Engine` (or one named in :data:`ENGINES`).
 
-    ``destination`` is checked first (:func:`check_output_path`).
+    Every engine gets the same checked job (:func:`prepare_job`) and writes the same schema atomically.
     """
-    check_output_path(destination, source, artifact, models_dirs)
-    if engine == "local":
-        return embed_local(artifact, source, destination, spec=spec, chunk_rows=chunk_rows)
-    if engine == "spark":
-        return embed_spark(artifact, source, destination, spec=spec, master=master, conf=conf)
-    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if isinstance(engine, str):
+        engine = engine_named(engine, chunk_rows=chunk_rows, master=master, conf=conf)
+    return engine.run(prepare_job(artifact, source, destination, spec, models_dirs))
+
+
+def embed_local(artifact: str | Path, source: str | Path, destination: str | Path,
+                spec: SliceSpec = SliceSpec(), chunk_rows: int = 65_536) -> EmbedStats:
+    return embed(LocalEngine(chunk_rows), artifact, source, destination, spec)
+
+
+def embed_spark(artifact: str | Path, source: str | Path, destination: str | Path, *, spec: SliceSpec = SliceSpec(),
+                master: str = "local[2]", conf: dict[str, str] | None = None, spark=None) -> EmbedStats:
+    """Embed ``source`` on Spark; the result is written as one Parquet file like the local engine's."""
+    return embed(SparkEngine(master, dict(conf or {}), spark), artifact, source, destination, spec)
 
 
 def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
@@ -96,57 +209,18 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None, 
     return builder.getOrCreate()
 
 
-def _check_input(projector: Projector, source: Path, spec: SliceSpec) -> bool:
-    """Refuse an input the artifact cannot read; returns whether it has a label column."""
-    pf = open_parquet(source)
-    names = pf.schema_arrow.names
-    if spec.id_column not in names:
-        raise SliceError(source, f"missing id column '{spec.id_column}' (found columns: {sorted(names)})")
-    if spec.features_column not in names:
-        raise SliceError(source, f"missing features: expected a list column '{spec.features_column}'")
-    t = pf.schema_arrow.field(spec.features_column).type
-    size = getattr(t, "list_size", None)
-    if size is not None and size != projector.input_dim:
-        raise SliceError(source, f"features have dimension {size}, but the artifact expects dimension {projector.input_dim}")
-    return spec.label_column in names
-
-
-def embed_spark(
-    artifact: str | Path,
-    source: str | Path,
-    destination: str | Path,
-    *,
-    spec: SliceSpec = SliceSpec(),
-    master: str = "local[2]",
-    conf: dict[str, str] | None = None,
-    spark=None,
-) -> EmbedStats:
-    """Embed ``source`` on Spark; the result is written as one Parquet file like the local engine's."""
+def _spark_frame(spark, job: EmbedJob):
+    """The job's input as a Spark DataFrame mapped through the broadcast artifact, in ``job.schema``."""
     import numpy as np
     import pandas as pd
+    from pyspark.sql.pandas.types import from_arrow_schema
 
-    source, destination = Path(source), Path(destination)
-    started = time.perf_counter()
-    blob = Path(artifact).read_bytes()
-    projector = Projector.from_bytes(blob, source=str(artifact))  # refuse a bad artifact on the driver
-    has_label = _check_input(projector, source, spec)
-    spark = spark or spark_session(master, conf)
-    sc = spark.sparkContext
-    shipped = Path(tempfile.mkdtemp(prefix="umap-assets-spark-")) / f"{RUNTIME_MODULE}.py"
-    shutil.copy(Path(__file__).with_name("runtime.py"), shipped)
-    sc.addPyFile(str(shipped))
-    broadcast = sc.broadcast(blob)
-    version = projector.version
-    names = coordinate_names(projector.n_components)
-    df = spark.read.parquet(str(source))
-    id_type = dict(df.dtypes)[spec.id_column]
-    cols = [spec.id_column, spec.features_column] + ([spec.label_column] if has_label else [])
-    label_type = dict(df.dtypes)[spec.label_column] if has_label else None
-    schema = ", ".join(
-        [f"id {id_type}"] + [f"{n} float" for n in names]
-        + ([f"label {label_type}"] if has_label else []) + ["artifact_version string"]
-    )
-    id_col, feat_col, label_col = spec.id_column, spec.features_column, spec.label_column
+    broadcast = spark.sparkContext.broadcast(job.blob)
+    version, spec, schema = job.projector.version, job.spec, job.schema
+    names = coordinate_names(job.projector.n_components)
+    has_label = "label" in schema.names
+    feature_cols = list(spec.feature_columns or [spec.features_column])
+    cols = [spec.id_column, *feature_cols] + ([spec.label_column] if has_label else [])
 
     def transform_partition(batches):
         import umap_assets_runtime as rt
@@ -158,27 +232,19 @@ def embed_spark(
         for pdf in batches:
             if len(pdf) == 0:
                 continue
-            X = np.stack(pdf[feat_col].to_numpy()).astype(np.float32, copy=False)
+            X = (pdf[feature_cols].to_numpy(np.float32) if spec.feature_columns
+                 else np.stack(pdf[feature_cols[0]].to_numpy()).astype(np.float32, copy=False))
             if not np.isfinite(X).all():
                 raise ValueError("features hold NaN or inf")
             E = proj.transform(X)
-            out = {"id": pdf[id_col].to_numpy()}
-            for i, n in enumerate(names):
-                out[n] = E[:, i]
+            out = {"id": pdf[spec.id_column].to_numpy(), **{n: E[:, i] for i, n in enumerate(names)}}
             if has_label:
-                out["label"] = pdf[label_col].to_numpy()
+                out["label"] = pdf[spec.label_column].to_numpy()
             out["artifact_version"] = version
             yield pd.DataFrame(out)
 
-    result = df.select(*cols).mapInPandas(transform_partition, schema=schema)
-    scratch = Path(tempfile.mkdtemp(prefix="umap-assets-spark-out-", dir=destination.parent if destination.parent.exists() else None))
-    try:
-        result.write.mode("overwrite").parquet(str(scratch / "out"))
-        rows = _merge_parts(sorted((scratch / "out").glob("part-*.parquet")), destination)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(shipped.parent, ignore_errors=True)
-    return EmbedStats(rows, time.perf_counter() - started, peak_rss_bytes(), version, str(destination))
+    frame = spark.read.parquet(str(job.source)).select(*cols)
+    return frame.mapInPandas(transform_partition, schema=from_arrow_schema(schema))
 
 
 def _merge_parts(parts: list[Path], destination: Path) -> int:
@@ -203,5 +269,6 @@ def _merge_parts(parts: list[Path], destination: Path) -> int:
     return rows
 
 
-__all__ = ["ENGINES", "embed", "embed_local", "embed_spark", "spark_session", "check_output_path", "ArtifactError",
+__all__ = ["ENGINES", "EmbedJob", "Engine", "LocalEngine", "SparkEngine", "prepare_job", "engine_named", "embed", "embed_local", "embed_spark",
+           "spark_session", "check_output_path", "ArtifactError",
            "OutputPathError"]

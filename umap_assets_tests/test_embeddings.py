@@ -151,3 +151,23 @@ def test_spark_engine_matches_local(projector_file, tmp_path):
     assert (a["id"] == b["id"]).all() and (a["label"] == b["label"]).all()
     np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-5, rtol=0)
     assert (b["artifact_version"] == Projector.load(projector_file).version).all()
+
+
+def test_every_engine_gets_one_checked_job(projector_file, tmp_path):
+    """``prepare_job`` validates the input before an engine runs, and decides the schema it writes."""
+    from umap_assets.engines import LocalEngine, embed, prepare_job
+
+    class Refusing:  # an engine that must never be reached with a bad input
+        name = "refusing"
+
+        def run(self, job):
+            raise AssertionError("ran on an input prepare_job should have refused")
+
+    wrong, _ = _slice(tmp_path / "wrongdim.parquet", 50, dim=8)
+    with pytest.raises(SliceError, match="dimension 8, but the artifact expects dimension 16"):
+        embed(Refusing(), projector_file, wrong, tmp_path / "never.parquet")
+    assert not (tmp_path / "never.parquet").exists()
+    src, _ = _slice(tmp_path / "in.parquet", 300)
+    job = prepare_job(projector_file, src, tmp_path / "out.parquet")
+    stats = LocalEngine(chunk_rows=128).run(job)
+    assert stats.rows == 300 and pq.read_schema(tmp_path / "out.parquet").equals(job.schema, check_metadata=False)

@@ -83,11 +83,16 @@ class EmbeddingEngine(dg.ConfigurableResource):
     spark_master: str = "local[2]"
     spark_conf: dict[str, str] = {}
 
+    def build(self):
+        """The :class:`umap_assets.engines.Engine` this resource names, with its settings."""
+        from ..engines import engine_named
+
+        return engine_named(self.engine, chunk_rows=self.chunk_rows, master=self.spark_master, conf=self.spark_conf)
+
     def embed(self, artifact: str, source: str, destination: str, spec: SliceSpec = SliceSpec()):
         from ..engines import embed
 
-        return embed(self.engine, artifact, source, destination, spec, chunk_rows=self.chunk_rows,
-                     master=self.spark_master, conf=self.spark_conf)
+        return embed(self.build(), artifact, source, destination, spec)
 
 
 @dg.definitions

@@ -317,35 +317,11 @@ def build_artifact(
         nonzero positions), ``scale{i}`` (float16, shape (out, ceil(in / group))) and ``bias{i}`` (float32).
     """
     arrays: dict[str, np.ndarray] = {}
-    specs = []
-    for i, layer in enumerate(layers):
-        out_dim, in_dim = layer.weight.shape
-        if float_output_layer and i == len(layers) - 1:
-            arrays[f"w{i}"] = layer.weight.astype(np.float32)
-            arrays[f"bias{i}"] = layer.bias.astype(np.float32)
-            specs.append({"in": int(in_dim), "out": int(out_dim), "activation": layer.activation, "dtype": "float32",
-                          "sparse": False, "zero_fraction": round(float((layer.weight == 0).mean()), 4)})
-            continue
-        q, scale = quantize_grouped(layer.weight, group)
-        scale = scale.astype(np.float16).astype(np.float32)  # stored in half precision: 1e-3 relative
-        bias = layer.bias.astype(np.float64)
-        if layer.input_mean is not None:
-            # bias correction: make the quantized layer exact at the mean input, so the rounding
-            # error of W does not turn into an offset when inputs sit far from the origin
-            error = q.astype(np.float64) * np.repeat(scale, group, axis=1)[:, :in_dim] - layer.weight
-            bias = bias - error @ layer.input_mean.astype(np.float64)
-        zeros = float((q == 0).mean())
-        sparse = zeros >= sparse_min_fraction
-        if sparse:
-            nz = q.reshape(-1) != 0
-            arrays[f"mask{i}"] = np.packbits(nz)
-            arrays[f"q{i}"] = q.reshape(-1)[nz]
-        else:
-            arrays[f"q{i}"] = q
-        arrays[f"scale{i}"] = scale.astype(np.float16)
-        arrays[f"bias{i}"] = bias.astype(np.float32)
-        specs.append({"in": int(in_dim), "out": int(out_dim), "activation": layer.activation,
-                      "sparse": sparse, "zero_fraction": round(zeros, 4), "dtype": "int8", "group": int(group)})
+    specs = [
+        _float_layer(i, layer, arrays) if float_output_layer and i == len(layers) - 1
+        else _int8_layer(i, layer, arrays, group, sparse_min_fraction)
+        for i, layer in enumerate(layers)
+    ]
     manifest = {
         "kind": "umap-assets/projector",
         "input_dim": int(layers[0].weight.shape[1]),
@@ -361,3 +337,38 @@ def build_artifact(
         **(extra or {}),
     }
     return write_container(manifest, arrays)
+
+
+def _float_layer(i: int, layer: FloatLayer, arrays: dict[str, np.ndarray]) -> dict:
+    """Store layer ``i`` in float32 (``w{i}``, ``bias{i}``); return its manifest entry."""
+    out_dim, in_dim = layer.weight.shape
+    arrays[f"w{i}"] = layer.weight.astype(np.float32)
+    arrays[f"bias{i}"] = layer.bias.astype(np.float32)
+    return {"in": int(in_dim), "out": int(out_dim), "activation": layer.activation, "dtype": "float32",
+            "sparse": False, "zero_fraction": round(float((layer.weight == 0).mean()), 4)}
+
+
+def _int8_layer(i: int, layer: FloatLayer, arrays: dict[str, np.ndarray], group: int, sparse_min_fraction: float) -> dict:
+    """Store layer ``i`` as grouped int8 (``q{i}``, ``scale{i}``, ``bias{i}``, ``mask{i}`` when sparse);
+    return its manifest entry."""
+    out_dim, in_dim = layer.weight.shape
+    q, scale = quantize_grouped(layer.weight, group)
+    scale = scale.astype(np.float16).astype(np.float32)  # stored in half precision: 1e-3 relative
+    bias = layer.bias.astype(np.float64)
+    if layer.input_mean is not None:
+        # bias correction: make the quantized layer exact at the mean input, so the rounding
+        # error of W does not turn into an offset when inputs sit far from the origin
+        error = q.astype(np.float64) * np.repeat(scale, group, axis=1)[:, :in_dim] - layer.weight
+        bias = bias - error @ layer.input_mean.astype(np.float64)
+    zeros = float((q == 0).mean())
+    sparse = zeros >= sparse_min_fraction
+    if sparse:
+        nz = q.reshape(-1) != 0
+        arrays[f"mask{i}"] = np.packbits(nz)
+        arrays[f"q{i}"] = q.reshape(-1)[nz]
+    else:
+        arrays[f"q{i}"] = q
+    arrays[f"scale{i}"] = scale.astype(np.float16)
+    arrays[f"bias{i}"] = bias.astype(np.float32)
+    return {"in": int(in_dim), "out": int(out_dim), "activation": layer.activation,
+            "sparse": sparse, "zero_fraction": round(zeros, 4), "dtype": "int8", "group": int(group)}

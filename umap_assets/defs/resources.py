@@ -62,8 +62,11 @@ class SliceContract(dg.ConfigurableResource):
 class QualityGates(dg.ConfigurableResource):
     """Thresholds of the blocking gates on ``quality_report`` that decide whether ``model`` promotes the artifact."""
 
-    trust_tolerance: float = 0.01  # artifact trustworthiness >= teacher - tolerance (bench/RESULTS.md: the student is not yet within 0.005)
-    knn_accuracy_tolerance: float = 0.05  # artifact 10-NN accuracy >= teacher - tolerance (labelled data); the student is 0.03 short on Fashion-MNIST (bench/RESULTS.md)
+    # defaults from bench/RESULTS.md (session 5): on Fashion-MNIST, digits and a synthetic set the artifact
+    # is 0.0007-0.0023 below its teacher at trust@15 (the product's promise is 0.005) and 0.012 below to
+    # 0.006 above it in 10-NN accuracy
+    trust_tolerance: float = 0.005  # artifact trustworthiness@k >= teacher's - tolerance
+    knn_accuracy_tolerance: float = 0.02  # artifact 10-NN accuracy >= teacher's - tolerance (labelled data)
     min_student_overlap: float = 0.95  # artifact kNN overlap with the float student
     k: int = 15
     max_rows: int = 10_000  # validation rows the report and the gates measure on (seeded subsample)

@@ -67,7 +67,7 @@ class EmbedJob:
     (:func:`umap_assets.embed.output_schema`).
     """
 
-    blob: bytes  # the artifact file's bytes, as broadcast to Spark executors
+    artifact: Path  # the artifact file (the Spark engine broadcasts its bytes)
     projector: Projector
     source: Path
     destination: Path
@@ -108,7 +108,7 @@ def prepare_job(artifact: str | Path, source: str | Path, destination: str | Pat
         return pa.int64() if pa.types.is_integer(schema.field(name).type) else pa.string()
 
     out = output_schema(projector.n_components, canonical(spec.id_column), canonical(spec.label_column))
-    return EmbedJob(Path(artifact).read_bytes(), projector, source, destination, spec, out)
+    return EmbedJob(Path(artifact), projector, source, destination, spec, out)
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def _spark_frame(spark, job: EmbedJob):
     import pandas as pd
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    broadcast = spark.sparkContext.broadcast(job.blob)
+    broadcast = spark.sparkContext.broadcast(job.artifact.read_bytes())
     version, spec, schema = job.projector.version, job.spec, job.schema
     names = coordinate_names(job.projector.n_components)
     has_label = "label" in schema.names

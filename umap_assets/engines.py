@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,8 +115,8 @@ def prepare_job(artifact: str | Path, source: str | Path, destination: str | Pat
 class LocalEngine:
     """Streams the slice through the artifact in this process, ``chunk_rows`` at a time (flat memory)."""
 
+    name: ClassVar[str] = "local"
     chunk_rows: int = 65_536
-    name: str = "local"
 
     def run(self, job: EmbedJob) -> EmbedStats:
         return embed_file(job.projector, job.source, job.destination, spec=job.spec, chunk_rows=self.chunk_rows)
@@ -131,10 +131,10 @@ class SparkEngine:
     ``master`` and ``conf``.
     """
 
+    name: ClassVar[str] = "spark"
     master: str = "local[2]"
     conf: dict[str, str] = field(default_factory=dict)
     spark: Any = None
-    name: str = "spark"
 
     def run(self, job: EmbedJob) -> EmbedStats:
         started = time.perf_counter()
@@ -155,15 +155,18 @@ class SparkEngine:
                           str(job.destination))
 
 
-ENGINES: dict[str, type] = {"local": LocalEngine, "spark": SparkEngine}
+#: The engines' names, as the CLI's ``--engine`` and the resource's ``engine`` take them.
+ENGINES: tuple[str, ...] = (LocalEngine.name, SparkEngine.name)
 
 
 def engine_named(name: str, *, chunk_rows: int = 65_536, master: str = "local[2]",
                  conf: dict[str, str] | None = None) -> Engine:
-    """The engine called ``name`` (a key of :data:`ENGINES`) with its own settings; the others are ignored."""
-    if name not in ENGINES:
-        raise ValueError(f"engine must be one of {tuple(ENGINES)}, got {name!r}")
-    return LocalEngine(chunk_rows) if name == "local" else SparkEngine(master, dict(conf or {}))
+    """The engine called ``name`` (one of :data:`ENGINES`) with its own settings; the others are ignored."""
+    if name == LocalEngine.name:
+        return LocalEngine(chunk_rows)
+    if name == SparkEngine.name:
+        return SparkEngine(master, dict(conf or {}))
+    raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
 
 
 def embed(engine: str | Engine, artifact: str | Path, source: str | Path, destination: str | Path,

@@ -38,7 +38,8 @@ def write_slices(home: Path, rows: int, dim: int, slice_rows: int) -> None:
         write_slice(incoming / f"synthetic_{i:04d}.parquet", np.arange(start, start + n), X, y)
 
 
-def run_sampled(cmd: list[str], log: Path, every_s: float = 0.2) -> tuple[int, float, int, list[tuple[float, int]]]:
+def run_sampled(cmd: list[str], log: Path, every_s: float = 0.2, cwd: Path | None = None
+                ) -> tuple[int, float, int, list[tuple[float, int]]]:
     """Run ``cmd``, sampling its resident memory; returns (exit code, wall s, peak RSS KiB, samples).
 
     The peak is the kernel's ``ru_maxrss`` of the child; the samples (epoch seconds, KiB) let the
@@ -47,7 +48,7 @@ def run_sampled(cmd: list[str], log: Path, every_s: float = 0.2) -> tuple[int, f
     samples: list[tuple[float, int]] = []
     started = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:

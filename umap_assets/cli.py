@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import LockTimeout, held_lock
-from .contract import SliceSpec
+from .contract import CHUNK_ROWS, SliceSpec
 from .defs.errors import root_cause
 from .home import HOME_ENV, Layout
 
@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--output", required=True, help="output Parquet file (never the input, the artifact or under models/)")
     embed.add_argument("--home", default=None, help=f"project home whose models/ is protected (default ${HOME_ENV} or ./data)")
     embed.add_argument("--engine", choices=list(ENGINES), default="local")
-    embed.add_argument("--chunk-rows", type=int, default=65_536, help="rows per chunk (local engine)")
+    embed.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, help="rows per chunk (local engine)")
     embed.add_argument("--spark-master", default="local[2]", help="Spark master URL (spark engine)")
     embed.add_argument("--spark-conf", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help="Spark setting, repeatable")
     add_slice_spec_arguments(embed)

@@ -19,6 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+#: Rows per chunk wherever a slice is streamed: 16,384 rows of 784 float32 features are 50 MB, so a
+#: reader holds a few of them whatever the size of the file (bench/RESULTS.md, issue 12).
+CHUNK_ROWS = 16_384
+#: Bytes the Parquet reader buffers per column: it reads pages as it decodes them instead of whole
+#: column chunks (``pre_buffer`` off), so a file with huge row groups still streams in flat memory.
+READ_BUFFER_BYTES = 1 << 20
+
 _UNSAFE_KEY_CHARS = re.compile(r"[,|\[\]\s\x00-\x1f\x7f]+|\.{3,}")  # Dagster refuses these in keys
 
 
@@ -139,13 +146,19 @@ def features_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(-1, d), dtype=np.float32)
 
 
+def parquet_reader(path: str | Path) -> pq.ParquetFile:
+    """A Parquet file opened for streaming: pages are read as they are decoded (bounded buffers)."""
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+
+
 def open_parquet(path: Path) -> pq.ParquetFile:
+    """A slice file opened with :func:`parquet_reader`; :class:`SliceError` when it is missing, empty or not Parquet."""
     if not path.exists():
         raise SliceError(path, "file not found")
     if path.stat().st_size == 0:
         raise SliceError(path, "empty file (0 bytes); expected a Parquet file")
     try:
-        return pq.ParquetFile(path)
+        return parquet_reader(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SliceError(path, f"not a Parquet file ({exc})") from exc
 
@@ -233,7 +246,7 @@ def iter_validated_batches(
     spec: SliceSpec = SliceSpec(),
     *,
     expected_dim: int | None = None,
-    batch_rows: int = 65_536,
+    batch_rows: int = CHUNK_ROWS,
     summary: SliceSummary | None = None,
     expected_dim_source: str = "the other slices have",
     check_unique_ids: bool = True,

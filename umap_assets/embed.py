@@ -2,14 +2,18 @@
 
 Shared by the ``embeddings`` asset, the ``umap-assets embed`` command and the engines. Rows are read
 in chunks (``pyarrow.ParquetFile.iter_batches``), validated, transformed with the numpy runtime and
-written chunk by chunk to a temporary file that is renamed into place at the end.
+written chunk by chunk to a temporary file that is renamed into place at the end. Reading runs one
+chunk ahead in a background thread (Arrow's decoding and numpy's matmul both release the GIL), and
+at most ``PREFETCH`` chunks wait between the two, so memory stays flat whatever the file's size.
 """
 
 from __future__ import annotations
 
+import queue
 import resource
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, sweep_stale_temps
-from .contract import SliceSpec, iter_validated_batches
+from .contract import CHUNK_ROWS, SliceSpec, iter_validated_batches
 from .runtime import Projector
 
 
@@ -54,7 +58,7 @@ def embedding_batch(ids: pa.Array, coords: np.ndarray, labels: pa.Array | None, 
     arrays = [ids] + [pa.array(coords[:, i], type=pa.float32()) for i in range(coords.shape[1])]
     if labels is not None:
         arrays.append(labels)
-    arrays.append(pa.array([version] * len(ids), type=pa.string()))
+    arrays.append(pa.repeat(pa.scalar(version, pa.string()), len(ids)))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -93,13 +97,61 @@ class RssSampler:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
+#: Chunks read ahead of the transform.
+PREFETCH = 2
+
+
+def prefetched(items: Iterable, depth: int = PREFETCH) -> Iterator:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
+
+    An exception raised while producing is raised in the consumer, at the item it replaced; when
+    the consumer stops early the producer stops at its next item.
+    """
+    done = object()
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put((done, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            box.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = box.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
 def embed_file(
     projector: Projector,
     source: str | Path,
     destination: str | Path,
     *,
     spec: SliceSpec = SliceSpec(),
-    chunk_rows: int = 65_536,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> EmbedStats:
     """Embed every row of ``source`` into ``destination`` (id, x, y | x0..xk, label, artifact_version)."""
     source, destination = Path(source), Path(destination)
@@ -109,10 +161,10 @@ def embed_file(
     writer: pq.ParquetWriter | None = None
     with RssSampler() as rss, atomic_path(destination) as tmp:
         try:
-            for batch in iter_validated_batches(
+            for batch in prefetched(iter_validated_batches(
                 source, spec, expected_dim=projector.input_dim, batch_rows=chunk_rows,
                 expected_dim_source="the artifact expects", check_unique_ids=False,
-            ):
+            )):
                 coords = projector.transform(batch.features)
                 out = embedding_batch(batch.ids, coords, batch.labels, projector.version)
                 if writer is None:

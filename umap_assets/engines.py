@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .contract import SliceError, SliceSpec, check_schema, open_parquet
+from .contract import CHUNK_ROWS, SliceError, SliceSpec, check_schema, open_parquet, parquet_reader
 from .embed import EmbedStats, coordinate_names, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
 
@@ -116,7 +116,7 @@ class LocalEngine:
     """Streams the slice through the artifact in this process, ``chunk_rows`` at a time (flat memory)."""
 
     name: ClassVar[str] = "local"
-    chunk_rows: int = 65_536
+    chunk_rows: int = CHUNK_ROWS
 
     def run(self, job: EmbedJob) -> EmbedStats:
         return embed_file(job.projector, job.source, job.destination, spec=job.spec, chunk_rows=self.chunk_rows)
@@ -159,7 +159,7 @@ class SparkEngine:
 ENGINES: tuple[str, ...] = (LocalEngine.name, SparkEngine.name)
 
 
-def engine_named(name: str, *, chunk_rows: int = 65_536, master: str = "local[2]",
+def engine_named(name: str, *, chunk_rows: int = CHUNK_ROWS, master: str = "local[2]",
                  conf: dict[str, str] | None = None) -> Engine:
     """The engine called ``name`` (one of :data:`ENGINES`) with its own settings; the others are ignored."""
     if name == LocalEngine.name:
@@ -170,7 +170,7 @@ def engine_named(name: str, *, chunk_rows: int = 65_536, master: str = "local[2]
 
 
 def embed(engine: str | Engine, artifact: str | Path, source: str | Path, destination: str | Path,
-          spec: SliceSpec = SliceSpec(), *, chunk_rows: int = 65_536, master: str = "local[2]",
+          spec: SliceSpec = SliceSpec(), *, chunk_rows: int = CHUNK_ROWS, master: str = "local[2]",
           conf: dict[str, str] | None = None, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
     """Embed every row of ``source`` into ``destination`` with an :class:`Engine` (or one named in :data:`ENGINES`).
 
@@ -182,7 +182,7 @@ def embed(engine: str | Engine, artifact: str | Path, source: str | Path, destin
 
 
 def embed_local(artifact: str | Path, source: str | Path, destination: str | Path,
-                spec: SliceSpec = SliceSpec(), chunk_rows: int = 65_536) -> EmbedStats:
+                spec: SliceSpec = SliceSpec(), chunk_rows: int = CHUNK_ROWS) -> EmbedStats:
     return embed(LocalEngine(chunk_rows), artifact, source, destination, spec)
 
 
@@ -257,7 +257,7 @@ def _merge_parts(parts: list[Path], destination: Path) -> int:
     with atomic_path(destination) as tmp:
         try:
             for part in parts:
-                pf = pq.ParquetFile(part)
+                pf = parquet_reader(part)
                 for i in range(pf.num_row_groups):
                     table = pf.read_row_group(i)
                     if writer is None:

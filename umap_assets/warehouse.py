@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, held_lock, is_temp_name, sweep_stale_temps
-from .contract import SliceSpec, SliceSummary, iter_validated_batches
+from .contract import CHUNK_ROWS, SliceSpec, SliceSummary, iter_validated_batches, parquet_reader
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -51,7 +51,7 @@ def write_canonical_slice(
     spec: SliceSpec = SliceSpec(),
     *,
     expected_dim: int | None = None,
-    batch_rows: int = 65_536,
+    batch_rows: int = CHUNK_ROWS,
 ) -> SliceSummary:
     """Validate ``source`` chunk by chunk and write it in canonical form to ``destination``.
 
@@ -85,14 +85,14 @@ def write_table(table: pa.Table, destination: Path) -> int:
 
 
 def take_rows(
-    path: Path, positions: np.ndarray, columns: list[str] | None = None, *, batch_rows: int = 65_536
+    path: Path, positions: np.ndarray, columns: list[str] | None = None, *, batch_rows: int = CHUNK_ROWS
 ) -> pa.Table:
     """The rows at sorted, unique ``positions`` of a Parquet file, in that order.
 
     Reads one batch at a time and skips row groups that hold none of the positions, so memory
     holds the chosen rows and one batch, never the whole file.
     """
-    pf = pq.ParquetFile(path)
+    pf = parquet_reader(path)
     positions = np.asarray(positions, dtype=np.int64)
     if len(positions) and (np.any(np.diff(positions) <= 0) or positions[0] < 0
                            or positions[-1] >= pf.metadata.num_rows):

@@ -10,7 +10,7 @@ import pytest
 from umap_assets.cli import main
 from umap_assets.contract import SliceError
 from umap_assets.demo_data import synthetic_chunk, write_slice
-from umap_assets.embed import embed_file
+from umap_assets.embed import embed_file, prefetched
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, train_student
 from umap_assets.runtime import Projector
@@ -42,6 +42,32 @@ def test_streaming_transform_equals_one_shot(projector_file, tmp_path):
     np.testing.assert_allclose(got, proj.transform(X), rtol=1e-5, atol=1e-5)
     assert set(out.column("artifact_version").to_pylist()) == {proj.version}
     assert np.array_equal(out.column("id").to_numpy(), np.arange(10_000))
+
+
+def test_prefetch_keeps_order_raises_in_the_consumer_and_stops_early():
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise SliceError("x.parquet", "bad row 7")
+
+    got = []
+    with pytest.raises(SliceError, match="bad row 7"):
+        for item in prefetched(broken()):
+            got.append(item)
+    assert got == [1], "the items before the failure arrive first"
+
+    produced = []
+
+    def endless():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    for item in prefetched(endless(), depth=2):
+        if item == 3:
+            break
+    assert len(produced) <= 3 + 2 + 2, "the producer stops a few items after the consumer"
 
 
 def test_memory_stays_flat_on_a_slice_much_larger_than_a_chunk(projector_file, tmp_path):

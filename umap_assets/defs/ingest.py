@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import is_temp_name
-from ..contract import SliceError, features_matrix, file_identity, partition_key_for
+from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, parquet_reader, partition_key_for
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
 from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
@@ -155,7 +155,7 @@ def samples(
     wh = warehouse.warehouse()
     source = wh.table_path("raw_slices", key)
     seed = derive_seed(config.seed, key)
-    source_file = pq.ParquetFile(source)
+    source_file = parquet_reader(source)
     n_rows = source_file.metadata.num_rows
     if "label" in source_file.schema_arrow.names:
         strata_kind = "label"
@@ -215,7 +215,7 @@ def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, see
     model = ClusterStrata(config.n_clusters, config.pca_dim, seed).fit(X_fit)
     parts = [
         model.predict(features_matrix(batch.column("features")))
-        for batch in pq.ParquetFile(source).iter_batches(batch_size=65_536, columns=["features"])
+        for batch in parquet_reader(source).iter_batches(batch_size=CHUNK_ROWS, columns=["features"])
     ]
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from ..contract import SliceSpec
+from ..contract import CHUNK_ROWS, SliceSpec
 from ..home import Layout
 from ..home_contract import HomeContract
 from ..warehouse import Warehouse
@@ -82,7 +82,7 @@ class EmbeddingEngine(dg.ConfigurableResource):
     """
 
     engine: str = "local"
-    chunk_rows: int = 65_536
+    chunk_rows: int = CHUNK_ROWS
     spark_master: str = "local[2]"
     spark_conf: dict[str, str] = {}
 

@@ -193,21 +193,29 @@ def embed_spark(artifact: str | Path, source: str | Path, destination: str | Pat
 
 
 def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
-    """A SparkSession with a quiet UI and loopback networking unless ``conf`` says otherwise."""
+    """A SparkSession for ``master`` (``local[N]``, ``spark://host:port``, ``yarn``, ``k8s://...``) with ``conf`` on top.
+
+    A quiet UI, Arrow transfers, and loopback networking when the master is on this machine. The
+    executors' Python is the driver's own interpreter unless ``conf`` names one (see below).
+    """
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(master).appName(app_name)
     defaults = {
         "spark.ui.enabled": "false",
-        "spark.driver.host": "127.0.0.1",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.shuffle.partitions": "4",
     }
-    if master.startswith("local"):
-        # local workers run this interpreter, so they see the same numpy and pandas
-        defaults["spark.pyspark.python"] = sys.executable
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    for key, value in {**defaults, **(conf or {})}.items():
+    if master.startswith("local") or any(h in master for h in ("//127.0.0.1:", "//localhost:")):
+        defaults["spark.driver.host"] = "127.0.0.1"  # executors on this machine reach the driver on loopback
+    settings = {**defaults, **(conf or {})}
+    # The job brings its executors' interpreter: PySpark sends the driver's PYSPARK_PYTHON with every
+    # task. By default it is this interpreter, which holds numpy, pandas and pyarrow; that serves
+    # local mode and any cluster whose workers share this machine's file system. For other clusters
+    # ship a packed environment: spark.archives=env.tar.gz#env, spark.pyspark.python=./env/bin/python.
+    python = settings.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable
+    settings["spark.pyspark.python"] = os.environ["PYSPARK_PYTHON"] = python
+    for key, value in settings.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
 

@@ -179,6 +179,31 @@ def test_spark_engine_matches_local(projector_file, tmp_path):
     assert (b["artifact_version"] == Projector.load(projector_file).version).all()
 
 
+@pytest.mark.spark
+def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, tmp_path):
+    """A real standalone master and two workers (pyspark's own launcher), nothing configured by hand."""
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("a Spark cluster needs Java, and this machine has none")
+    from umap_assets.engines import SparkEngine, embed, embed_local, spark_session
+    from umap_assets.spark_cluster import standalone_cluster
+
+    src, _ = _slice(tmp_path / "in.parquet", 20_000)
+    embed_local(projector_file, src, tmp_path / "local.parquet")
+    with standalone_cluster(workers=2, log_dir=tmp_path / "spark") as master:
+        spark = spark_session(master, {"spark.default.parallelism": "4"})
+        try:
+            stats = embed(SparkEngine(master, spark=spark), projector_file, src, tmp_path / "cluster.parquet")
+            executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # less the driver
+        finally:
+            spark.stop()
+    assert stats.rows == 20_000 and executors == 2
+    a = pq.read_table(tmp_path / "local.parquet").to_pandas().sort_values("id").reset_index(drop=True)
+    b = pq.read_table(tmp_path / "cluster.parquet").to_pandas().sort_values("id").reset_index(drop=True)
+    assert (a["id"] == b["id"]).all() and (a["label"] == b["label"]).all()
+    np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)
+
+
 def test_every_engine_gets_one_checked_job(projector_file, tmp_path):
     """``prepare_job`` validates the input before an engine runs, and decides the schema it writes."""
     from umap_assets.engines import LocalEngine, embed, prepare_job

@@ -109,3 +109,17 @@ def test_knn_correct_matches_accuracy():
     y = np.array([0, 0, 1, 1])
     correct = metrics.knn_correct(E, y, np.array([[0, 0.5], [10, 10.5]]), np.array([0, 0]), k=2)
     assert correct.tolist() == [True, False]
+
+
+def test_shared_neighbourhood_pass_equals_each_metric_alone():
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 4, size=(300, 10)).astype(float)  # equal distances too
+    maps = {"good": X[:, :2] + rng.normal(scale=0.2, size=(300, 2)), "poor": rng.normal(size=(300, 2))}
+    got = metrics.neighbourhood_scores(X, maps, k=12, k_small=5)
+    for name, E in maps.items():
+        assert np.array_equal(got[name]["trust_penalties"], metrics.trustworthiness_penalties(X, E, 12))
+        assert got[name]["trustworthiness"] == metrics.trustworthiness(X, E, 12)
+        assert got[name]["trustworthiness@5"] == metrics.trustworthiness(X, E, 5)
+        assert got[name]["continuity"] == metrics.continuity(X, E, 12)
+        assert got[name]["knn_recall"] == metrics.knn_recall(X, E, 12)
+    assert got["good"]["trustworthiness"] > got["poor"]["trustworthiness"] + 0.1

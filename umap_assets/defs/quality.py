@@ -132,20 +132,19 @@ def per_class_markdown(rows: list[dict]) -> str:
 def measure(models: dict, X: np.ndarray, labels, train_rows, k: int) -> tuple[dict, dict, dict]:
     """Every metric of every model on the validation rows ``X``: (report, maps, per-row scores)."""
     X_train, y_train = train_rows
-    report, maps, scores = {}, {}, {}
+    maps, rates = {}, {}
+    for name, (fn, _, _) in models.items():
+        maps[name], rates[name] = _timed_transform(fn, X)
+    neighbourhoods = metrics.neighbourhood_scores(X, maps, k)  # one pass over the input's distances
+    report, scores = {}, {}
     for name, (fn, train_map, size) in models.items():
-        E, rate = _timed_transform(fn, X)
-        maps[name] = E
-        penalties = metrics.trustworthiness_penalties(X, E, k)
-        s = {"trust_rows": metrics.trustworthiness_row_scores(penalties, k)}
-        m = {"trustworthiness": float(s["trust_rows"].mean()),
-             "trustworthiness@5": metrics.trustworthiness(X, E, min(5, k)),
-             "continuity": metrics.continuity(X, E, k), "knn_recall": metrics.knn_recall(X, E, k),
-             "spearman": metrics.distance_spearman(X, E)}
+        E, nb = maps[name], neighbourhoods[name]
+        s = {"trust_rows": metrics.trustworthiness_row_scores(nb.pop("trust_penalties"), k)}
+        m = {**nb, "spearman": metrics.distance_spearman(X, E)}
         if labels is not None and y_train is not None:
             s["correct"] = metrics.knn_correct(fn(X_train) if train_map is None else train_map, y_train, E, labels)
             m["knn_accuracy"] = float(s["correct"].mean())
-        report[name] = {**m, "transform_rows_per_s": rate, "size_bytes": int(size)}
+        report[name] = {**m, "transform_rows_per_s": rates[name], "size_bytes": int(size)}
         scores[name] = s
     return report, maps, scores
 

@@ -37,15 +37,64 @@ def subsample(n: int, max_rows: int = 10_000, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
 
 
+def rank_penalties(X: np.ndarray, neighbour_sets: list[np.ndarray], *, working_memory: int = 64) -> list[np.ndarray]:
+    """Each row's penalty for each set of neighbours: how far past ``k`` they rank among its nearest rows in ``X``.
+
+    The penalty of a row is the sum over its ``k`` given neighbours of ``max(rank - k, 0)``, where
+    ``rank`` (1-based) orders the other rows by their distance in ``X``; equal distances are ranked
+    by row index, as a stable sort would. With the neighbours of a map this is the trustworthiness
+    penalty; with the input's own neighbours and the map as ``X``, the continuity penalty. Several
+    sets (maps, or values of ``k``) share one pass over the distances.
+
+    The distances are computed and sorted in blocks of rows
+    (``sklearn.metrics.pairwise_distances_chunked``), so memory stays near ``working_memory`` MiB.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The space the ranks are taken in.
+    neighbour_sets : list of ndarray of int, each of shape (n, k_i)
+        Each row's neighbours (row positions, not the row itself), one array per set.
+    working_memory : int, default 64
+        Memory for one block of distances, in MiB.
+
+    Returns
+    -------
+    list of ndarray of int64, shape (n,)
+        One per set, in order.
+    """
+    n = len(X)
+    columns = np.arange(n)
+    widths = [s.shape[1] for s in neighbour_sets]
+    cuts = np.cumsum(widths)[:-1]
+
+    def block(D: np.ndarray, start: int) -> np.ndarray:
+        rows = np.arange(len(D))
+        D[rows, start + rows] = np.inf  # a row is not its own neighbour
+        nbrs = np.concatenate([s[start : start + len(D)] for s in neighbour_sets], axis=1)
+        d = np.take_along_axis(D, nbrs, axis=1)
+        S = np.sort(D, axis=1)
+        below, equal = np.empty_like(nbrs), np.empty_like(nbrs)
+        for i in range(len(D)):
+            below[i] = np.searchsorted(S[i], d[i], "left")
+            equal[i] = np.searchsorted(S[i], d[i], "right") - below[i]
+        rank = below + 1
+        for i, j in zip(*np.nonzero(equal > 1)):  # ties: the ones with a lower row index rank first
+            rank[i, j] += int(((D[i] == d[i, j]) & (columns < nbrs[i, j])).sum())
+        return np.stack([np.maximum(r - k, 0).sum(axis=1) for r, k in zip(np.split(rank, cuts, axis=1), widths)], 1)
+
+    blocks = list(pairwise_distances_chunked(X, reduce_func=block, working_memory=working_memory))
+    out = np.concatenate(blocks).astype(np.int64)
+    return [out[:, i] for i in range(len(neighbour_sets))]
+
+
 def trustworthiness_penalties(X: np.ndarray, E: np.ndarray, k: int = 15, *, working_memory: int = 64) -> np.ndarray:
     """Each row's trustworthiness penalty.
 
     The penalty is the sum over the row's ``k`` map neighbours of how far past ``k`` they rank
-    among its true neighbours (0 when every map neighbour is a true neighbour).
-
-    Computed over blocks of rows (``sklearn.metrics.pairwise_distances_chunked``), so memory stays
-    near ``working_memory`` MiB instead of two n x n matrices (1.6 GB for 10k rows). Equal
-    distances are ranked by row index (a stable sort); scikit-learn leaves their order to its sort.
+    among its true neighbours (0 when every map neighbour is a true neighbour); see
+    :func:`rank_penalties`, which computes it in row blocks and ranks equal distances by row index
+    (scikit-learn leaves their order to its sort).
 
     Parameters
     ----------
@@ -67,27 +116,14 @@ def trustworthiness_penalties(X: np.ndarray, E: np.ndarray, k: int = 15, *, work
     ValueError
         If ``k`` is not in (0, n / 2).
     """
-    n = len(X)
+    check_k(len(X), k)
+    return rank_penalties(X, [knn_indices(E, k)], working_memory=working_memory)[0]
+
+
+def check_k(n: int, k: int) -> None:
+    """Raise ValueError unless ``0 < k < n / 2`` (the range where trustworthiness is defined)."""
     if not 0 < k < n / 2:
         raise ValueError(f"k must be in (0, n/2) for n={n} rows, got {k}")
-    neighbours = knn_indices(E, k)
-    columns = np.arange(n)
-
-    def penalties(D: np.ndarray, start: int) -> np.ndarray:
-        rows = np.arange(len(D))
-        D[rows, start + rows] = np.inf  # a row is not its own neighbour
-        nbrs = neighbours[start : start + len(D)]
-        d_map = np.take_along_axis(D, nbrs, axis=1)
-        out = np.zeros(len(D), dtype=np.int64)
-        for j in range(k):
-            # rank (1-based) of the map's j-th neighbour among the row's true neighbours; equal
-            # distances are ranked by row index, as a stable sort would
-            d, idx = d_map[:, j : j + 1], nbrs[:, j : j + 1]
-            rank = (D < d).sum(axis=1) + ((D == d) & (columns < idx)).sum(axis=1) + 1
-            out += np.maximum(rank - k, 0)
-        return out
-
-    return np.concatenate(list(pairwise_distances_chunked(X, reduce_func=penalties, working_memory=working_memory)))
 
 
 def trustworthiness_row_scores(penalties: np.ndarray, k: int) -> np.ndarray:
@@ -183,6 +219,47 @@ def continuity(X: np.ndarray, E: np.ndarray, k: int = 15) -> float:
         If ``k`` is not in (0, n / 2).
     """
     return trustworthiness(E, X, k)
+
+
+def neighbourhood_scores(X: np.ndarray, maps: dict[str, np.ndarray], k: int = 15, k_small: int = 5) -> dict[str, dict]:
+    """Trustworthiness at ``k`` and ``k_small``, continuity and kNN recall of several maps of the same rows.
+
+    The same values as :func:`trustworthiness`, :func:`continuity` and :func:`knn_recall`, for a
+    fraction of the cost: the input's distances are computed and sorted once for every map and both
+    values of ``k``, and its kNN once.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The rows in the input space.
+    maps : dict of str to ndarray of shape (n, m)
+        Maps of the same rows, by name.
+    k : int, default 15
+        Neighbourhood size, ``0 < k < n / 2``.
+    k_small : int, default 5
+        The second neighbourhood size for trustworthiness (capped at ``k``).
+
+    Returns
+    -------
+    dict of str to dict
+        For each map: ``"trust_penalties"`` (per-row penalties at ``k``, for
+        :func:`trustworthiness_row_scores`), ``"trustworthiness"``, ``"trustworthiness@5"`` (at
+        ``k_small``), ``"continuity"`` and ``"knn_recall"``.
+    """
+    check_k(len(X), k)
+    k_small = min(k_small, k)
+    near = {name: knn_indices(E, k) for name, E in maps.items()}
+    sets = [s for name in maps for s in (near[name], near[name][:, :k_small])]
+    penalties = rank_penalties(X, sets)
+    true_near = knn_indices(X, k)
+    out = {}
+    for i, (name, E) in enumerate(maps.items()):
+        p_k, p_small = penalties[2 * i], penalties[2 * i + 1]
+        out[name] = {"trust_penalties": p_k, "trustworthiness": trustworthiness_from_penalties(p_k, k),
+                     "trustworthiness@5": trustworthiness_from_penalties(p_small, k_small),
+                     "continuity": trustworthiness_from_penalties(rank_penalties(E, [true_near])[0], k),
+                     "knn_recall": set_overlap(true_near, near[name])}
+    return out
 
 
 def knn_indices(A: np.ndarray, k: int) -> np.ndarray:

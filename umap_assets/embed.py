@@ -39,6 +39,13 @@ class EmbedStats:
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
+    def metadata(self, engine: str) -> dict:
+        """The ``embeddings`` materialization's metadata for this run, made by ``engine``."""
+        return {"dagster/row_count": self.rows, "rows_per_s": round(self.rows_per_s, 1), "seconds": round(self.seconds, 3),
+                "peak_rss_mb": round(self.peak_rss_bytes / 2**20, 1),
+                "rss_growth_mb": round(max(self.peak_rss_bytes - self.start_rss_bytes, 0) / 2**20, 1),
+                "artifact_version": self.artifact_version, "engine": engine}
+
 
 def coordinate_names(n_components: int) -> list[str]:
     return ["x", "y"] if n_components == 2 else [f"x{i}" for i in range(n_components)]

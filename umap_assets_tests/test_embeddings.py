@@ -204,6 +204,43 @@ def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, t
     np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)
 
 
+@pytest.mark.spark
+def test_embeddings_asset_runs_spark_in_its_own_process_through_pipes(projector_file, tmp_path):
+    """``SparkEmbedding`` launches the Spark driver with Dagster Pipes: its logs and metadata reach the run."""
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java, and this machine has none")
+    import dagster as dg
+
+    from umap_assets.defs.embeddings import embeddings
+    from umap_assets.defs.model import store_of
+    from umap_assets.defs.resources import SparkEmbedding, WarehouseResource
+    from umap_assets.engines import embed_local
+
+    warehouse = WarehouseResource(home=str(tmp_path / "home"))
+    store, wh = store_of(warehouse), warehouse.warehouse()
+    store.artifact_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(projector_file, store.artifact_path)
+    source = wh.table_path("raw_slices", "s1")
+    source.parent.mkdir(parents=True, exist_ok=True)
+    _slice(source, 3000)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("slices", ["s1"])
+        result = dg.materialize([embeddings], partition_key="s1", instance=instance, resources={
+            "warehouse": warehouse, "embedding_engine": SparkEmbedding(master="local[2]")})
+        logs = [e.message for e in instance.all_logs(result.run_id)]
+    assert result.success
+    metadata = result.asset_materializations_for_node("embeddings")[0].metadata
+    assert metadata["engine"].value == "spark" and metadata["dagster/row_count"].value == 3000
+    assert metadata["artifact_version"].value == Projector.load(projector_file).version
+    assert metadata["rows_per_s"].value > 0
+    assert any("spark: embedding" in m for m in logs) and any("rows/s" in m for m in logs), "the driver's logs reach the run"
+    embed_local(projector_file, source, tmp_path / "local.parquet")
+    a = pq.read_table(tmp_path / "local.parquet").to_pandas().sort_values("id").reset_index(drop=True)
+    b = pq.read_table(wh.table_path("embeddings", "s1")).to_pandas().sort_values("id").reset_index(drop=True)
+    np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)
+
+
 def test_every_engine_gets_one_checked_job(projector_file, tmp_path):
     """``prepare_job`` validates the input before an engine runs, and decides the schema it writes."""
     from umap_assets.engines import LocalEngine, embed, prepare_job

@@ -10,7 +10,7 @@ from umap_assets.defs.embeddings import embeddings
 from umap_assets.defs.model import artifact, coreset, student, teacher
 from umap_assets.defs.promotion import model
 from umap_assets.defs.quality import quality_report_gates, quality_report
-from umap_assets.defs.resources import EmbeddingEngine, QualityGates, SliceContract, WarehouseResource
+from umap_assets.defs.resources import LocalEmbedding, QualityGates, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
 from umap_assets.warehouse import Warehouse, connect
 from umap_assets.runtime import Projector
@@ -114,7 +114,7 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
 
     home, keys = digits_home
     resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": DIGITS_GATES,
-                 "embedding_engine": EmbeddingEngine(chunk_rows=100), "contract": SliceContract()}
+                 "embedding_engine": LocalEmbedding(chunk_rows=100), "contract": SliceContract()}
     all_assets = dg.Definitions(assets=[raw_slices, samples, *TRAIN, embeddings], resources=resources)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("slices", keys)

@@ -1,7 +1,5 @@
 """``embeddings``: the map coordinates of every row of every slice."""
 
-import time
-
 import dagster as dg
 
 from ..runtime import Projector
@@ -41,24 +39,13 @@ def embeddings(
     if not store.artifact_path.exists():
         raise dg.Failure(f"no promoted artifact at {store.artifact_path}; run `train_model` and let its checks pass")
     version = Projector.load(store.artifact_path).version
-    started = time.perf_counter()
-    stats = embedding_engine.embed(
-        str(store.artifact_path), str(wh.table_path("raw_slices", key)), str(wh.table_path("embeddings", key))
-    )
-    seconds = time.perf_counter() - started
+    destination = wh.table_path("embeddings", key)
+    metadata = embedding_engine.embed(context, str(store.artifact_path), str(wh.table_path("raw_slices", key)),
+                                      str(destination))
     if not has_embeddings_view(wh):  # the view globs every slice's file: only the first needs a rebuild
         publish_catalog(wh)
     return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": stats.rows,
-            "rows_per_s": round(stats.rows / seconds, 1) if seconds else 0.0,
-            "seconds": round(seconds, 3),
-            "peak_rss_mb": round(stats.peak_rss_bytes / 2**20, 1),
-            "rss_growth_mb": round(max(stats.peak_rss_bytes - stats.start_rss_bytes, 0) / 2**20, 1),
-            "artifact_version": version,
-            "engine": embedding_engine.engine,
-            "path": dg.MetadataValue.path(stats.output),
-        },
+        metadata={**metadata, "path": dg.MetadataValue.path(str(destination))},
         data_version=dg.DataVersion(f"{version}:{key}"),
     )
 

@@ -74,33 +74,60 @@ class QualityGates(dg.ConfigurableResource):
 
 
 class EmbeddingEngine(dg.ConfigurableResource):
-    """Where ``embeddings`` runs: ``local`` (streaming in the run's process) or ``spark``.
+    """Where ``embeddings`` runs: bind :class:`LocalEmbedding` (the default) or :class:`SparkEmbedding`.
 
-    For a cluster, set ``spark_master`` (for example ``spark://host:7077``, ``yarn`` or
-    ``k8s://https://host:443``) and any Spark settings in ``spark_conf``; install the extra with
-    ``pip install "umap-assets[spark]"`` on the driver. Executors need numpy and pandas only.
+    ``embed`` writes one slice's embeddings and returns the materialization's metadata (rows,
+    rows/s, seconds, artifact version, engine, memory).
     """
 
-    engine: str = "local"
+    def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} does not embed; bind LocalEmbedding or SparkEmbedding")
+
+
+class LocalEmbedding(EmbeddingEngine):
+    """Streams each slice through the artifact in the run's own process, ``chunk_rows`` at a time."""
+
     chunk_rows: int = CHUNK_ROWS
-    spark_master: str = "local[2]"
-    spark_conf: dict[str, str] = {}
 
-    def build(self):
-        """The :class:`umap_assets.engines.Engine` this resource names, with its settings."""
-        from ..engines import engine_named
+    def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
+        from ..engines import LocalEngine, embed
 
-        return engine_named(self.engine, chunk_rows=self.chunk_rows, master=self.spark_master, conf=self.spark_conf)
+        return embed(LocalEngine(self.chunk_rows), artifact, source, destination).metadata(LocalEngine.name)
 
-    def embed(self, artifact: str, source: str, destination: str, spec: SliceSpec = SliceSpec()):
-        from ..engines import embed
 
-        return embed(self.build(), artifact, source, destination, spec)
+class SparkEmbedding(EmbeddingEngine):
+    """Runs each slice on Spark, in a process of its own launched with Dagster Pipes.
+
+    The driver (``python -m umap_assets.spark_job``) streams its logs and its materialization's
+    metadata back to the run. ``master`` is any Spark master URL (``local[N]``, ``spark://host:7077``,
+    ``yarn``, ``k8s://https://host:443``); ``conf`` holds Spark settings. Executors need numpy,
+    pandas and pyarrow, not torch and not this package (see :mod:`umap_assets.engines`).
+    """
+
+    master: str = "local[2]"
+    conf: dict[str, str] = {}
+
+    def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
+        import sys
+
+        extras = {"artifact": artifact, "source": source, "destination": destination, "master": self.master,
+                  "conf": dict(self.conf)}
+        done = dg.PipesSubprocessClient().run(context=context, extras=extras,
+                                               command=[sys.executable, "-m", "umap_assets.spark_job"])
+        return dict(done.get_materialize_result().metadata)
+
+
+def embedding_engine_from_env() -> EmbeddingEngine:
+    """:class:`SparkEmbedding` on ``$UMAP_ASSETS_SPARK_MASTER`` when it is set, else :class:`LocalEmbedding`."""
+    import os
+
+    master = os.environ.get("UMAP_ASSETS_SPARK_MASTER")
+    return SparkEmbedding(master=master) if master else LocalEmbedding()
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "quality_gates": QualityGates(),
-                   "embedding_engine": EmbeddingEngine()}
+                   "embedding_engine": embedding_engine_from_env()}
     )

@@ -56,6 +56,10 @@ class StudentConfig:
         Negative pairs per edge in the UMAP cross-entropy.
     coord_weight : float
         Weight of the squared error to the teacher's (normalised) coordinates.
+    edge_coord_weight : float
+        Weight of each graph edge's head and tail in that squared error, against 1 for each row of
+        the coordinate batch: the edges' rows are forwarded for the cross-entropy anyway, so their
+        coordinates are free targets; 0 leaves them to the cross-entropy alone.
     graph_weight : float
         Weight of the UMAP cross-entropy; 0 trains without it (``mix_weight`` still uses the graph's edges).
     repulsion_strength : float
@@ -87,6 +91,7 @@ class StudentConfig:
     edge_batch_size: int = 1024  # graph edges per step
     negative_samples: int = 5
     coord_weight: float = 1.0
+    edge_coord_weight: float = 0.0
     graph_weight: float = 0.5
     repulsion_strength: float = 1.0
     learning_rate: float = 2e-3
@@ -451,6 +456,10 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
     out = model(batch)
     nr = len(rows)
     coord = (out[:nr] - T[rows]).pow(2).sum(1).mean()
+    if graph_on and config.edge_coord_weight > 0:  # the heads' and tails' coordinates, forwarded anyway
+        ne, w = len(heads), config.edge_coord_weight
+        ends = (out[nr : nr + 2 * ne] - torch.cat([T[heads], T[tails]])).pow(2).sum(1).mean()
+        coord = (nr * coord + 2 * ne * w * ends) / (nr + 2 * ne * w)
     loss, parts_out = config.coord_weight * coord, {"coord": coord.item(), "graph": 0.0}
     rest = out[nr:]
     if graph_on:

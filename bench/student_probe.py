@@ -121,19 +121,16 @@ def train(D, c):
     return f, time.time() - t0
 
 
-def product(D, dataset, overrides):
-    """Train the product's own student (``distill.train_student``, ``StudentConfig`` plus overrides)."""
+def parse_overrides(overrides: list[str]) -> dict:
+    """``key=value`` strings as :class:`StudentConfig` keyword arguments, typed like its defaults."""
     import dataclasses
-    import scipy.sparse as sp
-    from umap_assets.numerics.distill import StudentConfig, train_student
+
+    from umap_assets.numerics.distill import StudentConfig
 
     fields = {f.name: f for f in dataclasses.fields(StudentConfig)}
-    kw, key = {}, "g"
+    kw = {}
     for kv in overrides:
         k, v = kv.split("=", 1)
-        if k == "graph":  # graph=full: the fuzzy kNN graph of every training row, not the teacher's
-            key = "G" if v == "full" else "g"
-            continue
         default = fields[k].default
         if isinstance(default, tuple):
             kw[k] = tuple(int(h) for h in v.split(","))
@@ -141,6 +138,16 @@ def product(D, dataset, overrides):
             kw[k] = v.lower() in ("1", "true", "yes")
         else:
             kw[k] = type(default)(v) if default is not None else int(v)
+    return kw
+
+
+def product(D, dataset, overrides):
+    """Train the product's own student (``distill.train_student``, ``StudentConfig`` plus overrides)."""
+    import scipy.sparse as sp
+    from umap_assets.numerics.distill import StudentConfig, train_student
+
+    key = "G" if "graph=full" in overrides else "g"  # the fuzzy kNN graph of every training row, not the teacher's
+    kw = parse_overrides([kv for kv in overrides if not kv.startswith("graph=")])
     cfg = StudentConfig(**kw)
     idx = np.concatenate([D["core"], D["extra"]])
     X = D["X"].astype(np.float32)

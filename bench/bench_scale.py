@@ -47,30 +47,34 @@ def write_slices(home: Path, rows: int, dim: int, slice_rows: int) -> None:
         write_slice(incoming / f"synthetic_{i:04d}.parquet", np.arange(start, start + n), X, y)
 
 
-def run_sampled(cmd: list[str], log: Path, every_s: float = 0.2, cwd: Path | None = None
+def run_sampled(cmd: list[str], log: Path, every_s: float = 0.1, cwd: Path | None = None
                 ) -> tuple[int, float, int, list[tuple[float, int]]]:
     """Run ``cmd``, sampling its resident memory; returns (exit code, wall s, peak RSS KiB, samples).
 
-    The peak is the kernel's ``ru_maxrss`` of the child; the samples (epoch seconds, KiB) let the
-    peak be attributed to the Dagster step that was running at the time.
+    The peak is the child's ``VmHWM`` (the kernel's high-water mark of its RSS since ``exec``), read
+    with every sample; the kernel's ``ru_maxrss`` of a forked child also counts the parent's pages
+    from before the ``exec``, so it says more about this process than about the command. The
+    samples (epoch seconds, ``VmRSS`` KiB) let the peak be attributed to the Dagster step that was
+    running at the time.
     """
     samples: list[tuple[float, int]] = []
+    peak = 0
     started = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
             try:
                 with open(f"/proc/{proc.pid}/status") as fh:
-                    kib = int(fh.read().split("VmRSS:")[1].split()[0])
-                samples.append((time.time(), kib))
+                    status_text = fh.read()
+                if proc.poll() is None:  # not yet a zombie, whose figures are gone
+                    peak = max(peak, int(status_text.split("VmHWM:")[1].split()[0]))
+                    samples.append((time.time(), int(status_text.split("VmRSS:")[1].split()[0])))
             except (FileNotFoundError, IndexError):
                 pass
+            if proc.poll() is not None:
+                break
             time.sleep(every_s)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - started, usage.ru_maxrss, samples
+    return proc.returncode, time.perf_counter() - started, peak, samples
 
 
 def step_stats(home: Path, samples: list[tuple[float, int]]) -> tuple[dict[str, float], dict[str, int]]:

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-#: Rows per chunk wherever a slice is streamed: 16,384 rows of 784 float32 features are 50 MB, so a
+#: Rows per chunk wherever a slice is streamed: 8,192 rows of 784 float32 features are 26 MB, so a
 #: reader holds a few of them whatever the size of the file (bench/RESULTS.md, issue 12).
-CHUNK_ROWS = 16_384
+CHUNK_ROWS = 8_192
 #: Bytes the Parquet reader buffers per column: it reads pages as it decodes them instead of whole
 #: column chunks (``pre_buffer`` off), so a file with huge row groups still streams in flat memory.
 READ_BUFFER_BYTES = 1 << 20

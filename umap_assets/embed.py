@@ -105,7 +105,7 @@ class RssSampler:
 
 
 #: Chunks read ahead of the transform.
-PREFETCH = 2
+PREFETCH = 1
 
 
 def prefetched(items: Iterable, depth: int = PREFETCH) -> Iterator:

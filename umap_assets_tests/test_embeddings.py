@@ -204,18 +204,13 @@ def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, t
     np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)
 
 
-@pytest.mark.spark
-def test_embeddings_asset_runs_spark_in_its_own_process_through_pipes(projector_file, tmp_path):
-    """``SparkEmbedding`` launches the Spark driver with Dagster Pipes: its logs and metadata reach the run."""
-    pytest.importorskip("pyspark")
-    if shutil.which("java") is None:
-        pytest.skip("Spark needs Java, and this machine has none")
+def _materialize_embeddings(projector_file, tmp_path, engine):
+    """Materialize ``embeddings`` for one slice with ``engine``; (result, log messages, output path)."""
     import dagster as dg
 
     from umap_assets.defs.embeddings import embeddings
     from umap_assets.defs.model import store_of
-    from umap_assets.defs.resources import SparkEmbedding, WarehouseResource
-    from umap_assets.engines import embed_local
+    from umap_assets.defs.resources import WarehouseResource
 
     warehouse = WarehouseResource(home=str(tmp_path / "home"))
     store, wh = store_of(warehouse), warehouse.warehouse()
@@ -226,18 +221,41 @@ def test_embeddings_asset_runs_spark_in_its_own_process_through_pipes(projector_
     _slice(source, 3000)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("slices", ["s1"])
-        result = dg.materialize([embeddings], partition_key="s1", instance=instance, resources={
-            "warehouse": warehouse, "embedding_engine": SparkEmbedding(master="local[2]")})
+        result = dg.materialize([embeddings], partition_key="s1", instance=instance,
+                                resources={"warehouse": warehouse, "embedding_engine": engine})
         logs = [e.message for e in instance.all_logs(result.run_id)]
     assert result.success
-    metadata = result.asset_materializations_for_node("embeddings")[0].metadata
+    return result.asset_materializations_for_node("embeddings")[0].metadata, logs, source, wh.table_path("embeddings", "s1")
+
+
+def test_embeddings_asset_embeds_in_its_own_process_through_pipes(projector_file, tmp_path):
+    """``LocalEmbedding`` runs ``umap_assets.embed_job`` with Dagster Pipes: its logs and metadata reach the run."""
+    from umap_assets.defs.resources import LocalEmbedding
+
+    metadata, logs, source, output = _materialize_embeddings(projector_file, tmp_path, LocalEmbedding(chunk_rows=500))
+    assert metadata["engine"].value == "local" and metadata["dagster/row_count"].value == 3000
+    assert metadata["artifact_version"].value == Projector.load(projector_file).version
+    assert 0 < metadata["peak_rss_mb"].value < 400, "the embedding process holds no torch, umap-learn or Dagster"
+    assert any("local: embedding" in m for m in logs) and any("rows/s" in m for m in logs), "its logs reach the run"
+    np.testing.assert_array_equal(pq.read_table(output).column("id").to_numpy(), np.arange(3000))
+
+
+@pytest.mark.spark
+def test_embeddings_asset_runs_spark_in_its_own_process_through_pipes(projector_file, tmp_path):
+    """``SparkEmbedding``: the launched process is the Spark driver; the output equals the local engine's."""
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java, and this machine has none")
+    from umap_assets.defs.resources import SparkEmbedding
+    from umap_assets.engines import embed_local
+
+    metadata, logs, source, output = _materialize_embeddings(projector_file, tmp_path, SparkEmbedding(master="local[2]"))
     assert metadata["engine"].value == "spark" and metadata["dagster/row_count"].value == 3000
     assert metadata["artifact_version"].value == Projector.load(projector_file).version
-    assert metadata["rows_per_s"].value > 0
-    assert any("spark: embedding" in m for m in logs) and any("rows/s" in m for m in logs), "the driver's logs reach the run"
+    assert any("spark: embedding" in m for m in logs) and any("rows/s" in m for m in logs)
     embed_local(projector_file, source, tmp_path / "local.parquet")
     a = pq.read_table(tmp_path / "local.parquet").to_pandas().sort_values("id").reset_index(drop=True)
-    b = pq.read_table(wh.table_path("embeddings", "s1")).to_pandas().sort_values("id").reset_index(drop=True)
+    b = pq.read_table(output).to_pandas().sort_values("id").reset_index(drop=True)
     np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)
 
 

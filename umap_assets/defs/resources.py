@@ -76,45 +76,47 @@ class QualityGates(dg.ConfigurableResource):
 class EmbeddingEngine(dg.ConfigurableResource):
     """Where ``embeddings`` runs: bind :class:`LocalEmbedding` (the default) or :class:`SparkEmbedding`.
 
-    ``embed`` writes one slice's embeddings and returns the materialization's metadata (rows,
-    rows/s, seconds, artifact version, engine, memory).
+    Either way the slice is embedded in a process of its own (``python -m umap_assets.embed_job``)
+    launched with Dagster Pipes: its logs and its metadata (rows, rows/s, peak memory, artifact
+    version) reach the run, and its memory is the embedding's alone, not the code location's.
     """
 
+    def settings(self) -> dict:
+        """The engine's name and settings, as :func:`umap_assets.engines.engine_named` takes them."""
+        raise NotImplementedError(f"{type(self).__name__} names no engine; bind LocalEmbedding or SparkEmbedding")
+
     def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
-        raise NotImplementedError(f"{type(self).__name__} does not embed; bind LocalEmbedding or SparkEmbedding")
+        """Embed ``source`` into ``destination``; returns the materialization's metadata."""
+        import sys
+
+        extras = {"artifact": artifact, "source": source, "destination": destination, **self.settings()}
+        done = dg.PipesSubprocessClient().run(context=context, extras=extras,
+                                              command=[sys.executable, "-m", "umap_assets.embed_job"])
+        return dict(done.get_materialize_result().metadata)
 
 
 class LocalEmbedding(EmbeddingEngine):
-    """Streams each slice through the artifact in the run's own process, ``chunk_rows`` at a time."""
+    """Streams each slice through the artifact, ``chunk_rows`` at a time, on this machine."""
 
     chunk_rows: int = CHUNK_ROWS
 
-    def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
-        from ..engines import LocalEngine, embed
-
-        return embed(LocalEngine(self.chunk_rows), artifact, source, destination).metadata(LocalEngine.name)
+    def settings(self) -> dict:
+        return {"engine": "local", "chunk_rows": self.chunk_rows}
 
 
 class SparkEmbedding(EmbeddingEngine):
-    """Runs each slice on Spark, in a process of its own launched with Dagster Pipes.
+    """Runs each slice on Spark; the launched process is the Spark driver.
 
-    The driver (``python -m umap_assets.spark_job``) streams its logs and its materialization's
-    metadata back to the run. ``master`` is any Spark master URL (``local[N]``, ``spark://host:7077``,
-    ``yarn``, ``k8s://https://host:443``); ``conf`` holds Spark settings. Executors need numpy,
-    pandas and pyarrow, not torch and not this package (see :mod:`umap_assets.engines`).
+    ``master`` is any Spark master URL (``local[N]``, ``spark://host:7077``, ``yarn``,
+    ``k8s://https://host:443``); ``conf`` holds Spark settings. Executors need numpy, pandas and
+    pyarrow, not torch and not this package (see :mod:`umap_assets.engines`).
     """
 
     master: str = "local[2]"
     conf: dict[str, str] = {}
 
-    def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
-        import sys
-
-        extras = {"artifact": artifact, "source": source, "destination": destination, "master": self.master,
-                  "conf": dict(self.conf)}
-        done = dg.PipesSubprocessClient().run(context=context, extras=extras,
-                                               command=[sys.executable, "-m", "umap_assets.spark_job"])
-        return dict(done.get_materialize_result().metadata)
+    def settings(self) -> dict:
+        return {"engine": "spark", "master": self.master, "conf": dict(self.conf)}
 
 
 def embedding_engine_from_env() -> EmbeddingEngine:

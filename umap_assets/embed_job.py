@@ -1,0 +1,35 @@
+"""One slice's embeddings in a process of its own, launched by the ``embeddings`` asset with Dagster Pipes.
+
+``python -m umap_assets.embed_job`` reads its job from the Pipes extras (``artifact``, ``source``,
+``destination``, ``engine`` and the engine's settings: ``chunk_rows`` for ``local``, ``master`` and
+``conf`` for ``spark``), runs it with :func:`umap_assets.engines.embed`, and reports its logs and the
+materialization's metadata (rows, rows/s, peak memory, artifact version) back to the run that
+launched it (:class:`umap_assets.defs.resources.EmbeddingEngine`).
+
+The process imports numpy, pyarrow and the runtime, not Dagster, torch or umap-learn, so the
+embedding's memory is its own: flat, whatever the slice's size (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+from dagster_pipes import open_dagster_pipes
+
+from .contract import CHUNK_ROWS
+from .engines import embed, engine_named
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        job = pipes.extras
+        engine = engine_named(job["engine"], chunk_rows=int(job.get("chunk_rows") or CHUNK_ROWS),
+                              master=job.get("master") or "local[2]", conf=dict(job.get("conf") or {}))
+        where = f" on {job['master']}" if job.get("master") else ""
+        pipes.log.info(f"{engine.name}: embedding {job['source']}{where}")
+        stats = embed(engine, job["artifact"], job["source"], job["destination"])
+        pipes.log.info(f"{engine.name}: {stats.rows:,} rows in {stats.seconds:.1f}s ({stats.rows_per_s:,.0f} rows/s, "
+                       f"peak {stats.peak_rss_bytes / 2**20:,.0f} MB) with artifact {stats.artifact_version}")
+        pipes.report_asset_materialization(metadata=stats.metadata(engine.name))
+
+
+if __name__ == "__main__":
+    main()

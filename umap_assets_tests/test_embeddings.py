@@ -157,29 +157,6 @@ def test_bad_rows_name_the_row(projector_file, tmp_path):
 
 
 @pytest.mark.spark
-def test_spark_engine_matches_local(projector_file, tmp_path):
-    pytest.importorskip("pyspark")
-    if shutil.which("java") is None:
-        pytest.fail("the Spark test needs Java (CI installs default-jre-headless)")
-    from umap_assets.engines import embed_local, embed_spark, spark_session
-
-    src, _ = _slice(tmp_path / "in.parquet", 5000)
-    embed_local(projector_file, src, tmp_path / "local.parquet")
-    spark = spark_session("local[2]")
-    try:
-        stats = embed_spark(projector_file, src, tmp_path / "spark.parquet", spark=spark)
-    finally:
-        spark.stop()
-    assert stats.rows == 5000
-    a = pq.read_table(tmp_path / "local.parquet").to_pandas().sort_values("id").reset_index(drop=True)
-    b = pq.read_table(tmp_path / "spark.parquet").to_pandas().sort_values("id").reset_index(drop=True)
-    assert list(a.columns) == list(b.columns)
-    assert (a["id"] == b["id"]).all() and (a["label"] == b["label"]).all()
-    np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-5, rtol=0)
-    assert (b["artifact_version"] == Projector.load(projector_file).version).all()
-
-
-@pytest.mark.spark
 def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, tmp_path):
     """A real standalone master and two workers (pyspark's own launcher), nothing configured by hand."""
     pytest.importorskip("pyspark")

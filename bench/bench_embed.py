@@ -15,24 +15,19 @@ and writes ``bench/out/embed.json``. The input files are deleted after each size
 """
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from umap_assets.contract import canonical_batch  # noqa: E402
 from umap_assets.runtime import Projector  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_scale import run_sampled  # noqa: E402
+from bench_scale import run_sampled, write_blocks  # noqa: E402
 
 
 def base_rows() -> tuple[np.ndarray, np.ndarray]:
@@ -45,20 +40,14 @@ def base_rows() -> tuple[np.ndarray, np.ndarray]:
 def write_input(path: Path, rows: int, X: np.ndarray, y: np.ndarray, group: int = 10_000) -> None:
     """``rows`` rows cycled from ``X`` plus small integer noise, written one row group at a time."""
     rng = np.random.default_rng(0)
-    writer = None
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+
+    def blocks():
         for start in range(0, rows, group):
-            n = min(group, rows - start)
-            pick = (np.arange(start, start + n)) % len(X)
-            block = X[pick] + rng.integers(0, 2, size=(n, X.shape[1])).astype(np.float32)
-            batch = canonical_batch(pa.array(np.arange(start, start + n, dtype=np.int64)), block, pa.array(y[pick]))
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, batch.schema, compression="zstd")
-            writer.write_batch(batch, row_group_size=group)
-    finally:
-        if writer is not None:
-            writer.close()
+            pick = np.arange(start, min(start + group, rows)) % len(X)
+            yield np.arange(start, start + len(pick)), X[pick] + rng.integers(0, 2, size=(len(pick), X.shape[1])).astype(np.float32), y[pick]
+
+    tmp = path.with_name(path.name + ".tmp")
+    write_blocks(tmp, blocks())
     tmp.rename(path)
 
 

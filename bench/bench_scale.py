@@ -96,26 +96,36 @@ def step_stats(home: Path, samples: list[tuple[float, int]]) -> tuple[dict[str, 
     return seconds, peaks
 
 
-def write_stream_file(path: Path, start: int, rows: int, dim: int, group: int = 500_000) -> None:
-    """``rows`` synthetic rows from ``start``, written one row group at a time (bounded memory)."""
+def write_blocks(path: Path, blocks) -> None:
+    """Write ``(ids, X, y)`` blocks to ``path`` in the canonical layout, one row group a block (bounded memory)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from umap_assets.contract import canonical_batch
-    from umap_assets.demo_data import synthetic_chunk
 
     writer = None
     try:
-        for s in range(start, start + rows, group):
-            n = min(group, start + rows - s)
-            X, y = synthetic_chunk(s, n, dim=dim, n_clusters=12, intrinsic_dim=3, seed=0)
-            batch = canonical_batch(pa.array(np.arange(s, s + n, dtype=np.int64)), X, pa.array(y.astype(np.int64)))
+        for ids, X, y in blocks:
+            batch = canonical_batch(pa.array(ids.astype(np.int64)), X, pa.array(y.astype(np.int64)))
             if writer is None:
                 writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
-            writer.write_batch(batch, row_group_size=group)
+            writer.write_batch(batch, row_group_size=len(ids))
     finally:
         if writer is not None:
             writer.close()
+
+
+def write_stream_file(path: Path, start: int, rows: int, dim: int, group: int = 500_000) -> None:
+    """``rows`` synthetic rows from ``start``, written one row group at a time."""
+    from umap_assets.demo_data import synthetic_chunk
+
+    def blocks():
+        for s in range(start, start + rows, group):
+            n = min(group, start + rows - s)
+            X, y = synthetic_chunk(s, n, dim=dim, n_clusters=12, intrinsic_dim=3, seed=0)
+            yield np.arange(s, s + n), X, y
+
+    write_blocks(path, blocks())
 
 
 def embed_stream(artifact: Path, total: int, dim: int, file_rows: int, work: Path) -> dict:

@@ -178,19 +178,22 @@ STAGES = ("ingest", "train", "embed")
 
 
 def run_pipeline(
-    home: str | None = None, *, say=print, force: bool = False, config: dict | None = None, until: str = "embed"
+    home: str | None = None, *, say=print, force: bool = False, retrain: bool = False, config: dict | None = None,
+    until: str = "embed",
 ) -> RunSummary:
-    """Register every slice in ``<home>/incoming`` and materialize the whole asset graph.
+    """Register every slice in ``<home>/incoming`` and materialize what is stale, the sensors' way.
 
-    ``config`` is run config: ``ops`` maps asset names to their config (``{"samples": {"config":
-    {"rate": 0.1}}}``), ``resources`` resource names to theirs (``{"quality_gates": {"config": {...}}}``).
-    It is checked against the definitions first (:class:`ConfigError`).
+    Ingest is ``new_slices_sensor``'s discovery; training follows ``training_sensor``'s rule (no
+    promoted model yet, or a new slice drifts), or ``retrain``; embedding redoes the slices whose
+    embeddings are older than their raw rows or the served model. ``config`` is run config: ``ops``
+    maps asset names to their config (``{"samples": {"config": {"rate": 0.1}}}``), ``resources``
+    resource names to theirs (``{"quality_gates": {"config": {...}}}``). It is checked against the
+    definitions first (:class:`ConfigError`).
     """
     import dagster as dg
 
     from .definitions import load_definitions
     from .atomic import sweep_stale_temps
-    from .model_store import ModelStore
 
     layout = Layout.at(home)
     prepare_instance_home(layout)
@@ -203,31 +206,96 @@ def run_pipeline(
         swept = sum(sweep_stale_temps(d) for d in _dirs(layout))
         if swept:
             say(f"  removed {swept} temp file(s) left by killed writers")
-        ingested = _ingest_incoming(defs, instance, layout, say, summary, config, force)
-        if not ingested:
+        fresh, current = _ingest_incoming(defs, instance, layout, say, summary, config, force)
+        if not fresh + current:
             say("no slice was ingested; nothing to train on")
             return summary
         if until == "ingest":
             return summary
-        if _has_job(defs, "train_model"):
-            say("train: coreset -> teacher -> student -> artifact -> quality_report -> model")
-            trained = _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, config)
-            if not trained and not ModelStore(layout).artifact_path.exists():
-                return summary  # nothing to serve yet; with a promoted model, embedding goes on
-        if until == "train":
+        if _has_job(defs, "train_model") and not _train(defs, instance, layout, say, summary, config, fresh, retrain):
+            return summary  # nothing to serve yet; with a promoted model, embedding goes on
+        if until == "train" or not _has_job(defs, "embed_slice"):
             return summary
-        if _has_job(defs, "embed_slice"):
-            say("embed: embeddings and drift, per slice")
-            embed = defs.resolve_job_def("embed_slice")
-            for key in ingested:
+        say("embed: embeddings and drift, per slice")
+        embed = defs.resolve_job_def("embed_slice")
+        stale = set(_stale_slices(instance, layout, fresh + current))
+        for key in fresh + current:
+            if key in stale:
                 _execute(embed, instance, say, f"embeddings[{key}]", summary, config, partition_key=key)
+            else:
+                say(f"  up to date  embeddings[{key}]")
     return summary
 
 
+def _train(defs, instance, layout: Layout, say, summary: RunSummary, config: dict | None, fresh: list[str],
+           retrain: bool) -> bool:
+    """Run ``train_model`` when ``training_sensor``'s rule (or ``retrain``) asks for it; True when a
+    model is served afterwards."""
+    from .model_store import ModelStore
+
+    served = ModelStore(layout).artifact_path.exists()
+    reason = ("asked for (--retrain)" if retrain else "no promoted model yet" if not served
+              else _drift_reason(defs, instance, layout, say, config, fresh))
+    if reason is None:
+        return True
+    say(f"train: coreset -> teacher -> student -> artifact -> quality_report -> model  ({reason})")
+    trained = _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, config,
+                       tags={"umap_assets/retrain_reason": reason})
+    return trained or ModelStore(layout).artifact_path.exists()
+
+
+def _drift_reason(defs, instance, layout: Layout, say, config: dict | None, fresh: list[str]) -> str | None:
+    """Measure ``drift`` of the newly ingested slices against the served model; the reason to retrain, or None."""
+    import dagster as dg
+
+    from .defs.automation import coverage_summary, retrain_reason
+    from .defs.drift import drift
+
+    if not fresh:
+        say("train: nothing new was ingested; the served model stays")
+        return None
+    say("drift: does the served model cover the new slices?")
+    job, measured, failed = defs.resolve_job_def("embed_slice"), {}, []
+    for key in fresh:  # a drift that cannot be measured asks for a new model; it fails no slice
+        if _execute(job, instance, say, f"drift[{key}]", RunSummary(log_path=layout.log_path), config,
+                    partition_key=key, asset_selection=[drift.key]):
+            page = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=drift.key, asset_partitions=[key]), limit=1)
+            measured[key] = page.records[0].asset_materialization.metadata
+        else:
+            failed.append(key)
+    reason = retrain_reason(measured, failed)
+    if reason is None:
+        say(f"train: {coverage_summary(measured)}; the served model stays")
+    return reason
+
+
+def _stale_slices(instance, layout: Layout, keys: list[str]) -> list[str]:
+    """The slices whose newest ``embeddings`` are missing, older than their ``raw_slices``, or of
+    another model than the served artifact (their data version starts with its version)."""
+    import dagster as dg
+
+    from .model_store import ModelStore
+    from .runtime import Projector
+
+    served = Projector.load(ModelStore(layout).artifact_path).version
+    stale = []
+    for key in keys:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("embeddings"), asset_partitions=[key]), limit=1)
+        record = page.records[0] if page.records else None
+        raw = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_slices"), asset_partitions=[key]), limit=1).records
+        if (record is None or (raw and raw[0].storage_id > record.storage_id)
+                or not record.asset_materialization.tags.get("dagster/data_version", "").startswith(f"{served}:")):
+            stale.append(key)
+    return stale
+
+
 def _ingest_incoming(defs, instance, layout: Layout, say, summary: RunSummary, config: dict | None,
-                     force: bool) -> list[str]:
+                     force: bool) -> tuple[list[str], list[str]]:
     """Discover ``<home>/incoming`` the sensor's way, register new partitions, and ingest what is
-    ready; return the keys of every slice that is ingested now or already was."""
+    ready; return the keys of the slices ingested now, and of those that already were."""
     from .defs.discovery import discover_slices, ingest_tags, look
     from .defs.partitions import slices_partitions
 
@@ -243,19 +311,20 @@ def _ingest_incoming(defs, instance, layout: Layout, say, summary: RunSummary, c
         instance.add_dynamic_partitions(slices_partitions.name, new)
     say("ingest: raw_slices + samples, per slice")
     ingest = defs.resolve_job_def("ingest_slice")
-    ingested: list[str] = []
+    fresh: list[str] = []
+    current: list[str] = []
     for item in found.up_to_date:
         if not (layout.warehouse / "samples" / f"{item.key}.parquet").exists():
             found.ready.append(item)  # its samples never landed: ingest again
             continue
         summary.skipped.append(item.path.name)
-        ingested.append(item.key)
+        current.append(item.key)
         say(f"  up to date  {item.path.name}")
     for item in found.ready:
         if _execute(ingest, instance, say, item.path.name, summary, config, partition_key=item.key,
                     tags=ingest_tags(item)):
-            ingested.append(item.key)
-    return ingested
+            fresh.append(item.key)
+    return fresh, current
 
 
 def _dirs(layout: Layout):
@@ -312,7 +381,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {args.config}: expected a mapping with ops: and resources:", file=sys.stderr)
             return 2
     try:
-        summary = run_pipeline(args.home, force=args.force, config=config, until=args.until)
+        summary = run_pipeline(args.home, force=args.force, retrain=args.retrain, config=config, until=args.until)
     except ConfigError as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 2
@@ -456,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="register every slice in <home>/incoming and materialize the asset graph")
     run.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
     run.add_argument("--force", action="store_true", help="re-ingest slices that are already up to date")
+    run.add_argument("--retrain", action="store_true", help="train a new model even if the served one covers every slice")
     run.add_argument("--until", choices=STAGES, default="embed", help="stop after this stage (default: embed)")
     run.add_argument("--config", default=None, help="YAML run config: {ops: {<asset>: {config: {...}}}, resources: {<resource>: {config: {...}}}}")
     run.set_defaults(func=_cmd_run)

@@ -1,4 +1,5 @@
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -62,7 +63,8 @@ def test_run_continues_past_a_bad_slice_and_exits_nonzero(tmp_path, capsys):
     assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
     (home / "incoming" / "broken.parquet").write_text("this is not parquet")
     config = tmp_path / "run.yaml"  # a short student schedule: this test is about the run, not quality
-    config.write_text("ops: {student: {config: {steps: 300, hidden: [64, 64], input_pca_dim: 32}}}\n")
+    config.write_text("ops: {student: {config: {steps: 300, hidden: [64, 64], input_pca_dim: 32}}}\n"
+                      "resources: {quality_gates: {config: {trust_tolerance: 1.0, knn_accuracy_tolerance: 1.0}}}\n")
     code = main(["run", "--home", str(home), "--config", str(config)])
     out = capsys.readouterr().out
     assert code == 1
@@ -71,6 +73,18 @@ def test_run_continues_past_a_bad_slice_and_exits_nonzero(tmp_path, capsys):
     assert "broken.parquet" in tail and "not a Parquet file" in tail
     assert (home / "warehouse" / "samples" / "digits_001.parquet").exists()
     assert not (home / "warehouse" / "raw_slices" / "broken.parquet").exists()
+
+    # the next run follows training_sensor's rule: a new slice like the others is measured against
+    # the served model, which covers it, so nothing retrains and only the new slice is embedded
+    (home / "incoming" / "broken.parquet").unlink()
+    table = pq.read_table(home / "incoming" / "digits_001.parquet")
+    ids = pa.array(table.column("id").to_numpy() + 100_000)
+    pq.write_table(table.set_column(table.schema.get_field_index("id"), "id", ids), home / "incoming" / "more.parquet")
+    assert main(["run", "--home", str(home), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "ok      more.parquet" in out and "ok      drift[more]" in out
+    assert "the served model stays" in out and "train_model" not in out
+    assert "ok      embeddings[more]" in out and "up to date  embeddings[digits_000]" in out
 
 
 def test_config_file_is_checked_before_any_run(tmp_path, capsys):

@@ -102,17 +102,27 @@ def training_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRes
             f"waiting for `drift` of {len(waiting)} new slice(s) ({', '.join(waiting[:5])}); "
             "`automation_sensor` measures it, or materialize `drift` for them"
         )
+    reason = retrain_reason(measured, failed)
+    if reason:
+        return train(reason)
+    return dg.SensorResult(skip_reason=f"{coverage_summary(measured)}; no retraining", cursor=decided)
+
+
+def retrain_reason(measured: dict[str, dict], failed: list[str]) -> str | None:
+    """Why new slices need a new model, from their ``drift`` metadata (key -> metadata) and the keys
+    whose drift could not be measured; None when the served model covers them all. The one rule of
+    ``training_sensor`` and ``umap-assets run``."""
     drifted = sorted(k for k, meta in measured.items() if meta["drifted"].value)
-    if drifted or failed:
-        reasons = ([f"drift: {', '.join(drifted[:10])}"] if drifted else []) + (
-            [f"drift not measurable: {', '.join(failed[:10])}"] if failed else [])
-        return train("; ".join(reasons))
+    reasons = ([f"drift: {', '.join(drifted[:10])}"] if drifted else []) + (
+        [f"drift not measurable: {', '.join(sorted(failed)[:10])}"] if failed else [])
+    return "; ".join(reasons) or None
+
+
+def coverage_summary(measured: dict[str, dict]) -> str:
+    """One line on how well the served model covers the measured slices (at least one)."""
     worst = max(measured, key=lambda k: measured[k]["uncovered_fraction"].value)
-    return dg.SensorResult(
-        skip_reason=f"the current model covers the {len(measured)} new slice(s) (worst: {worst}, "
-                    f"{measured[worst]['uncovered_fraction'].value:.1%} uncovered); no retraining",
-        cursor=decided,
-    )
+    return (f"the current model covers the {len(measured)} new slice(s) (worst: {worst}, "
+            f"{measured[worst]['uncovered_fraction'].value:.1%} uncovered)")
 
 
 automation_sensor = dg.AutomationConditionSensorDefinition(

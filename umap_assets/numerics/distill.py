@@ -56,6 +56,9 @@ class StudentConfig:
         Negative pairs per edge in the UMAP cross-entropy.
     coord_weight : float
         Weight of the squared error to the teacher's (normalised) coordinates.
+    coord_loss : {"squared", "distance"}
+        Each row's coordinate error: its squared distance to the teacher's coordinate, or the
+        distance itself (less pull from the rows the network cannot place).
     edge_coord_weight : float
         Weight of each graph edge's head and tail in that squared error, against 1 for each row of
         the coordinate batch: the edges' rows are forwarded for the cross-entropy anyway, so their
@@ -91,6 +94,7 @@ class StudentConfig:
     edge_batch_size: int = 1024  # graph edges per step
     negative_samples: int = 5
     coord_weight: float = 1.0
+    coord_loss: str = "squared"
     edge_coord_weight: float = 1.0  # 2,560 rows a step instead of 4,096, and better maps (bench/RESULTS.md, session 6)
     graph_weight: float = 0.5
     repulsion_strength: float = 1.0
@@ -366,6 +370,16 @@ def deterministic_torch(threads: int, seed: int):
         torch.use_deterministic_algorithms(previous[1])
 
 
+def coordinate_error(out: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean error of ``out`` to ``target`` (both (n, m)): squared distance, or distance (``kind="distance"``)."""
+    squared = (out - target).pow(2).sum(1)
+    if kind == "squared":
+        return squared.mean()
+    if kind == "distance":
+        return (squared + 1e-8).sqrt().mean()
+    raise ValueError(f"coord_loss must be 'squared' or 'distance', got {kind!r}")
+
+
 def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: float, scale: float,
               gen: torch.Generator) -> tuple[torch.Tensor, dict]:
     """One step's loss: coordinates of ``rows``; UMAP cross-entropy and neighbour interpolation on ``edges``.
@@ -418,10 +432,10 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
         batch = batch + config.noise_std * torch.randn(batch.shape, generator=gen)
     out = model(batch)
     nr = len(rows)
-    coord = (out[:nr] - T[rows]).pow(2).sum(1).mean()
+    coord = coordinate_error(out[:nr], T[rows], config.coord_loss)
     if graph_on and config.edge_coord_weight > 0:  # the heads' and tails' coordinates, forwarded anyway
         ne, w = len(heads), config.edge_coord_weight
-        ends = (out[nr : nr + 2 * ne] - torch.cat([T[heads], T[tails]])).pow(2).sum(1).mean()
+        ends = coordinate_error(out[nr : nr + 2 * ne], torch.cat([T[heads], T[tails]]), config.coord_loss)
         coord = (nr * coord + 2 * ne * w * ends) / (nr + 2 * ne * w)
     loss, parts_out = config.coord_weight * coord, {"coord": coord.item(), "graph": 0.0}
     rest = out[nr:]

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from dagster_pipes import open_dagster_pipes
 
-from .contract import CHUNK_ROWS
 from .engines import embed, engine_named
 
 
 def main() -> None:
     with open_dagster_pipes() as pipes:
         job = pipes.extras
-        engine = engine_named(job["engine"], chunk_rows=int(job.get("chunk_rows") or CHUNK_ROWS),
-                              master=job.get("master") or "local[2]", conf=dict(job.get("conf") or {}))
+        engine = engine_named(job["engine"], **{k: job[k] for k in ("chunk_rows", "master", "conf") if job.get(k)})
         where = f" on {job['master']}" if job.get("master") else ""
         pipes.log.info(f"{engine.name}: embedding {job['source']}{where}")
         stats = embed(engine, job["artifact"], job["source"], job["destination"])

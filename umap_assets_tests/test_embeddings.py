@@ -59,15 +59,21 @@ def test_prefetch_keeps_order_raises_in_the_consumer_and_stops_early():
 
     produced = []
 
+    closed = []
+
     def endless():
-        for i in range(10_000):
-            produced.append(i)
-            yield i
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                yield i
+        finally:
+            closed.append(True)
 
     for item in prefetched(endless(), depth=2):
         if item == 3:
             break
     assert len(produced) <= 3 + 2 + 2, "the producer stops a few items after the consumer"
+    assert closed == [True], "and closes the generator (its open file, say) at once"
 
 
 def test_memory_stays_flat_on_a_slice_much_larger_than_a_chunk(projector_file, tmp_path):

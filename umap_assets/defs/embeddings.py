@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from ..runtime import Projector
 from ..warehouse import has_embeddings_view, publish_catalog
 from .ingest import raw_slices
 from .model import store_of
@@ -38,10 +37,11 @@ def embeddings(
     store = store_of(warehouse)
     if not store.artifact_path.exists():
         raise dg.Failure(f"no promoted artifact at {store.artifact_path}; run `train_model` and let its checks pass")
-    version = Projector.load(store.artifact_path).version
     destination = wh.table_path("embeddings", key)
     metadata = embedding_engine.embed(context, str(store.artifact_path), str(wh.table_path("raw_slices", key)),
                                       str(destination))
+    version = metadata["artifact_version"]  # the version the embedding process loaded and wrote
+    version = getattr(version, "value", version)
     if not has_embeddings_view(wh):  # the view globs every slice's file: only the first needs a rebuild
         publish_catalog(wh)
     return dg.MaterializeResult(

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_bytes
 from .contract import CHUNK_ROWS, SliceError, SliceSpec, check_schema, open_parquet, parquet_reader
 from .embed import EmbedStats, coordinate_names, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
@@ -122,6 +122,23 @@ class LocalEngine:
         return embed_file(job.projector, job.source, job.destination, spec=job.spec, chunk_rows=self.chunk_rows)
 
 
+def shipped_runtime() -> Path:
+    """The runtime module as ``umap_assets_runtime.py``, at a path named by its content.
+
+    Spark registers a file name once per context, so every job of one session must ship the same
+    path; a changed runtime gets a new folder.
+    """
+    import hashlib
+
+    source = Path(__file__).with_name("runtime.py").read_bytes()
+    folder = Path(tempfile.gettempdir()) / f"umap-assets-runtime-{hashlib.sha256(source).hexdigest()[:16]}"
+    path = folder / f"{RUNTIME_MODULE}.py"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, source)
+    return path
+
+
 @dataclass(frozen=True)
 class SparkEngine:
     """Runs the artifact on Spark: its bytes broadcast once, partitions transformed with ``mapInPandas``.
@@ -139,9 +156,7 @@ class SparkEngine:
     def run(self, job: EmbedJob) -> EmbedStats:
         started = time.perf_counter()
         spark = self.spark or spark_session(self.master, self.conf)
-        shipped = Path(tempfile.mkdtemp(prefix="umap-assets-spark-")) / f"{RUNTIME_MODULE}.py"
-        shutil.copy(Path(__file__).with_name("runtime.py"), shipped)
-        spark.sparkContext.addPyFile(str(shipped))
+        spark.sparkContext.addPyFile(str(shipped_runtime()))
         scratch = Path(tempfile.mkdtemp(prefix="umap-assets-spark-out-", dir=job.destination.parent
                                         if job.destination.parent.exists() else None))
         try:
@@ -150,7 +165,6 @@ class SparkEngine:
             rows = _merge_parts(sorted((scratch / "out").glob("part-*.parquet")), job.destination)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            shutil.rmtree(shipped.parent, ignore_errors=True)
         return EmbedStats(rows, time.perf_counter() - started, peak_rss_bytes(), job.projector.version,
                           str(job.destination))
 

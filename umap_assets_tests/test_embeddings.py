@@ -4,11 +4,12 @@ import shutil
 import tracemalloc
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from umap_assets.cli import main
-from umap_assets.contract import SliceError
+from umap_assets.contract import SliceError, SliceSpec
 from umap_assets.demo_data import synthetic_chunk, write_slice
 from umap_assets.embed import embed_file, prefetched
 from umap_assets.numerics import compress
@@ -171,20 +172,28 @@ def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, t
     from umap_assets.engines import SparkEngine, embed, embed_local, spark_session
     from umap_assets.spark_cluster import standalone_cluster
 
-    src, _ = _slice(tmp_path / "in.parquet", 20_000)
+    src, X = _slice(tmp_path / "in.parquet", 20_000)
     embed_local(projector_file, src, tmp_path / "local.parquet")
+    wide = tmp_path / "wide.parquet"  # the same rows with one column per feature (SliceSpec.feature_columns)
+    table = pq.read_table(src)
+    columns = {"id": table.column("id"), **{f"f{i}": X[:, i] for i in range(X.shape[1])}, "label": table.column("label")}
+    pq.write_table(pa.table(columns), wide)
     with standalone_cluster(workers=2, log_dir=tmp_path / "spark") as master:
         spark = spark_session(master, {"spark.default.parallelism": "4"})
         try:
-            stats = embed(SparkEngine(master, spark=spark), projector_file, src, tmp_path / "cluster.parquet")
+            engine = SparkEngine(master, spark=spark)
+            stats = embed(engine, projector_file, src, tmp_path / "cluster.parquet")
             executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # less the driver
+            spec = SliceSpec(feature_columns=[f"f{i}" for i in range(X.shape[1])])
+            embed(engine, projector_file, wide, tmp_path / "cluster_wide.parquet", spec)
         finally:
             spark.stop()
     assert stats.rows == 20_000 and executors == 2
     a = pq.read_table(tmp_path / "local.parquet").to_pandas().sort_values("id").reset_index(drop=True)
-    b = pq.read_table(tmp_path / "cluster.parquet").to_pandas().sort_values("id").reset_index(drop=True)
-    assert (a["id"] == b["id"]).all() and (a["label"] == b["label"]).all()
-    np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)
+    for output in ("cluster.parquet", "cluster_wide.parquet"):
+        b = pq.read_table(tmp_path / output).to_pandas().sort_values("id").reset_index(drop=True)
+        assert (a["id"] == b["id"]).all() and (a["label"] == b["label"]).all()
+        np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)
 
 
 def _materialize_embeddings(projector_file, tmp_path, engine):

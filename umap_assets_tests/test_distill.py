@@ -86,12 +86,13 @@ def test_edge_ends_join_the_coordinate_loss_with_their_weight():
     Z, T = torch.randn(100, 8), torch.randn(100, 2)
     rows = torch.arange(10)
     edges = (np.arange(20, 25), np.arange(30, 35))
-    base = StudentConfig(noise_std=0.0, mix_weight=0.0, graph_weight=1.0)
     with torch.no_grad():
         out = model(torch.cat([Z[rows], Z[20:25], Z[30:35]]))
-    err = (out - torch.cat([T[rows], T[20:25], T[30:35]])).pow(2).sum(1)
-    for w in (0.0, 1.0, 3.0):
-        cfg = StudentConfig(**{**base.__dict__, "edge_coord_weight": w})
-        _, parts = step_loss(model, Z, T, rows, edges, cfg, 1.58, 0.9, 1.0, torch.Generator().manual_seed(0))
-        weights = torch.cat([torch.ones(10), torch.full((10,), w)])
-        assert np.isclose(parts["coord"], float((err * weights).sum() / weights.sum()), rtol=1e-5)
+    squared = (out - torch.cat([T[rows], T[20:25], T[30:35]])).pow(2).sum(1)
+    for kind, err in (("squared", squared), ("distance", squared.sqrt())):
+        base = StudentConfig(noise_std=0.0, mix_weight=0.0, graph_weight=1.0, coord_loss=kind)
+        for w in (0.0, 1.0, 3.0):
+            cfg = StudentConfig(**{**base.__dict__, "edge_coord_weight": w})
+            _, parts = step_loss(model, Z, T, rows, edges, cfg, 1.58, 0.9, 1.0, torch.Generator().manual_seed(0))
+            weights = torch.cat([torch.ones(10), torch.full((10,), w)])
+            assert np.isclose(parts["coord"], float((err * weights).sum() / weights.sum()), rtol=1e-5)

@@ -121,7 +121,20 @@ def trustworthiness_penalties(X: np.ndarray, E: np.ndarray, k: int = 15, *, work
 
 
 def check_k(n: int, k: int) -> None:
-    """Raise ValueError unless ``0 < k < n / 2`` (the range where trustworthiness is defined)."""
+    """Check a neighbourhood size for trustworthiness, which is defined for ``0 < k < n / 2``.
+
+    Parameters
+    ----------
+    n : int
+        Rows.
+    k : int
+        Neighbours.
+
+    Raises
+    ------
+    ValueError
+        Unless ``0 < k < n / 2``.
+    """
     if not 0 < k < n / 2:
         raise ValueError(f"k must be in (0, n/2) for n={n} rows, got {k}")
 

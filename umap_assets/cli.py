@@ -212,7 +212,8 @@ def run_pipeline(
             return summary
         if until == "ingest":
             return summary
-        if _has_job(defs, "train_model") and not _train(defs, instance, layout, say, summary, config, fresh, retrain):
+        measured = _train(defs, instance, layout, say, summary, config, fresh, retrain) if _has_job(defs, "train_model") else set()
+        if measured is None:
             return summary  # nothing to serve yet; with a promoted model, embedding goes on
         if until == "train" or not _has_job(defs, "embed_slice"):
             return summary
@@ -220,32 +221,39 @@ def run_pipeline(
         embed = defs.resolve_job_def("embed_slice")
         stale = set(_stale_slices(instance, layout, fresh + current))
         for key in fresh + current:
-            if key in stale:
-                _execute(embed, instance, say, f"embeddings[{key}]", summary, config, partition_key=key)
-            else:
+            if key not in stale:
                 say(f"  up to date  embeddings[{key}]")
+                continue
+            only = {"asset_selection": [dg.AssetKey("embeddings")]} if key in measured else {}  # drift is current
+            _execute(embed, instance, say, f"embeddings[{key}]", summary, config, partition_key=key, **only)
     return summary
 
 
 def _train(defs, instance, layout: Layout, say, summary: RunSummary, config: dict | None, fresh: list[str],
-           retrain: bool) -> bool:
-    """Run ``train_model`` when ``training_sensor``'s rule (or ``retrain``) asks for it; True when a
-    model is served afterwards."""
+           retrain: bool) -> set[str] | None:
+    """Run ``train_model`` when ``training_sensor``'s rule (or ``retrain``) asks for it. Returns the
+    slices whose ``drift`` was measured against the model served afterwards (so is current), or None
+    when no model is served."""
     from .model_store import ModelStore
 
-    served = ModelStore(layout).artifact_path.exists()
-    reason = ("asked for (--retrain)" if retrain else "no promoted model yet" if not served
-              else _drift_reason(defs, instance, layout, say, config, fresh))
+    served, measured = ModelStore(layout).artifact_path.exists(), set()
+    if retrain or not served:
+        reason = "asked for (--retrain)" if retrain else "no promoted model yet"
+    else:
+        reason, measured = _drift_reason(defs, instance, layout, say, config, fresh)
     if reason is None:
-        return True
+        return measured
     say(f"train: coreset -> teacher -> student -> artifact -> quality_report -> model  ({reason})")
-    trained = _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, config,
-                       tags={"umap_assets/retrain_reason": reason})
-    return trained or ModelStore(layout).artifact_path.exists()
+    if _execute(defs.resolve_job_def("train_model"), instance, say, "train_model", summary, config,
+                tags={"umap_assets/retrain_reason": reason}):
+        return set()  # a new model: every drift is measured again
+    return measured if ModelStore(layout).artifact_path.exists() else None
 
 
-def _drift_reason(defs, instance, layout: Layout, say, config: dict | None, fresh: list[str]) -> str | None:
-    """Measure ``drift`` of the newly ingested slices against the served model; the reason to retrain, or None."""
+def _drift_reason(defs, instance, layout: Layout, say, config: dict | None,
+                  fresh: list[str]) -> tuple[str | None, set[str]]:
+    """Measure ``drift`` of the newly ingested slices against the served model: the reason to
+    retrain (None when it covers them), and the slices measured."""
     import dagster as dg
 
     from .defs.automation import coverage_summary, retrain_reason
@@ -253,7 +261,7 @@ def _drift_reason(defs, instance, layout: Layout, say, config: dict | None, fres
 
     if not fresh:
         say("train: nothing new was ingested; the served model stays")
-        return None
+        return None, set()
     say("drift: does the served model cover the new slices?")
     job, measured, failed = defs.resolve_job_def("embed_slice"), {}, []
     for key in fresh:  # a drift that cannot be measured asks for a new model; it fails no slice
@@ -267,7 +275,7 @@ def _drift_reason(defs, instance, layout: Layout, say, config: dict | None, fres
     reason = retrain_reason(measured, failed)
     if reason is None:
         say(f"train: {coverage_summary(measured)}; the served model stays")
-    return reason
+    return reason, set(measured)
 
 
 def _stale_slices(instance, layout: Layout, keys: list[str]) -> list[str]:

@@ -85,6 +85,8 @@ def test_run_continues_past_a_bad_slice_and_exits_nonzero(tmp_path, capsys):
     assert "ok      more.parquet" in out and "ok      drift[more]" in out
     assert "the served model stays" in out and "train_model" not in out
     assert "ok      embeddings[more]" in out and "up to date  embeddings[digits_000]" in out
+    line = next(line for line in out.splitlines() if "ok      embeddings[more]" in line)
+    assert "drift" not in line, "its drift was measured once, before the training decision"
 
 
 def test_config_file_is_checked_before_any_run(tmp_path, capsys):

@@ -254,8 +254,6 @@ def _drift_reason(defs, instance, layout: Layout, say, config: dict | None,
                   fresh: list[str]) -> tuple[str | None, set[str]]:
     """Measure ``drift`` of the newly ingested slices against the served model: the reason to
     retrain (None when it covers them), and the slices measured."""
-    import dagster as dg
-
     from .defs.automation import coverage_summary, retrain_reason
     from .defs.drift import drift
 
@@ -267,9 +265,7 @@ def _drift_reason(defs, instance, layout: Layout, say, config: dict | None,
     for key in fresh:  # a drift that cannot be measured asks for a new model; it fails no slice
         if _execute(job, instance, say, f"drift[{key}]", RunSummary(log_path=layout.log_path), config,
                     partition_key=key, asset_selection=[drift.key]):
-            page = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=drift.key, asset_partitions=[key]), limit=1)
-            measured[key] = page.records[0].asset_materialization.metadata
+            measured[key] = _latest(instance, drift.key, key).asset_materialization.metadata
         else:
             failed.append(key)
     reason = retrain_reason(measured, failed)
@@ -289,15 +285,20 @@ def _stale_slices(instance, layout: Layout, keys: list[str]) -> list[str]:
     served = Projector.load(ModelStore(layout).artifact_path).version
     stale = []
     for key in keys:
-        page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("embeddings"), asset_partitions=[key]), limit=1)
-        record = page.records[0] if page.records else None
-        raw = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_slices"), asset_partitions=[key]), limit=1).records
-        if (record is None or (raw and raw[0].storage_id > record.storage_id)
+        record, raw = _latest(instance, dg.AssetKey("embeddings"), key), _latest(instance, dg.AssetKey("raw_slices"), key)
+        if (record is None or (raw is not None and raw.storage_id > record.storage_id)
                 or not record.asset_materialization.tags.get("dagster/data_version", "").startswith(f"{served}:")):
             stale.append(key)
     return stale
+
+
+def _latest(instance, asset_key, partition: str):
+    """The newest materialization record of one partition of ``asset_key``, or None."""
+    import dagster as dg
+
+    page = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1)
+    return page.records[0] if page.records else None
 
 
 def _ingest_incoming(defs, instance, layout: Layout, say, summary: RunSummary, config: dict | None,

@@ -3,6 +3,7 @@
     .venv/bin/python bench/student_probe.py prep fashion-mnist --density-fraction 0.8 --budget 40000   # once
     .venv/bin/python bench/mixup_probe.py label 40000          # refit the cached teacher, label 40k new rows
     .venv/bin/python bench/mixup_probe.py train mix mix_weight=0 threads=1
+    .venv/bin/python bench/mixup_probe.py --dataset digits label 20000   # any cached data set
 
 `label` refits the probe's teacher (the same seed gives the same `embedding_`), then makes two kinds of
 new rows and labels them with `teacher.transform`, as umap-learn places any unseen row:
@@ -26,8 +27,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 import student_probe  # noqa: E402
 from umap_assets.numerics import metrics  # noqa: E402
 
-CACHE = ROOT / "bench" / "out" / "probe_fashion-mnist_b40000_r0.8.npz"
-AUG = ROOT / "bench" / "out" / "mixup_fashion-mnist.npz"
+DATASET = "fashion-mnist"
+if sys.argv[1:2] == ["--dataset"]:
+    DATASET = sys.argv[2]
+    del sys.argv[1:3]
+CACHE = ROOT / "bench" / "out" / f"probe_{DATASET}_b40000_r0.8.npz"
+AUG = ROOT / "bench" / "out" / f"mixup_{DATASET}.npz"
 
 
 def label(n: int) -> None:
@@ -62,7 +67,7 @@ def train(kinds: str, overrides: list[str]) -> None:
     started = time.time()
     result = train_student(Xd, Y, graph, student_probe.DEFAULTS["a"], student_probe.DEFAULTS["b"], StudentConfig(**kw))
     E = result.transform(X[D["te"]])
-    print(json.dumps({"augment": kinds, **kw, "seconds": round(time.time() - started),
+    print(json.dumps({"dataset": DATASET, "augment": kinds, **kw, "seconds": round(time.time() - started),
                       **student_probe.evaluate(D, E, result.transform(X[idx])),
                       "overlap_with_teacher": round(metrics.knn_overlap(E, D["Ete"], 15), 4)}), flush=True)
 

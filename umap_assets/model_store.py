@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
+from .warmup import cache_umap_kernels
 from .contract import features_matrix
 from .home import Layout
 from .numerics.drift import CoverageReference
@@ -115,6 +116,7 @@ class ModelStore:
     def load_teacher(self):
         if not self.teacher_path.exists():
             raise FileNotFoundError(f"no teacher at {self.teacher_path}; materialize `teacher` first")
+        cache_umap_kernels()  # before unpickling imports umap-learn and anything compiles
         with open(self.teacher_path, "rb") as fh:
             return pickle.load(fh)
 

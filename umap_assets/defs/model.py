@@ -22,6 +22,7 @@ from ..numerics.metrics import subsample
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, train_student
 from ..runtime import Projector
 from ..warehouse import write_table
+from ..warmup import cache_umap_kernels
 from .ingest import samples
 from .resources import WarehouseResource
 from .groups import TRAINING
@@ -151,6 +152,7 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     import pyarrow.parquet as pq
     import umap
 
+    cache_umap_kernels()
     store = store_of(warehouse)
     table = pq.read_table(store.coreset_path)
     X = feature_rows(table)

@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--home", default=os.environ.get("UMAP_ASSETS_HOME", str(ROOT / "data")))
     p.add_argument("--teacher-rows", type=int, default=5000)
     p.add_argument("--artifact-rows", type=int, default=500_000)
-    p.add_argument("--batch-rows", type=int, nargs="+", default=[4096, 16384, 65536])
+    p.add_argument("--batch-rows", type=int, nargs="+", default=[1024, 2048, 4096, 16384])
     args = p.parse_args()
 
     from umap_assets.home import Layout

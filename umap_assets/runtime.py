@@ -249,7 +249,7 @@ class Projector:
         """A short content hash that identifies this artifact (stored with every embedded row)."""
         return self.manifest["payload_sha256"][:16]
 
-    def transform(self, X: np.ndarray, batch_rows: int = 16_384) -> np.ndarray:
+    def transform(self, X: np.ndarray, batch_rows: int = 2_048) -> np.ndarray:
         """Map rows ``X`` (n, input_dim) to (n, n_components) float32 coordinates."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.input_dim:

@@ -63,7 +63,7 @@ def test_run_continues_past_a_bad_slice_and_exits_nonzero(tmp_path, capsys):
     assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
     (home / "incoming" / "broken.parquet").write_text("this is not parquet")
     config = tmp_path / "run.yaml"  # a short student schedule: this test is about the run, not quality
-    config.write_text("ops: {student: {config: {steps: 300, hidden: [64, 64], input_pca_dim: 32}}}\n"
+    config.write_text("ops: {student: {config: {steps: 300, hidden: [64, 64], input_pca_dim: 32, min_rows: 0}}}\n"
                       "resources: {quality_gates: {config: {trust_tolerance: 1.0, knn_accuracy_tolerance: 1.0}}}\n")
     code = main(["run", "--home", str(home), "--config", str(config)])
     out = capsys.readouterr().out

@@ -96,3 +96,20 @@ def test_edge_ends_join_the_coordinate_loss_with_their_weight():
             _, parts = step_loss(model, Z, T, rows, edges, cfg, 1.58, 0.9, 1.0, torch.Generator().manual_seed(0))
             weights = torch.cat([torch.ones(10), torch.full((10,), w)])
             assert np.isclose(parts["coord"], float((err * weights).sum() / weights.sum()), rtol=1e-5)
+
+
+def test_neighbour_mixup_puts_new_rows_on_graph_edges_nearer_their_first_end():
+    import scipy.sparse as sp
+
+    from umap_assets.numerics.distill import neighbour_mixup
+
+    X = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [50.0, 50.0]], dtype=np.float32)
+    graph = sp.coo_matrix(([1.0, 0.5, 0.0], ([0, 1, 2], [1, 2, 3])), shape=(4, 4))  # edge 2-3 has no weight
+    rows = neighbour_mixup(X, graph, 500, seed=0)
+    assert rows.shape == (500, 2) and rows.dtype == np.float32
+    on_01 = (rows[:, 1] == 0) & (rows[:, 0] <= 5.0)  # (1 - t) x0 + t x1, t <= 0.5: nearer x0
+    on_12 = np.isclose(rows.sum(1), 10.0) & (rows[:, 0] >= 5.0)  # nearer x1
+    assert (on_01 | on_12).all() and on_01.any() and on_12.any()
+    assert np.array_equal(rows, neighbour_mixup(X, graph, 500, seed=0))
+    assert neighbour_mixup(X, graph, 0, seed=0).shape == (0, 2)
+    assert neighbour_mixup(X, sp.coo_matrix((4, 4)), 5, seed=0).shape == (0, 2)

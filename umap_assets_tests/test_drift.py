@@ -95,7 +95,7 @@ def _permuted_copy(source, destination):
 QUICK_TRAIN = {
     "coreset": {"config": {"budget": 300, "pca_dim": 16}},
     "teacher": {"config": {"n_neighbors": 10}},
-    "student": {"config": {"extra_rows": 200, "hidden": [32], "input_pca_dim": 16, "steps": 30}},
+    "student": {"config": {"extra_rows": 200, "min_rows": 0, "hidden": [32], "input_pca_dim": 16, "steps": 30}},
     "artifact": {"config": {"sparsity": 0.0}},
 }
 OPEN_GATES = QualityGates(trust_tolerance=1.0, knn_accuracy_tolerance=1.0, min_student_overlap=0.0)

@@ -22,7 +22,7 @@ FAST = {
 TRAIN_CONFIG = {
     "coreset": {"config": {"budget": 600, "pca_dim": 16}},
     "teacher": {"config": {"n_neighbors": 10}},
-    "student": {"config": {"extra_rows": 2000, "hidden": [128, 128], "input_pca_dim": 32, "steps": 1500,
+    "student": {"config": {"extra_rows": 2000, "min_rows": 3000, "hidden": [128, 128], "input_pca_dim": 32, "steps": 1500,
                            "batch_size": 256, "edge_batch_size": 256,
                            "graph_weight": 1.0, "noise_std": 0.3, "mix_weight": 1.0}},
     "artifact": {"config": {"sparsity": 0.1, "finetune_steps": 170}},
@@ -70,6 +70,9 @@ def test_train_chain_end_to_end_with_gates(digits_home):
         assert checks["trustworthiness_vs_teacher"].passed, checks["trustworthiness_vs_teacher"].description
         assert checks["knn_overlap_with_student"].passed, checks["knn_overlap_with_student"].description
         assert checks["knn_accuracy_vs_teacher"].passed, checks["knn_accuracy_vs_teacher"].description
+        distilled = result.asset_materializations_for_node("student")[0].metadata
+        # 1.4k real rows: the rest of min_rows are new rows between neighbours, labelled by the teacher
+        assert distilled["distillation_rows"].value == 3000 and 0 < distilled["new_rows"].value < 3000
 
     report = json.loads((digits_home / "reports" / "quality_report.json").read_text())
     for which in ("teacher", "student", "artifact"):

@@ -341,6 +341,45 @@ class EdgeSampler:
         return self.heads[e], self.tails[e]
 
 
+def neighbour_mixup(X: np.ndarray, graph: sp.spmatrix, n: int, seed: int, max_t: float = 0.5) -> np.ndarray:
+    """New rows between graph neighbours, for the teacher to label: ``(1 - t) x_i + t x_j``.
+
+    On a small data set the student sees each row thousands of times and learns the teacher's map
+    only there. Rows between neighbours, placed by ``teacher.transform`` (as it places every unseen
+    row), show it where the teacher puts the rows in between; unlike interpolating coordinates,
+    this keeps the teacher's choice of cluster for a row between two clusters (bench/RESULTS.md,
+    sessions 6 and 8).
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, d)
+        The rows of ``graph``.
+    graph : sparse matrix of shape (m, m)
+        The teacher's fuzzy kNN graph; edges with positive weight are drawn uniformly.
+    n : int
+        Rows to make; 0 or less gives none.
+    seed : int
+        Seed of the edge draws and of ``t``.
+    max_t : float, default 0.5
+        ``t`` is uniform on ``[0, max_t]``: each new row is nearer its first end.
+
+    Returns
+    -------
+    ndarray of float32, shape (max(n, 0), d)
+        No rows either when the graph has no edge.
+    """
+    g = sp.coo_matrix(graph)
+    keep = g.data > 0
+    heads, tails = g.row[keep], g.col[keep]
+    X = np.asarray(X, dtype=np.float32)
+    if n <= 0 or not len(heads):
+        return np.empty((0, X.shape[1]), np.float32)
+    rng = np.random.default_rng(seed)
+    e = rng.integers(0, len(heads), n)
+    t = rng.uniform(0.0, max_t, (n, 1)).astype(np.float32)
+    return (1 - t) * X[heads[e]] + t * X[tails[e]]
+
+
 @contextmanager
 def deterministic_torch(threads: int, seed: int):
     """Fixed thread count, deterministic kernels and seeds for the duration of a training run.

@@ -15,7 +15,7 @@ it still compiles in each process that builds a kNN index on more than 4,096 row
     .venv/bin/python -m umap_assets.warmup
 
 The data are small and random, but of the types the pipeline uses (C-ordered float32 rows, more
-than pynndescent's 4,096-row threshold, so the approximate kNN path is the one compiled).
+than pynndescent's 4,096-row threshold for the approximate kNN path, and fewer for the exact one).
 """
 
 from __future__ import annotations
@@ -51,14 +51,16 @@ def cache_umap_kernels() -> int:
 
 
 def warm_up(n_rows: int = 5_000, n_features: int = 16, seed: int = 0) -> float:
-    """Fit a seeded ``umap.UMAP`` and transform rows with it; return the seconds it took."""
+    """Fit a seeded ``umap.UMAP`` and transform rows with it, on ``n_rows`` rows and on fewer than
+    4,096 (umap-learn's exact kNN path for small data); return the seconds it took."""
     cache_umap_kernels()
     import umap
 
     started = time.perf_counter()
     X = np.random.default_rng(seed).normal(size=(n_rows, n_features)).astype(np.float32)
-    model = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1, n_epochs=20).fit(X)
-    model.transform(X[:256])
+    for rows in (X, X[:1_000]):
+        model = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1, n_epochs=20).fit(rows)
+        model.transform(rows[:256])
     return time.perf_counter() - started
 
 

@@ -228,6 +228,7 @@ def test_embeddings_asset_embeds_in_its_own_process_through_pipes(projector_file
     assert metadata["engine"].value == "local" and metadata["dagster/row_count"].value == 3000
     assert metadata["artifact_version"].value == Projector.load(projector_file).version
     assert 0 < metadata["peak_rss_mb"].value < 400, "the embedding process holds no torch, umap-learn or Dagster"
+    assert metadata["map"].value.startswith("![s1](data:image/png;base64,"), "the asset page shows the slice's map"
     assert any("local: embedding" in m for m in logs) and any("rows/s" in m for m in logs), "its logs reach the run"
     np.testing.assert_array_equal(pq.read_table(output).column("id").to_numpy(), np.arange(3000))
 

@@ -1,7 +1,10 @@
 """``embeddings``: the map coordinates of every row of every slice."""
 
+import base64
+
 import dagster as dg
 
+from ..pictures import density_png
 from ..warehouse import has_embeddings_view, publish_catalog
 from .ingest import raw_slices
 from .model import store_of
@@ -30,7 +33,8 @@ def embeddings(
     Streams the slice in chunks through the promoted artifact (the newest one that passed its
     checks), on the local or the Spark engine. A new slice is embedded as soon as it lands; a new
     artifact makes every slice stale, and automation re-embeds them. Query all slices at once
-    through the DuckDB view ``embeddings`` in ``warehouse.duckdb``.
+    through the DuckDB view ``embeddings`` in ``warehouse.duckdb``. The materialization shows the
+    slice's map: every row, as density (:func:`umap_assets.pictures.density_png`).
     """
     key = context.partition_key
     wh = warehouse.warehouse()
@@ -44,8 +48,12 @@ def embeddings(
     version = getattr(version, "value", version)
     if not has_embeddings_view(wh):  # the view globs every slice's file: only the first needs a rebuild
         publish_catalog(wh)
+    picture = {}
+    png = density_png(destination, title=key)
+    if png is not None:
+        picture["map"] = dg.MetadataValue.md(f"![{key}](data:image/png;base64,{base64.b64encode(png).decode()})")
     return dg.MaterializeResult(
-        metadata={**metadata, "path": dg.MetadataValue.path(str(destination))},
+        metadata={**metadata, **picture, "path": dg.MetadataValue.path(str(destination))},
         data_version=dg.DataVersion(f"{version}:{key}"),
     )
 

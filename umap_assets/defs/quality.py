@@ -6,7 +6,6 @@ Its blocking checks (``quality_report_gates``) read the figures it measured; onl
 """
 
 import base64
-import io
 import json
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..model_store import feature_rows, labels_of, read_sample_rows
 from ..numerics import metrics
+from ..pictures import scatter_png
 from ..runtime import Projector
 from .model import artifact, load_student_result, store_of, student, teacher
 from .resources import QualityGates, WarehouseResource
@@ -37,26 +37,6 @@ def _timed_transform(fn, X):
     started = time.perf_counter()
     E = fn(X)
     return E, len(X) / max(time.perf_counter() - started, 1e-9)
-
-
-def scatter_png(maps: dict[str, np.ndarray], labels: np.ndarray | None) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(maps), figsize=(5 * len(maps), 5), dpi=80)
-    codes = np.unique(labels, return_inverse=True)[1] if labels is not None else None
-    for ax, (name, E) in zip(np.atleast_1d(axes), maps.items()):
-        ax.scatter(E[:, 0], E[:, 1], c=codes, s=2, cmap="tab10" if codes is not None else None, alpha=0.7)
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 METRIC_NAMES = ("trustworthiness", "trustworthiness@5", "continuity", "knn_recall", "knn_accuracy", "spearman",

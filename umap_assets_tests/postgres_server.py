@@ -29,9 +29,11 @@ def postgres_server(user: str = "dagster") -> Iterator[str]:
     if bin_dir is None:
         raise FileNotFoundError("no PostgreSQL server: install Debian's postgresql package")
     as_root = os.geteuid() == 0
-    if as_root and shutil.which("runuser") is None:
+    # runuser lives in /usr/sbin, which a plain user's PATH (or `PATH=/usr/bin:/bin`) leaves out
+    runuser = shutil.which("runuser", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if as_root and runuser is None:
         raise FileNotFoundError("running as root needs runuser to start PostgreSQL as the postgres user")
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    prefix = [runuser, "-u", "postgres", "--"] if as_root else []
     data = Path(tempfile.mkdtemp(prefix="umap-assets-pg-"))  # under /tmp: readable by the postgres user
     try:
         if as_root:

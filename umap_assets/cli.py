@@ -164,6 +164,8 @@ def _execute(job, instance, say, label: str, summary: RunSummary, config: dict |
     if result.success:
         summary.succeeded.append(label)
         say(f"  ok      {label}  ({seconds:.1f}s{'; ' + steps if steps else ''})")
+        for line in _failed_checks(result):  # checks that warn and do not block
+            say(f"          warning {line}")
         return True
     checks = _failed_checks(result)
     reason = _failure_reason(result, checks)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from umap_assets.numerics import metrics
 
@@ -33,6 +34,13 @@ def test_knn_accuracy_and_displacement_known_answers():
     ref = np.array([[0.0, 0.0], [2.0, 0.0]])
     # spread = RMS distance to the centroid = 1; every point moved by 0.5
     assert abs(metrics.relative_displacement(ref, ref + [0.0, 0.5]) - 0.5) < 1e-12
+    three = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])  # spread sqrt(2/3); moves 0, 0.1, 3
+    moved = three + [[0.0, 0.0], [0.0, 0.1], [0.0, 3.0]]
+    spread = np.sqrt(2 / 3)
+    assert abs(metrics.relative_displacement(three, moved, statistic="median") - 0.1 / spread) < 1e-12
+    assert abs(metrics.relative_displacement(three, moved) - (3.1 / 3) / spread) < 1e-12
+    with pytest.raises(ValueError, match="statistic"):
+        metrics.relative_displacement(three, moved, statistic="max")
 
 
 def test_set_overlap_counts_shared_neighbours():

@@ -9,13 +9,13 @@ from umap_assets.defs.ingest import raw_slices, samples
 from umap_assets.defs.embeddings import embeddings
 from umap_assets.defs.model import artifact, coreset, student, teacher
 from umap_assets.defs.promotion import model
-from umap_assets.defs.quality import quality_report_gates, quality_report
+from umap_assets.defs.quality import quality_report_gates, quality_report, stable_vs_previous
 from umap_assets.defs.resources import LocalEmbedding, QualityGates, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
 from umap_assets.warehouse import Warehouse, connect
 from umap_assets.runtime import Projector
 
-TRAIN = [coreset, teacher, student, artifact, quality_report, quality_report_gates, model]
+TRAIN = [coreset, teacher, student, artifact, quality_report, quality_report_gates, stable_vs_previous, model]
 FAST = {
     "samples": {"config": {"rate": 1.0, "floor": 1, "validation_fraction": 0.2}},
 }
@@ -70,6 +70,7 @@ def test_train_chain_end_to_end_with_gates(digits_home):
         assert checks["trustworthiness_vs_teacher"].passed, checks["trustworthiness_vs_teacher"].description
         assert checks["knn_overlap_with_student"].passed, checks["knn_overlap_with_student"].description
         assert checks["knn_accuracy_vs_teacher"].passed, checks["knn_accuracy_vs_teacher"].description
+        assert checks["stable_vs_previous"].passed and "nothing to compare" in checks["stable_vs_previous"].description
         distilled = result.asset_materializations_for_node("student")[0].metadata
         # 1.4k real rows: the rest of min_rows are new rows between neighbours, labelled by the teacher
         assert distilled["distillation_rows"].value == 3000 and 0 < distilled["new_rows"].value < 3000
@@ -103,12 +104,16 @@ def test_broken_student_fails_the_gate_reports_why_and_is_not_promoted(digits_ho
         assert not trust.passed
         assert "artifact" in trust.description and "teacher" in trust.description and "floor" in trust.description and "FAILED" in trust.description
         materialized = {m.asset_key.path[-1] for m in result.get_asset_materialization_events() for m in [m.event_specific_data.materialization]}
+        moved = checks["stable_vs_previous"]  # a one-step student tears the served map apart: it warns
+        assert not moved.passed and moved.severity == dg.AssetCheckSeverity.WARN and "WARNING" in moved.description
         # the report is the diagnostic: it materializes; the promotion (model) does not
         assert {"artifact", "quality_report"} <= materialized and "model" not in materialized
     report = json.loads((digits_home / "reports" / "quality_report.json").read_text())
     failed = [g for g in report["gates"] if not g["passed"]]
     assert failed and failed[0]["margin"] < 0 and failed[0]["margin_ci95"][1] < 0
     assert report["artifact"]["version"] != Projector.from_bytes(before).version
+    assert report["stability"]["previous_version"] == Projector.from_bytes(before).version
+    assert report["stability"]["median_displacement"] > 0.02 and 0 <= report["stability"]["knn_overlap"] < 1
     assert served.read_bytes() == before  # the served model is still the previous one
 
 

@@ -178,8 +178,13 @@ def quality_report(
                size_ratio_vs_teacher=report["teacher"]["size_bytes"] / art["size_bytes"])
     report.update(validation_rows=len(X), k=k, gates=gates_of(report, scores, maps, quality_gates, k),
                   per_class=per_class(labels, scores))
-    png = scatter_png({"teacher (umap-learn transform)": maps["teacher"], "float student": maps["student"],
-                       "artifact": maps["artifact"]}, labels)
+    panels = {"teacher (umap-learn transform)": maps["teacher"], "float student": maps["student"],
+              "artifact": maps["artifact"]}
+    previous = served_projector(store, projector, X.shape[1])
+    if previous is not None:
+        panels[f"served model {previous.version[:8]}"] = E_prev = previous.transform(X)
+        report["stability"] = stability(E_prev, maps["artifact"], k, previous.version)
+    png = scatter_png(panels, labels)
     md = write_report(layout.reports, report, png)
     failed = [g["name"] for g in report["gates"] if not g["passed"]]
     context.log.info("gates: " + ("all passed" if not failed else "failed: " + ", ".join(failed)))
@@ -195,17 +200,37 @@ def quality_report(
     })
 
 
+def served_projector(store, candidate: Projector, input_dim: int) -> Projector | None:
+    """The model served now, when there is one, it is not the candidate, and it reads the same rows."""
+    if not store.artifact_path.exists():
+        return None
+    served = Projector.load(store.artifact_path)
+    return None if served.version == candidate.version or served.input_dim != input_dim else served
+
+
+def stability(E_prev, E_new, k: int, previous_version: str) -> dict:
+    """How far the candidate moves the served model's map of the same rows: the median displacement
+    as a fraction of the served map's spread, and the kNN@k overlap of the two maps."""
+    return {"previous_version": previous_version,
+            "median_displacement": metrics.relative_displacement(E_prev, E_new, statistic="median"),
+            "knn_overlap": metrics.knn_overlap(E_new, E_prev, k)}
+
+
 def write_report(directory, report: dict, png: bytes) -> str:
     """Write ``quality_report.json``, ``quality_report.md`` and ``maps.png``; return the markdown."""
     art = report["artifact"]
     agreement = (f"artifact vs teacher: kNN@{report['k']} overlap {art['knn_overlap_with_teacher']:.4f}, mean "
                  f"displacement {art['displacement_vs_teacher']:.4f} of the map's spread; "
                  f"{art['size_ratio_vs_teacher']:,.0f}x smaller than the teacher's pickle.")
+    if "stability" in report:
+        st = report["stability"]
+        agreement += (f"\n\nAgainst the served model `{st['previous_version']}`: median displacement "
+                      f"{st['median_displacement']:.4f} of its map's spread, kNN@{report['k']} overlap {st['knn_overlap']:.4f}.")
     gates = "\n".join(f"- {gate_line(g)}" for g in report["gates"])
     md = (f"# Quality report\n\nArtifact `{art['version']}`, measured on {report['validation_rows']:,} validation "
           f"rows that no model saw (k={report['k']}).\n\n## Gates\n\n{gates}\n\n## Metrics\n\n"
           f"{markdown_table(report)}\n\n{agreement}\n\n## Per label\n\n{per_class_markdown(report['per_class'])}\n\n"
-          "![teacher, student and artifact maps](maps.png)\n")
+          "![teacher, student and artifact maps, and the served model's](maps.png)\n")
     atomic_write_bytes(directory / "maps.png", png)
     atomic_write_bytes(directory / "quality_report.json", json.dumps(report, indent=2).encode())
     atomic_write_bytes(directory / "quality_report.md", md.encode())
@@ -237,3 +262,24 @@ def quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: Ware
             metadata={key: g[key] for key in ("artifact", "reference", "floor", "margin")}
             | {"artifact_version": report["artifact"]["version"], "rows": report["validation_rows"]},
         )
+
+
+@dg.asset_check(asset=quality_report, description="candidate's median displacement from the served model's map "
+                "<= stability_tolerance of its spread (warns; never blocks the promotion)")
+def stable_vs_previous(warehouse: WarehouseResource, quality_gates: QualityGates) -> dg.AssetCheckResult:
+    """How far a retrained model moves the map that users already hold: on the report's validation
+    rows, the median displacement from the served model's map (a fraction of its spread) and the
+    kNN overlap of the two. It warns past ``QualityGates.stability_tolerance``; the quality gates,
+    not this check, decide the promotion."""
+    report = json.loads((warehouse.layout().reports / "quality_report.json").read_text())
+    st = report.get("stability")
+    if st is None:
+        return dg.AssetCheckResult(passed=True, description="no other model is served yet: nothing to compare with")
+    passed = st["median_displacement"] <= quality_gates.stability_tolerance
+    return dg.AssetCheckResult(
+        passed=passed, severity=dg.AssetCheckSeverity.WARN,
+        description=(f"stable_vs_previous: median displacement {st['median_displacement']:.4f} of the served map's spread "
+                     f"(tolerance {quality_gates.stability_tolerance}), kNN@{report['k']} overlap {st['knn_overlap']:.4f} "
+                     f"against {st['previous_version']}" + ("" if passed else ": WARNING, the map moved")),
+        metadata={**st, "artifact_version": report["artifact"]["version"]},
+    )

@@ -68,6 +68,9 @@ class QualityGates(dg.ConfigurableResource):
     trust_tolerance: float = 0.005  # artifact trustworthiness@k >= teacher's - tolerance
     knn_accuracy_tolerance: float = 0.02  # artifact 10-NN accuracy >= teacher's - tolerance (labelled data)
     min_student_overlap: float = 0.95  # artifact kNN overlap with the float student
+    # stable_vs_previous (warns, never blocks): the candidate's median displacement from the served
+    # model's map of the same validation rows, as a fraction of that map's spread
+    stability_tolerance: float = 0.02
     k: int = 15
     max_rows: int = 10_000  # validation rows the report and the gates measure on (seeded subsample)
     seed: int = 0

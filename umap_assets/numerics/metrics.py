@@ -458,8 +458,8 @@ def distance_spearman(X: np.ndarray, E: np.ndarray, n_pairs: int = 50_000, seed:
     return float(spearmanr(dx, de).statistic)
 
 
-def relative_displacement(E_ref: np.ndarray, E: np.ndarray) -> float:
-    """Mean distance between matching points of two maps, over the RMS spread of the reference map.
+def relative_displacement(E_ref: np.ndarray, E: np.ndarray, statistic: str = "mean") -> float:
+    """Mean (or median) distance between matching points of two maps, over the RMS spread of the reference map.
 
     Parameters
     ----------
@@ -467,12 +467,22 @@ def relative_displacement(E_ref: np.ndarray, E: np.ndarray) -> float:
         The reference map.
     E : ndarray of shape (n, m)
         A map of the same rows, in the same order.
+    statistic : {"mean", "median"}, default "mean"
+        How the rows' distances are summarised.
 
     Returns
     -------
     float
-        Mean Euclidean distance between matching rows, divided by the root mean squared distance of
-        ``E_ref``'s rows to their centroid; 0.0 when that spread is 0.
+        The mean or median Euclidean distance between matching rows, divided by the root mean
+        squared distance of ``E_ref``'s rows to their centroid; 0.0 when that spread is 0.
+
+    Raises
+    ------
+    ValueError
+        For another ``statistic``.
     """
+    summary = {"mean": np.mean, "median": np.median}.get(statistic)
+    if summary is None:
+        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
     spread = float(np.sqrt(((E_ref - E_ref.mean(0)) ** 2).sum(1).mean()))
-    return float(np.linalg.norm(E - E_ref, axis=1).mean() / spread) if spread else 0.0
+    return float(summary(np.linalg.norm(E - E_ref, axis=1)) / spread) if spread else 0.0

@@ -248,8 +248,9 @@ def student(
     """A torch MLP distilled from the teacher with the parametric-UMAP loss plus a coordinate term.
 
     The distillation set is the coreset plus extra training rows labelled by ``teacher.transform``,
-    and on a small data set new rows between neighbours (``min_rows``); training runs a fixed number of steps (no early stopping, no clock) with input noise, and records
-    the coordinate error on a held-out part of it.
+    and on a small data set new rows between neighbours (``min_rows``); training runs a fixed
+    number of steps (no early stopping, no clock) with input noise, and records the coordinate
+    error on a held-out part of it.
     """
     from umap.umap_ import find_ab_params
 

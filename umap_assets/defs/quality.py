@@ -274,7 +274,7 @@ def stable_vs_previous(warehouse: WarehouseResource, quality_gates: QualityGates
     report = json.loads((warehouse.layout().reports / "quality_report.json").read_text())
     st = report.get("stability")
     if st is None:
-        return dg.AssetCheckResult(passed=True, description="no other model is served yet: nothing to compare with")
+        return dg.AssetCheckResult(passed=True, description="no other model served on these rows: nothing to compare with")
     passed = st["median_displacement"] <= quality_gates.stability_tolerance
     return dg.AssetCheckResult(
         passed=passed, severity=dg.AssetCheckSeverity.WARN,

@@ -8,6 +8,7 @@ histogram, so its memory does not grow with the slice, and shows every row as de
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -48,13 +49,21 @@ def map_columns(names: list[str]) -> tuple[str, str]:
     return ("x", "y") if {"x", "y"} <= set(names) else ("x0", "x1")
 
 
+def png_markdown(png: bytes, alt: str) -> str:
+    """A PNG as a Markdown image with a data URI, for ``dg.MetadataValue.md`` (the asset page shows it)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
 def map_extent(path, columns: tuple[str, str] | None = None) -> tuple[float, float, float, float] | None:
     """``(xmin, xmax, ymin, ymax)`` of a Parquet file's two coordinate columns (:func:`map_columns`
     by default), from its row-group statistics when every group has them (no data read), else from
     one streamed pass. None for a file without rows."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    return _extent(pq.ParquetFile(path), columns)
+
+
+def _extent(pf, columns: tuple[str, str] | None) -> tuple[float, float, float, float] | None:
     names = pf.schema_arrow.names
     columns = columns or map_columns(names)
     index = [names.index(c) for c in columns]
@@ -85,15 +94,16 @@ def density_grid(path, bins: int = 200) -> tuple[np.ndarray, tuple] | None:
     rows at a time; with its extent. None for a file without rows."""
     import pyarrow.parquet as pq
 
-    columns = map_columns(pq.ParquetFile(path).schema_arrow.names)
-    extent = map_extent(path, columns)
+    pf = pq.ParquetFile(path)
+    columns = map_columns(pf.schema_arrow.names)
+    extent = _extent(pf, columns)
     if extent is None:
         return None
     xmin, xmax, ymin, ymax = extent
     edges = (np.linspace(xmin, xmax if xmax > xmin else xmin + 1, bins + 1),
              np.linspace(ymin, ymax if ymax > ymin else ymin + 1, bins + 1))
     counts = np.zeros((bins, bins), dtype=np.int64)
-    for batch in pq.ParquetFile(path).iter_batches(columns=list(columns), batch_size=1 << 20):
+    for batch in pf.iter_batches(columns=list(columns), batch_size=1 << 20):
         counts += np.histogram2d(batch.column(0).to_numpy(), batch.column(1).to_numpy(), bins=edges)[0].astype(np.int64)
     return counts, extent
 

@@ -1,10 +1,8 @@
 """``embeddings``: the map coordinates of every row of every slice."""
 
-import base64
-
 import dagster as dg
 
-from ..pictures import density_png
+from ..pictures import density_png, png_markdown
 from ..warehouse import has_embeddings_view, publish_catalog
 from .ingest import raw_slices
 from .model import store_of
@@ -51,7 +49,7 @@ def embeddings(
     picture = {}
     png = density_png(destination, title=key)
     if png is not None:
-        picture["map"] = dg.MetadataValue.md(f"![{key}](data:image/png;base64,{base64.b64encode(png).decode()})")
+        picture["map"] = dg.MetadataValue.md(png_markdown(png, key))
     return dg.MaterializeResult(
         metadata={**metadata, **picture, "path": dg.MetadataValue.path(str(destination))},
         data_version=dg.DataVersion(f"{version}:{key}"),

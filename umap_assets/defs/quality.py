@@ -5,7 +5,6 @@ Its blocking checks (``quality_report_gates``) read the figures it measured; onl
 ``model`` (the promotion) run.
 """
 
-import base64
 import json
 import time
 
@@ -15,7 +14,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..model_store import feature_rows, labels_of, read_sample_rows
 from ..numerics import metrics
-from ..pictures import scatter_png
+from ..pictures import png_markdown, scatter_png
 from ..runtime import Projector
 from .model import artifact, load_student_result, store_of, student, teacher
 from .resources import QualityGates, WarehouseResource
@@ -190,7 +189,7 @@ def quality_report(
     context.log.info("gates: " + ("all passed" if not failed else "failed: " + ", ".join(failed)))
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(md.split("![", 1)[0]),
-        "maps": dg.MetadataValue.md(f"![maps](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "maps": dg.MetadataValue.md(png_markdown(png, "maps")),
         "artifact_version": projector.version,
         "artifact_trustworthiness": art["trustworthiness"],
         "teacher_trustworthiness": report["teacher"]["trustworthiness"],

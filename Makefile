@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The constraints file pins torch to the CPU wheel (a bare `torch` pulls a multi-GB CUDA build).
 	$(BIN)/python -m pip install --quiet -c constraints.txt "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,spark,postgres]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,spark,postgres,map]"
 	# Compile umap-learn's numba kernels once, into the virtualenv, instead of in the first fit.
 	$(BIN)/python -m umap_assets.warmup
 	touch $(STAMP)

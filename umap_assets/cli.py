@@ -497,6 +497,21 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_map(args: argparse.Namespace) -> int:
+    """Serve the current embeddings of the home as an explorable map."""
+    from .map_server import MapUnavailable, serve
+    from .warehouse import Warehouse
+
+    layout = Layout.at(args.home)
+    try:
+        serve(Warehouse(root=layout.warehouse, duckdb_path=layout.duckdb_path), host=args.host, port=args.port,
+              max_points=args.max_points, open_browser=not args.no_browser)
+    except MapUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def add_slice_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per :class:`SliceSpec` field (``--id-column``, ...), with its default: one declaration."""
     for f in dataclasses.fields(SliceSpec):
@@ -558,6 +573,15 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--to", default=None, help="artifact version (default: the one promoted before the current)")
     back.add_argument("--list", action="store_true", help="list the promoted versions, newest first")
     back.set_defaults(func=_cmd_rollback)
+
+    explore = sub.add_parser("map", help="open the current embeddings in the browser (needs the `map` extra)")
+    explore.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
+    explore.add_argument("--host", default="127.0.0.1")
+    explore.add_argument("--port", type=int, default=8765, help="(default 8765; 0 picks a free one)")
+    explore.add_argument("--max-points", type=int, default=200_000, help="rows drawn as points, a seeded sample "
+                         "(default 200,000); every row is drawn as density")
+    explore.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
+    explore.set_defaults(func=_cmd_map)
 
     ui = sub.add_parser("ui", help="run `dagster dev` on the instance under <home>/dagster")
     ui.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")

@@ -19,6 +19,7 @@ from .atomic import atomic_path
 from .warmup import cache_umap_kernels
 from .contract import features_matrix
 from .home import Layout
+from .numerics.align import Similarity
 from .numerics.drift import CoverageReference
 from .warehouse import Warehouse, take_rows
 
@@ -133,6 +134,31 @@ class ModelStore:
         if not self.student_path.exists():
             raise FileNotFoundError(f"no student at {self.student_path}; materialize `student` first")
         return torch.load(self.student_path, weights_only=False)
+
+
+def served_projector(store: ModelStore, input_dim: int, *, excluding: str | None = None):
+    """The model served now (a :class:`~umap_assets.runtime.Projector`), when there is one, it reads
+    rows of ``input_dim`` features and its version is not ``excluding``; else None."""
+    from .runtime import Projector
+
+    if not store.artifact_path.exists():
+        return None
+    served = Projector.load(store.artifact_path)
+    return None if served.version == excluding or served.input_dim != input_dim else served
+
+
+def teacher_alignment(teacher) -> Similarity:
+    """The similarity from a teacher's own frame to the served model's it was aligned to (identity
+    for a teacher fitted with nothing served)."""
+    if getattr(teacher, "alignment_", None) is None:
+        return Similarity.identity(teacher.n_components)
+    return Similarity.from_dict(teacher.alignment_)
+
+
+def teacher_map(teacher):
+    """The teacher's ``transform``, in the frame of the model it was aligned to."""
+    similarity = teacher_alignment(teacher)
+    return lambda X: similarity.apply(teacher.transform(X))
 
 
 @dataclass

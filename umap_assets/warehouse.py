@@ -44,6 +44,17 @@ class Warehouse:
     def files(self, table: str) -> list[Path]:
         return [self.table_path(table, k) for k in self.keys(table)]
 
+    def embeddings_dir(self, version: str) -> Path:
+        """The embeddings of every slice by one model: ``embeddings/<artifact version>/<key>.parquet``."""
+        return self.table_dir(EMBEDDINGS) / version
+
+    def embeddings_path(self, version: str, key: str) -> Path:
+        return self.embeddings_dir(version) / f"{key}.parquet"
+
+    def embedded_keys(self, version: str) -> list[str]:
+        directory = self.embeddings_dir(version)
+        return sorted(p.stem for p in directory.glob("*.parquet") if not is_temp_name(p.name)) if directory.exists() else []
+
 
 def write_canonical_slice(
     source: Path,
@@ -155,8 +166,9 @@ def publish_catalog(wh: Warehouse, *, timeout_s: float = 60.0) -> Path:
                 con.execute("INSERT INTO slices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             [r["key"], r["rows"], r["dim"], r["bytes"], r["path"], r["source"],
                              json.dumps(r.get("label_counts", {})), r["ingested_at"]])
-            if wh.keys("embeddings"):
-                glob = _sql_text(str(wh.table_dir("embeddings").relative_to(home) / "*.parquet"))
+            current = published_embeddings(wh).get("current")
+            if current and wh.embedded_keys(current):
+                glob = _sql_text(str(wh.embeddings_dir(current).relative_to(home) / "*.parquet"))
                 con.execute(f"""CREATE VIEW embeddings AS
                     SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename)
                     FROM read_parquet('{glob}', filename = true, union_by_name = true)""")
@@ -165,9 +177,51 @@ def publish_catalog(wh: Warehouse, *, timeout_s: float = 60.0) -> Path:
     return wh.duckdb_path
 
 
+def published_embeddings(wh: Warehouse) -> dict:
+    """``{"current": version, "history": [versions, oldest first]}``: which model's embeddings the
+    ``embeddings`` view reads, and every version it has read (``{}`` before the first)."""
+    path = wh.table_dir(EMBEDDINGS) / PUBLISHED
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def publish_embeddings(wh: Warehouse, version: str, slice_keys: list[str], *, keep: int,
+                       timeout_s: float = 60.0) -> bool:
+    """Switch the ``embeddings`` view to ``version`` once every slice in ``slice_keys`` has its
+    file, and delete all but the newest ``keep`` published versions; True when the view reads
+    ``version`` on return.
+
+    Until then the view keeps reading the previous version whole: a reader never sees a mixture
+    of two models' maps. The switch is one rename of ``warehouse.duckdb`` (:func:`publish_catalog`),
+    under the catalog lock, so two slices that finish at once publish once. A version that is
+    neither published nor ``version`` (a model replaced before its maps were done) is deleted too.
+    """
+    if keep < 1:
+        raise ValueError(f"keep at least the version the view reads (keep >= 1), got {keep}")
+    state = published_embeddings(wh)
+    if not set(slice_keys) <= set(wh.embedded_keys(version)):
+        return state.get("current") == version
+    if state.get("current") == version and has_embeddings_view(wh):
+        return True  # the view globs the version's folder: a slice added to it needs no rebuild
+    with _catalog_lock(wh, timeout_s):
+        history = [v for v in published_embeddings(wh).get("history", []) if v != version] + [version]
+        with atomic_path(wh.table_dir(EMBEDDINGS) / PUBLISHED) as tmp:
+            tmp.write_text(json.dumps({"current": version, "history": history}))
+    publish_catalog(wh, timeout_s=timeout_s)
+    _prune_embeddings(wh, keep, building=version)
+    return True
+
+
+def _prune_embeddings(wh: Warehouse, keep: int, *, building: str) -> None:
+    import shutil
+
+    kept = set(published_embeddings(wh).get("history", [])[-keep:]) | {building}
+    for directory in wh.table_dir(EMBEDDINGS).iterdir():
+        if directory.is_dir() and directory.name not in kept:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def has_embeddings_view(wh: Warehouse) -> bool:
-    """Whether the published catalog already defines the ``embeddings`` view (which globs every
-    slice's file, so later slices need no rebuild)."""
+    """Whether the published catalog defines the ``embeddings`` view."""
     try:
         with duckdb.connect(str(wh.duckdb_path), read_only=True) as con:
             return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'embeddings' "
@@ -197,3 +251,5 @@ SLICES_DDL = """CREATE TABLE slices (
     key VARCHAR PRIMARY KEY, rows BIGINT, dim INTEGER, bytes BIGINT,
     path VARCHAR, source VARCHAR, label_counts JSON, ingested_at TIMESTAMP)"""
 CATALOG = "catalog"
+EMBEDDINGS = "embeddings"
+PUBLISHED = "published.json"  # under embeddings/: the version the view reads, and the ones before it

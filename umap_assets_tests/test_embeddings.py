@@ -217,7 +217,8 @@ def _materialize_embeddings(projector_file, tmp_path, engine):
                                 resources={"warehouse": warehouse, "embedding_engine": engine})
         logs = [e.message for e in instance.all_logs(result.run_id)]
     assert result.success
-    return result.asset_materializations_for_node("embeddings")[0].metadata, logs, source, wh.table_path("embeddings", "s1")
+    metadata = result.asset_materializations_for_node("embeddings")[0].metadata
+    return metadata, logs, source, wh.embeddings_path(metadata["artifact_version"].value, "s1")
 
 
 def test_embeddings_asset_embeds_in_its_own_process_through_pipes(projector_file, tmp_path):

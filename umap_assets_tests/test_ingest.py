@@ -193,15 +193,15 @@ def test_a_reader_holding_the_catalog_never_blocks_ingest(instance, resources, l
 def test_a_copied_home_reads_its_own_files(tmp_path):
     import shutil
 
-    from umap_assets.warehouse import Warehouse, connect, publish_catalog, record_slice
+    from umap_assets.warehouse import Warehouse, connect, publish_embeddings, record_slice
 
     home = tmp_path / "home"
     wh = Warehouse(root=home / "warehouse", duckdb_path=home / "warehouse.duckdb")
-    wh.table_dir("embeddings").mkdir(parents=True)
-    pq.write_table(pa.table({"id": [1, 2], "x": [0.5, 1.5], "y": [2.0, 3.0]}), wh.table_path("embeddings", "s1"))
+    wh.embeddings_dir("v1").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [1, 2], "x": [0.5, 1.5], "y": [2.0, 3.0]}), wh.embeddings_path("v1", "s1"))
     record_slice(wh, "s1", {"rows": 2, "dim": 4, "bytes": 10, "path": "warehouse/raw_slices/s1.parquet",
                             "source": "incoming/s1.parquet", "label_counts": {}})
-    publish_catalog(wh)
+    assert publish_embeddings(wh, "v1", ["s1"], keep=2)
     shutil.copytree(home, tmp_path / "copy")
     shutil.rmtree(home)
     copied = Warehouse(root=tmp_path / "copy" / "warehouse", duckdb_path=tmp_path / "copy" / "warehouse.duckdb")
@@ -263,3 +263,38 @@ def test_a_wide_file_is_refused_from_its_schema_before_its_data_is_read(tmp_path
     dim, grown_kb, message = out.split(" ", 2)
     assert dim == "2048" and "dimension is 2048, but the home's contract" in message
     assert int(grown_kb) < 30 * 1024, f"RSS grew {int(grown_kb) // 1024} MB to read the dimension of an 80 MB file"
+
+
+def test_the_embeddings_view_switches_versions_only_when_every_slice_has_one(tmp_path):
+    from umap_assets.warehouse import Warehouse, connect, publish_embeddings, published_embeddings
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+
+    def write(version: str, key: str) -> None:
+        wh.embeddings_dir(version).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": [1], "x": [0.0], "y": [1.0], "artifact_version": [version]}),
+                       wh.embeddings_path(version, key))
+
+    def versions() -> list[tuple]:
+        with connect(wh) as con:
+            return con.execute("SELECT artifact_version, count(*) FROM embeddings GROUP BY 1 ORDER BY 1").fetchall()
+
+    slices = ["a", "b"]
+    write("v1", "a")
+    assert not publish_embeddings(wh, "v1", slices, keep=2) and not wh.duckdb_path.exists()
+    write("v1", "b")
+    assert publish_embeddings(wh, "v1", slices, keep=2) and versions() == [("v1", 2)]
+    write("v2", "a")
+    assert not publish_embeddings(wh, "v2", slices, keep=2)
+    assert versions() == [("v1", 2)], "half of a new version stays out of the view"
+    write("abandoned", "a")  # a model replaced before its maps were done
+    write("v2", "b")
+    assert publish_embeddings(wh, "v2", slices, keep=2) and versions() == [("v2", 2)]
+    assert not wh.embeddings_dir("abandoned").exists() and wh.embeddings_dir("v1").exists()
+    for key in slices:
+        write("v3", key)
+    assert publish_embeddings(wh, "v3", slices, keep=2) and versions() == [("v3", 2)]
+    assert published_embeddings(wh) == {"current": "v3", "history": ["v1", "v2", "v3"]}
+    assert not wh.embeddings_dir("v1").exists() and wh.embeddings_dir("v2").exists()
+    with pytest.raises(ValueError, match="keep"):
+        publish_embeddings(wh, "v3", slices, keep=0)

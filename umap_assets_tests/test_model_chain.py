@@ -117,6 +117,11 @@ def test_broken_student_fails_the_gate_reports_why_and_is_not_promoted(digits_ho
     assert served.read_bytes() == before  # the served model is still the previous one
 
 
+def con_rows(wh, sql: str) -> list[tuple]:
+    with connect(wh) as con:
+        return con.execute(sql).fetchall()
+
+
 def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_home):
     import pyarrow.parquet as pq
 
@@ -135,11 +140,12 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
         for key in keys:
             res = dg.materialize([embeddings], partition_key=key, instance=instance, resources=resources)
             assert res.asset_materializations_for_node("embeddings")[0].metadata["artifact_version"].value == first
-        out = pq.read_table(home / "warehouse" / "embeddings" / f"{keys[0]}.parquet")
+        wh = Warehouse(home / "warehouse", home / "warehouse.duckdb")
+        out = pq.read_table(wh.embeddings_path(first, keys[0]))
         assert out.column_names == ["id", "x", "y", "label", "artifact_version"]
         assert set(out.column("artifact_version").to_pylist()) == {first}
         # the DuckDB view covers every slice
-        with connect(Warehouse(home / "warehouse", home / "warehouse.duckdb")) as con:
+        with connect(wh) as con:
             rows = con.execute("SELECT label, avg(x), count(*) FROM embeddings GROUP BY label ORDER BY label").fetchall()
         assert len(rows) == 10 and sum(r[2] for r in rows) == 1797
 
@@ -158,8 +164,16 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
 
         res = dg.materialize([embeddings], partition_key=keys[1], instance=instance, resources=resources)
         assert res.success
-        again = pq.read_table(home / "warehouse" / "embeddings" / f"{keys[1]}.parquet")
+        again = pq.read_table(wh.embeddings_path(second, keys[1]))
         assert set(again.column("artifact_version").to_pylist()) == {second}
+        # the view reads the first model's maps until every slice has the second's: never a mixture
+        view = lambda: con_rows(wh, "SELECT DISTINCT artifact_version FROM embeddings")  # noqa: E731
+        assert view() == [(first,)]
+        for key in keys:
+            if key != keys[1]:
+                dg.materialize([embeddings], partition_key=key, instance=instance, resources=resources)
+        assert view() == [(second,)]
+        assert wh.embeddings_path(first, keys[0]).exists()  # the version before it stays (keep_versions)
 
         # a rollback is a materialization of `model` with an earlier promoted version
         coverage_second = (home / "models" / "coverage.npz").read_bytes()

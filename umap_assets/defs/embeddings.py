@@ -3,7 +3,8 @@
 import dagster as dg
 
 from ..pictures import density_png, png_markdown
-from ..warehouse import has_embeddings_view, publish_catalog
+from ..runtime import Projector
+from ..warehouse import publish_embeddings, published_embeddings
 from .ingest import raw_slices
 from .model import store_of
 from .promotion import MAP_FRESHNESS, model
@@ -12,6 +13,13 @@ from .resources import EmbeddingEngine, WarehouseResource
 from .groups import MAPS
 
 GROUP = MAPS
+
+
+class EmbeddingsConfig(dg.Config):
+    """How many models' embeddings stay on disk: the one the view reads and the ones before it
+    (a reader that opened the catalog before a switch reads the older version to its end)."""
+
+    keep_versions: int = 3
 
 
 @dg.asset(
@@ -23,35 +31,40 @@ GROUP = MAPS
     freshness_policy=MAP_FRESHNESS,
 )
 def embeddings(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, embedding_engine: EmbeddingEngine
+    context: dg.AssetExecutionContext, config: EmbeddingsConfig, warehouse: WarehouseResource,
+    embedding_engine: EmbeddingEngine,
 ) -> dg.MaterializeResult:
     """Every row of one slice on the map: ``id``, ``x``, ``y`` (``x0..xk`` for more components),
     ``label`` when present, and the ``artifact_version`` that produced it.
 
     Streams the slice in chunks through the promoted artifact (the newest one that passed its
     checks), on the local or the Spark engine. A new slice is embedded as soon as it lands; a new
-    artifact makes every slice stale, and automation re-embeds them. Query all slices at once
-    through the DuckDB view ``embeddings`` in ``warehouse.duckdb``. The materialization shows the
-    slice's map: every row, as density (:func:`umap_assets.pictures.density_png`).
+    artifact makes every slice stale, and automation re-embeds them. Each model's maps go to their
+    own folder, ``embeddings/<version>/<key>.parquet``; the DuckDB view ``embeddings`` in
+    ``warehouse.duckdb`` switches to a new version only once every slice has it
+    (:func:`umap_assets.warehouse.publish_embeddings`), and the last ``keep_versions`` stay. The
+    materialization shows the slice's map: every row, as density (:func:`umap_assets.pictures.density_png`).
     """
     key = context.partition_key
     wh = warehouse.warehouse()
     store = store_of(warehouse)
     if not store.artifact_path.exists():
         raise dg.Failure(f"no promoted artifact at {store.artifact_path}; run `train_model` and let its checks pass")
-    destination = wh.table_path("embeddings", key)
-    metadata = embedding_engine.embed(context, str(store.artifact_path), str(wh.table_path("raw_slices", key)),
-                                      str(destination))
-    version = metadata["artifact_version"]  # the version the embedding process loaded and wrote
-    version = getattr(version, "value", version)
-    if not has_embeddings_view(wh):  # the view globs every slice's file: only the first needs a rebuild
-        publish_catalog(wh)
+    version = Projector.load(store.artifact_path).version
+    artifact = store.versioned_artifact_path(version)  # immutable: a promotion meanwhile cannot mix versions
+    destination = wh.embeddings_path(version, key)
+    metadata = embedding_engine.embed(context, str(artifact if artifact.exists() else store.artifact_path),
+                                      str(wh.table_path("raw_slices", key)), str(destination))
+    published = publish_embeddings(wh, version, wh.keys("raw_slices"), keep=config.keep_versions)
+    context.log.info(f"the embeddings view reads {published_embeddings(wh).get('current')}"
+                     + ("" if published else f"; {version} is published once every slice is embedded with it"))
     picture = {}
     png = density_png(destination, title=key)
     if png is not None:
         picture["map"] = dg.MetadataValue.md(png_markdown(png, key))
     return dg.MaterializeResult(
-        metadata={**metadata, **picture, "path": dg.MetadataValue.path(str(destination))},
+        metadata={**metadata, **picture, "view_version": published_embeddings(wh).get("current", ""),
+                  "path": dg.MetadataValue.path(str(destination))},
         data_version=dg.DataVersion(f"{version}:{key}"),
     )
 

@@ -14,11 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pydantic
 
-from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_rows
+from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_rows, served_projector, teacher_alignment
 from ..numerics import compress
 from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
 from ..numerics.drift import coverage_reference
-from ..numerics.metrics import subsample
+from ..numerics.align import align_student, anchored_targets, fit_similarity
+from ..numerics.metrics import relative_displacement, subsample
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, neighbour_mixup, train_student
 from ..runtime import Projector
 from ..warehouse import write_table
@@ -141,6 +142,9 @@ class TeacherConfig(dg.Config):
     metric: str = "euclidean"
     n_components: int = 2
     seed: int | None = 0
+    # keep the served model's map: start the layout from its coordinates of the coreset (umap-learn's
+    # `init=`), then record the similarity that carries the new layout onto them (bench/RESULTS.md, session 9)
+    align_to_served: bool = True
 
 
 @dg.asset(deps=[coreset], group_name=GROUP, kinds={"umap", "python"})
@@ -156,6 +160,8 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     store = store_of(warehouse)
     table = pq.read_table(store.coreset_path)
     X = feature_rows(table)
+    served = served_projector(store, X.shape[1]) if config.align_to_served else None
+    E_served = served.transform(X) if served is not None else None
     started = time.perf_counter()
     model = umap.UMAP(
         n_neighbors=config.n_neighbors,
@@ -164,9 +170,18 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
         n_components=config.n_components,
         random_state=config.seed,
         n_jobs=1 if config.seed is not None else -1,  # a seed makes umap-learn single-threaded anyway
+        init=E_served if E_served is not None else "spectral",
     ).fit(X)
     fit_seconds = time.perf_counter() - started
     model.coreset_uids_ = table.column("uid").to_pylist()
+    alignment = {}
+    if E_served is not None:
+        similarity = fit_similarity(model.embedding_, E_served)
+        model.alignment_, model.aligned_to_ = similarity.to_dict(), served.version
+        alignment = {"aligned_to": served.version, "alignment_scale": round(similarity.scale, 4),
+                     "coreset_median_displacement": relative_displacement(
+                         E_served, similarity.apply(model.embedding_), statistic="median")}
+        context.log.info(f"teacher aligned to the served model {served.version}: {alignment}")
     size = store.save_teacher(model)
     return dg.MaterializeResult(
         metadata={
@@ -178,6 +193,7 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
             "min_dist": config.min_dist,
             "metric": config.metric,
             "n_components": config.n_components,
+            **alignment,
             "path": dg.MetadataValue.path(str(store.teacher_path)),
         }
     )
@@ -196,11 +212,15 @@ class _StudentTraining(dg.Config):
 
     extra_rows: int = 40_000
     min_rows: int = 20_000
+    # pull every distillation row's target this far towards where the served model puts it (0: none,
+    # 1: copy it), in the teacher's frame; the teacher's alignment then carries the student onto the
+    # served model's map (bench/RESULTS.md, session 9)
+    anchor_weight: float = 0.0
 
     def student_config(self) -> StudentConfig:
         fields = self.model_dump()
-        fields.pop("extra_rows")
-        fields.pop("min_rows")
+        for own in ("extra_rows", "min_rows", "anchor_weight"):
+            fields.pop(own)
         fields["hidden"] = tuple(fields["hidden"])
         return StudentConfig(**fields)
 
@@ -260,9 +280,13 @@ def student(
     X, Y, uids = distillation_set(warehouse, teacher_model, config)
     label_seconds = time.perf_counter() - started
     a, b = find_ab_params(teacher_model.spread, teacher_model.min_dist)
+    similarity = teacher_alignment(teacher_model)
+    served = served_projector(store, X.shape[1]) if config.anchor_weight > 0 else None
+    Y_fit = Y if served is None else anchored_targets(Y, served.transform(X), similarity.inverse(), config.anchor_weight)
     cfg = config.student_config()
-    result = train_student(X, Y, teacher_model.graph_, float(a), float(b), cfg,
+    result = train_student(X, Y_fit, teacher_model.graph_, float(a), float(b), cfg,
                            log=lambda r: context.log.debug(str(r)))
+    result = align_student(result, similarity)  # into the served model's frame, when the teacher was aligned
     size = store.save_student(
         {
             "state_dict": result.model.state_dict(),
@@ -273,7 +297,7 @@ def student(
             "a": float(a),
             "b": float(b),
             "uids": uids,
-            "targets": Y[: len(uids)],
+            "targets": similarity.apply(Y[: len(uids)]),  # the teacher's map of the real rows, aligned
             "input_dim": X.shape[1],
             "n_components": Y.shape[1],
         }
@@ -284,6 +308,7 @@ def student(
             "distillation_rows": len(X),
             "coreset_rows": teacher_model.graph_.shape[0],
             "new_rows": len(X) - len(uids),
+            "anchored_to": served.version if served is not None else "none",
             "teacher_transform_seconds": round(label_seconds, 2),
             "steps": result.steps,
             "coord_loss": float(last["coord_loss"]),

@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..model_store import feature_rows, labels_of, read_sample_rows
+from ..model_store import feature_rows, labels_of, read_sample_rows, served_projector, teacher_map
 from ..numerics import metrics
 from ..pictures import png_markdown, scatter_png
 from ..runtime import Projector
@@ -164,7 +164,7 @@ def quality_report(
     pick = metrics.subsample(len(payload["uids"]), quality_gates.max_rows, seed=1)
     train = read_sample_rows(warehouse.warehouse(), "train", uids=[payload["uids"][i] for i in pick]).table
     models = {
-        "teacher": (store.load_teacher().transform, payload["targets"][pick], store.teacher_path.stat().st_size),
+        "teacher": (teacher_map(store.load_teacher()), payload["targets"][pick], store.teacher_path.stat().st_size),
         "student": (load_student_result(payload).transform, None, store.student_path.stat().st_size),
         "artifact": (projector.transform, None, store.candidate_path.stat().st_size),
     }
@@ -179,7 +179,7 @@ def quality_report(
                   per_class=per_class(labels, scores))
     panels = {"teacher (umap-learn transform)": maps["teacher"], "float student": maps["student"],
               "artifact": maps["artifact"]}
-    previous = served_projector(store, projector, X.shape[1])
+    previous = served_projector(store, X.shape[1], excluding=projector.version)
     if previous is not None:
         panels[f"served model {previous.version[:8]}"] = E_prev = previous.transform(X)
         report["stability"] = stability(E_prev, maps["artifact"], k, previous.version)
@@ -197,14 +197,6 @@ def quality_report(
         "validation_rows": len(X),
         "path": dg.MetadataValue.path(str(layout.reports / "quality_report.md")),
     })
-
-
-def served_projector(store, candidate: Projector, input_dim: int) -> Projector | None:
-    """The model served now, when there is one, it is not the candidate, and it reads the same rows."""
-    if not store.artifact_path.exists():
-        return None
-    served = Projector.load(store.artifact_path)
-    return None if served.version == candidate.version or served.input_dim != input_dim else served
 
 
 def stability(E_prev, E_new, k: int, previous_version: str) -> dict:

@@ -1,0 +1,217 @@
+"""``umap-assets map``: the current embeddings in the browser.
+
+A small HTTP server over the home's DuckDB catalog (read-only; it never holds a lock that blocks
+ingest: :func:`umap_assets.warehouse.connect`). The page pans and zooms, colours by label, slice or
+model version, finds a row by id and shows its nearest neighbours on the map. It draws a seeded
+sample of at most ``max_points`` rows as points over a density image of *every* row, rendered with
+datashader a row group at a time, so the picture is exact at any size and memory stays flat.
+
+Endpoints: ``/`` (the page), ``/api/meta``, ``/api/points`` (the sample, as JSON columns with
+category codes), ``/api/find?id=ID[&slice=KEY][&k=K]`` (the row and its K nearest rows on the map,
+over every row) and ``/density.png``.
+
+It needs the ``map`` extra (``pip install -e .[map]``: datashader).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from .pictures import map_columns, map_extent
+from .warehouse import Warehouse, connect, published_embeddings
+
+CATEGORIES = ("label", "slice", "artifact_version")
+DENSITY_PIXELS = 1024
+
+
+class MapUnavailable(RuntimeError):
+    """There is nothing to show yet, or the map extra is missing: one line for the terminal."""
+
+
+@dataclass
+class MapData:
+    """What the page shows: the sample's columns, the categories' legends and the map's extent."""
+
+    warehouse: Warehouse
+    version: str
+    rows: int
+    extent: tuple[float, float, float, float]
+    columns: tuple[str, str]
+    sample: dict = field(default_factory=dict)
+    _density: bytes | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, wh: Warehouse, max_points: int, seed: int = 0) -> "MapData":
+        version = published_embeddings(wh).get("current")
+        files = sorted(wh.embeddings_dir(version).glob("*.parquet")) if version else []
+        if not files or not wh.duckdb_path.exists():
+            raise MapUnavailable(f"no published embeddings under {wh.table_dir('embeddings')}; run `umap-assets run` first")
+        columns = map_columns(pq.read_schema(files[0]).names)
+        extents = np.array([e for e in (map_extent(f, columns) for f in files) if e is not None])
+        extent = (extents[:, 0].min(), extents[:, 1].max(), extents[:, 2].min(), extents[:, 3].max())
+        data = cls(wh, version, 0, tuple(float(v) for v in extent), columns)
+        data.rows, data.sample = data._sample(max_points, seed)
+        return data
+
+    def _query(self, sql: str, params: list | None = None) -> list[tuple]:
+        with connect(self.warehouse) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def _names(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT column_name FROM (DESCRIBE embeddings)")}
+
+    def _sample(self, max_points: int, seed: int) -> tuple[int, dict]:
+        x, y = self.columns
+        names = self._names()
+        cats = [c for c in CATEGORIES if c in names]
+        select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [f'CAST("{c}" AS VARCHAR)' for c in cats])
+        total = self._query("SELECT count(*) FROM embeddings")[0][0]
+        sampling = f" USING SAMPLE reservoir({int(max_points)} ROWS) REPEATABLE ({int(seed)})" if total > max_points else ""
+        with connect(self.warehouse) as con:
+            table = con.sql(f"SELECT {select} FROM embeddings{sampling}").to_arrow_table()
+        out = {"x": np.round(table.column(0).to_numpy(), 4).tolist(), "y": np.round(table.column(1).to_numpy(), 4).tolist(),
+               "id": table.column(2).to_pylist(), "categories": {}}
+        for i, name in enumerate(cats, start=3):
+            values = np.asarray(table.column(i).to_pylist(), dtype=object).astype(str)
+            legend, codes = np.unique(values, return_inverse=True)
+            out["categories"][name] = {"legend": legend.tolist(), "codes": codes.tolist()}
+        return int(total), out
+
+    def meta(self) -> dict:
+        return {"version": self.version, "rows": self.rows, "shown": len(self.sample["x"]), "extent": self.extent,
+                "image_extent": padded(self.extent),
+                "categories": list(self.sample["categories"]),
+                "legends": {k: v["legend"] for k, v in self.sample["categories"].items()}}
+
+    def find(self, row_id: str, slice_key: str | None, k: int) -> dict | None:
+        """The row with ``row_id`` (in ``slice_key`` when given) and its ``k`` nearest rows on the map."""
+        x, y = self.columns
+        where, params = "CAST(id AS VARCHAR) = ?", [row_id]
+        if slice_key:
+            where, params = where + " AND slice = ?", params + [slice_key]
+        names = self._names()
+        extra = [c for c in ("label", "artifact_version") if c in names]
+        cols = ", ".join(["slice", "CAST(id AS VARCHAR)", f'"{x}"', f'"{y}"'] + [f'CAST("{c}" AS VARCHAR)' for c in extra])
+        found = self._query(f"SELECT {cols} FROM embeddings WHERE {where} LIMIT 1", params)
+        if not found:
+            return None
+        keys = ["slice", "id", "x", "y", *extra]
+        row = dict(zip(keys, found[0]))
+        near = self._query(f'SELECT {cols}, ("{x}" - ?) ** 2 + ("{y}" - ?) ** 2 AS d2 FROM embeddings '
+                           f"WHERE NOT (slice = ? AND CAST(id AS VARCHAR) = ?) ORDER BY d2 LIMIT ?",
+                           [row["x"], row["y"], row["slice"], row["id"], int(k)])
+        row["neighbours"] = [{**dict(zip(keys, r[:-1])), "distance": float(np.sqrt(r[-1]))} for r in near]
+        return row
+
+    def density_png(self) -> bytes:
+        """Every row of the current version as density, rendered with datashader (cached)."""
+        with self._lock:
+            if self._density is None:
+                self._density = render_density(sorted(self.warehouse.embeddings_dir(self.version).glob("*.parquet")),
+                                               self.columns, self.extent)
+            return self._density
+
+
+def padded(extent) -> tuple[float, float, float, float]:
+    """The extent the density image covers: the map's, 1% wider on each side."""
+    x0, x1, y0, y1 = extent
+    pad_x, pad_y = (x1 - x0) * 0.01 or 1.0, (y1 - y0) * 0.01 or 1.0
+    return x0 - pad_x, x1 + pad_x, y0 - pad_y, y1 + pad_y
+
+
+def render_density(files: list[Path], columns: tuple[str, str], extent, pixels: int = DENSITY_PIXELS) -> bytes:
+    """A datashader image of every row of ``files``, aggregated one Parquet batch at a time."""
+    try:
+        import datashader as ds
+        import datashader.transfer_functions as tf
+        import pandas as pd
+        import xarray as xr
+    except ImportError as exc:
+        raise MapUnavailable(f"the map needs the `map` extra ({exc.name} is missing): pip install -e '.[map]'") from exc
+    x0, x1, y0, y1 = padded(extent)
+    canvas = ds.Canvas(plot_width=pixels, plot_height=pixels, x_range=(x0, x1), y_range=(y0, y1))
+    total = None
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1_000_000, columns=list(columns)):
+            frame = pd.DataFrame({"x": batch.column(0).to_numpy(), "y": batch.column(1).to_numpy()})
+            agg = canvas.points(frame, "x", "y", agg=ds.count())
+            total = agg if total is None else total + agg
+    image = tf.shade(total.where(total > 0) if total is not None else xr.DataArray(np.zeros((pixels, pixels))),
+                     cmap=["#dfe6f0", "#08306b"], how="eq_hist")
+    buf = io.BytesIO()
+    image.to_pil().save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def page() -> bytes:
+    return resources.files("umap_assets").joinpath("map_page.html").read_bytes()
+
+
+def make_server(data: MapData, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """A server for ``data`` (port 0: a free one; read it from ``server.server_address``)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - the terminal shows the URL, not every request
+            pass
+
+        def _send(self, body: bytes, kind: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, value, status: HTTPStatus = HTTPStatus.OK) -> None:
+            self._send(json.dumps(value).encode(), "application/json", status)
+
+        def do_GET(self):  # noqa: N802 - http.server's name
+            url = urlparse(self.path)
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if url.path in ("/", "/index.html"):
+                return self._send(page(), "text/html; charset=utf-8")
+            if url.path == "/api/meta":
+                return self._json(data.meta())
+            if url.path == "/api/points":
+                return self._json(data.sample)
+            if url.path == "/api/find":
+                found = data.find(query.get("id", ""), query.get("slice"), int(query.get("k", 10)))
+                return self._json(found if found else {"error": f"no row with id {query.get('id')!r}"},
+                                  HTTPStatus.OK if found else HTTPStatus.NOT_FOUND)
+            if url.path == "/density.png":
+                return self._send(data.density_png(), "image/png")
+            return self._json({"error": f"no such page {url.path}"}, HTTPStatus.NOT_FOUND)
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def serve(wh: Warehouse, *, host: str = "127.0.0.1", port: int = 8765, max_points: int = 200_000,
+          open_browser: bool = True, say=print) -> None:
+    """Serve the map until interrupted (Ctrl-C)."""
+    data = MapData.load(wh, max_points)
+    data.density_png()  # fail here, in one line, when the extra is missing; and the first page is quick
+    server = make_server(data, host, port)
+    url = f"http://{host}:{server.server_address[1]}/"
+    say(f"map of {data.rows:,} rows (model {data.version}; {len(data.sample['x']):,} drawn as points over the "
+        f"density of all of them) at {url}  (Ctrl-C stops)")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

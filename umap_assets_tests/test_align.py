@@ -1,0 +1,69 @@
+"""Similarity fits, anchored targets and the fold of an alignment into a student."""
+
+import numpy as np
+import pytest
+
+from umap_assets.numerics.align import Similarity, align_student, anchored_targets, fit_similarity
+from umap_assets.numerics.distill import StudentConfig, train_student
+
+
+def rotation(angle: float, mirrored: bool = False) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    R = np.array([[c, s], [-s, c]])
+    return R @ np.diag([1.0, -1.0]) if mirrored else R
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_fit_similarity_recovers_a_known_transform(mirrored):
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(200, 2))
+    truth = Similarity(2.5, rotation(0.7, mirrored), np.array([3.0, -1.0]))
+    fitted = fit_similarity(source, truth.apply(source))
+    assert fitted.scale == pytest.approx(2.5, rel=1e-5)
+    np.testing.assert_allclose(fitted.rotation, truth.rotation, atol=1e-5)
+    np.testing.assert_allclose(fitted.translation, truth.translation, atol=1e-4)
+    np.testing.assert_allclose(fitted.inverse().apply(truth.apply(source)), source, atol=1e-4)
+
+
+def test_fit_similarity_without_scale_is_rigid_and_least_squares():
+    rng = np.random.default_rng(1)
+    source = rng.normal(size=(300, 2))
+    target = 3.0 * source @ rotation(-0.4) + rng.normal(scale=0.05, size=source.shape)
+    rigid = fit_similarity(source, target, with_scale=False)
+    assert rigid.scale == 1.0
+    np.testing.assert_allclose(rigid.rotation @ rigid.rotation.T, np.eye(2), atol=1e-10)
+    full = fit_similarity(source, target)
+    err = lambda sim: ((sim.apply(source) - target) ** 2).sum()  # noqa: E731
+    assert err(full) < err(rigid)
+    for jitter in (Similarity(full.scale * 1.01, full.rotation, full.translation),
+                   Similarity(full.scale, full.rotation @ rotation(0.01), full.translation)):
+        assert err(full) < err(jitter)
+
+
+def test_fit_similarity_rejects_mismatched_maps():
+    with pytest.raises(ValueError, match="matching"):
+        fit_similarity(np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+def test_anchored_targets_interpolate_in_the_teacher_frame():
+    rng = np.random.default_rng(2)
+    Y, previous = rng.normal(size=(50, 2)), rng.normal(size=(50, 2))
+    to_native = Similarity(0.5, rotation(1.0), np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(anchored_targets(Y, previous, to_native, 0.0), Y.astype(np.float32))
+    np.testing.assert_allclose(anchored_targets(Y, previous, to_native, 1.0), to_native.apply(previous), atol=1e-6)
+    half = anchored_targets(Y, previous, to_native, 0.5)
+    np.testing.assert_allclose(half, 0.5 * Y + 0.5 * to_native.apply(previous), atol=1e-6)
+    with pytest.raises(ValueError, match="anchor weight"):
+        anchored_targets(Y, previous, to_native, 1.5)
+
+
+def test_align_student_folds_the_similarity_into_its_output():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 12)).astype(np.float32)
+    Y = X[:, :2] * 3.0
+    result = train_student(X, Y, None, 1.0, 1.0, StudentConfig(hidden=(16,), input_pca_dim=None, steps=30,
+                                                                 batch_size=64, threads=1))
+    similarity = Similarity(1.7, rotation(2.0, mirrored=True), np.array([-4.0, 0.5]))
+    aligned = align_student(result, similarity)
+    np.testing.assert_allclose(aligned.transform(X), similarity.apply(result.transform(X)), atol=1e-4)
+    assert not np.allclose(result.transform(X), aligned.transform(X))  # the original is left unchanged

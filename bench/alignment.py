@@ -12,8 +12,10 @@ version 1's home:
   `unaligned+procrustes` is the same model followed by the similarity that best carries its map of
   the distillation rows onto version 1's (fitted on training rows only);
 - `aligned`: the teacher starts from the served model's coordinates and its similarity is folded
-  into the student (the default);
-- `anchorW`: aligned, and the student's targets pulled by W towards version 1's map.
+  into the student, with no anchor;
+- `anchorW` / `anchorW_rR`: aligned, and the student's targets pulled by W towards version 1's map
+  (for rows the teacher moved less than about R median moves, with `_rR`);
+- `default`: the product's defaults.
 
 On the test rows (which no model saw) it prints, against version 1's artifact: the median and mean
 displacement as a fraction of version 1's map spread, the kNN@15 overlap of the two maps; and each
@@ -47,13 +49,19 @@ N_SLICES = 6
 
 
 def variant_config(name: str) -> dict:
-    if name == "unaligned":
-        return {"ops": {"teacher": {"config": {"align_to_served": False}}}}
-    if name == "aligned":
+    """Run config of a variant: ``unaligned``, ``aligned`` (init + similarity, no anchor), ``anchorW``
+    (aligned, anchor weight W, no radius), ``anchorW_rR`` (with radius R), ``default`` (the product's)."""
+    if name == "default":
         return {}
+    if name == "unaligned":
+        return {"ops": {"teacher": {"config": {"align_to_served": False}}, "student": {"config": {"anchor_weight": 0.0}}}}
+    if name == "aligned":
+        return {"ops": {"student": {"config": {"anchor_weight": 0.0}}}}
     if name.startswith("anchor"):
-        return {"ops": {"student": {"config": {"anchor_weight": float(name[len("anchor"):])}}}}
-    raise SystemExit(f"unknown variant {name!r}: unaligned, aligned or anchorW")
+        weight, _, radius = name[len("anchor"):].partition("_r")
+        return {"ops": {"student": {"config": {"anchor_weight": float(weight),
+                                               "anchor_radius": float(radius) if radius else None}}}}
+    raise SystemExit(f"unknown variant {name!r}: default, unaligned, aligned, anchorW or anchorW_rR")
 
 
 def write_slices(home: Path, X, y, slices: range) -> None:
@@ -128,7 +136,7 @@ def table(name: str, result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="digits,synthetic,fashion-mnist")
-    parser.add_argument("--variants", default="unaligned,aligned,anchor0.5,anchor1")
+    parser.add_argument("--variants", default="unaligned,aligned,default")
     parser.add_argument("--work", default=str(ROOT / "bench" / "out" / "alignment"))
     parser.add_argument("--json")
     args = parser.parse_args()

@@ -67,3 +67,16 @@ def test_align_student_folds_the_similarity_into_its_output():
     aligned = align_student(result, similarity)
     np.testing.assert_allclose(aligned.transform(X), similarity.apply(result.transform(X)), atol=1e-4)
     assert not np.allclose(result.transform(X), aligned.transform(X))  # the original is left unchanged
+
+
+def test_anchored_targets_with_a_radius_let_rows_that_moved_far_follow_the_teacher():
+    rng = np.random.default_rng(4)
+    previous = rng.normal(size=(1000, 2))
+    Y = previous + rng.normal(scale=0.05, size=previous.shape)  # the usual jitter of a refit
+    Y[:10] += 5.0  # rows the new teacher put somewhere else entirely
+    held = anchored_targets(Y, previous, Similarity.identity(2), 1.0, radius=3.0)
+    assert np.median(np.linalg.norm(held[10:] - previous[10:], axis=1)) < 0.2 * np.median(
+        np.linalg.norm(Y[10:] - previous[10:], axis=1))
+    np.testing.assert_allclose(held[:10], Y[:10], atol=1e-3)
+    with pytest.raises(ValueError, match="radius"):
+        anchored_targets(Y, previous, Similarity.identity(2), 1.0, radius=0.0)

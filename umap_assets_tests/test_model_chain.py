@@ -90,6 +90,31 @@ def test_train_chain_end_to_end_with_gates(digits_home):
     assert proj.input_dim == 64 and proj.n_components == 2
 
 
+def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
+    home, _ = digits_home
+
+    def retrain(align: bool, seed: int = 1) -> tuple[dict, dict]:  # another seed: not the served model again
+        teacher_config = {**TRAIN_CONFIG["teacher"]["config"], "align_to_served": align, "seed": seed}
+        config = {**TRAIN_CONFIG, "teacher": {"config": teacher_config}}
+        with dg.instance_for_test() as instance:
+            result = _train(home, instance, config)
+            assert result.success, [c.description for c in result.get_asset_check_evaluations()]
+            fitted = result.asset_materializations_for_node("teacher")[0].metadata
+        return fitted, json.loads((home / "reports" / "quality_report.json").read_text())
+
+    if not (home / "models" / "artifact.uart").exists():
+        retrain(align=False, seed=0)  # something to be served, when this test runs alone
+    _, unaligned = retrain(align=False)
+    served = Projector.load(home / "models" / "artifact.uart").version
+    fitted, aligned = retrain(align=True)
+    assert fitted["aligned_to"].value == served and fitted["alignment_scale"].value > 0
+    assert aligned["stability"]["previous_version"] == served
+    # the same data and config, a fresh layout vs one kept in the served model's frame
+    assert aligned["stability"]["median_displacement"] < 0.3 * unaligned["stability"]["median_displacement"]
+    assert aligned["stability"]["knn_overlap"] > unaligned["stability"]["knn_overlap"]
+    assert aligned["artifact"]["trustworthiness"] >= unaligned["artifact"]["trustworthiness"] - 0.01
+
+
 def test_broken_student_fails_the_gate_reports_why_and_is_not_promoted(digits_home, tmp_path):
     digits_home, _ = digits_home
     broken = {**TRAIN_CONFIG, "student": {"config": {**TRAIN_CONFIG["student"]["config"], "steps": 1,

@@ -151,7 +151,10 @@ class TeacherConfig(dg.Config):
 def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """umap-learn's ``UMAP`` fitted on the coreset, pickled with its fitted graph (``graph_``).
 
-    Its size grows with the coreset, which is why the product ships the distilled artifact instead.
+    With a model served (and ``align_to_served``), the layout starts from the served model's map of
+    the coreset, and the similarity onto that map is recorded (:func:`align_teacher`); the student
+    folds it in, so the new artifact keeps the served map's frame. Its size grows with the coreset,
+    which is why the product ships the distilled artifact instead.
     """
     import pyarrow.parquet as pq
     import umap
@@ -174,14 +177,9 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     ).fit(X)
     fit_seconds = time.perf_counter() - started
     model.coreset_uids_ = table.column("uid").to_pylist()
-    alignment = {}
-    if E_served is not None:
-        similarity = fit_similarity(model.embedding_, E_served)
-        model.alignment_, model.aligned_to_ = similarity.to_dict(), served.version
-        alignment = {"aligned_to": served.version, "alignment_scale": round(similarity.scale, 4),
-                     "coreset_median_displacement": relative_displacement(
-                         E_served, similarity.apply(model.embedding_), statistic="median")}
-        context.log.info(f"teacher aligned to the served model {served.version}: {alignment}")
+    alignment = align_teacher(model, E_served, served.version) if served is not None else {}
+    if alignment:
+        context.log.info(f"teacher aligned to the served model: {alignment}")
     size = store.save_teacher(model)
     return dg.MaterializeResult(
         metadata={
@@ -199,6 +197,16 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     )
 
 
+def align_teacher(model, E_served: np.ndarray, version: str) -> dict:
+    """Record on ``model`` the similarity that carries its coreset layout onto the served model's
+    map of the same rows (``alignment_``, ``aligned_to_``); returns the figures for the metadata."""
+    similarity = fit_similarity(model.embedding_, E_served)
+    model.alignment_, model.aligned_to_ = similarity.to_dict(), version
+    return {"aligned_to": version, "alignment_scale": round(similarity.scale, 4),
+            "coreset_median_displacement": relative_displacement(E_served, similarity.apply(model.embedding_),
+                                                                 statistic="median")}
+
+
 class _StudentTraining(dg.Config):
     """Distillation: the rows to label with the teacher, and the MLP and its schedule, whose fields
     and defaults are :class:`~umap_assets.numerics.distill.StudentConfig`'s own (one declaration).
@@ -212,14 +220,15 @@ class _StudentTraining(dg.Config):
 
     extra_rows: int = 40_000
     min_rows: int = 20_000
-    # pull every distillation row's target this far towards where the served model puts it (0: none,
-    # 1: copy it), in the teacher's frame; the teacher's alignment then carries the student onto the
-    # served model's map (bench/RESULTS.md, session 9)
-    anchor_weight: float = 0.0
+    # pull each distillation row's target this far towards where the served model puts it (0: none,
+    # 1: copy it), less for rows the new teacher moved more than `anchor_radius` median moves (a region
+    # the served model did not know follows the teacher); bench/RESULTS.md, session 9
+    anchor_weight: float = 1.0
+    anchor_radius: float | None = 3.0
 
     def student_config(self) -> StudentConfig:
         fields = self.model_dump()
-        for own in ("extra_rows", "min_rows", "anchor_weight"):
+        for own in ("extra_rows", "min_rows", "anchor_weight", "anchor_radius"):
             fields.pop(own)
         fields["hidden"] = tuple(fields["hidden"])
         return StudentConfig(**fields)
@@ -261,6 +270,18 @@ def distillation_set(warehouse: WarehouseResource, teacher_model, config: Studen
     return X, Y, core_uids + rows.column("uid").to_pylist()[len(core_uids):]
 
 
+def anchored_distillation_targets(store: ModelStore, teacher_model, X: np.ndarray, Y: np.ndarray,
+                                  config: StudentTrainingConfig) -> tuple[np.ndarray, str | None]:
+    """The student's targets: the teacher's ``Y``, anchored to the served model's map of ``X`` when
+    the teacher was aligned to that model (:func:`~umap_assets.numerics.align.anchored_targets`);
+    and the version anchored to, if any."""
+    served = served_projector(store, X.shape[1]) if config.anchor_weight > 0 else None
+    if served is None or getattr(teacher_model, "aligned_to_", None) != served.version:
+        return Y, None  # an anchor needs the teacher's frame tied to the served model's
+    to_native = teacher_alignment(teacher_model).inverse()
+    return anchored_targets(Y, served.transform(X), to_native, config.anchor_weight, config.anchor_radius), served.version
+
+
 @dg.asset(deps=[teacher], group_name=GROUP, kinds={"pytorch"})
 def student(
     context: dg.AssetExecutionContext, config: StudentTrainingConfig, warehouse: WarehouseResource
@@ -270,7 +291,8 @@ def student(
     The distillation set is the coreset plus extra training rows labelled by ``teacher.transform``,
     and on a small data set new rows between neighbours (``min_rows``); training runs a fixed
     number of steps (no early stopping, no clock) with input noise, and records the coordinate
-    error on a held-out part of it.
+    error on a held-out part of it. After a retraining its targets are anchored to the served map
+    (``anchor_weight``), and the teacher's alignment is folded into its output layer.
     """
     from umap.umap_ import find_ab_params
 
@@ -281,8 +303,7 @@ def student(
     label_seconds = time.perf_counter() - started
     a, b = find_ab_params(teacher_model.spread, teacher_model.min_dist)
     similarity = teacher_alignment(teacher_model)
-    served = served_projector(store, X.shape[1]) if config.anchor_weight > 0 else None
-    Y_fit = Y if served is None else anchored_targets(Y, served.transform(X), similarity.inverse(), config.anchor_weight)
+    Y_fit, anchored_to = anchored_distillation_targets(store, teacher_model, X, Y, config)
     cfg = config.student_config()
     result = train_student(X, Y_fit, teacher_model.graph_, float(a), float(b), cfg,
                            log=lambda r: context.log.debug(str(r)))
@@ -308,7 +329,7 @@ def student(
             "distillation_rows": len(X),
             "coreset_rows": teacher_model.graph_.shape[0],
             "new_rows": len(X) - len(uids),
-            "anchored_to": served.version if served is not None else "none",
+            "anchored_to": anchored_to or "none",
             "teacher_transform_seconds": round(label_seconds, 2),
             "steps": result.steps,
             "coord_loss": float(last["coord_loss"]),

@@ -86,8 +86,15 @@ def fit_similarity(source: np.ndarray, target: np.ndarray, *, with_scale: bool =
     return Similarity(scale, R, mu_t - scale * mu_s @ R)
 
 
-def anchored_targets(Y: np.ndarray, previous: np.ndarray, to_native: Similarity, weight: float) -> np.ndarray:
-    """Teacher coordinates pulled towards the previous model's: ``(1 - w) Y + w to_native(previous)``.
+def anchored_targets(Y: np.ndarray, previous: np.ndarray, to_native: Similarity, weight: float,
+                     radius: float | None = None) -> np.ndarray:
+    """Teacher coordinates pulled towards the previous model's: ``(1 - w_i) Y_i + w_i P_i``.
+
+    ``P = to_native(previous)`` is the previous model's map in the teacher's frame. Without
+    ``radius`` every row has ``w_i = weight``. With it, a row's pull fades with how far the teacher
+    moved it: ``w_i = weight * exp(-(d_i / (radius * median(d)))^2)``, ``d_i = ||Y_i - P_i||``. The
+    usual jitter of a refit (a few times the median move) is held in place, while rows the teacher
+    places somewhere else entirely (a region the previous model did not know) follow the teacher.
 
     Parameters
     ----------
@@ -98,7 +105,9 @@ def anchored_targets(Y: np.ndarray, previous: np.ndarray, to_native: Similarity,
     to_native : Similarity
         From the previous model's frame to the teacher's (the inverse of the teacher's alignment).
     weight : float
-        In [0, 1]: 0 keeps the teacher's coordinates, 1 copies the previous model's.
+        In [0, 1]: 0 keeps the teacher's coordinates, 1 copies the previous model's (where held).
+    radius : float, optional
+        Positive: the move, in median moves, at which a row's pull has fallen to ``weight / e``.
 
     Returns
     -------
@@ -106,9 +115,19 @@ def anchored_targets(Y: np.ndarray, previous: np.ndarray, to_native: Similarity,
     """
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"the anchor weight must lie in [0, 1], got {weight}")
+    if radius is not None and radius <= 0:
+        raise ValueError(f"the anchor radius must be positive, got {radius}")
+    Y = np.asarray(Y, np.float64)
     if weight == 0.0:
-        return np.asarray(Y, np.float32)
-    return ((1.0 - weight) * np.asarray(Y, np.float64) + weight * to_native.apply(previous)).astype(np.float32)
+        return Y.astype(np.float32)
+    P = np.asarray(to_native.apply(previous), np.float64)
+    w = np.full((len(Y), 1), weight)
+    if radius is not None:
+        d = np.linalg.norm(Y - P, axis=1)
+        scale = radius * float(np.median(d))
+        if scale > 0:
+            w = weight * np.exp(-((d / scale) ** 2))[:, None]
+    return ((1.0 - w) * Y + w * P).astype(np.float32)
 
 
 def align_student(result: "StudentResult", similarity: Similarity) -> "StudentResult":

@@ -11,8 +11,9 @@ version 1's home:
 - `unaligned`: the teacher starts from umap-learn's spectral layout (`align_to_served=false`);
   `unaligned+procrustes` is the same model followed by the similarity that best carries its map of
   the distillation rows onto version 1's (fitted on training rows only);
-- `aligned`: the teacher starts from the served model's coordinates and its similarity is folded
-  into the student, with no anchor;
+- `aligned`: the similarity that carries the teacher's layout onto version 1's map of the coreset,
+  folded into the student, with no anchor;
+- `init`: the same, with the teacher's layout started from version 1's map (`init_from_served`);
 - `anchorW` / `anchorW_rR`: aligned, and the student's targets pulled by W towards version 1's map
   (for rows the teacher moved less than about R median moves, with `_rR`);
 - `default`: the product's defaults.
@@ -49,19 +50,22 @@ N_SLICES = 6
 
 
 def variant_config(name: str) -> dict:
-    """Run config of a variant: ``unaligned``, ``aligned`` (init + similarity, no anchor), ``anchorW``
-    (aligned, anchor weight W, no radius), ``anchorW_rR`` (with radius R), ``default`` (the product's)."""
+    """Run config of a variant: ``unaligned``, ``aligned`` (similarity, no anchor), ``init`` (layout
+    started from the served map, similarity, no anchor), ``anchorW`` (similarity, anchor weight W, no
+    radius), ``anchorW_rR`` (with radius R), ``default`` (the product's)."""
     if name == "default":
         return {}
     if name == "unaligned":
         return {"ops": {"teacher": {"config": {"align_to_served": False}}, "student": {"config": {"anchor_weight": 0.0}}}}
-    if name == "aligned":
+    if name == "aligned":  # the similarity, no anchor
         return {"ops": {"student": {"config": {"anchor_weight": 0.0}}}}
+    if name == "init":  # the layout started from the served map, the similarity, no anchor
+        return {"ops": {"teacher": {"config": {"init_from_served": True}}, "student": {"config": {"anchor_weight": 0.0}}}}
     if name.startswith("anchor"):
         weight, _, radius = name[len("anchor"):].partition("_r")
         return {"ops": {"student": {"config": {"anchor_weight": float(weight),
                                                "anchor_radius": float(radius) if radius else None}}}}
-    raise SystemExit(f"unknown variant {name!r}: default, unaligned, aligned, anchorW or anchorW_rR")
+    raise SystemExit(f"unknown variant {name!r}: default, unaligned, aligned, init, anchorW or anchorW_rR")
 
 
 def write_slices(home: Path, X, y, slices: range) -> None:
@@ -121,6 +125,7 @@ def evaluate(name: str, work: Path, variants: list[str]) -> dict:
             X_fit = feature_rows(read_sample_rows(wh, "train", uids=uids).table)
             sim = fit_similarity(p2.transform(X_fit), p1.transform(X_fit))
             result["unaligned+procrustes"] = scores(sim.apply(E2), E1, X_te, y_te, sim.apply(E2_train), y_tr[knn])
+            print(f"  unaligned+procrustes: {json.dumps(result['unaligned+procrustes'])}", flush=True)
         print(f"  {variant}: {json.dumps({k: v for k, v in result[variant].items()})}", flush=True)
     return result
 

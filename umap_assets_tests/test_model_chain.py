@@ -49,7 +49,8 @@ def digits_home(tmp_path_factory):
 DIGITS_GATES = QualityGates(trust_tolerance=0.06, knn_accuracy_tolerance=0.1, min_student_overlap=0.85)
 
 
-def _train(home, instance, run_config, gates=DIGITS_GATES):
+def _train(home, instance, run_config, gates=DIGITS_GATES, selection=(coreset, teacher, student, artifact,
+                                                                         quality_report, model)):
     resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": gates}
     return dg.materialize(
         TRAIN,
@@ -57,7 +58,7 @@ def _train(home, instance, run_config, gates=DIGITS_GATES):
         resources=resources,
         run_config={"ops": run_config},
         raise_on_error=False,
-        selection=[coreset, teacher, student, artifact, quality_report, model],
+        selection=list(selection),
     )
 
 
@@ -93,24 +94,26 @@ def test_train_chain_end_to_end_with_gates(digits_home):
 def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
     home, _ = digits_home
 
-    def retrain(align: bool, seed: int = 1) -> tuple[dict, dict]:  # another seed: not the served model again
+    def retrain(align: bool, seed: int = 1, promote: bool = False) -> tuple[dict, dict]:
+        """Another teacher seed: a retraining that is not the served model again."""
         teacher_config = {**TRAIN_CONFIG["teacher"]["config"], "align_to_served": align, "seed": seed}
         config = {**TRAIN_CONFIG, "teacher": {"config": teacher_config}}
+        steps = [coreset, teacher, student, artifact, quality_report] + ([model] if promote else [])
         with dg.instance_for_test() as instance:
-            result = _train(home, instance, config)
+            result = _train(home, instance, config, selection=steps)
             assert result.success, [c.description for c in result.get_asset_check_evaluations()]
             fitted = result.asset_materializations_for_node("teacher")[0].metadata
         return fitted, json.loads((home / "reports" / "quality_report.json").read_text())
 
     if not (home / "models" / "artifact.uart").exists():
-        retrain(align=False, seed=0)  # something to be served, when this test runs alone
-    _, unaligned = retrain(align=False)
+        retrain(align=False, seed=0, promote=True)  # something to be served, when this test runs alone
     served = Projector.load(home / "models" / "artifact.uart").version
+    _, unaligned = retrain(align=False)
     fitted, aligned = retrain(align=True)
     assert fitted["aligned_to"].value == served and fitted["alignment_scale"].value > 0
-    assert aligned["stability"]["previous_version"] == served
-    # the same data and config, a fresh layout vs one kept in the served model's frame
-    assert aligned["stability"]["median_displacement"] < 0.3 * unaligned["stability"]["median_displacement"]
+    assert unaligned["stability"]["previous_version"] == aligned["stability"]["previous_version"] == served
+    # the same retraining, in a frame of its own vs held in the served model's
+    assert aligned["stability"]["median_displacement"] < 0.5 * unaligned["stability"]["median_displacement"]
     assert aligned["stability"]["knn_overlap"] > unaligned["stability"]["knn_overlap"]
     assert aligned["artifact"]["trustworthiness"] >= unaligned["artifact"]["trustworthiness"] - 0.01
 

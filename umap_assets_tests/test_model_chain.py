@@ -95,16 +95,14 @@ def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
     home, _ = digits_home
 
     def retrain(align: bool, seed: int = 1, promote: bool = False) -> tuple[dict, dict]:
-        """Another teacher seed: a retraining that is not the served model again; aligned, with the anchor."""
+        """Another teacher seed: a retraining that is not the served model again."""
         teacher_config = {**TRAIN_CONFIG["teacher"]["config"], "align_to_served": align, "seed": seed}
-        student_config = {**TRAIN_CONFIG["student"]["config"], "anchor_weight": 1.0 if align else 0.0}
-        config = {**TRAIN_CONFIG, "teacher": {"config": teacher_config}, "student": {"config": student_config}}
+        config = {**TRAIN_CONFIG, "teacher": {"config": teacher_config}}
         steps = [coreset, teacher, student, artifact, quality_report] + ([model] if promote else [])
         with dg.instance_for_test() as instance:
             result = _train(home, instance, config, selection=steps)
             assert result.success, [c.description for c in result.get_asset_check_evaluations()]
-            fitted = {**result.asset_materializations_for_node("teacher")[0].metadata,
-                      **result.asset_materializations_for_node("student")[0].metadata}
+            fitted = result.asset_materializations_for_node("teacher")[0].metadata
         return fitted, json.loads((home / "reports" / "quality_report.json").read_text())
 
     if not (home / "models" / "artifact.uart").exists():
@@ -112,12 +110,13 @@ def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
     served = Projector.load(home / "models" / "artifact.uart").version
     _, unaligned = retrain(align=False)
     fitted, aligned = retrain(align=True)
-    assert fitted["aligned_to"].value == fitted["anchored_to"].value == served and fitted["alignment_scale"].value > 0
+    assert fitted["aligned_to"].value == served and fitted["alignment_scale"].value > 0
     assert unaligned["stability"]["previous_version"] == aligned["stability"]["previous_version"] == served
-    # the same retraining, in a frame of its own vs held in the served model's
-    assert aligned["stability"]["median_displacement"] < 0.8 * unaligned["stability"]["median_displacement"]
-    assert aligned["stability"]["knn_overlap"] > unaligned["stability"]["knn_overlap"]
-    assert aligned["artifact"]["trustworthiness"] >= unaligned["artifact"]["trustworthiness"] - 0.01
+    # the same retraining, in a frame of its own vs carried onto the served model's by a similarity,
+    # which moves the map towards the served one and changes no neighbourhood
+    assert aligned["stability"]["median_displacement"] < unaligned["stability"]["median_displacement"]
+    assert aligned["artifact"]["trustworthiness"] == pytest.approx(unaligned["artifact"]["trustworthiness"], abs=2e-3)
+    assert aligned["artifact"]["knn_accuracy"] == pytest.approx(unaligned["artifact"]["knn_accuracy"], abs=5e-3)
 
 
 def test_broken_student_fails_the_gate_reports_why_and_is_not_promoted(digits_home, tmp_path):

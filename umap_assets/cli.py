@@ -22,6 +22,8 @@ concurrency:
     default_limit: 1
 telemetry:
   enabled: false
+nux:
+  enabled: false  # no sign-up dialog over the demo's results
 """
 
 

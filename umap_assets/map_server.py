@@ -55,7 +55,7 @@ class MapData:
     @classmethod
     def load(cls, wh: Warehouse, max_points: int, seed: int = 0) -> "MapData":
         version = published_embeddings(wh).get("current")
-        files = sorted(wh.embeddings_dir(version).glob("*.parquet")) if version else []
+        files = wh.embedding_files(version) if version else []
         if not files or not wh.duckdb_path.exists():
             raise MapUnavailable(f"no published embeddings under {wh.table_dir('embeddings')}; run `umap-assets run` first")
         columns = map_columns(pq.read_schema(files[0]).names)
@@ -119,8 +119,7 @@ class MapData:
         """Every row of the current version as density, rendered with datashader (cached)."""
         with self._lock:
             if self._density is None:
-                self._density = render_density(sorted(self.warehouse.embeddings_dir(self.version).glob("*.parquet")),
-                                               self.columns, self.extent)
+                self._density = render_density(self.warehouse.embedding_files(self.version), self.columns, self.extent)
             return self._density
 
 

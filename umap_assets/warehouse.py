@@ -55,6 +55,10 @@ class Warehouse:
         directory = self.embeddings_dir(version)
         return sorted(p.stem for p in directory.glob("*.parquet") if not is_temp_name(p.name)) if directory.exists() else []
 
+    def embedding_files(self, version: str) -> list[Path]:
+        """Every slice's finished embeddings file of one version (no writer's temp file)."""
+        return [self.embeddings_path(version, key) for key in self.embedded_keys(version)]
+
 
 def write_canonical_slice(
     source: Path,

@@ -46,6 +46,8 @@ def split(name: str):
         X, y = synthetic_blobs(30_000, dim=64, seed=3)
     else:
         data = load_dataset(name, None, allow_download=False, say=lambda _: None)
+        if data.name != name:  # load_dataset falls back to digits for the demo; a benchmark must not
+            raise SystemExit(f"{name} is not installed here (apt-get install dataset-fashion-mnist)")
         X, y = data.X, data.y
     if name == "fashion-mnist":
         return X[:60_000], y[:60_000], X[60_000:], y[60_000:]

@@ -88,6 +88,27 @@ class ModelStore:
     def versioned_coverage_path(self, version: str) -> Path:
         return self.layout.models / "artifacts" / f"{version}.coverage.npz"
 
+    def versioned_layout_path(self, version: str) -> Path:
+        """The teacher's coordinates of the rows artifact ``version`` was distilled on, in its frame."""
+        return self.layout.models / "artifacts" / f"{version}.layout.parquet"
+
+    def save_layout(self, version: str, uids: Sequence[str], Y: np.ndarray) -> int:
+        from .warehouse import write_table
+
+        Y = np.asarray(Y, np.float32)
+        columns = {"uid": pa.array(list(uids), pa.string())}
+        columns.update({f"c{j}": pa.array(Y[:, j]) for j in range(Y.shape[1])})
+        return write_table(pa.table(columns), self.versioned_layout_path(version))
+
+    def load_layout(self, version: str) -> tuple[list[str], np.ndarray] | None:
+        """``(uids, Y)`` saved for artifact ``version``, or None (a version built before layouts were kept)."""
+        path = self.versioned_layout_path(version)
+        if not path.exists():
+            return None
+        table = pq.read_table(path)
+        coords = [name for name in table.column_names if name != "uid"]
+        return table.column("uid").to_pylist(), np.column_stack([table.column(c).to_numpy() for c in coords])
+
     def versioned_artifact_path(self, version: str) -> Path:
         return self.layout.models / "artifacts" / f"{version}.uart"
 

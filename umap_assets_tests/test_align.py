@@ -80,3 +80,44 @@ def test_anchored_targets_with_a_radius_let_rows_that_moved_far_follow_the_teach
     np.testing.assert_allclose(held[:10], Y[:10], atol=1e-3)
     with pytest.raises(ValueError, match="radius"):
         anchored_targets(Y, previous, Similarity.identity(2), 1.0, radius=0.0)
+
+
+def test_layout_trust_cost_is_zero_for_the_same_map_and_large_for_a_scrambled_one():
+    from umap_assets.numerics.align import layout_trust_cost
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(600, 10)).astype(np.float32)
+    fresh = X[:, :2] * 3.0  # a map that keeps the two leading coordinates
+    similar = Similarity(0.5, rotation(1.1, True), np.array([2.0, 2.0])).apply(fresh)
+    assert layout_trust_cost(X, fresh, fresh) == 0.0
+    assert layout_trust_cost(X, fresh, similar) == pytest.approx(0.0, abs=1e-9)  # neighbourhoods are kept
+    assert layout_trust_cost(X, fresh, fresh[rng.permutation(600)]) > 0.1
+    assert layout_trust_cost(X, fresh[rng.permutation(600)], fresh) < -0.1
+    # on a seeded sample of the rows: the same figure twice, another for another sample
+    noisy = similar + rng.normal(0, 0.3, similar.shape).astype(np.float32)
+    once = layout_trust_cost(X, fresh, noisy, max_rows=200, seed=3)
+    assert once > 0 and once == layout_trust_cost(X, fresh, noisy, max_rows=200, seed=3)
+    assert once != layout_trust_cost(X, fresh, noisy, max_rows=200, seed=4)
+
+
+def test_place_new_rows_keeps_the_known_rows_and_places_the_new_ones_among_their_neighbours():
+    import umap
+    from sklearn.datasets import load_digits
+
+    from umap_assets.numerics.align import place_new_rows
+    from umap_assets.numerics.metrics import trustworthiness
+
+    X = load_digits().data[:600].astype(np.float32)
+    fitted = umap.UMAP(n_neighbors=10, random_state=0, n_jobs=1, n_epochs=100).fit(X)
+    known = np.random.default_rng(0).random(len(X)) < 0.8
+    scrambled = fitted.embedding_.copy()
+    scrambled[~known] = scrambled[~known][np.random.default_rng(1).permutation(int((~known).sum()))]
+    placed = place_new_rows(fitted.graph_, scrambled, known, fitted._a, fitted._b, n_epochs=100, learning_rate=0.25)
+    np.testing.assert_array_equal(placed[known], scrambled[known])
+    assert trustworthiness(X, placed, 10) > trustworthiness(X, scrambled, 10) + 0.02
+    assert trustworthiness(X, placed, 10) > trustworthiness(X, fitted.embedding_, 10) - 0.01
+    again = place_new_rows(fitted.graph_, scrambled, known, fitted._a, fitted._b, n_epochs=100, learning_rate=0.25)
+    np.testing.assert_array_equal(placed, again)  # seeded
+    everything = np.ones(len(X), bool)
+    np.testing.assert_array_equal(place_new_rows(fitted.graph_, scrambled, everything, fitted._a, fitted._b,
+                                                 n_epochs=100, learning_rate=0.25), scrambled)

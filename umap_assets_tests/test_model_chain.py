@@ -94,9 +94,9 @@ def test_train_chain_end_to_end_with_gates(digits_home):
 def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
     home, _ = digits_home
 
-    def retrain(align: bool, seed: int = 1, promote: bool = False) -> tuple[dict, dict]:
+    def retrain(seed: int = 1, promote: bool = False, **teacher_config) -> tuple[dict, dict]:
         """Another teacher seed: a retraining that is not the served model again."""
-        teacher_config = {**TRAIN_CONFIG["teacher"]["config"], "align_to_served": align, "seed": seed}
+        teacher_config = {**TRAIN_CONFIG["teacher"]["config"], **teacher_config, "seed": seed}
         config = {**TRAIN_CONFIG, "teacher": {"config": teacher_config}}
         steps = [coreset, teacher, student, artifact, quality_report] + ([model] if promote else [])
         with dg.instance_for_test() as instance:
@@ -106,18 +106,28 @@ def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
         return fitted, json.loads((home / "reports" / "quality_report.json").read_text())
 
     if not (home / "models" / "artifact.uart").exists():
-        retrain(align=False, seed=0, promote=True)  # something to be served, when this test runs alone
+        retrain(seed=0, promote=True, align_to_served=False)  # something to be served, when this test runs alone
     served = Projector.load(home / "models" / "artifact.uart").version
-    _, unaligned = retrain(align=False)
-    fitted, aligned = retrain(align=True)
-    assert fitted["aligned_to"].value == served and fitted["alignment_scale"].value > 0
-    assert unaligned["stability"]["previous_version"] == aligned["stability"]["previous_version"] == served
-    # the same retraining, in a frame of its own vs carried onto the served model's by a similarity:
-    # it moves the map (how far it helps is bench/alignment.py's to measure) and changes no neighbourhood
-    assert aligned["stability"]["median_displacement"] != unaligned["stability"]["median_displacement"]
-    assert aligned["stability"]["knn_overlap"] == pytest.approx(unaligned["stability"]["knn_overlap"], abs=5e-3)
-    assert aligned["artifact"]["trustworthiness"] == pytest.approx(unaligned["artifact"]["trustworthiness"], abs=2e-3)
-    assert aligned["artifact"]["knn_accuracy"] == pytest.approx(unaligned["artifact"]["knn_accuracy"], abs=5e-3)
+    _, unaligned = retrain(align_to_served=False)
+    fitted, similar = retrain(keep_served_layout=False)
+    assert fitted["aligned_to"].value == served and fitted["layout"].value == "fresh"
+    assert fitted["alignment_scale"].value > 0
+    assert unaligned["stability"]["previous_version"] == similar["stability"]["previous_version"] == served
+    # the same fresh layout, in a frame of its own vs carried onto the served model's by a similarity:
+    # it moves the map and changes no neighbourhood
+    assert similar["stability"]["median_displacement"] != unaligned["stability"]["median_displacement"]
+    assert similar["stability"]["knn_overlap"] == pytest.approx(unaligned["stability"]["knn_overlap"], abs=5e-3)
+    assert similar["artifact"]["trustworthiness"] == pytest.approx(unaligned["artifact"]["trustworthiness"], abs=2e-3)
+    assert similar["artifact"]["knn_accuracy"] == pytest.approx(unaligned["artifact"]["knn_accuracy"], abs=5e-3)
+    # the default keeps the served map of the coreset as the layout: the map stays put, at no cost
+    fitted, kept = retrain()
+    assert fitted["layout"].value == "served" and fitted["layout_trust_cost"].value <= 0.002
+    assert fitted["layout_rows_kept"].value > 0  # the served artifact's saved layout, by uid
+    assert fitted["alignment_scale"].value == pytest.approx(1.0)
+    assert kept["stability"]["median_displacement"] < 0.5 * min(unaligned["stability"]["median_displacement"],
+                                                                similar["stability"]["median_displacement"])
+    assert kept["stability"]["knn_overlap"] > unaligned["stability"]["knn_overlap"]
+    assert kept["artifact"]["trustworthiness"] >= unaligned["artifact"]["trustworthiness"] - 2e-3
 
 
 def test_broken_student_fails_the_gate_reports_why_and_is_not_promoted(digits_home, tmp_path):

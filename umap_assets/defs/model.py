@@ -18,7 +18,7 @@ from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_ro
 from ..numerics import compress
 from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
 from ..numerics.drift import coverage_reference
-from ..numerics.align import align_student, anchored_targets, fit_similarity
+from ..numerics.align import align_student, anchored_targets, fit_similarity, layout_trust_cost, place_new_rows
 from ..numerics.metrics import relative_displacement, subsample
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, neighbour_mixup, train_student
 from ..runtime import Projector
@@ -145,6 +145,12 @@ class TeacherConfig(dg.Config):
     # keep the served model's map: record the similarity that carries the new layout of the coreset onto
     # the served model's map of it, for the student to fold in
     align_to_served: bool = True
+    # and, with it, keep the served model's map of the coreset as the layout itself, unless that costs more
+    # than `max_layout_trust_cost` of trustworthiness@15 against the fresh layout (then the fresh layout,
+    # aligned, is used and the map moves: new structure has to show). The similarity alone moved digits'
+    # map 0.53 of its spread after +20% data, because its clusters are laid out anew (bench/RESULTS.md, session 10)
+    keep_served_layout: bool = True
+    max_layout_trust_cost: float = 0.002
     # start the layout from the served map (umap-learn's `init=`) instead of the seeded spectral layout:
     # umap-learn rescales it and re-optimises, which moved Fashion-MNIST's map 5x more (bench/RESULTS.md, session 9)
     init_from_served: bool = False
@@ -154,10 +160,11 @@ class TeacherConfig(dg.Config):
 def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """umap-learn's ``UMAP`` fitted on the coreset, pickled with its fitted graph (``graph_``).
 
-    With a model served (and ``align_to_served``), the similarity that carries the layout onto the
-    served model's map of the coreset is recorded (:func:`align_teacher`); the student folds it in,
-    so the new artifact keeps the served map's frame (``init_from_served`` also starts the layout
-    from that map). Its size grows with the coreset,
+    With a model served (and ``align_to_served``), the served model's map of the coreset becomes the
+    layout when it costs no trustworthiness against the fresh one (``keep_served_layout``,
+    :func:`carry_served_layout`); otherwise the similarity that carries the fresh layout onto that
+    map is recorded (:func:`align_teacher`) and the student folds it in, so the new artifact keeps
+    the served map's frame (``init_from_served`` also starts the fresh layout from that map). Its size grows with the coreset,
     which is why the product ships the distilled artifact instead.
     """
     import pyarrow.parquet as pq
@@ -181,7 +188,9 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     ).fit(X)
     fit_seconds = time.perf_counter() - started
     model.coreset_uids_ = table.column("uid").to_pylist()
-    alignment = align_teacher(model, E_served, served.version) if served is not None else {}
+    previous = store.load_layout(served.version) if served is not None else None
+    layout = carry_served_layout(model, X, E_served, previous, config) if served is not None else {}
+    alignment = {**layout, **align_teacher(model, E_served, served.version)} if served is not None else {}
     if alignment:
         context.log.info(f"teacher aligned to the served model: {alignment}")
     size = store.save_teacher(model)
@@ -199,6 +208,38 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
             "path": dg.MetadataValue.path(str(store.teacher_path)),
         }
     )
+
+
+def carry_served_layout(model, X: np.ndarray, E_served: np.ndarray, previous: tuple | None,
+                        config: TeacherConfig) -> dict:
+    """Make the served map of the coreset ``model``'s layout (``embedding_``, which its ``transform``
+    places new rows against), when ``config.keep_served_layout`` and it costs at most
+    ``config.max_layout_trust_cost`` of trustworthiness against the fresh layout; the figures.
+
+    Rows the served model was distilled on keep its teacher's coordinates (``previous``, the
+    artifact's saved layout: a teacher's layout, not the student's copy of it, so the map does not
+    degrade from one version to the next); the others are placed against them on the new graph
+    (:func:`~umap_assets.numerics.align.place_new_rows`), from where the served model puts them.
+    """
+    if not config.keep_served_layout:
+        return {"layout": "fresh"}
+    carried = np.array(E_served, np.float32)
+    known = np.zeros(len(X), bool)
+    if previous is not None:
+        where = {uid: i for i, uid in enumerate(previous[0])}
+        rows = [(i, where[uid]) for i, uid in enumerate(model.coreset_uids_) if uid in where]
+        if rows:
+            mine, theirs = map(np.array, zip(*rows))
+            carried[mine], known[mine] = previous[1][theirs], True
+    if known.any():
+        carried = place_new_rows(model.graph_, carried, known, model._a, model._b, seed=config.seed or 0,
+                                 n_epochs=100 if len(X) <= 10_000 else 30, learning_rate=model.learning_rate / 4)
+    cost = layout_trust_cost(X, model.embedding_, carried, seed=config.seed or 0)
+    kept = cost <= config.max_layout_trust_cost
+    if kept:
+        model.embedding_ = carried
+    return {"layout": "served" if kept else "fresh", "layout_trust_cost": round(float(cost), 5),
+            "layout_rows_kept": int(known.sum()), "layout_rows_placed": int(len(X) - known.sum())}
 
 
 def align_teacher(model, E_served: np.ndarray, version: str) -> dict:
@@ -413,6 +454,7 @@ def artifact(
     from ..atomic import atomic_write_bytes
 
     atomic_write_bytes(store.versioned_artifact_path(version), blob)
+    store.save_layout(version, payload["uids"], payload["targets"])  # what a retraining keeps of this map
     atomic_write_bytes(store.candidate_path, blob)  # promoted by the quality gates
     teacher_bytes = store.teacher_path.stat().st_size
     float_bytes = 4 * sum(layer.weight.size + layer.bias.size for layer in layers)

@@ -1,7 +1,9 @@
 """Keep a retrained map where the previous one was: similarity transforms and anchored targets.
 
 A new UMAP layout of the same data is the old one up to a rotation, a reflection, a translation, a
-scale, and local rearrangements. :func:`fit_similarity` finds the first four in closed form
+scale, and local rearrangements; on a small data set, also up to its clusters laid out anew. The
+surest way to keep a map is to keep its layout: :func:`layout_trust_cost` says what carrying the
+previous model's map of the rows forward as the new layout costs against a fresh one. :func:`fit_similarity` finds the first four in closed form
 (Umeyama 1991, with reflections allowed: a mirrored map is the same map); :func:`anchored_targets`
 pulls the student's targets towards where the previous model put the same rows, which is what
 removes the rest; :func:`align_student` folds a similarity into a student's output, so the
@@ -128,6 +130,83 @@ def anchored_targets(Y: np.ndarray, previous: np.ndarray, to_native: Similarity,
         if scale > 0:
             w = weight * np.exp(-((d / scale) ** 2))[:, None]
     return ((1.0 - w) * Y + w * P).astype(np.float32)
+
+
+def layout_trust_cost(X: np.ndarray, fresh: np.ndarray, carried: np.ndarray, k: int = 15,
+                      max_rows: int = 5_000, seed: int = 0) -> float:
+    """The trustworthiness at ``k`` that the ``carried`` layout of the rows ``X`` loses against the
+    ``fresh`` one (negative when it gains), on a seeded sample of at most ``max_rows`` rows.
+
+    Both are scored on the same rows and neighbourhoods, so the difference is far less noisy than
+    either figure. ``k`` is clipped to what the sample allows (trustworthiness needs k < n / 2).
+    """
+    from .metrics import subsample, trustworthiness  # scikit-learn, only where a layout is scored
+
+    rows = subsample(len(X), max_rows, seed=seed)
+    k = min(k, (len(rows) - 1) // 2)
+    if k < 1:
+        return 0.0
+    Xs = np.asarray(X)[rows]
+    return trustworthiness(Xs, np.asarray(fresh)[rows], k) - trustworthiness(Xs, np.asarray(carried)[rows], k)
+
+
+def place_new_rows(graph, layout: np.ndarray, known: np.ndarray, a: float, b: float, *, n_epochs: int,
+                   learning_rate: float, negative_sample_rate: float = 5.0, seed: int = 0) -> np.ndarray:
+    """``layout`` with the rows not ``known`` placed by UMAP's own SGD against the known ones, which stay put.
+
+    This is how umap-learn's ``transform`` places new rows (each starts at the membership-weighted
+    mean of its known neighbours; then SGD on the edges from them, the known rows fixed, negative
+    samples drawn from every row), except that the new rows move together, so edges between two new
+    rows count too. A new row with no known neighbour starts where ``layout`` puts it.
+
+    Parameters
+    ----------
+    graph : sparse matrix of shape (n, n)
+        The fuzzy graph of every row (a fitted ``UMAP``'s ``graph_``).
+    layout : ndarray of shape (n, m)
+        Every row's starting coordinates; the known rows' are kept.
+    known : ndarray of bool, shape (n,)
+    a, b : float
+        The curve of the low-dimensional similarities (``UMAP._a``, ``UMAP._b``).
+    n_epochs, learning_rate : int, float
+        The schedule: umap-learn's ``transform`` uses 100 epochs (30 past 10,000 rows) at a quarter
+        of the fit's learning rate.
+    negative_sample_rate : float, default 5.0
+    seed : int, default 0
+        Seeds the edge and negative sampling: the same inputs give the same layout.
+
+    Returns
+    -------
+    ndarray of float32, shape (n, m)
+    """
+    from umap.layouts import optimize_layout_euclidean
+    from umap.umap_ import make_epochs_per_sample
+
+    known = np.asarray(known, bool)
+    out = np.ascontiguousarray(layout, dtype=np.float32).copy()
+    n_known = int(known.sum())
+    if n_known in (0, len(known)) or n_epochs < 1:
+        return out
+    order = np.concatenate([np.flatnonzero(known), np.flatnonzero(~known)])  # the new rows last
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    g = graph.tocsr()
+    to_known = g[~known][:, known]
+    weights = np.asarray(to_known.sum(axis=1)).ravel()
+    start = np.flatnonzero(weights > 0)
+    new_rows = np.flatnonzero(~known)
+    out[new_rows[start]] = (to_known[start] @ out[known]) / weights[start, None]
+    emb = np.ascontiguousarray(out[order])
+    g = g.tocoo()
+    head, tail, weight = position[g.row], position[g.col], g.data
+    keep = (head >= n_known) & (weight >= weight.max() / float(n_epochs))
+    head, tail, weight = head[keep] - n_known, tail[keep], weight[keep]
+    if len(weight):
+        rng_state = np.random.RandomState(seed).randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3)
+        optimize_layout_euclidean(emb[n_known:], emb, head.astype(np.int32), tail.astype(np.int32), n_epochs,
+                                  len(emb), make_epochs_per_sample(weight, n_epochs), a, b, rng_state.astype(np.int64),
+                                  1.0, learning_rate, negative_sample_rate, parallel=False, move_other=False)
+    return emb[position]
 
 
 def align_student(result: "StudentResult", similarity: Similarity) -> "StudentResult":

@@ -147,8 +147,9 @@ class TeacherConfig(dg.Config):
     align_to_served: bool = True
     # and, with it, keep the served model's map of the coreset as the layout itself, unless that costs more
     # than `max_layout_trust_cost` of trustworthiness@15 against the fresh layout (then the fresh layout,
-    # aligned, is used and the map moves: new structure has to show). The similarity alone moved digits'
-    # map 0.53 of its spread after +20% data, because its clusters are laid out anew (bench/RESULTS.md, session 10)
+    # aligned, is used and the map moves: new structure has to show). After +20% data, digits' map moved
+    # 0.30 of its spread with the similarity alone (its clusters laid out anew), 0.008 with the layout kept
+    # (bench/RESULTS.md, session 10)
     keep_served_layout: bool = True
     max_layout_trust_cost: float = 0.002
     # start the layout from the served map (umap-learn's `init=`) instead of the seeded spectral layout:

@@ -1,15 +1,16 @@
-"""Keep a retrained map where the previous one was: similarity transforms and anchored targets.
+"""Keep a retrained map where the previous one was: kept layouts, similarity transforms, anchored targets.
 
 A new UMAP layout of the same data is the old one up to a rotation, a reflection, a translation, a
-scale, and local rearrangements; on a small data set, also up to its clusters laid out anew. The
-surest way to keep a map is to keep its layout: :func:`layout_trust_cost` says what carrying the
-previous model's map of the rows forward as the new layout costs against a fresh one. :func:`fit_similarity` finds the first four in closed form
-(Umeyama 1991, with reflections allowed: a mirrored map is the same map); :func:`anchored_targets`
-pulls the student's targets towards where the previous model put the same rows, which is what
-removes the rest; :func:`align_student` folds a similarity into a student's output, so the
-artifact built from it maps straight into the previous model's frame at no cost at run time.
+scale, and local rearrangements; on a small data set its clusters may also be laid out anew. The
+surest way to keep a map is to keep its layout: the previous teacher's coordinates of the rows it
+knew, with :func:`place_new_rows` placing the others against them, and :func:`layout_trust_cost`
+to say what that costs against a fresh layout. Otherwise :func:`fit_similarity` finds the first
+four in closed form (Umeyama 1991, with reflections allowed: a mirrored map is the same map),
+:func:`anchored_targets` pulls the student's targets towards where the previous model put the
+same rows, and :func:`align_student` folds a similarity into a student's output, so the artifact
+built from it maps straight into the previous model's frame at no cost at run time.
 Trustworthiness, continuity and kNN accuracy are invariant under a similarity, so the fold costs
-no quality; the anchor is measured (bench/alignment.py, bench/RESULTS.md).
+no quality; the rest is measured (bench/alignment.py, bench/RESULTS.md).
 """
 
 from __future__ import annotations

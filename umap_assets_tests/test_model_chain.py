@@ -124,9 +124,13 @@ def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
     assert fitted["layout"].value == "served" and fitted["layout_trust_cost"].value <= 0.002
     assert fitted["layout_rows_kept"].value > 0  # the served artifact's saved layout, by uid
     assert fitted["alignment_scale"].value == pytest.approx(1.0)
-    assert kept["stability"]["median_displacement"] < 0.5 * min(unaligned["stability"]["median_displacement"],
-                                                                similar["stability"]["median_displacement"])
-    assert kept["stability"]["knn_overlap"] > unaligned["stability"]["knn_overlap"]
+    # the same rows as the served model's teacher, so the same targets: the very same artifact, or one that
+    # barely moves (the report compares only with another version)
+    moved = kept.get("stability", {"median_displacement": 0.0, "knn_overlap": 1.0})
+    assert kept["artifact"]["version"] == served or "stability" in kept
+    assert moved["median_displacement"] < 0.5 * min(unaligned["stability"]["median_displacement"],
+                                                     similar["stability"]["median_displacement"])
+    assert moved["knn_overlap"] > unaligned["stability"]["knn_overlap"]
     assert kept["artifact"]["trustworthiness"] >= unaligned["artifact"]["trustworthiness"] - 2e-3
 
 

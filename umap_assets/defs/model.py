@@ -18,7 +18,8 @@ from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_ro
 from ..numerics import compress
 from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
 from ..numerics.drift import coverage_reference
-from ..numerics.align import align_student, anchored_targets, fit_similarity, layout_trust_cost, place_new_rows
+from ..numerics.align import (Similarity, align_student, anchored_targets, fit_similarity, layout_trust_cost,
+                              place_new_rows)
 from ..numerics.metrics import relative_displacement, subsample
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, neighbour_mixup, train_student
 from ..runtime import Projector
@@ -191,7 +192,8 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     model.coreset_uids_ = table.column("uid").to_pylist()
     previous = store.load_layout(served.version) if served is not None else None
     layout = carry_served_layout(model, X, E_served, previous, config) if served is not None else {}
-    alignment = {**layout, **align_teacher(model, E_served, served.version)} if served is not None else {}
+    kept = layout.get("layout") == "served"
+    alignment = {**layout, **align_teacher(model, E_served, served.version, kept=kept)} if served is not None else {}
     if alignment:
         context.log.info(f"teacher aligned to the served model: {alignment}")
     size = store.save_teacher(model)
@@ -243,10 +245,11 @@ def carry_served_layout(model, X: np.ndarray, E_served: np.ndarray, previous: tu
             "layout_rows_kept": int(known.sum()), "layout_rows_placed": int(len(X) - known.sum())}
 
 
-def align_teacher(model, E_served: np.ndarray, version: str) -> dict:
+def align_teacher(model, E_served: np.ndarray, version: str, *, kept: bool = False) -> dict:
     """Record on ``model`` the similarity that carries its coreset layout onto the served model's
-    map of the same rows (``alignment_``, ``aligned_to_``); returns the figures for the metadata."""
-    similarity = fit_similarity(model.embedding_, E_served)
+    map of the same rows (``alignment_``, ``aligned_to_``): the identity for a ``kept`` layout,
+    which is in that frame already; returns the figures for the metadata."""
+    similarity = Similarity.identity(model.n_components) if kept else fit_similarity(model.embedding_, E_served)
     model.alignment_, model.aligned_to_ = similarity.to_dict(), version
     return {"aligned_to": version, "alignment_scale": round(similarity.scale, 4),
             "coreset_median_displacement": relative_displacement(E_served, similarity.apply(model.embedding_),

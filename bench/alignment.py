@@ -1,7 +1,7 @@
 """How far a retraining moves the map, with and without alignment, on rows no model saw.
 
     .venv/bin/python bench/alignment.py [--datasets digits,synthetic,fashion-mnist] [--work DIR]
-        [--variants unaligned,aligned,anchor0.5] [--json FILE]
+        [--variants unaligned,aligned,anchor0.5,default+student.graph_weight=0.5] [--json FILE]
 
 For each data set the training rows are cut into six slices. Version 1 is the product's training
 chain (`umap-assets run --until train`, default configuration) on five of them; then the sixth
@@ -51,6 +51,18 @@ N_SLICES = 6
 
 
 def variant_config(name: str) -> dict:
+    """A variant's run config, with ``+asset.field=value`` overrides after its name (values read as JSON)."""
+    name, *overrides = name.split("+")
+    config = base_variant_config(name)
+    for override in overrides:
+        path, _, value = override.partition("=")
+        asset, _, field = path.partition(".")
+        ops = config.setdefault("ops", {}).setdefault(asset, {}).setdefault("config", {})
+        ops[field] = json.loads(value)
+    return config
+
+
+def base_variant_config(name: str) -> dict:
     """Run config of a variant: ``unaligned``, ``aligned`` (similarity, no anchor), ``init`` (layout
     started from the served map, similarity, no anchor), ``anchorW`` (similarity, anchor weight W, no
     radius), ``anchorW_rR`` (with radius R), ``default`` (the product's)."""

@@ -153,6 +153,7 @@ class TeacherConfig(dg.Config):
     # (bench/RESULTS.md, session 10)
     keep_served_layout: bool = True
     max_layout_trust_cost: float = 0.002
+    layout_check_rows: int = 5_000  # validation rows the two layouts are compared on
     # start the layout from the served map (umap-learn's `init=`) instead of the seeded spectral layout:
     # umap-learn rescales it and re-optimises, which moved Fashion-MNIST's map 5x more (bench/RESULTS.md, session 9)
     init_from_served: bool = False
@@ -190,8 +191,11 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     ).fit(X)
     fit_seconds = time.perf_counter() - started
     model.coreset_uids_ = table.column("uid").to_pylist()
-    previous = store.load_layout(served.version) if served is not None else None
-    layout = carry_served_layout(model, X, E_served, previous, config) if served is not None else {}
+    layout = {}
+    if served is not None:
+        held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.layout_check_rows, seed=config.seed or 0)
+        layout = carry_served_layout(model, X, E_served, store.load_layout(served.version),
+                                     feature_rows(held_out.table) if held_out.available else X, config)
     kept = layout.get("layout") == "served"
     alignment = {**layout, **align_teacher(model, E_served, served.version, kept=kept)} if served is not None else {}
     if alignment:
@@ -214,10 +218,12 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
 
 
 def carry_served_layout(model, X: np.ndarray, E_served: np.ndarray, previous: tuple | None,
-                        config: TeacherConfig) -> dict:
+                        X_check: np.ndarray, config: TeacherConfig) -> dict:
     """Make the served map of the coreset ``model``'s layout (``embedding_``, which its ``transform``
     places new rows against), when ``config.keep_served_layout`` and it costs at most
-    ``config.max_layout_trust_cost`` of trustworthiness against the fresh layout; the figures.
+    ``config.max_layout_trust_cost`` of trustworthiness against the fresh layout, measured on the
+    rows ``X_check`` (validation rows, which neither layout saw) placed by ``transform`` against
+    each; the figures.
 
     Rows the served model was distilled on keep its teacher's coordinates (``previous``, the
     artifact's saved layout: a teacher's layout, not the student's copy of it, so the map does not
@@ -237,10 +243,14 @@ def carry_served_layout(model, X: np.ndarray, E_served: np.ndarray, previous: tu
     if known.any():
         carried = place_new_rows(model.graph_, carried, known, model._a, model._b, seed=config.seed or 0,
                                  n_epochs=100 if len(X) <= 10_000 else 30, learning_rate=model.learning_rate / 4)
-    cost = layout_trust_cost(X, model.embedding_, carried, seed=config.seed or 0)
+    fresh = model.embedding_
+    maps = []
+    for layout in (fresh, carried):
+        model.embedding_ = layout
+        maps.append(model.transform(X_check))
+    cost = layout_trust_cost(X_check, *maps, max_rows=len(X_check), seed=config.seed or 0)
     kept = cost <= config.max_layout_trust_cost
-    if kept:
-        model.embedding_ = carried
+    model.embedding_ = carried if kept else fresh
     return {"layout": "served" if kept else "fresh", "layout_trust_cost": round(float(cost), 5),
             "layout_rows_kept": int(known.sum()), "layout_rows_placed": int(len(X) - known.sum())}
 

@@ -191,9 +191,10 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     ).fit(X)
     fit_seconds = time.perf_counter() - started
     model.coreset_uids_ = table.column("uid").to_pylist()
-    layout = {}
-    if served is not None:
-        held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.layout_check_rows, seed=config.seed or 0)
+    layout = {"layout": "fresh"} if served is not None else {}
+    if served is not None and config.keep_served_layout:
+        held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.layout_check_rows,
+                                    seed=config.seed or 0)
         layout = carry_served_layout(model, X, E_served, store.load_layout(served.version),
                                      feature_rows(held_out.table) if held_out.available else X, config)
     kept = layout.get("layout") == "served"
@@ -220,9 +221,9 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
 def carry_served_layout(model, X: np.ndarray, E_served: np.ndarray, previous: tuple | None,
                         X_check: np.ndarray, config: TeacherConfig) -> dict:
     """Make the served map of the coreset ``model``'s layout (``embedding_``, which its ``transform``
-    places new rows against), when ``config.keep_served_layout`` and it costs at most
-    ``config.max_layout_trust_cost`` of trustworthiness against the fresh layout, measured on the
-    rows ``X_check`` (validation rows, which neither layout saw) placed by ``transform`` against
+    places new rows against), when it costs at most ``config.max_layout_trust_cost`` of
+    trustworthiness against the fresh layout, measured on the rows ``X_check`` (validation rows,
+    which neither layout saw; the coreset when there are none) placed by ``transform`` against
     each; the figures.
 
     Rows the served model was distilled on keep its teacher's coordinates (``previous``, the
@@ -230,8 +231,6 @@ def carry_served_layout(model, X: np.ndarray, E_served: np.ndarray, previous: tu
     degrade from one version to the next); the others are placed against them on the new graph
     (:func:`~umap_assets.numerics.align.place_new_rows`), from where the served model puts them.
     """
-    if not config.keep_served_layout:
-        return {"layout": "fresh"}
     carried = np.array(E_served, np.float32)
     known = np.zeros(len(X), bool)
     if previous is not None:

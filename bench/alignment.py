@@ -16,8 +16,9 @@ version 1's home:
 - `init`: the same, with the teacher's layout started from version 1's map (`init_from_served`);
 - `anchorW` / `anchorW_rR`: aligned, and the student's targets pulled by W towards version 1's map
   (for rows the teacher moved less than about R median moves, with `_rR`);
-- `default`: the product's defaults: version 1's map of the coreset kept as the layout while it
-  costs at most 0.002 of trustworthiness against a fresh one (`keep_served_layout`), else `aligned`.
+- `default`: the product's defaults: version 1's teacher's coordinates kept for the rows it knew,
+  the new rows placed against them, while that costs at most 0.002 of trustworthiness on validation
+  rows against a fresh layout (`keep_served_layout`), else `aligned`.
 
 On the test rows (which no model saw) it prints, against version 1's artifact: the median and mean
 displacement as a fraction of version 1's map spread, the kNN@15 overlap of the two maps; and each

@@ -146,8 +146,9 @@ class TeacherConfig(dg.Config):
     # keep the served model's map: record the similarity that carries the new layout of the coreset onto
     # the served model's map of it, for the student to fold in
     align_to_served: bool = True
-    # and, with it, keep the served model's map of the coreset as the layout itself, unless that costs more
-    # than `max_layout_trust_cost` of trustworthiness@15 against the fresh layout (then the fresh layout,
+    # and, with it, keep the served layout itself (its teacher's coordinates of the rows it knew, the new rows
+    # placed against them), unless that costs more than `max_layout_trust_cost` of trustworthiness@15 on
+    # validation rows against the fresh layout (then the fresh layout,
     # aligned, is used and the map moves: new structure has to show). After +20% data, digits' map moved
     # 0.30 of its spread with the similarity alone (its clusters laid out anew), 0.008 with the layout kept
     # (bench/RESULTS.md, session 10)
@@ -163,9 +164,9 @@ class TeacherConfig(dg.Config):
 def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """umap-learn's ``UMAP`` fitted on the coreset, pickled with its fitted graph (``graph_``).
 
-    With a model served (and ``align_to_served``), the served model's map of the coreset becomes the
-    layout when it costs no trustworthiness against the fresh one (``keep_served_layout``,
-    :func:`carry_served_layout`); otherwise the similarity that carries the fresh layout onto that
+    With a model served (and ``align_to_served``), the served layout (its teacher's coordinates of
+    the rows it knew, the new rows placed against them) becomes the layout when it costs no
+    trustworthiness against the fresh one (``keep_served_layout``, :func:`carry_served_layout`); otherwise the similarity that carries the fresh layout onto that
     map is recorded (:func:`align_teacher`) and the student folds it in, so the new artifact keeps
     the served map's frame (``init_from_served`` also starts the fresh layout from that map). Its size grows with the coreset,
     which is why the product ships the distilled artifact instead.

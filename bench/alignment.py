@@ -1,7 +1,7 @@
 """How far a retraining moves the map, with and without alignment, on rows no model saw.
 
     .venv/bin/python bench/alignment.py [--datasets digits,synthetic,fashion-mnist] [--work DIR]
-        [--variants unaligned,aligned,anchor0.5,default+student.graph_weight=0.5] [--json FILE]
+        [--variants unaligned,aligned,anchor0.5,default+student.graph_weight=0.5] [--seed N] [--json FILE]
 
 For each data set the training rows are cut into six slices. Version 1 is the product's training
 chain (`umap-assets run --until train`, default configuration) on five of them; then the sixth
@@ -19,6 +19,10 @@ version 1's home:
 - `default`: the product's defaults: version 1's teacher's coordinates kept for the rows it knew,
   the new rows placed against them, while that costs at most 0.002 of trustworthiness on validation
   rows against a fresh layout (`keep_served_layout`), else `aligned`.
+
+``--seed N`` seeds the coreset, the teacher and the student of both versions with N (the slices
+and their samples stay the same), in a work folder of its own: the first version's draw is part
+of what a kept layout inherits.
 
 On the test rows (which no model saw) it prints, against version 1's artifact: the median and mean
 displacement as a fraction of version 1's map spread, the kNN@15 overlap of the two maps; and each
@@ -51,10 +55,16 @@ from umap_assets.warehouse import Warehouse  # noqa: E402
 N_SLICES = 6
 
 
-def variant_config(name: str) -> dict:
-    """A variant's run config, with ``+asset.field=value`` overrides after its name (values read as JSON)."""
+MODEL_ASSETS = ("coreset", "teacher", "student")
+
+
+def variant_config(name: str, seed: int = 0) -> dict:
+    """A variant's run config, with the model ``seed`` and ``+asset.field=value`` overrides after its
+    name (values read as JSON)."""
     name, *overrides = name.split("+")
     config = base_variant_config(name)
+    if seed:
+        overrides = [f"{asset}.seed={seed}" for asset in MODEL_ASSETS] + overrides
     for override in overrides:
         path, _, value = override.partition("=")
         asset, _, field = path.partition(".")
@@ -100,12 +110,12 @@ def train(home: Path, config: dict, retrain: bool) -> tuple[float, bool]:
     return time.perf_counter() - started, not gates_failed
 
 
-def version_one(work: Path, X, y) -> Path:
+def version_one(work: Path, X, y, seed: int) -> Path:
     home = work / "v1"
     if not (home / "models" / "artifact.uart").exists():
         shutil.rmtree(home, ignore_errors=True)
         write_slices(home, X, y, range(N_SLICES - 1))
-        seconds, passed = train(home, {}, retrain=False)
+        seconds, passed = train(home, variant_config("default", seed), retrain=False)
         if not passed:  # what is measured here is how far version 2 moves from a served version 1
             store = ModelStore(Layout.at(str(home)))
             store.promote(Projector.load(store.candidate_path).version)
@@ -123,11 +133,11 @@ def scores(E, E1, X_test, y_test, E_train, y_train) -> dict:
     return out
 
 
-def evaluate(name: str, work: Path, variants: list[str]) -> dict:
+def evaluate(name: str, work: Path, variants: list[str], seed: int = 0) -> dict:
     X_tr, y_tr, X_te, y_te = quality.split(name)
     X_te, y_te = X_te[: quality.MAX_TEST_ROWS], y_te[: quality.MAX_TEST_ROWS]
     knn = metrics.subsample(len(X_tr), quality.MAX_KNN_TRAIN_ROWS, seed=0)
-    v1 = version_one(work, X_tr, y_tr)
+    v1 = version_one(work, X_tr, y_tr, seed)
     p1 = Projector.load(ModelStore(Layout.at(str(v1))).artifact_path)
     E1 = p1.transform(X_te)
     result = {"v1": {"version": p1.version, **scores(E1, E1, X_te, y_te, p1.transform(X_tr[knn]), y_tr[knn])}}
@@ -136,7 +146,7 @@ def evaluate(name: str, work: Path, variants: list[str]) -> dict:
         shutil.rmtree(home, ignore_errors=True)
         shutil.copytree(v1, home, symlinks=True)
         write_slices(home, X_tr, y_tr, range(N_SLICES - 1, N_SLICES))
-        seconds, passed = train(home, variant_config(variant), retrain=True)
+        seconds, passed = train(home, variant_config(variant, seed), retrain=True)
         store = ModelStore(Layout.at(str(home)))
         p2 = Projector.load(store.candidate_path)
         E2, E2_train = p2.transform(X_te), p2.transform(X_tr[knn])
@@ -165,12 +175,14 @@ def main() -> None:
     parser.add_argument("--datasets", default="digits,synthetic,fashion-mnist")
     parser.add_argument("--variants", default="unaligned,aligned,default")
     parser.add_argument("--work", default=str(ROOT / "bench" / "out" / "alignment"))
+    parser.add_argument("--seed", type=int, default=0, help="the models' seed (default 0, the product's)")
     parser.add_argument("--json")
     args = parser.parse_args()
     results = {}
     for name in args.datasets.split(","):
         print(f"{name}:", flush=True)
-        results[name] = evaluate(name, Path(args.work) / name, args.variants.split(","))
+        work = Path(args.work) / (name if not args.seed else f"{name}-seed{args.seed}")
+        results[name] = evaluate(name, work, args.variants.split(","), args.seed)
         print(table(name, results[name]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

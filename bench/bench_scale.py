@@ -2,7 +2,7 @@
 then a stream of generated Parquet through `umap-assets embed`.
 
     .venv/bin/python bench/bench_scale.py --rows 1000000 3000000 10000000 --dim 64 --slice-rows 1000000
-    .venv/bin/python bench/bench_scale.py --rows 10000000 --embed-rows 100000000 --embed-dim 128
+    .venv/bin/python bench/bench_scale.py --rows 10000000 --embed-rows 100000000 --embed-dim 128 --embed-distinct-files 1
 
 For each size it writes the slices into a fresh home, runs `umap-assets run` in a child process
 (so peak RSS is that run's alone, every step in one process), samples the child's RSS every 0.2 s,
@@ -11,7 +11,9 @@ Prints a table, writes bench/out/scale.json and bench/out/scale.png.
 
 With ``--embed-rows``, it then trains an artifact for ``--embed-dim`` features (a small run of the
 same graph), generates that many rows as Parquet files of ``--embed-file-rows`` one after another,
-embeds each with `umap-assets embed` in a child process (peak RSS sampled) and deletes it; beside it,
+embeds each with `umap-assets embed` in a child process (peak RSS sampled) and deletes it (with
+``--embed-distinct-files K``, only K distinct files are generated and the stream cycles through
+them: the embedding's cost is the same, the generator's is not paid 100M times); beside it,
 in the same run, it times the transform alone. It prints the per-row cost of each step and the
 extrapolation to 200M rows on a Spark cluster (assumptions printed with it), and writes
 bench/out/scale_embed.json.
@@ -128,8 +130,12 @@ def write_stream_file(path: Path, start: int, rows: int, dim: int, group: int = 
     write_blocks(path, blocks())
 
 
-def embed_stream(artifact: Path, total: int, dim: int, file_rows: int, work: Path) -> dict:
-    """Generate ``total`` rows file by file, embed each with `umap-assets embed`, delete it; time both."""
+def embed_stream(artifact: Path, total: int, dim: int, file_rows: int, work: Path, distinct: int = 0) -> dict:
+    """Generate ``total`` rows file by file, embed each with `umap-assets embed`, delete it; time both.
+
+    With ``distinct`` > 0, only the first ``distinct`` files are generated, and the later ones are
+    hard links to them in turn (the same rows under another name): the stream is as long, the
+    generator runs ``distinct`` times."""
     from umap_assets.demo_data import synthetic_chunk
     from umap_assets.runtime import Projector
 
@@ -140,7 +146,10 @@ def embed_stream(artifact: Path, total: int, dim: int, file_rows: int, work: Pat
         n = min(file_rows, total - start)
         src, dst = work / f"stream_{i:04d}.parquet", work / f"stream_{i:04d}.out.parquet"
         t = time.perf_counter()
-        write_stream_file(src, start, n, dim)
+        if distinct and i >= distinct and n == file_rows:
+            os.link(work / f"stream_{i % distinct:04d}.parquet", src)
+        else:
+            write_stream_file(src, start, n, dim)
         generate_s += time.perf_counter() - t
         cmd = [sys.executable, "-m", "umap_assets.cli", "embed", "--artifact", str(artifact), "--input", str(src),
                "--output", str(dst), "--home", str(work)]
@@ -150,15 +159,19 @@ def embed_stream(artifact: Path, total: int, dim: int, file_rows: int, work: Pat
         embed_s += wall
         peak_kib = max(peak_kib, kib)
         print(f"  {start + n:,} rows: embed {embed_s:.0f}s, generate {generate_s:.0f}s, peak {kib / 1024:.0f} MB", flush=True)
-        src.unlink()
+        if not (distinct and i < distinct):
+            src.unlink()
         dst.unlink()
+    for i in range(distinct):
+        (work / f"stream_{i:04d}.parquet").unlink(missing_ok=True)
     projector = Projector.load(artifact)
     X, _ = synthetic_chunk(0, 200_000, dim=dim, n_clusters=12, intrinsic_dim=3, seed=0)
     projector.transform(X[:1000])
     t = time.perf_counter()
     projector.transform(X)
     transform_rate = len(X) / (time.perf_counter() - t)
-    return {"embed_rows": total, "embed_dim": dim, "file_rows": file_rows, "generate_s": round(generate_s, 1),
+    return {"embed_rows": total, "embed_dim": dim, "file_rows": file_rows, "distinct_files": distinct or "all",
+            "generate_s": round(generate_s, 1),
             "embed_s": round(embed_s, 1), "embed_rows_per_s": round(total / embed_s),
             "transform_rows_per_s": round(transform_rate), "embed_peak_rss_mb": round(peak_kib / 1024),
             "embed_us_per_row_2_cores": round(embed_s / total * 1e6, 3)}
@@ -191,6 +204,8 @@ def main() -> None:
     p.add_argument("--embed-rows", type=int, default=0, help="rows to stream through `umap-assets embed` (0: none)")
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--embed-file-rows", type=int, default=5_000_000)
+    p.add_argument("--embed-distinct-files", type=int, default=0,
+                   help="generate only this many distinct stream files and cycle through them (0: every file distinct)")
     args = p.parse_args()
     results = []
     for rows in args.rows:
@@ -254,7 +269,7 @@ def stream_embed(args, graph: dict, out: Path) -> None:
     if run_sampled(cmd, home / "run.log", cwd=ROOT)[0] != 0:
         raise SystemExit(f"training the {args.embed_dim}-d artifact failed: see {home / 'run.log'}")
     stream = embed_stream(home / "models" / "artifact.uart", args.embed_rows, args.embed_dim, args.embed_file_rows,
-                          Path(args.work) / "stream")
+                          Path(args.work) / "stream", args.embed_distinct_files)
     print(json.dumps(stream))
     print(f"\n| rows | dim | generate s | embed s | end to end rows/s | transform rows/s | peak RSS MB |\n|---|---|---|---|---|---|---|\n"
           f"| {stream['embed_rows']:,} | {stream['embed_dim']} | {stream['generate_s']} | {stream['embed_s']} | "

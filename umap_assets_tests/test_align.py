@@ -121,3 +121,25 @@ def test_place_new_rows_keeps_the_known_rows_and_places_the_new_ones_among_their
     everything = np.ones(len(X), bool)
     np.testing.assert_array_equal(place_new_rows(fitted.graph_, scrambled, everything, fitted._a, fitted._b,
                                                  n_epochs=100, learning_rate=0.25), scrambled)
+
+
+def test_refine_layout_fits_a_jittered_layout_to_its_graph_and_stays_near_it():
+    import umap
+    from sklearn.datasets import load_digits
+
+    from umap_assets.numerics.align import refine_layout
+    from umap_assets.numerics.metrics import relative_displacement, trustworthiness
+
+    X = load_digits().data[:600].astype(np.float32)
+    fitted = umap.UMAP(n_neighbors=10, random_state=0, n_jobs=1, n_epochs=100).fit(X)
+    spread = float(fitted.embedding_.std())
+    jittered = fitted.embedding_ + np.random.default_rng(0).normal(0, 0.15 * spread, fitted.embedding_.shape)
+    refined = refine_layout(fitted.graph_, jittered, fitted._a, fitted._b, n_epochs=30, learning_rate=0.05)
+    assert trustworthiness(X, jittered, 10) < trustworthiness(X, fitted.embedding_, 10) - 0.05
+    assert trustworthiness(X, refined, 10) > trustworthiness(X, fitted.embedding_, 10) - 0.01  # fitted to the graph
+    jitter = relative_displacement(jittered, fitted.embedding_, statistic="median")
+    assert relative_displacement(jittered, refined, statistic="median") < 1.25 * jitter  # the map stays where it was
+    again = refine_layout(fitted.graph_, jittered, fitted._a, fitted._b, n_epochs=30, learning_rate=0.05)
+    np.testing.assert_array_equal(refined, again)  # seeded
+    np.testing.assert_array_equal(refine_layout(fitted.graph_, jittered, fitted._a, fitted._b, n_epochs=0,
+                                                learning_rate=0.1), jittered.astype(np.float32))

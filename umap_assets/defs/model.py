@@ -19,7 +19,7 @@ from ..numerics import compress
 from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
 from ..numerics.drift import coverage_reference
 from ..numerics.align import (Similarity, align_student, anchored_targets, fit_similarity, layout_trust_cost,
-                              place_new_rows)
+                              place_new_rows, refine_layout)
 from ..numerics.metrics import relative_displacement, subsample
 from ..numerics.distill import StudentConfig, StudentResult, build_mlp, neighbour_mixup, train_student
 from ..runtime import Projector
@@ -155,6 +155,11 @@ class TeacherConfig(dg.Config):
     keep_served_layout: bool = True
     max_layout_trust_cost: float = 0.002
     layout_check_rows: int = 5_000  # validation rows the two layouts are compared on
+    # then refine the kept layout on the new graph, every row free, for this many epochs at this fraction of
+    # the fit's learning rate. Off: on digits 100 epochs moved the map 0.019 instead of 0.008 and lifted
+    # trust@15 only from 0.9558 to 0.9588 (bench/RESULTS.md, session 11)
+    refine_epochs: int = 0
+    refine_learning_rate: float = 0.05
     # start the layout from the served map (umap-learn's `init=`) instead of the seeded spectral layout:
     # umap-learn rescales it and re-optimises, which moved Fashion-MNIST's map 5x more (bench/RESULTS.md, session 9)
     init_from_served: bool = False
@@ -243,6 +248,8 @@ def carry_served_layout(model, X: np.ndarray, E_served: np.ndarray, previous: tu
     if known.any():
         carried = place_new_rows(model.graph_, carried, known, model._a, model._b, seed=config.seed or 0,
                                  n_epochs=100 if len(X) <= 10_000 else 30, learning_rate=model.learning_rate / 4)
+        carried = refine_layout(model.graph_, carried, model._a, model._b, n_epochs=config.refine_epochs,
+                                learning_rate=model.learning_rate * config.refine_learning_rate, seed=config.seed or 0)
     fresh = model.embedding_
     maps = []
     for layout in (fresh, carried):

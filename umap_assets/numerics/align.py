@@ -210,6 +210,34 @@ def place_new_rows(graph, layout: np.ndarray, known: np.ndarray, a: float, b: fl
     return emb[position]
 
 
+def refine_layout(graph, layout: np.ndarray, a: float, b: float, *, n_epochs: int, learning_rate: float,
+                  negative_sample_rate: float = 5.0, seed: int = 0) -> np.ndarray:
+    """``layout`` refined by a short run of UMAP's own SGD on ``graph``, every row free.
+
+    umap-learn's ``fit`` from ``init=layout``, without its rescaling to a 10 x 10 box and with a
+    schedule short and slow enough (a few tens of epochs at a small fraction of the fit's learning
+    rate) that the rows rearrange locally to fit the new graph while the map as a whole stays where
+    it was. Edges sampled less than once in ``n_epochs`` are dropped, as the fit does. Seeded.
+
+    Returns
+    -------
+    ndarray of float32, shape (n, m)
+    """
+    from umap.layouts import optimize_layout_euclidean
+    from umap.umap_ import make_epochs_per_sample
+
+    out = np.ascontiguousarray(layout, dtype=np.float32).copy()
+    if n_epochs < 1:
+        return out
+    g = graph.tocoo()
+    keep = g.data >= g.data.max() / float(n_epochs)
+    head, tail, weight = g.row[keep].astype(np.int32), g.col[keep].astype(np.int32), g.data[keep]
+    rng_state = np.random.RandomState(seed).randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3)
+    return optimize_layout_euclidean(out, out, head, tail, n_epochs, len(out), make_epochs_per_sample(weight, n_epochs),
+                                     a, b, rng_state.astype(np.int64), 1.0, learning_rate, negative_sample_rate,
+                                     parallel=False, move_other=True)
+
+
 def align_student(result: "StudentResult", similarity: Similarity) -> "StudentResult":
     """A copy of ``result`` whose map is ``similarity`` applied to the original's.
 

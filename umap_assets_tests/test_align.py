@@ -89,15 +89,21 @@ def test_layout_trust_cost_is_zero_for_the_same_map_and_large_for_a_scrambled_on
     X = rng.normal(size=(600, 10)).astype(np.float32)
     fresh = X[:, :2] * 3.0  # a map that keeps the two leading coordinates
     similar = Similarity(0.5, rotation(1.1, True), np.array([2.0, 2.0])).apply(fresh)
-    assert layout_trust_cost(X, fresh, fresh) == 0.0
-    assert layout_trust_cost(X, fresh, similar) == pytest.approx(0.0, abs=1e-9)  # neighbourhoods are kept
-    assert layout_trust_cost(X, fresh, fresh[rng.permutation(600)]) > 0.1
-    assert layout_trust_cost(X, fresh[rng.permutation(600)], fresh) < -0.1
+    same = layout_trust_cost(X, fresh, fresh)
+    assert (same.cost, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert layout_trust_cost(X, fresh, similar).cost == pytest.approx(0.0, abs=1e-9)  # neighbourhoods are kept
+    scrambled = layout_trust_cost(X, fresh, fresh[rng.permutation(600)])
+    assert 0.1 < scrambled.low < scrambled.cost < scrambled.high  # far outside the noise
+    assert layout_trust_cost(X, fresh[rng.permutation(600)], fresh).high < -0.1
     # on a seeded sample of the rows: the same figure twice, another for another sample
     noisy = similar + rng.normal(0, 0.3, similar.shape).astype(np.float32)
     once = layout_trust_cost(X, fresh, noisy, max_rows=200, seed=3)
-    assert once > 0 and once == layout_trust_cost(X, fresh, noisy, max_rows=200, seed=3)
-    assert once != layout_trust_cost(X, fresh, noisy, max_rows=200, seed=4)
+    assert once.cost > 0 and once == layout_trust_cost(X, fresh, noisy, max_rows=200, seed=3)
+    assert once.low < once.cost < once.high
+    assert once.cost != layout_trust_cost(X, fresh, noisy, max_rows=200, seed=4).cost
+    # the interval narrows with the rows: what a few hundred rows cannot tell apart, thousands can
+    every = layout_trust_cost(X, fresh, noisy, max_rows=600, seed=3)
+    assert once.high - once.low > every.high - every.low
 
 
 def test_place_new_rows_keeps_the_known_rows_and_places_the_new_ones_among_their_neighbours():

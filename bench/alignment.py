@@ -17,8 +17,8 @@ version 1's home:
 - `anchorW` / `anchorW_rR`: aligned, and the student's targets pulled by W towards version 1's map
   (for rows the teacher moved less than about R median moves, with `_rR`);
 - `default`: the product's defaults: version 1's teacher's coordinates kept for the rows it knew,
-  the new rows placed against them, while that costs at most 0.002 of trustworthiness on validation
-  rows against a fresh layout (`keep_served_layout`), else `aligned`.
+  the new rows placed against them, unless a fresh layout is credibly better (the 95% interval of
+  the cost in trustworthiness on validation rows above 0.002, `keep_served_layout`), else `aligned`.
 
 ``--seed N`` seeds the coreset, the teacher and the student of both versions with N (the slices
 and their samples stay the same), in a work folder of its own: the first version's draw is part

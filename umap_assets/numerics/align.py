@@ -198,8 +198,6 @@ def place_new_rows(graph, layout: np.ndarray, known: np.ndarray, a: float, b: fl
     -------
     ndarray of float32, shape (n, m)
     """
-    from umap.layouts import optimize_layout_euclidean
-    from umap.umap_ import make_epochs_per_sample
 
     known = np.asarray(known, bool)
     out = np.ascontiguousarray(layout, dtype=np.float32).copy()
@@ -221,10 +219,8 @@ def place_new_rows(graph, layout: np.ndarray, known: np.ndarray, a: float, b: fl
     keep = (head >= n_known) & (weight >= weight.max() / float(n_epochs))
     head, tail, weight = head[keep] - n_known, tail[keep], weight[keep]
     if len(weight):
-        rng_state = np.random.RandomState(seed).randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3)
-        optimize_layout_euclidean(emb[n_known:], emb, head.astype(np.int32), tail.astype(np.int32), n_epochs,
-                                  len(emb), make_epochs_per_sample(weight, n_epochs), a, b, rng_state.astype(np.int64),
-                                  1.0, learning_rate, negative_sample_rate, parallel=False, move_other=False)
+        _umap_sgd(emb[n_known:], emb, head, tail, weight, a, b, n_epochs=n_epochs, learning_rate=learning_rate,
+                  negative_sample_rate=negative_sample_rate, seed=seed, move_other=False)
     return emb[position]
 
 
@@ -241,19 +237,29 @@ def refine_layout(graph, layout: np.ndarray, a: float, b: float, *, n_epochs: in
     -------
     ndarray of float32, shape (n, m)
     """
-    from umap.layouts import optimize_layout_euclidean
-    from umap.umap_ import make_epochs_per_sample
 
     out = np.ascontiguousarray(layout, dtype=np.float32).copy()
     if n_epochs < 1:
         return out
     g = graph.tocoo()
     keep = g.data >= g.data.max() / float(n_epochs)
-    head, tail, weight = g.row[keep].astype(np.int32), g.col[keep].astype(np.int32), g.data[keep]
+    _umap_sgd(out, out, g.row[keep], g.col[keep], g.data[keep], a, b, n_epochs=n_epochs, learning_rate=learning_rate,
+              negative_sample_rate=negative_sample_rate, seed=seed, move_other=True)
+    return out
+
+
+def _umap_sgd(head_embedding: np.ndarray, tail_embedding: np.ndarray, head, tail, weight, a: float, b: float, *,
+              n_epochs: int, learning_rate: float, negative_sample_rate: float, seed: int, move_other: bool) -> None:
+    """umap-learn's layout SGD (``optimize_layout_euclidean``) in place on ``head_embedding``, on the
+    edges ``head -> tail`` sampled in proportion to ``weight``, single-threaded and seeded."""
+    from umap.layouts import optimize_layout_euclidean
+    from umap.umap_ import make_epochs_per_sample
+
     rng_state = np.random.RandomState(seed).randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3)
-    return optimize_layout_euclidean(out, out, head, tail, n_epochs, len(out), make_epochs_per_sample(weight, n_epochs),
-                                     a, b, rng_state.astype(np.int64), 1.0, learning_rate, negative_sample_rate,
-                                     parallel=False, move_other=True)
+    optimize_layout_euclidean(head_embedding, tail_embedding, np.asarray(head, np.int32), np.asarray(tail, np.int32),
+                              n_epochs, len(tail_embedding), make_epochs_per_sample(weight, n_epochs), a, b,
+                              rng_state.astype(np.int64), 1.0, learning_rate, negative_sample_rate,
+                              parallel=False, move_other=move_other)
 
 
 def align_student(result: "StudentResult", similarity: Similarity) -> "StudentResult":

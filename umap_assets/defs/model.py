@@ -176,11 +176,12 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     """umap-learn's ``UMAP`` fitted on the coreset, pickled with its fitted graph (``graph_``).
 
     With a model served (and ``align_to_served``), the served layout (its teacher's coordinates of
-    the rows it knew, the new rows placed against them) becomes the layout when it costs no
-    trustworthiness against the fresh one (``keep_served_layout``, :func:`carry_served_layout`); otherwise the similarity that carries the fresh layout onto that
-    map is recorded (:func:`align_teacher`) and the student folds it in, so the new artifact keeps
-    the served map's frame (``init_from_served`` also starts the fresh layout from that map). Its size grows with the coreset,
-    which is why the product ships the distilled artifact instead.
+    the rows it knew, the new rows placed against them) becomes the layout unless the fresh one is
+    credibly better (``keep_served_layout``, :func:`carry_served_layout`); otherwise the similarity
+    that carries the fresh layout onto that map is recorded (:func:`align_teacher`) and the student
+    folds it in, so the new artifact keeps the served map's frame (``init_from_served`` also starts
+    the fresh layout from that map). Its size grows with the coreset, which is why the product
+    ships the distilled artifact instead.
     """
     import pyarrow.parquet as pq
     import umap

@@ -99,16 +99,18 @@ def step_stats(home: Path, samples: list[tuple[float, int]]) -> tuple[dict[str, 
 
 
 def write_blocks(path: Path, blocks) -> None:
-    """Write ``(ids, X, y)`` blocks to ``path`` in the canonical layout, one row group a block (bounded memory)."""
+    """Write ``(ids, X, y)`` blocks to ``path`` as a user's slice (features a fixed-size list, zstd), one
+    row group a block (bounded memory)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from umap_assets.contract import canonical_batch
+    from umap_assets.contract import features_list
 
     writer = None
     try:
         for ids, X, y in blocks:
-            batch = canonical_batch(pa.array(ids.astype(np.int64)), X, pa.array(y.astype(np.int64)))
+            batch = pa.record_batch({"id": pa.array(ids.astype(np.int64)), "features": features_list(X),
+                                     "label": pa.array(y.astype(np.int64))})
             if writer is None:
                 writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
             writer.write_batch(batch, row_group_size=len(ids))

@@ -116,11 +116,50 @@ class SliceSummary:
     label_counts: dict[str, int] = field(default_factory=dict)
 
 
+#: Field metadata that marks a ``fixed_size_binary(4 * d)`` column as ``d`` float32 values a row,
+#: little-endian: the canonical, stored form of the features.
+VECTOR_ENCODING = {b"umap_assets.encoding": b"float32-le"}
+_F32 = np.dtype("<f4")
+
+
+def features_type(dim: int) -> pa.DataType:
+    """The contract's list form of the features: ``dim`` float32 values, none of them null
+    (how the demo and the benchmarks write a user's slice)."""
+    return pa.list_(pa.field("element", pa.float32(), nullable=False), dim)
+
+
+def features_list(X: np.ndarray) -> pa.FixedSizeListArray:
+    """The rows of ``X`` as a list-form ``features`` column (:func:`features_type`)."""
+    flat = pa.array(np.ascontiguousarray(X, dtype=np.float32).reshape(-1), type=pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, type=features_type(X.shape[1]))
+
+
+def vector_field(name: str, dim: int) -> pa.Field:
+    """The canonical ``features`` field: each row's ``dim`` float32 values as ``4 * dim`` bytes.
+
+    Parquet stores a list with a repetition and a definition level per value, and rebuilding the
+    list from them is what bounds reading: fixed-size bytes decode about twice as fast with LZ4,
+    and the bytes are the matrix (zero-copy). DuckDB reads the column as a BLOB (bench/RESULTS.md,
+    session 12).
+    """
+    return pa.field(name, pa.binary(4 * dim), nullable=False, metadata=VECTOR_ENCODING)
+
+
+def is_vector_field(f: pa.Field) -> bool:
+    """``f`` holds features as float32 bytes (:func:`vector_field`)."""
+    return (pa.types.is_fixed_size_binary(f.type) and f.type.byte_width % 4 == 0
+            and (f.metadata or {}).get(b"umap_assets.encoding") == VECTOR_ENCODING[b"umap_assets.encoding"])
+
+
+def features_dim(f: pa.Field) -> int | None:
+    """The dimension a features field declares; ``None`` for a variable-length list."""
+    if is_vector_field(f):
+        return f.type.byte_width // 4
+    return f.type.list_size if pa.types.is_fixed_size_list(f.type) else None
+
+
 def canonical_schema(dim: int, id_type: pa.DataType, label_type: pa.DataType | None) -> pa.Schema:
-    fields = [
-        pa.field("id", id_type, nullable=False),
-        pa.field("features", pa.list_(pa.float32(), dim), nullable=False),
-    ]
+    fields = [pa.field("id", id_type, nullable=False), vector_field("features", dim)]
     if label_type is not None:
         fields.append(pa.field("label", label_type))
     return pa.schema(fields)
@@ -128,8 +167,8 @@ def canonical_schema(dim: int, id_type: pa.DataType, label_type: pa.DataType | N
 
 def canonical_batch(ids: pa.Array, features: np.ndarray, labels: pa.Array | None) -> pa.RecordBatch:
     n, d = features.shape
-    flat = pa.array(np.ascontiguousarray(features, dtype=np.float32).reshape(-1), type=pa.float32())
-    feats = pa.FixedSizeListArray.from_arrays(flat, d)
+    raw = np.ascontiguousarray(features, dtype=_F32)
+    feats = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * d), n, [None, pa.py_buffer(raw)])
     arrays = [ids, feats]
     schema = canonical_schema(d, ids.type, labels.type if labels is not None else None)
     if labels is not None:
@@ -137,13 +176,64 @@ def canonical_batch(ids: pa.Array, features: np.ndarray, labels: pa.Array | None
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def _vectors(column: pa.FixedSizeBinaryArray) -> np.ndarray:
+    """A float32-bytes column as an (n, d) matrix, without a copy (read-only) on a little-endian host."""
+    width = column.type.byte_width
+    values = np.frombuffer(column.buffers()[1], dtype=_F32, count=len(column) * width // 4,
+                           offset=column.offset * width)
+    return values.reshape(len(column), width // 4).astype(np.float32, copy=False)
+
+
 def features_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A canonical ``features`` column (fixed-size list of float32) as an (n, d) float32 matrix."""
+    """A canonical ``features`` column (float32 bytes, or a fixed-size list) as an (n, d) float32 matrix."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if pa.types.is_fixed_size_binary(column.type):
+        return _vectors(column)
     d = column.type.list_size
     values = column.flatten().to_numpy(zero_copy_only=False)
     return np.ascontiguousarray(values.reshape(-1, d), dtype=np.float32)
+
+
+def write_options(schema: pa.Schema) -> dict:
+    """How every table this project writes is encoded (``pq.ParquetWriter``'s keyword arguments).
+
+    Features are LZ4-compressed with no dictionary (and byte-stream-split when they are a list of
+    floats): of the encodings measured, the fastest to decode for their size (bench/RESULTS.md,
+    session 12). Every other column is zstd with a dictionary.
+    """
+    leaves = _leaf_paths(schema)
+    lists = [path for path in leaves if "." in path]
+    vectors = [f.name for f in schema if is_vector_field(f)] + lists
+    return {
+        "compression": {path: ("lz4" if path in vectors else "zstd") for path in leaves},
+        "use_dictionary": [path for path in leaves if path not in vectors],
+        "use_byte_stream_split": [path for path in lists if pa.types.is_floating(schema.field(path.split(".")[0]).type.value_type)],
+    }
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """The Parquet column paths of ``schema``'s leaves (``features.list.element`` for a list)."""
+    paths = []
+    for f in schema:
+        if pa.types.is_fixed_size_list(f.type) or pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
+            paths.append(f"{f.name}.list.element")  # pyarrow writes Parquet's compliant three-level lists
+        else:
+            paths.append(f.name)
+    return paths
+
+
+def iter_chunks(pf: pq.ParquetFile, columns: list[str], batch_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
+    """``pf``'s rows in batches of at most ``batch_rows``, sized to split its row groups evenly.
+
+    A batch that spans two row groups costs the reader a concatenation: a list column then decodes
+    up to 3 times more slowly. Files are written in row groups of one size (the last one shorter),
+    so batches of ``ceil(group / ceil(group / batch_rows))`` rows never span one. The batches come
+    from one reader, decoded in this thread (a reader per row group costs milliseconds each).
+    """
+    group = pf.metadata.row_group(0).num_rows if pf.num_row_groups else 0
+    size = -(-group // -(-group // batch_rows)) if group else batch_rows
+    yield from pf.iter_batches(batch_size=size, columns=columns, use_threads=False)
 
 
 def parquet_reader(path: str | Path) -> pq.ParquetFile:
@@ -168,6 +258,7 @@ def _is_numeric(t: pa.DataType) -> bool:
 
 
 def check_schema(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
+    """Raise :class:`SliceError` unless ``schema`` has the contract's id, features and label columns."""
     names = set(schema.names)
     if spec.id_column not in names:
         raise SliceError(path, f"missing id column '{spec.id_column}' (found columns: {sorted(names)})")
@@ -183,26 +274,28 @@ def check_schema(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
             if not _is_numeric(t):
                 raise SliceError(path, f"feature column '{col}' has type {t}; expected a numeric type")
     else:
-        if spec.features_column not in names:
-            raise SliceError(
-                path,
-                f"missing features: expected a list column '{spec.features_column}' of float32, "
-                f"or numeric columns named in config (found columns: {sorted(names)})",
-            )
-        t = schema.field(spec.features_column).type
-        if not (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)):
-            raise SliceError(
-                path, f"column '{spec.features_column}' has type {t}; expected a fixed-size list of float32"
-            )
-        if not _is_numeric(t.value_type):
-            raise SliceError(
-                path,
-                f"column '{spec.features_column}' holds {t.value_type} values; expected numeric (float32)",
-            )
+        _check_features_column(path, schema, spec)
     if spec.label_column in names:
         t = schema.field(spec.label_column).type
         if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
             raise SliceError(path, f"column '{spec.label_column}' has type {t}; expected int or string labels")
+
+
+def _check_features_column(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
+    """A list of numbers, or float32 bytes as the warehouse stores them (:func:`vector_field`)."""
+    if spec.features_column not in schema.names:
+        raise SliceError(
+            path,
+            f"missing features: expected a list column '{spec.features_column}' of float32, "
+            f"or numeric columns named in config (found columns: {sorted(schema.names)})",
+        )
+    f = schema.field(spec.features_column)
+    if is_vector_field(f):
+        return
+    if not (pa.types.is_fixed_size_list(f.type) or pa.types.is_list(f.type) or pa.types.is_large_list(f.type)):
+        raise SliceError(path, f"column '{spec.features_column}' has type {f.type}; expected a fixed-size list of float32")
+    if not _is_numeric(f.type.value_type):
+        raise SliceError(path, f"column '{spec.features_column}' holds {f.type.value_type} values; expected numeric (float32)")
 
 
 def _features_from_batch(path: Path, batch: pa.RecordBatch, spec: SliceSpec, offset: int) -> np.ndarray:
@@ -219,6 +312,8 @@ def _features_from_batch(path: Path, batch: pa.RecordBatch, spec: SliceSpec, off
     if col.null_count:
         row = offset + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         raise SliceError(path, f"column '{spec.features_column}' is null at row {row}")
+    if pa.types.is_fixed_size_binary(col.type):  # checked to be float32 bytes by check_schema
+        return _vectors(col)
     if pa.types.is_fixed_size_list(col.type):
         d = col.type.list_size
     else:
@@ -267,7 +362,7 @@ def iter_validated_batches(
     label_counts: dict[str, int] = {}
     offset = 0
     try:
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        for batch in iter_chunks(pf, columns, batch_rows):
             if batch.num_rows == 0:
                 continue
             ids = _checked_ids(path, batch, spec, offset)
@@ -317,6 +412,8 @@ def _check_dim(path: Path, d: int, offset: int, summary: SliceSummary, expected_
 
 
 def _check_finite(path: Path, X: np.ndarray, ids: pa.Array, offset: int) -> None:
+    if np.isfinite(X.sum()):  # a NaN or an inf makes the sum NaN or inf (an overflow only sends it below)
+        return
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
         r = int(np.flatnonzero(~finite)[0])

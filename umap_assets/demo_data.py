@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .contract import canonical_batch
+from .contract import features_list
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +186,13 @@ def load_dataset(name: str, cache: Path | None, allow_download: bool = True, say
 
 
 def write_slice(path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None) -> Path:
-    """Write one slice in the canonical layout, atomically (the sensor ignores temp names)."""
-    batch = canonical_batch(
-        pa.array(ids.astype(np.int64)), X.astype(np.float32), None if y is None else pa.array(y.astype(np.int64))
-    )
+    """Write one slice as a user's file would hold it (``features`` a fixed-size list of float32), atomically
+    (the sensor ignores temp names)."""
+    columns = {"id": pa.array(ids.astype(np.int64)), "features": features_list(X)}
+    if y is not None:
+        columns["label"] = pa.array(y.astype(np.int64))
     with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_batches([batch]), tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        pq.write_table(pa.table(columns), tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     return path
 
 

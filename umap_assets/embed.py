@@ -1,28 +1,34 @@
 """Streaming batch transform: Parquet in, map coordinates out, in bounded memory.
 
 Shared by the ``embeddings`` asset, the ``umap-assets embed`` command and the engines. Rows are read
-in chunks (``pyarrow.ParquetFile.iter_batches``), validated, transformed with the numpy runtime and
-written chunk by chunk to a temporary file that is renamed into place at the end. Reading runs one
-chunk ahead in a background thread (Arrow's decoding and numpy's matmul both release the GIL), and
-at most ``PREFETCH`` chunks wait between the two, so memory stays flat whatever the file's size.
+in chunks that follow the file's row groups (:func:`umap_assets.contract.iter_chunks`), validated,
+transformed with the numpy runtime and written chunk by chunk to a temporary file that is renamed
+into place at the end. Three stages overlap (Arrow's decoding and numpy's matmul both release the
+GIL): a reader thread runs ``PREFETCH`` chunks ahead, a pool of transform threads maps the chunks
+that are ready, each with one BLAS thread, and this thread writes them in order. The chunks in
+flight are bounded by ``IN_FLIGHT_BYTES``, so memory stays flat whatever the file's size.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import resource
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from .atomic import atomic_path, sweep_stale_temps
-from .contract import CHUNK_ROWS, SliceSpec, iter_validated_batches
+from .contract import CHUNK_ROWS, SliceBatch, SliceSpec, iter_validated_batches, write_options
 from .runtime import Projector
 
 
@@ -155,6 +161,37 @@ def prefetched(items: Iterable, depth: int = PREFETCH) -> Iterator:
                 thread.join(0.05)
 
 
+#: Bytes of features held at once by one embedding: the chunks read ahead, being transformed and
+#: waiting to be written. The transform pool shrinks to fit, so memory is flat on any machine.
+IN_FLIGHT_BYTES = 256 * 2**20
+
+
+def transform_workers(chunk_bytes: int, workers: int | None = None) -> int:
+    """Transform threads for chunks of ``chunk_bytes``: ``workers``, or every core this process may
+    use, but no more than ``IN_FLIGHT_BYTES`` holds beside the reader's chunks."""
+    cores = workers or len(os.sched_getaffinity(0))
+    return max(1, min(cores, IN_FLIGHT_BYTES // max(chunk_bytes, 1) - PREFETCH - 2))
+
+
+def transformed(projector: Projector, batches: Iterable[SliceBatch], workers: int) -> Iterator[tuple[SliceBatch, np.ndarray]]:
+    """``(batch, coordinates)`` for each of ``batches``, in order, mapped by ``workers`` threads.
+
+    Each thread runs numpy's matmul with one BLAS thread: a multi-threaded BLAS call scales by about
+    1.5 on 2 cores and its threads spin while the reader needs a core; chunks mapped side by side
+    use every core (bench/RESULTS.md, session 12). At most ``workers + 1`` chunks are pending.
+    """
+    pending: deque = deque()
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers, thread_name_prefix="transform") as pool:
+        for batch in batches:
+            pending.append((batch, pool.submit(projector.transform, batch.features)))
+            if len(pending) > workers:
+                done, coords = pending.popleft()
+                yield done, coords.result()
+        while pending:
+            done, coords = pending.popleft()
+            yield done, coords.result()
+
+
 def embed_file(
     projector: Projector,
     source: str | Path,
@@ -162,23 +199,28 @@ def embed_file(
     *,
     spec: SliceSpec = SliceSpec(),
     chunk_rows: int = CHUNK_ROWS,
+    workers: int | None = None,
 ) -> EmbedStats:
-    """Embed every row of ``source`` into ``destination`` (id, x, y | x0..xk, label, artifact_version)."""
+    """Embed every row of ``source`` into ``destination`` (id, x, y | x0..xk, label, artifact_version).
+
+    ``workers`` transform threads (default: one per core, see :func:`transform_workers`).
+    """
     source, destination = Path(source), Path(destination)
     started = time.perf_counter()
     sweep_stale_temps(destination.parent, destination.name)
     rows = 0
     writer: pq.ParquetWriter | None = None
+    threads = transform_workers(chunk_rows * projector.input_dim * 4, workers)
     with RssSampler() as rss, atomic_path(destination) as tmp:
         try:
-            for batch in prefetched(iter_validated_batches(
+            batches = prefetched(iter_validated_batches(
                 source, spec, expected_dim=projector.input_dim, batch_rows=chunk_rows,
                 expected_dim_source="the artifact expects", check_unique_ids=False,
-            )):
-                coords = projector.transform(batch.features)
+            ))
+            for batch, coords in transformed(projector, batches, threads):
                 out = embedding_batch(batch.ids, coords, batch.labels, projector.version)
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, out.schema, compression="zstd")
+                    writer = pq.ParquetWriter(tmp, out.schema, **write_options(out.schema))
                 writer.write_batch(out)
                 rows += batch.features.shape[0]
         finally:

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, atomic_write_bytes
-from .contract import CHUNK_ROWS, SliceError, SliceSpec, check_schema, open_parquet, parquet_reader
+from .contract import (CHUNK_ROWS, SliceError, SliceSpec, check_schema, features_dim, is_vector_field, open_parquet,
+                       parquet_reader, write_options)
 from .embed import EmbedStats, coordinate_names, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
 
@@ -97,8 +98,7 @@ def prepare_job(artifact: str | Path, source: str | Path, destination: str | Pat
     source = Path(source)
     schema = open_parquet(source).schema_arrow
     check_schema(source, schema, spec)
-    dim = len(spec.feature_columns) if spec.feature_columns else getattr(schema.field(spec.features_column).type,
-                                                                         "list_size", None)
+    dim = len(spec.feature_columns) if spec.feature_columns else features_dim(schema.field(spec.features_column))
     if dim is not None and dim != projector.input_dim:
         raise SliceError(source, f"features have dimension {dim}, but the artifact expects dimension {projector.input_dim}")
 
@@ -246,6 +246,14 @@ def _spark_frame(spark, job: EmbedJob):
     has_label = "label" in schema.names
     feature_cols = list(spec.feature_columns or [spec.features_column])
     cols = [spec.id_column, *feature_cols] + ([spec.label_column] if has_label else [])
+    as_bytes = not spec.feature_columns and is_vector_field(open_parquet(job.source).schema_arrow.field(feature_cols[0]))
+
+    def matrix(pdf) -> np.ndarray:  # the contract's three forms: columns, float32 bytes, a list
+        if spec.feature_columns:
+            return pdf[feature_cols].to_numpy(np.float32)
+        if as_bytes:
+            return np.frombuffer(b"".join(pdf[feature_cols[0]].to_numpy()), "<f4").reshape(len(pdf), -1)
+        return np.stack(pdf[feature_cols[0]].to_numpy()).astype(np.float32, copy=False)
 
     def transform_partition(batches):
         import umap_assets_runtime as rt
@@ -257,8 +265,7 @@ def _spark_frame(spark, job: EmbedJob):
         for pdf in batches:
             if len(pdf) == 0:
                 continue
-            X = (pdf[feature_cols].to_numpy(np.float32) if spec.feature_columns
-                 else np.stack(pdf[feature_cols[0]].to_numpy()).astype(np.float32, copy=False))
+            X = matrix(pdf)
             if not np.isfinite(X).all():
                 raise ValueError("features hold NaN or inf")
             E = proj.transform(X)
@@ -283,7 +290,7 @@ def _merge_parts(parts: list[Path], destination: Path) -> int:
                 for i in range(pf.num_row_groups):
                     table = pf.read_row_group(i)
                     if writer is None:
-                        writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                        writer = pq.ParquetWriter(tmp, table.schema, **write_options(table.schema))
                     writer.write_table(table)
                     rows += table.num_rows
             if writer is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .atomic import temp_path_for
-from .contract import SliceError, SliceSpec, check_schema, open_parquet
+from .contract import SliceError, SliceSpec, check_schema, features_dim, open_parquet
 
 CONTRACT_FILE = "contract.json"
 
@@ -62,10 +62,8 @@ def slice_facts(path: Path, spec: SliceSpec, source: str) -> HomeContract:
     id_type = "int64" if pa.types.is_integer(schema.field(spec.id_column).type) else "string"
     if spec.feature_columns:
         return HomeContract(",".join(spec.feature_columns), len(spec.feature_columns), id_type, source)
-    t = schema.field(spec.features_column).type
-    if pa.types.is_fixed_size_list(t):
-        dim = t.list_size
-    else:
+    dim = features_dim(schema.field(spec.features_column))
+    if dim is None:
         first = next(pf.iter_batches(batch_size=1, columns=[spec.features_column]), None)
         dim = len(first.column(0)[0].values) if first is not None and first.num_rows else 0
     return HomeContract(spec.features_column, dim, id_type, source)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, held_lock, is_temp_name, sweep_stale_temps
-from .contract import CHUNK_ROWS, SliceSpec, SliceSummary, iter_validated_batches, parquet_reader
+from .contract import CHUNK_ROWS, SliceSpec, SliceSummary, iter_validated_batches, parquet_reader, write_options
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -71,31 +72,48 @@ def write_canonical_slice(
     """Validate ``source`` chunk by chunk and write it in canonical form to ``destination``.
 
     Nothing reaches ``destination`` unless every check passed: the batches go to a temporary file
-    which is renamed into place only after the last check (duplicate ids) is done.
+    which is renamed into place only after the last check (duplicate ids) is done. Row groups hold
+    ``batch_rows`` rows whatever the source's were, so every reader streams the copy in whole groups
+    (:func:`umap_assets.contract.iter_chunks`).
     """
     sweep_stale_temps(destination.parent, destination.name)
     summary = SliceSummary()
     writer: pq.ParquetWriter | None = None
     with atomic_path(destination) as tmp:
         try:
-            for batch in iter_validated_batches(
-                source, spec, expected_dim=expected_dim, batch_rows=batch_rows, summary=summary
-            ):
-                rb = batch.to_arrow()
+            batches = iter_validated_batches(source, spec, expected_dim=expected_dim, batch_rows=batch_rows,
+                                             summary=summary)
+            for table in regrouped((batch.to_arrow() for batch in batches), batch_rows):
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd")
-                writer.write_batch(rb)
+                    writer = pq.ParquetWriter(tmp, table.schema, **write_options(table.schema))
+                writer.write_table(table)
         finally:
             if writer is not None:
                 writer.close()
     return summary
 
 
+def regrouped(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """The rows of ``batches`` in order, as tables of ``rows`` rows (the last one may be shorter)."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
 def write_table(table: pa.Table, destination: Path) -> int:
-    """Write ``table`` atomically; returns the file size in bytes."""
+    """Write ``table`` atomically, in row groups of :data:`~umap_assets.contract.CHUNK_ROWS`; returns its size in bytes."""
     sweep_stale_temps(destination.parent, destination.name)
     with atomic_path(destination) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, row_group_size=CHUNK_ROWS, **write_options(table.schema))
     return destination.stat().st_size
 
 

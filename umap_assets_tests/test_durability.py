@@ -151,9 +151,13 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
 
 
 def test_a_second_concurrent_run_is_refused_in_one_line(layout):
+    """A run holds the home's lock while it works, and a run that finds the lock held refuses in one line."""
     import fcntl
 
-    make_slice(layout.incoming / "big.parquet", n=1_500_000, dim=32)  # ingest outlasts the second start
+    from umap_assets.cli import exclusive_cli_lock
+    from umap_assets.home import Layout
+
+    make_slice(layout.incoming / "big.parquet", n=400_000, dim=32)
     env = {**os.environ, "UMAP_ASSETS_HOME": str(layout.home)}
     cli = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(layout.home), "--until", "ingest"]
     first = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -170,9 +174,10 @@ def test_a_second_concurrent_run_is_refused_in_one_line(layout):
                     held = True
         time.sleep(0.01)
     assert held, "the first run never took the home's lock"
-    second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
-    assert second.returncode != 0
-    assert second.stderr.strip().splitlines() == [f"another `umap-assets run` is using {layout.home}; wait for it to finish"]
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
-    assert pq.read_metadata(layout.warehouse / "raw_slices" / "big.parquet").num_rows == 1_500_000
+    assert pq.read_metadata(layout.warehouse / "raw_slices" / "big.parquet").num_rows == 400_000
+    with exclusive_cli_lock(Layout.at(layout.home)):  # as a run in another process holds it
+        second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0, second.stdout[-1500:]
+    assert second.stderr.strip().splitlines() == [f"another `umap-assets run` is using {layout.home}; wait for it to finish"]

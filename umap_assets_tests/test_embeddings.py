@@ -9,12 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from umap_assets.cli import main
-from umap_assets.contract import SliceError, SliceSpec
+from umap_assets.contract import SliceBatch, SliceError, SliceSpec
 from umap_assets.demo_data import synthetic_chunk, write_slice
-from umap_assets.embed import embed_file, prefetched
+from umap_assets.embed import IN_FLIGHT_BYTES, embed_file, prefetched, transform_workers, transformed
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, train_student
 from umap_assets.runtime import Projector
+from umap_assets.warehouse import write_canonical_slice
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,18 @@ def test_streaming_transform_equals_one_shot(projector_file, tmp_path):
     np.testing.assert_allclose(got, proj.transform(X), rtol=1e-5, atol=1e-5)
     assert set(out.column("artifact_version").to_pylist()) == {proj.version}
     assert np.array_equal(out.column("id").to_numpy(), np.arange(10_000))
+
+
+def test_the_transform_pool_keeps_order_and_fits_its_chunks_in_the_budget(projector_file):
+    proj = Projector.load(projector_file)
+    X, _ = synthetic_chunk(0, 5000, dim=16, n_clusters=4, seed=3)
+    chunks = [SliceBatch(None, X[i:i + 300], None, i) for i in range(0, 5000, 300)]
+    got = [(batch.offset, coords) for batch, coords in transformed(proj, chunks, workers=3)]
+    assert [offset for offset, _ in got] == list(range(0, 5000, 300))
+    np.testing.assert_allclose(np.concatenate([c for _, c in got]), proj.transform(X), rtol=1e-5, atol=1e-5)
+    assert transform_workers(1 << 20, workers=4) == 4
+    assert transform_workers(IN_FLIGHT_BYTES // 4, workers=64) == 1, "huge chunks: one at a time"
+    assert transform_workers(IN_FLIGHT_BYTES // 20, workers=64) < 20
 
 
 def test_prefetch_keeps_order_raises_in_the_consumer_and_stops_early():
@@ -178,6 +191,8 @@ def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, t
     table = pq.read_table(src)
     columns = {"id": table.column("id"), **{f"f{i}": X[:, i] for i in range(X.shape[1])}, "label": table.column("label")}
     pq.write_table(pa.table(columns), wide)
+    canonical = tmp_path / "canonical.parquet"  # float32 bytes, as the embeddings asset hands a slice to Spark
+    write_canonical_slice(src, canonical)
     with standalone_cluster(workers=2, log_dir=tmp_path / "spark") as master:
         spark = spark_session(master, {"spark.default.parallelism": "4"})
         try:
@@ -186,11 +201,12 @@ def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, t
             executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # less the driver
             spec = SliceSpec(feature_columns=[f"f{i}" for i in range(X.shape[1])])
             embed(engine, projector_file, wide, tmp_path / "cluster_wide.parquet", spec)
+            embed(engine, projector_file, canonical, tmp_path / "cluster_canonical.parquet")
         finally:
             spark.stop()
     assert stats.rows == 20_000 and executors == 2
     a = pq.read_table(tmp_path / "local.parquet").to_pandas().sort_values("id").reset_index(drop=True)
-    for output in ("cluster.parquet", "cluster_wide.parquet"):
+    for output in ("cluster.parquet", "cluster_wide.parquet", "cluster_canonical.parquet"):
         b = pq.read_table(tmp_path / output).to_pandas().sort_values("id").reset_index(drop=True)
         assert (a["id"] == b["id"]).all() and (a["label"] == b["label"]).all()
         np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)
@@ -210,7 +226,8 @@ def _materialize_embeddings(projector_file, tmp_path, engine):
     shutil.copy(projector_file, store.artifact_path)
     source = wh.table_path("raw_slices", "s1")
     source.parent.mkdir(parents=True, exist_ok=True)
-    _slice(source, 3000)
+    user, _ = _slice(tmp_path / "user.parquet", 3000)
+    write_canonical_slice(user, source)  # float32 bytes, as ingest writes the slice
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("slices", ["s1"])
         result = dg.materialize([embeddings], partition_key="s1", instance=instance,

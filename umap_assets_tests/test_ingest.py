@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from umap_assets.contract import SliceError, SliceSpec, partition_key_for
+from umap_assets.contract import SliceError, SliceSpec, features_dim, features_matrix, partition_key_for, vector_field
 from umap_assets.defs.ingest import raw_slices, samples
 from umap_assets.warehouse import write_canonical_slice
 
@@ -38,7 +38,10 @@ def test_ingest_and_sample_one_slice(instance, resources, layout):
     result = materialize_slice(instance, resources, "part_a", {"rate": 0.1, "floor": 20, "validation_fraction": 0.2})
     assert result.success
     raw = pq.read_table(layout.warehouse / "raw_slices" / "part_a.parquet")
-    assert raw.num_rows == 600 and raw.schema.field("features").type == pa.list_(pa.float32(), 8)
+    assert raw.num_rows == 600 and raw.schema.field("features").equals(vector_field("features", 8), check_metadata=True)
+    source = pq.read_table(layout.incoming / "part_a.parquet")
+    np.testing.assert_array_equal(features_matrix(raw.column("features")), features_matrix(source.column("features")))
+    assert pq.ParquetFile(layout.warehouse / "raw_slices" / "part_a.parquet").metadata.row_group(0).column(1).compression == "LZ4"
     mats = result.asset_materializations_for_node("raw_slices")
     assert mats[0].metadata["dagster/row_count"].value == 600
     assert mats[0].metadata["dimensions"].value == 8
@@ -139,7 +142,7 @@ def test_numeric_feature_columns_from_config(tmp_path):
     summary = write_canonical_slice(src, dest, SliceSpec(feature_columns=("f1", "f2")))
     t = pq.read_table(dest)
     assert summary.rows == 2 and summary.dim == 2
-    assert t.column("features").to_pylist() == [[1.0, 3.0], [2.0, 4.0]]
+    assert features_matrix(t.column("features")).tolist() == [[1.0, 3.0], [2.0, 4.0]]
     assert t.column("id").to_pylist() == ["a", "b"]
 
 
@@ -234,7 +237,7 @@ def test_the_home_contract_is_recorded_visible_and_declarable(instance, resource
     # declared in config: the declaration wins over the recorded file
     declared = {**resources, "contract": SliceContract(dim=32)}
     assert materialize_slice(instance, declared, "a_nan").success
-    assert pq.read_schema(layout.warehouse / "raw_slices" / "a_nan.parquet").field("features").type.list_size == 32
+    assert features_dim(pq.read_schema(layout.warehouse / "raw_slices" / "a_nan.parquet").field("features")) == 32
     assert wide.exists() and WarehouseResource
 
 

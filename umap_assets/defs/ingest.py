@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import is_temp_name
-from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, parquet_reader, partition_key_for
+from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, partition_key_for
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
 from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
@@ -215,7 +215,7 @@ def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, see
     model = ClusterStrata(config.n_clusters, config.pca_dim, seed).fit(X_fit)
     parts = [
         model.predict(features_matrix(batch.column("features")))
-        for batch in parquet_reader(source).iter_batches(batch_size=CHUNK_ROWS, columns=["features"])
+        for batch in iter_chunks(parquet_reader(source), ["features"])
     ]
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 

@@ -1,24 +1,23 @@
 """Streaming batch transform: Parquet in, map coordinates out, in bounded memory.
 
 Shared by the ``embeddings`` asset, the ``umap-assets embed`` command and the engines. Rows are read
-in chunks that follow the file's row groups (:func:`umap_assets.contract.iter_chunks`), validated,
-transformed with the numpy runtime and written chunk by chunk to a temporary file that is renamed
-into place at the end. Three stages overlap (Arrow's decoding and numpy's matmul both release the
-GIL): a reader thread runs ``PREFETCH`` chunks ahead, a pool of transform threads maps the chunks
-that are ready, each with one BLAS thread, and this thread writes them in order. The chunks in
-flight are bounded by ``IN_FLIGHT_BYTES``, so memory stays flat whatever the file's size.
+in chunks that split the file's row groups evenly (:func:`umap_assets.contract.iter_chunks`),
+validated, transformed with the numpy runtime and written chunk by chunk to a temporary file that
+is renamed into place at the end. A pool of threads reads and maps the chunks (Arrow's decoding and
+numpy's matmul both release the GIL), each with one BLAS thread, and this thread writes them in
+order (:func:`transformed`). The chunks in flight are bounded by ``IN_FLIGHT_BYTES``, so memory
+stays flat whatever the file's size.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import queue
 import resource
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,86 +109,63 @@ class RssSampler:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-#: Chunks read ahead of the transform.
-PREFETCH = 1
-
-
-def prefetched(items: Iterable, depth: int = PREFETCH) -> Iterator:
-    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
-
-    An exception raised while producing is raised in the consumer, at the item it replaced; when
-    the consumer stops early the producer stops at its next item, and closes ``items`` when it is a
-    generator.
-    """
-    done = object()
-    box: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        box.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            box.put((done, None))
-        except BaseException as exc:  # handed to the consumer, which raises it
-            box.put((done, exc))
-        finally:  # a generator's own cleanup (an open file, say) runs now, not at garbage collection
-            getattr(items, "close", lambda: None)()
-
-    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = box.get()
-            if item is done:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                box.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
-
-
-#: Bytes of features held at once by one embedding: the chunks read ahead, being transformed and
-#: waiting to be written. The transform pool shrinks to fit, so memory is flat on any machine.
+#: Bytes of features held at once by one embedding: the chunks being read, mapped and waiting to be
+#: written. The transform pool shrinks to fit, so memory is flat on any machine.
 IN_FLIGHT_BYTES = 256 * 2**20
 
 
 def transform_workers(chunk_bytes: int, workers: int | None = None) -> int:
     """Transform threads for chunks of ``chunk_bytes``: ``workers``, or every core this process may
-    use, but no more than ``IN_FLIGHT_BYTES`` holds beside the reader's chunks."""
+    use, but no more than ``IN_FLIGHT_BYTES`` holds (each thread has up to two chunks in flight)."""
     cores = workers or len(os.sched_getaffinity(0))
-    return max(1, min(cores, IN_FLIGHT_BYTES // max(chunk_bytes, 1) - PREFETCH - 2))
+    return max(1, min(cores, IN_FLIGHT_BYTES // max(chunk_bytes, 1) // 2))
 
 
 def transformed(projector: Projector, batches: Iterable[SliceBatch], workers: int) -> Iterator[tuple[SliceBatch, np.ndarray]]:
-    """``(batch, coordinates)`` for each of ``batches``, in order, mapped by ``workers`` threads.
+    """``(batch, coordinates)`` for each of ``batches``, in order, read and mapped by ``workers`` threads.
 
-    Each thread runs numpy's matmul with one BLAS thread: a multi-threaded BLAS call scales by about
-    1.5 on 2 cores and its threads spin while the reader needs a core; chunks mapped side by side
-    use every core (bench/RESULTS.md, session 12). At most ``workers + 1`` chunks are pending.
+    Each thread takes the next batch from ``batches`` (one thread at a time: the reader is
+    sequential) and maps it with one BLAS thread, so reading one chunk overlaps mapping the others
+    and every core is busy: a multi-threaded BLAS call scales by about 1.5 on 2 cores, and its
+    threads spin while the reader needs a core (bench/RESULTS.md, session 12). At most
+    ``2 * workers`` batches are in flight. An exception raised by ``batches`` is raised here, in
+    order; ``batches`` is closed (its open file, say) when this generator ends or is closed.
     """
-    pending: deque = deque()
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers, thread_name_prefix="transform") as pool:
-        for batch in batches:
-            pending.append((batch, pool.submit(projector.transform, batch.features)))
-            if len(pending) > workers:
-                done, coords = pending.popleft()
-                yield done, coords.result()
-        while pending:
-            done, coords = pending.popleft()
-            yield done, coords.result()
+    source, lock, numbers = iter(batches), threading.Lock(), itertools.count()
+
+    def task() -> tuple[int, SliceBatch | Exception | None, np.ndarray | None]:
+        with lock:
+            number = next(numbers)
+            try:
+                batch = next(source, None)
+            except Exception as exc:  # raised to the consumer once the batches before it are out
+                return number, exc, None
+        return number, batch, None if batch is None else projector.transform(batch.features)
+
+    ready: dict[int, tuple] = {}
+    running: set = set()
+    wanted, exhausted = 0, False
+    try:
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers, thread_name_prefix="transform") as pool:
+            while True:
+                while not exhausted and len(running) + len(ready) < 2 * workers:  # a slow batch holds the rest
+                    running.add(pool.submit(task))
+                if not running:
+                    return
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    number, batch, coords = future.result()
+                    ready[number] = (batch, coords)
+                    exhausted |= not isinstance(batch, SliceBatch)
+                while wanted in ready:
+                    batch, coords = ready.pop(wanted)
+                    wanted += 1
+                    if isinstance(batch, Exception):
+                        raise batch
+                    if batch is not None:
+                        yield batch, coords
+    finally:
+        getattr(source, "close", lambda: None)()  # after the pool is done with it
 
 
 def embed_file(
@@ -213,10 +189,10 @@ def embed_file(
     threads = transform_workers(chunk_rows * projector.input_dim * 4, workers)
     with RssSampler() as rss, atomic_path(destination) as tmp:
         try:
-            batches = prefetched(iter_validated_batches(
+            batches = iter_validated_batches(
                 source, spec, expected_dim=projector.input_dim, batch_rows=chunk_rows,
                 expected_dim_source="the artifact expects", check_unique_ids=False,
-            ))
+            )
             for batch, coords in transformed(projector, batches, threads):
                 out = embedding_batch(batch.ids, coords, batch.labels, projector.version)
                 if writer is None:

@@ -11,7 +11,7 @@ import pytest
 from umap_assets.cli import main
 from umap_assets.contract import SliceBatch, SliceError, SliceSpec
 from umap_assets.demo_data import synthetic_chunk, write_slice
-from umap_assets.embed import IN_FLIGHT_BYTES, embed_file, prefetched, transform_workers, transformed
+from umap_assets.embed import IN_FLIGHT_BYTES, embed_file, transform_workers, transformed
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, train_student
 from umap_assets.runtime import Projector
@@ -54,40 +54,39 @@ def test_the_transform_pool_keeps_order_and_fits_its_chunks_in_the_budget(projec
     assert [offset for offset, _ in got] == list(range(0, 5000, 300))
     np.testing.assert_allclose(np.concatenate([c for _, c in got]), proj.transform(X), rtol=1e-5, atol=1e-5)
     assert transform_workers(1 << 20, workers=4) == 4
-    assert transform_workers(IN_FLIGHT_BYTES // 4, workers=64) == 1, "huge chunks: one at a time"
-    assert transform_workers(IN_FLIGHT_BYTES // 20, workers=64) < 20
+    assert transform_workers(IN_FLIGHT_BYTES // 2, workers=64) == 1, "huge chunks: one at a time"
+    assert transform_workers(IN_FLIGHT_BYTES // 20, workers=64) == 10, "two chunks a thread fit in the budget"
 
 
-def test_prefetch_keeps_order_raises_in_the_consumer_and_stops_early():
-    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+def test_the_transform_pool_raises_in_order_and_stops_reading_when_closed(projector_file):
+    proj = Projector.load(projector_file)
+    X, _ = synthetic_chunk(0, 100, dim=16, n_clusters=4, seed=3)
 
     def broken():
-        yield 1
+        yield SliceBatch(None, X[:50], None, 0)
         raise SliceError("x.parquet", "bad row 7")
 
     got = []
     with pytest.raises(SliceError, match="bad row 7"):
-        for item in prefetched(broken()):
-            got.append(item)
-    assert got == [1], "the items before the failure arrive first"
+        for batch, _ in transformed(proj, broken(), workers=2):
+            got.append(batch.offset)
+    assert got == [0], "the batches before the failure arrive first"
 
-    produced = []
-
-    closed = []
+    produced, closed = [], []
 
     def endless():
         try:
             for i in range(10_000):
                 produced.append(i)
-                yield i
+                yield SliceBatch(None, X[i % 90:i % 90 + 10], None, i)
         finally:
             closed.append(True)
 
-    for item in prefetched(endless(), depth=2):
-        if item == 3:
+    for batch, _ in transformed(proj, endless(), workers=2):
+        if batch.offset == 3:
             break
-    assert len(produced) <= 3 + 2 + 2, "the producer stops a few items after the consumer"
-    assert closed == [True], "and closes the generator (its open file, say) at once"
+    assert len(produced) <= 4 + 2 * 2 + 1, "the readers stop a few batches after the consumer"
+    assert closed == [True], "and close the reader (its open file, say) at once"
 
 
 def test_memory_stays_flat_on_a_slice_much_larger_than_a_chunk(projector_file, tmp_path):

@@ -81,7 +81,7 @@ def embed_once(args, src: Path, dst: Path, work: Path, projector: Projector, X: 
     from umap_assets.contract import CHUNK_ROWS
 
     plain, pooled = transform_rate(projector, X, args.chunk_rows or CHUNK_ROWS)
-    log = work / f"embed_{layout}_{rows}.log"
+    log = work / f"embed_{layout.replace(' ', '_')}_{rows}.log"
     cmd = [sys.executable, "-m", "umap_assets.cli", "embed", "--artifact", args.artifact, "--input", str(src), "--output", str(dst),
            "--home", str(work)] + (["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else [])
     code, wall, peak_kib, _ = run_sampled(cmd, log, cwd=ROOT)  # this tree's code

@@ -213,17 +213,19 @@ def write_options(schema: pa.Schema) -> dict:
     }
 
 
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
 def _is_float_leaf(t: pa.DataType) -> bool:
-    if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
-        t = t.value_type
-    return pa.types.is_floating(t)
+    return pa.types.is_floating(t.value_type if _is_list(t) else t)
 
 
 def _leaf_paths(schema: pa.Schema) -> list[str]:
     """The Parquet column paths of ``schema``'s leaves (``features.list.element`` for a list)."""
     paths = []
     for f in schema:
-        if pa.types.is_fixed_size_list(f.type) or pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
+        if _is_list(f.type):
             paths.append(f"{f.name}.list.element")  # pyarrow writes Parquet's compliant three-level lists
         else:
             paths.append(f.name)
@@ -233,13 +235,17 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
 def iter_chunks(pf: pq.ParquetFile, columns: list[str], batch_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
     """``pf``'s rows in batches of at most ``batch_rows``, sized to split its row groups evenly.
 
-    A batch that spans two row groups costs the reader a concatenation: a list column then decodes
-    up to 3 times more slowly. Files are written in row groups of one size (the last one shorter),
-    so batches of ``ceil(group / ceil(group / batch_rows))`` rows never span one. The batches come
-    from one reader, decoded in this thread (a reader per row group costs milliseconds each).
+    A batch that spans two row groups costs the reader a concatenation: float32 bytes then decode
+    1.5 to 2.3 times more slowly (bench/RESULTS.md, session 12). Files are written in row groups of
+    one size (the last one shorter), so batches of ``ceil(group / ceil(group / batch_rows))`` rows
+    never span one. The batches come from one reader, decoded in this thread (a reader per row group
+    costs milliseconds each).
     """
+    size = batch_rows
     group = pf.metadata.row_group(0).num_rows if pf.num_row_groups else 0
-    size = -(-group // -(-group // batch_rows)) if group else batch_rows
+    if group:
+        parts = -(-group // batch_rows)  # ceiling divisions
+        size = -(-group // parts)
     yield from pf.iter_batches(batch_size=size, columns=columns, use_threads=False)
 
 
@@ -299,7 +305,7 @@ def _check_features_column(path: Path, schema: pa.Schema, spec: SliceSpec) -> No
     f = schema.field(spec.features_column)
     if is_vector_field(f):
         return
-    if not (pa.types.is_fixed_size_list(f.type) or pa.types.is_list(f.type) or pa.types.is_large_list(f.type)):
+    if not _is_list(f.type):
         raise SliceError(path, f"column '{spec.features_column}' has type {f.type}; expected a fixed-size list of float32")
     if not _is_numeric(f.type.value_type):
         raise SliceError(path, f"column '{spec.features_column}' holds {f.type.value_type} values; expected numeric (float32)")

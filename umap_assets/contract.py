@@ -138,7 +138,7 @@ def vector_field(name: str, dim: int) -> pa.Field:
     """The canonical ``features`` field: each row's ``dim`` float32 values as ``4 * dim`` bytes.
 
     Parquet stores a list with a repetition and a definition level per value, and rebuilding the
-    list from them is what bounds reading: fixed-size bytes decode about twice as fast with LZ4,
+    list from them is what bounds reading: fixed-size bytes decode six times as fast, uncompressed,
     and the bytes are the matrix (zero-copy). DuckDB reads the column as a BLOB (bench/RESULTS.md,
     session 12).
     """
@@ -198,17 +198,22 @@ def features_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def write_options(schema: pa.Schema) -> dict:
     """How every table this project writes is encoded (``pq.ParquetWriter``'s keyword arguments).
 
-    Features are LZ4-compressed, the fastest to decode for their size of the encodings measured
-    (bench/RESULTS.md, session 12). Other columns are zstd. Floats (coordinates, a list's values)
-    are byte-stream-split: dictionary pages rarely pay for floats, and trying them costs the writer
-    about 0.3 µs a row. Every other column gets a dictionary.
+    Features stored as float32 bytes are not compressed: they decode 2.7 times faster than with
+    LZ4 (1.2 µs a 784-d row instead of 3.3, bench/RESULTS.md, session 14), which kept embedding
+    from the model's speed. Embeddings' floats do not compress anyway; sparse pixels take 2.5 times
+    the disk. A list's values are LZ4, the fastest to decode of the list encodings measured. Other
+    columns are zstd. Floats (coordinates, a list's values) are byte-stream-split: dictionary pages
+    rarely pay for floats, and trying them costs the writer about 0.3 µs a row. Every other column
+    gets a dictionary.
     """
     leaves = _leaf_paths(schema)
-    features = [f.name for f in schema if is_vector_field(f)] + [path for path in leaves if "." in path]
+    vectors = [f.name for f in schema if is_vector_field(f)]
+    lists = [path for path in leaves if "." in path]
     floats = [path for path in leaves if _is_float_leaf(schema.field(path.split(".")[0]).type)]
+    codec = {**{path: "zstd" for path in leaves}, **{path: "lz4" for path in lists}, **{name: "none" for name in vectors}}
     return {
-        "compression": {path: ("lz4" if path in features else "zstd") for path in leaves},
-        "use_dictionary": [path for path in leaves if path not in features and path not in floats],
+        "compression": codec,
+        "use_dictionary": [path for path in leaves if path not in vectors + lists + floats],
         "use_byte_stream_split": floats,
     }
 
@@ -425,8 +430,9 @@ def _check_dim(path: Path, d: int, offset: int, summary: SliceSummary, expected_
 
 
 def _check_finite(path: Path, X: np.ndarray, ids: pa.Array, offset: int) -> None:
-    if np.isfinite(X.sum()):  # a NaN or an inf makes the sum NaN or inf (an overflow only sends it below)
-        return
+    with np.errstate(over="ignore"):  # huge finite values may overflow the sum: the slow check decides
+        if np.isfinite(X.sum()):  # a NaN or an inf makes the sum NaN or inf
+            return
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
         r = int(np.flatnonzero(~finite)[0])

@@ -57,13 +57,14 @@ def test_regrouped_gives_whole_groups_whatever_the_batches():
     assert np.concatenate([t.column("a").to_numpy() for t in tables]).tolist() == list(range(20))
 
 
-def test_features_are_lz4_floats_split_and_the_rest_zstd_with_a_dictionary():
+def test_feature_bytes_are_plain_floats_split_and_the_rest_zstd_with_a_dictionary():
     batch = canonical_batch(pa.array(np.arange(3)), _rows(3), pa.array([1, 2, 3]))
     opts = write_options(batch.schema)
-    assert opts["compression"] == {"id": "zstd", "features": "lz4", "label": "zstd"}
+    assert opts["compression"] == {"id": "zstd", "features": "none", "label": "zstd"}
     assert opts["use_dictionary"] == ["id", "label"] and opts["use_byte_stream_split"] == []
     listed = pa.schema([pa.field("id", pa.int64()), pa.field("features", features_list(_rows(2)).type)])
     assert write_options(listed)["use_byte_stream_split"] == ["features.list.element"]
+    assert write_options(listed)["compression"]["features.list.element"] == "lz4"
     coords = pa.schema([pa.field("id", pa.int64()), pa.field("x", pa.float32()), pa.field("label", pa.string())])
     assert write_options(coords)["use_dictionary"] == ["id", "label"]
     assert write_options(coords)["use_byte_stream_split"] == ["x"], "floats are split, not dictionary-encoded"

@@ -112,7 +112,7 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
     assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
     config = tmp_path / "run.yaml"
     config.write_text(  # a short schedule and open gates: this test is about durability, not quality
-        "ops: {student: {config: {steps: 400, hidden: [64, 64], input_pca_dim: 32, min_rows: 0}}}\n"
+        "ops: {student: {config: {steps: 150, hidden: [64, 64], input_pca_dim: 32, min_rows: 0}}}\n"
         "resources: {quality_gates: {config: {trust_tolerance: 1.0, knn_accuracy_tolerance: 1.0, min_student_overlap: 0.0}}}\n")
     env = {**os.environ, "UMAP_ASSETS_HOME": str(home)}
     args = ["run", "--home", str(home), "--config", str(config), "--retrain"]

@@ -22,7 +22,7 @@ FAST = {
 TRAIN_CONFIG = {
     "coreset": {"config": {"budget": 600, "pca_dim": 16}},
     "teacher": {"config": {"n_neighbors": 10}},
-    "student": {"config": {"extra_rows": 2000, "min_rows": 3000, "hidden": [128, 128], "input_pca_dim": 32, "steps": 1500,
+    "student": {"config": {"extra_rows": 2000, "min_rows": 3000, "hidden": [128, 128], "input_pca_dim": 32, "steps": 1000,
                            "batch_size": 256, "edge_batch_size": 256,
                            "graph_weight": 1.0, "noise_std": 0.3, "mix_weight": 1.0}},
     "artifact": {"config": {"sparsity": 0.1, "finetune_steps": 170}},

@@ -76,6 +76,19 @@ class QualityGates(dg.ConfigurableResource):
     seed: int = 0
 
 
+class SingleWriterMessageReader(dg.PipesTempFileMessageReader):
+    """Dagster's temp-file reader, for the one process that writes into it.
+
+    Dagster 1.13's Pipes session reads ``expected_writer_count`` from every reader, and the base
+    property is marked preview, so each launch warned (``PreviewWarning``) about a call our code
+    never made. A single writer is the base class's documented default; this states it plainly.
+    """
+
+    @property
+    def expected_writer_count(self) -> int:
+        return 1
+
+
 class EmbeddingEngine(dg.ConfigurableResource):
     """Where ``embeddings`` runs: bind :class:`LocalEmbedding` (the default) or :class:`SparkEmbedding`.
 
@@ -93,8 +106,9 @@ class EmbeddingEngine(dg.ConfigurableResource):
         import sys
 
         extras = {"artifact": artifact, "source": source, "destination": destination, **self.settings()}
-        done = dg.PipesSubprocessClient().run(context=context, extras=extras,
-                                              command=[sys.executable, "-m", "umap_assets.embed_job"])
+        # The op's context: given the asset's, Dagster 1.13's Pipes reads its deprecated ``run_id``.
+        done = dg.PipesSubprocessClient(message_reader=SingleWriterMessageReader()).run(
+            context=context.op_execution_context, extras=extras, command=[sys.executable, "-m", "umap_assets.embed_job"])
         return dict(done.get_materialize_result().metadata)
 
 

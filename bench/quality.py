@@ -28,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from umap_assets.cli import run_pipeline  # noqa: E402
 from umap_assets.demo_data import load_dataset, synthetic_blobs, write_slice  # noqa: E402
@@ -41,7 +42,13 @@ MAX_KNN_TRAIN_ROWS = 20_000
 
 
 def split(name: str):
-    """(X_train, y_train, X_test, y_test): Fashion-MNIST's own split, else a seeded 80/20 split."""
+    """(X_train, y_train, X_test, y_test): Fashion-MNIST's own split, else a seeded 80/20 split.
+
+    ``debian-text``: sentence embeddings of Debian's package descriptions (bench/text_embeddings.py);
+    every row of its held-out sections joins the test rows, which so include topics never trained on.
+    """
+    if name == "debian-text":
+        return text_split()
     if name == "synthetic":
         X, y = synthetic_blobs(30_000, dim=64, seed=3)
     else:
@@ -54,6 +61,20 @@ def split(name: str):
     order = np.random.default_rng(0).permutation(len(X))
     cut = int(0.8 * len(X))
     return X[order[:cut]], y[order[:cut]], X[order[cut:]], y[order[cut:]]
+
+
+def text_split():
+    from text_embeddings import DEFAULT_OUT
+
+    if not DEFAULT_OUT.exists():
+        raise SystemExit(f"{DEFAULT_OUT} is missing: run bench/text_embeddings.py first")
+    with np.load(DEFAULT_OUT, allow_pickle=False) as f:
+        X, y, held_out = f["X"], f["section"], f["held_out"]
+    seen = np.flatnonzero(~held_out)
+    order = np.random.default_rng(0).permutation(seen)
+    cut = int(0.8 * len(order))
+    test = np.sort(np.concatenate([order[cut:], np.flatnonzero(held_out)]))
+    return X[np.sort(order[:cut])], y[np.sort(order[:cut])], X[test], y[test]
 
 
 def train_home(home: Path, X: np.ndarray, y: np.ndarray, n_slices: int) -> dict:

@@ -205,13 +205,27 @@ def _layers(manifest: dict, arrays: dict[str, np.ndarray], source: str) -> list[
     return layers
 
 
+def _coverage_arrays(manifest: dict, arrays: dict[str, np.ndarray], source: str):
+    """The artifact's coverage landmarks as float32 (mean, components, centers), or None without them."""
+    if "coverage" not in manifest:
+        return None
+    mean, components, centers = (arrays[f"coverage_{n}"].astype(np.float32) for n in ("mean", "components", "centers"))
+    p = components.shape[0] if components.ndim == 2 else -1
+    if (mean.shape != (manifest["input_dim"],) or components.shape != (p, mean.shape[0]) or centers.ndim != 2
+            or centers.shape[1] != p or not len(centers) or not float(manifest["coverage"]["median_distance"]) > 0):
+        raise ArtifactError(f"{source}: the coverage arrays do not fit each other or the input dimension")
+    return mean, components, centers
+
+
 class Projector:
     """A loaded artifact: ``Projector.load(path).transform(X)`` gives the map coordinates."""
 
-    def __init__(self, manifest: dict, layers: list[Layer], source: str = "<bytes>"):
+    def __init__(self, manifest: dict, layers: list[Layer], source: str = "<bytes>",
+                 coverage: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
         self.manifest = manifest
         self.layers = layers
         self.source = source
+        self._coverage = coverage  # (mean, components, centers) in float32, when the artifact has them
 
     @classmethod
     def load(cls, path: str | Path) -> "Projector":
@@ -226,7 +240,7 @@ class Projector:
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Projector":
         manifest, arrays = read_container(data, source)
         try:
-            return cls(manifest, _layers(manifest, arrays, source), source)
+            return cls(manifest, _layers(manifest, arrays, source), source, _coverage_arrays(manifest, arrays, source))
         except ArtifactError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -249,12 +263,43 @@ class Projector:
         """A short content hash that identifies this artifact (stored with every embedded row)."""
         return self.manifest["payload_sha256"][:16]
 
-    def transform(self, X: np.ndarray, batch_rows: int = 2_048) -> np.ndarray:
-        """Map rows ``X`` (n, input_dim) to (n, n_components) float32 coordinates."""
+    @property
+    def has_coverage(self) -> bool:
+        return self._coverage is not None
+
+    @property
+    def extrapolation_threshold(self) -> float | None:
+        """The coverage figure above which a row counts as extrapolated (``radius / median_distance``:
+        the share ``1 - quantile`` of held-out rows lie beyond it); None without coverage."""
+        cov = self.manifest.get("coverage")
+        return None if cov is None else float(cov["radius"]) / float(cov["median_distance"])
+
+    def coverage(self, X: np.ndarray, batch_rows: int = 8_192) -> np.ndarray:
+        """Each row's coverage figure: its distance to the training data's landmarks in the model's
+        input space, over the held-out rows' median distance (about 1 for rows like the training rows;
+        see :func:`umap_assets.numerics.drift.coverage_distances`). NaN for every row when the
+        artifact carries no landmarks."""
+        from .numerics.drift import coverage_distances  # numpy only
+
+        X = self._checked(X)
+        if self._coverage is None:
+            return np.full(len(X), np.nan, np.float32)
+        median = float(self.manifest["coverage"]["median_distance"])
+        out = np.empty(len(X), np.float32)
+        for start in range(0, len(X), batch_rows):
+            out[start : start + batch_rows] = coverage_distances(X[start : start + batch_rows], *self._coverage) / median
+        return out
+
+    def _checked(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.input_dim:
             shape = X.shape if X.ndim else "a scalar"
             raise ArtifactError(f"{self.source}: expects rows of {self.input_dim} features, got an array of shape {shape}")
+        return X
+
+    def transform(self, X: np.ndarray, batch_rows: int = 2_048) -> np.ndarray:
+        """Map rows ``X`` (n, input_dim) to (n, n_components) float32 coordinates."""
+        X = self._checked(X)
         n = X.shape[0]
         out = np.empty((n, self.n_components), dtype=np.float32)
         if n == 0:

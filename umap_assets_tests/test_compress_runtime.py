@@ -197,3 +197,27 @@ def test_artifact_keeps_the_output_layer_in_float32(trained):
     specs = proj.manifest["layers"]
     assert specs[-1]["dtype"] == "float32" and all(s["dtype"] == "int8" for s in specs[:-1])
     assert np.array_equal(proj.layers[-1].weight_t, layers[-1].weight.T)
+
+
+def test_the_artifact_gives_each_row_its_coverage_figure(trained):
+    """Rows like the training rows score about 1; rows off the training data's subspace score high;
+    the runtime's figure equals the numerics' own (float16 landmarks aside)."""
+    from sklearn.decomposition import PCA
+
+    from umap_assets.numerics.drift import coverage_reference
+
+    X, _, result = trained
+    train, held_out = X[:500], X[500:]
+    pca = PCA(4, random_state=0).fit(train)
+    reference = coverage_reference(pca, pca.transform(train), held_out).landmarks(64, held_out)
+    assert len(reference.centers) == 64
+    proj = Projector.from_bytes(compress.build_artifact(compress.fold_layers(result), coverage=reference))
+    assert proj.has_coverage and proj.manifest["coverage"]["landmarks"] == 64
+    near = proj.coverage(held_out)
+    np.testing.assert_allclose(near, reference.ratios(held_out), rtol=2e-2)
+    assert 0.8 < np.median(near) < 1.2
+    assert np.mean(near > proj.extrapolation_threshold) == pytest.approx(0.01, abs=0.015)
+    far = held_out + 20 * np.random.default_rng(3).normal(size=held_out.shape).astype(np.float32)
+    assert np.all(proj.coverage(far) > proj.extrapolation_threshold)
+    bare = Projector.from_bytes(compress.build_artifact(compress.fold_layers(result)))
+    assert not bare.has_coverage and np.isnan(bare.coverage(X[:3])).all() and bare.extrapolation_threshold is None

@@ -440,14 +440,24 @@ def load_student_result(payload: dict) -> StudentResult:
 
 
 class ArtifactConfig(dg.Config):
-    """Compression: optional magnitude-pruning sparsity and the fine-tuning that follows it."""
+    """Compression: optional magnitude-pruning sparsity and the fine-tuning that follows it; the
+    landmarks of the training data that travel in the artifact, for each row's coverage figure."""
 
     sparsity: float = 0.0  # int8 alone keeps the map; pruning 10% moved 2-D neighbours (bench/RESULTS.md)
     finetune_steps: int = 300
     finetune_learning_rate: float = 5e-4
+    coverage_landmarks: int = 512  # coreset rows kept by k-center: 32 KB in float16 at the coreset's 32-d PCA
+    coverage_rows: int = 5_000  # validation rows that calibrate the landmarks' distances
 
 
-@dg.asset(deps=[student], group_name=GROUP, kinds={"numpy"})
+def artifact_coverage(store: ModelStore, warehouse: WarehouseResource, config: ArtifactConfig):
+    """The coreset's coverage reference cut to ``coverage_landmarks`` centers, calibrated on
+    validation rows (the coreset's own asset refuses to train without them)."""
+    held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=0)
+    return store.coreset_coverage().landmarks(config.coverage_landmarks, feature_rows(held_out.table))
+
+
+@dg.asset(deps=[student, coreset, samples], group_name=GROUP, kinds={"numpy"})
 def artifact(
     context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -480,6 +490,7 @@ def artifact(
             "distillation_rows": len(payload["uids"]),
         },
         extra={"sparsity": config.sparsity},
+        coverage=artifact_coverage(store, warehouse, config),
     )
     projector = Projector.from_bytes(blob, source="new artifact")
     version = projector.version

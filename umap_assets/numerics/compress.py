@@ -279,6 +279,7 @@ def build_artifact(
     sparse_min_fraction: float = 0.2,
     group: int = 32,
     float_output_layer: bool = True,
+    coverage=None,
 ) -> bytes:
     """Quantize ``layers`` and serialise them with a manifest (see :mod:`umap_assets.runtime`).
 
@@ -307,6 +308,10 @@ def build_artifact(
         Inputs that share one scale (see :func:`quantize_grouped`).
     float_output_layer : bool, default True
         Keep the last layer's weights in float32 instead of int8.
+    coverage : umap_assets.numerics.drift.CoverageReference, optional
+        The training data's landmarks, stored so the runtime gives each row its coverage figure
+        (``coverage_mean`` float32, ``coverage_components`` and ``coverage_centers`` float16, and
+        the manifest's ``coverage``: median distance, radius and quantile).
 
     Returns
     -------
@@ -336,6 +341,12 @@ def build_artifact(
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }
+    if coverage is not None:
+        arrays["coverage_mean"] = np.asarray(coverage.mean, np.float32)
+        arrays["coverage_components"] = np.asarray(coverage.components, np.float16)
+        arrays["coverage_centers"] = np.asarray(coverage.centers, np.float16)
+        manifest["coverage"] = {"median_distance": float(coverage.median_distance), "radius": float(coverage.radius),
+                                "quantile": float(coverage.quantile), "landmarks": int(len(coverage.centers))}
     return write_container(manifest, arrays)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .coreset import min_sq_dist_to
+from .coreset import k_center_greedy, min_sq_dist_to
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class CoverageReference:
     """What a model's training data covers: a PCA, the projected coreset rows and a radius.
 
     Build it with :func:`coverage_reference`, score slices with :func:`drift_score`, and store it
-    with :meth:`to_bytes` / :meth:`from_bytes`. Distances are Euclidean, in the PCA space.
+    with :meth:`to_bytes` / :meth:`from_bytes`. Distances are Euclidean, to the centers' reconstructions
+    (:func:`coverage_distances`): the PCA space plus each row's residual off it.
 
     Attributes
     ----------
@@ -57,8 +58,26 @@ class CoverageReference:
         return ((np.asarray(X, np.float32) - self.mean) @ self.components.T).astype(np.float32)
 
     def distances(self, X: np.ndarray) -> np.ndarray:
-        """Distance of each row of ``X`` to its nearest coreset row, in the PCA space."""
-        return np.sqrt(min_sq_dist_to(self.project(X), self.centers))
+        """Distance of each row of ``X`` to its nearest center (:func:`coverage_distances`)."""
+        return coverage_distances(X, self.mean, self.components, self.centers)
+
+    def calibrated(self, calibration_rows: np.ndarray) -> CoverageReference:
+        """The same PCA and centers, the radius and median set by ``calibration_rows`` (held-out rows)."""
+        if len(calibration_rows) == 0:
+            raise ValueError("the coverage radius needs at least one held-out row")
+        d = self.distances(calibration_rows).astype(np.float64)
+        return dataclasses.replace(self, radius=float(np.quantile(d, self.quantile)), median_distance=float(np.median(d)))
+
+    def landmarks(self, n: int, calibration_rows: np.ndarray, seed: int = 0) -> CoverageReference:
+        """At most ``n`` of the centers that cover the rest (greedy k-center), recalibrated on
+        ``calibration_rows``: a reference small enough to travel inside an artifact."""
+        chosen = k_center_greedy(self.centers, n, seed=seed).indices
+        return dataclasses.replace(self, centers=np.ascontiguousarray(self.centers[np.sort(chosen)])).calibrated(calibration_rows)
+
+    def ratios(self, X: np.ndarray) -> np.ndarray:
+        """Each row's coverage figure: its distance over the held-out rows' median (about 1 for
+        rows like the training data; above ``radius / median_distance`` for 1 - quantile of them)."""
+        return (self.distances(X) / max(self.median_distance, 1e-12)).astype(np.float32)
 
     def to_bytes(self, include_centers: bool = True) -> bytes:
         """Serialised (base64 of an ``.npz``). Without centers it is small enough for a Parquet
@@ -82,6 +101,34 @@ class CoverageReference:
                 raise ValueError("this reference was saved without its centers; pass the coreset's rows")
             centers = ((np.asarray(coreset_rows, np.float32) - mean) @ components.T).astype(np.float32)
         return cls(mean, components, centers, radius, quantile, median)
+
+
+def coverage_distances(X: np.ndarray, mean: np.ndarray, components: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Distance of each row of ``X`` to its nearest center, measured as rows of the input space.
+
+    The distance within the PCA space plus what the PCA drops (the row's residual off it): the
+    exact distance to the centers' reconstructions ``mean + c @ components``. A row that leaves the
+    training data's principal subspace (a new topic among sentence embeddings, whose variance is
+    spread over hundreds of components) is far, not hidden. numpy only: the artifact runtime
+    computes each embedded row's coverage with it.
+
+    Parameters
+    ----------
+    X : array_like of shape (n, d)
+    mean : ndarray of shape (d,)
+    components : ndarray of shape (p, d)
+        Orthonormal rows (a PCA's ``components_``).
+    centers : ndarray of shape (m, p)
+        Centers in the PCA space.
+
+    Returns
+    -------
+    ndarray of float32, shape (n,)
+    """
+    centred = np.asarray(X, np.float32) - np.asarray(mean, np.float32)
+    Z = (centred @ np.asarray(components, np.float32).T).astype(np.float32)
+    residual = np.maximum(np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", Z, Z), 0.0)
+    return np.sqrt(min_sq_dist_to(Z, np.asarray(centers, np.float32)) + residual).astype(np.float32)
 
 
 def coverage_reference(pca, centers: np.ndarray, calibration_rows: np.ndarray, quantile: float = 0.99
@@ -114,16 +161,12 @@ def coverage_reference(pca, centers: np.ndarray, calibration_rows: np.ndarray, q
     """
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    if len(calibration_rows) == 0:
-        raise ValueError("the coverage radius needs at least one held-out row")
-    reference = CoverageReference(
+    return CoverageReference(
         mean=np.asarray(pca.mean_, np.float32),
         components=np.asarray(pca.components_, np.float32),
         centers=np.ascontiguousarray(centers, np.float32),
         radius=0.0, quantile=float(quantile), median_distance=0.0,
-    )
-    d = reference.distances(calibration_rows).astype(np.float64)
-    return dataclasses.replace(reference, radius=float(np.quantile(d, quantile)), median_distance=float(np.median(d)))
+    ).calibrated(calibration_rows)
 
 
 @dataclass(frozen=True)

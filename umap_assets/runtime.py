@@ -53,8 +53,8 @@ MAX_ARRAYS = 1_024
 MAX_LAYERS = 256
 MAX_DIM = 2**24  # a layer's inputs or outputs
 #: A payload decompresses to at most this many times its own size (plus 1 MiB): int8 weights
-#: compress about 1.05 : 1, so only a crafted payload comes near.
-MAX_COMPRESSION_RATIO = 64
+#: compress about 1.05 : 1, and a layer pruned to 99% about 7 : 1.
+MAX_COMPRESSION_RATIO = 8
 #: Float32 parameter bytes per decompressed byte, at most: a sparse layer's mask holds 8 weights a byte.
 MAX_PARAM_MULTIPLE = 32
 #: The LZMA decoder's memory limit: the writer's preset 9 needs 65 MiB.
@@ -212,7 +212,11 @@ class _Array:
 def _array_table(manifest: dict, payload_bytes: int, source: str) -> dict[str, _Array]:
     """The arrays the manifest lists, checked against ``raw_size``: known dtypes, in order, no overlap."""
     limit = min(MAX_RAW_SIZE, MAX_COMPRESSION_RATIO * payload_bytes + 2**20)
-    raw_size = _int(manifest.get("raw_size"), 0, limit, source, "raw_size")
+    raw_size = manifest.get("raw_size")
+    if type(raw_size) is int and limit < raw_size <= 2**63:
+        raise _bad(source, "raw_size", f"{raw_size} bytes from a {payload_bytes}-byte payload (at most "
+                                       f"{MAX_COMPRESSION_RATIO} times it plus 1 MiB, and {MAX_RAW_SIZE})")
+    _int(raw_size, 0, limit, source, "raw_size")
     specs = manifest.get("arrays")
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
         raise _bad(source, "arrays", f"{specs!r:.60} is not a list of at most {MAX_ARRAYS} arrays")
@@ -246,19 +250,27 @@ class _Stream:
     """Reads a payload's decompressed bytes in order, holding at most one read at a time."""
 
     def __init__(self, payload: memoryview, raw_size: int, source: str):
-        self.decompressor, self.pending, self.pos = _inflater(source), payload, 0
+        self.decompressor, self.payload, self.fed, self.pos = _inflater(source), payload, 0, 0
         self.raw_size, self.source = raw_size, source
+
+    def _input(self) -> memoryview | bytes:
+        """The next chunk of compressed input when the decompressor wants one (so it never copies the payload)."""
+        if not self.decompressor.needs_input:
+            return b""
+        chunk = self.payload[self.fed : self.fed + _CHUNK]
+        self.fed += len(chunk)
+        return chunk
 
     def read(self, n: int) -> bytes:
         """The next ``n`` bytes; an ArtifactError when the payload is corrupt or ends sooner."""
         parts, want = [], n
         while want:
             try:
-                part = b"" if self.decompressor.eof else self.decompressor.decompress(self.pending, max_length=want)
+                ended = self.decompressor.eof or (self.decompressor.needs_input and self.fed >= len(self.payload))
+                part = b"" if ended else self.decompressor.decompress(self._input(), max_length=want)
             except lzma.LZMAError as exc:
                 raise ArtifactError(f"{self.source}: corrupt artifact payload ({exc})") from exc
-            self.pending = b""
-            if not part and (self.decompressor.eof or self.decompressor.needs_input):
+            if ended:
                 raise ArtifactError(f"{self.source}: artifact payload does not decompress to the declared "
                                     f"{self.raw_size} bytes (it ends at {self.pos + n - want})")
             parts.append(part)
@@ -272,15 +284,16 @@ class _Stream:
 
     def finish(self) -> None:
         """Insist that the stream ends exactly here, with nothing after it."""
-        if not self.decompressor.eof:
+        while not self.decompressor.eof:
+            if self.decompressor.needs_input and self.fed >= len(self.payload):
+                raise ArtifactError(f"{self.source}: corrupt artifact payload (the compressed stream is cut short)")
             try:
-                extra = self.decompressor.decompress(self.pending, max_length=1)
+                extra = self.decompressor.decompress(self._input(), max_length=1)
             except lzma.LZMAError as exc:
                 raise ArtifactError(f"{self.source}: corrupt artifact payload ({exc})") from exc
-            if extra or not self.decompressor.eof:
-                raise ArtifactError(f"{self.source}: artifact payload does not decompress to the declared "
-                                    f"{self.raw_size} bytes (it does not end there)")
-        if self.decompressor.unused_data:
+            if extra:
+                raise ArtifactError(f"{self.source}: artifact payload decompresses past the declared {self.raw_size} bytes")
+        if self.decompressor.unused_data or self.fed < len(self.payload):
             raise ArtifactError(f"{self.source}: artifact payload has bytes after its end")
 
 

@@ -14,7 +14,14 @@ before a byte is decompressed. ``manifest["raw_size"]`` declares the decompresse
 decompression stops there: a crafted payload cannot expand without bound. The signature is
 empty, or an HMAC-SHA256 of the body under the key in ``$UMAP_ASSETS_ARTIFACT_KEY``; when that
 variable is set, loading requires a valid signature (for teams that broadcast artifacts to
-shared clusters). ``manifest["payload_sha256"]`` identifies the weights: its prefix is the
+shared clusters); set but blank, it is an error for writing and loading alike (fail closed).
+
+The loader reads hostile files at bounded cost: the manifest's size, depth and count of values,
+then every declared dtype, shape, offset, group and layer width are checked against the
+``MAX_*`` limits and the declared ``raw_size`` (itself at most ``MAX_COMPRESSION_RATIO`` times the
+compressed payload) before anything is decompressed; the payload is then streamed once, keeping
+nothing, to check its size and that every float is finite, before it is decompressed for real.
+Anything malformed raises :class:`ArtifactError` naming the file and the field. ``manifest["payload_sha256"]`` identifies the weights: its prefix is the
 artifact version.
 
 Each layer is ``y = act(x @ W.T + b)`` with symmetric int8 weights ``W = q * scale``, one scale per

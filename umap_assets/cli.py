@@ -507,7 +507,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
     layout = Layout.at(args.home)
     try:
         serve(Warehouse(root=layout.warehouse, duckdb_path=layout.duckdb_path), host=args.host, port=args.port,
-              max_points=args.max_points, open_browser=not args.no_browser)
+              max_points=args.max_points, open_browser=not args.no_browser, public=args.public, token=args.token)
     except MapUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -578,7 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     explore = sub.add_parser("map", help="open the current embeddings in the browser (needs the `map` extra)")
     explore.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
-    explore.add_argument("--host", default="127.0.0.1")
+    explore.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; another than "
+                         "loopback needs --public)")
+    explore.add_argument("--public", action="store_true", help="allow a non-loopback --host: the map is open to the "
+                         "network, behind a token (printed in the URL)")
+    explore.add_argument("--token", default=None, help="require ?token=TOKEN on every request (generated when "
+                         "--public and not given)")
     explore.add_argument("--port", type=int, default=8765, help="(default 8765; 0 picks a free one)")
     explore.add_argument("--max-points", type=int, default=200_000, help="rows drawn as points, a seeded sample "
                          "(default 200,000); every row is drawn as density")

@@ -15,15 +15,20 @@ It needs the ``map`` extra (``pip install -e .[map]``: datashader).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import io
+import ipaddress
 import json
+import secrets
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -33,6 +38,8 @@ from .warehouse import Warehouse, connect, published_embeddings
 
 CATEGORIES = ("label", "slice", "artifact_version")
 DENSITY_PIXELS = 1024
+MAX_K = 1_000  # neighbours /api/find returns at most
+MAX_PARAMETER = 1_000  # characters of an id or a slice key
 
 
 class MapUnavailable(RuntimeError):
@@ -158,10 +165,70 @@ def page() -> bytes:
     return resources.files("umap_assets").joinpath("map_page.html").read_bytes()
 
 
-def make_server(data: MapData, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A server for ``data`` (port 0: a free one; read it from ``server.server_address``)."""
+def content_security_policy(html: bytes) -> str:
+    """Only the page's own inline script may run (by its hash): no injected handler or script, ever."""
+    script = html.split(b"<script>", 1)[1].split(b"</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script).digest()).decode()
+    return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src 'self'; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+class BadRequest(ValueError):
+    """A request parameter that is missing or malformed: HTTP 400 with its message as JSON."""
+
+
+def find_parameters(query: dict[str, list[str]]) -> tuple[str, str | None, int]:
+    """``id``, ``slice`` and ``k`` of ``/api/find``, checked: k an integer in [1, MAX_K]."""
+    unknown = sorted(set(query) - {"id", "slice", "k", "token"})
+    repeated = sorted(name for name, values in query.items() if len(values) > 1)
+    if unknown or repeated:
+        raise BadRequest(f"unknown parameter {unknown[0]!r}" if unknown else f"parameter {repeated[0]!r} is repeated")
+    row_id, slice_key, k = query.get("id", [""])[0], query.get("slice", [None])[0], query.get("k", ["10"])[0]
+    if not row_id or len(row_id) > MAX_PARAMETER:
+        raise BadRequest(f"id must be 1 to {MAX_PARAMETER} characters")
+    if slice_key is not None and len(slice_key) > MAX_PARAMETER:
+        raise BadRequest(f"slice must be at most {MAX_PARAMETER} characters")
+    if not (k.isascii() and k.isdigit() and len(k) <= 4 and 1 <= int(k) <= MAX_K):
+        raise BadRequest(f"k must be an integer from 1 to {MAX_K}, not {k[:20]!r}")
+    return row_id, slice_key or None, int(k)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class MapServer(ThreadingHTTPServer):
+    """The HTTP server; a failed request is answered or dropped, never printed as a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: D102 - socketserver prints a traceback
+        pass
+
+
+def make_server(data: MapData, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> MapServer:
+    """A server for ``data`` (port 0: a free one; read it from ``server.server_address``).
+
+    On a loopback address it answers only requests whose ``Host`` is that address, ``127.0.0.1``,
+    ``localhost`` or ``[::1]`` with its port (no DNS rebinding). Given a ``token``, every request must
+    carry it as ``?token=``; :func:`serve` always gives one off loopback.
+    """
+    server = MapServer((host, port), None)
+    bound = server.server_address[1]
+    hosts = ({f"{name}:{bound}" for name in ("127.0.0.1", "localhost", "[::1]", host)} if is_loopback(host) else None)
+    html = page()
+    policy = content_security_policy(html)
 
     class Handler(BaseHTTPRequestHandler):
+        error_content_type = "application/json"
+        error_message_format = '{"error": "%(code)d %(message)s"}'
+
         def log_message(self, format, *args):  # noqa: A002 - the terminal shows the URL, not every request
             pass
 
@@ -169,46 +236,90 @@ def make_server(data: MapData, host: str = "127.0.0.1", port: int = 0) -> Thread
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Cache-Control", "no-store")
+            if kind.startswith("text/html"):
+                self.send_header("Content-Security-Policy", policy)
             self.end_headers()
             self.wfile.write(body)
 
         def _json(self, value, status: HTTPStatus = HTTPStatus.OK) -> None:
-            self._send(json.dumps(value).encode(), "application/json", status)
+            self._send(json_bytes(value), "application/json", status)
 
         def do_GET(self):  # noqa: N802 - http.server's name
+            try:
+                self._route()
+            except BadRequest as exc:
+                self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+            except (ConnectionError, TimeoutError):
+                pass
+            except Exception as exc:  # noqa: BLE001 - the client gets one line, the terminal nothing
+                self._json({"error": f"internal error ({type(exc).__name__})"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+        def _route(self) -> None:
+            if hosts is not None and self.headers.get("Host", "") not in hosts:
+                return self._json({"error": "unexpected Host header"}, HTTPStatus.FORBIDDEN)
             url = urlparse(self.path)
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            query = parse_qs(url.query, keep_blank_values=True, max_num_fields=16)
+            if token is not None and not hmac.compare_digest(query.get("token", [""])[0].encode(), token.encode()):
+                return self._json({"error": "this map needs its token: open the URL the server printed"},
+                                  HTTPStatus.FORBIDDEN)
             if url.path in ("/", "/index.html"):
-                return self._send(page(), "text/html; charset=utf-8")
+                return self._send(html, "text/html; charset=utf-8")
             if url.path == "/api/meta":
                 return self._json(data.meta())
             if url.path == "/api/points":
                 return self._json(data.sample)
             if url.path == "/api/find":
-                found = data.find(query.get("id", ""), query.get("slice"), int(query.get("k", 10)))
-                return self._json(found if found else {"error": f"no row with id {query.get('id')!r}"},
+                row_id, slice_key, k = find_parameters(query)
+                found = data.find(row_id, slice_key, k)
+                return self._json(found if found else {"error": f"no row with id {row_id!r}"},
                                   HTTPStatus.OK if found else HTTPStatus.NOT_FOUND)
             if url.path == "/density.png":
                 return self._send(data.density_png(), "image/png")
-            return self._json({"error": f"no such page {url.path}"}, HTTPStatus.NOT_FOUND)
+            return self._json({"error": f"no such page {url.path[:100]}"}, HTTPStatus.NOT_FOUND)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    server.RequestHandlerClass = Handler
+    return server
+
+
+def json_bytes(value) -> bytes:
+    """JSON with ``<``, ``>`` and ``&`` escaped, so no value can read as markup even if sniffed."""
+    text = json.dumps(value)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
 
 
 def serve(wh: Warehouse, *, host: str = "127.0.0.1", port: int = 8765, max_points: int = 200_000,
-          open_browser: bool = True, say=print) -> None:
-    """Serve the map until interrupted (Ctrl-C)."""
+          open_browser: bool = True, public: bool = False, token: str | None = None, say=print) -> None:
+    """Serve the map until interrupted (Ctrl-C).
+
+    A non-loopback ``host`` needs ``public`` (the map is then open to the network: a warning is
+    printed), and then always a token: ``token``, or a generated one, printed in the URL.
+    """
+    if not is_loopback(host):
+        if not public:
+            raise MapUnavailable(f"--host {host} is not a loopback address: the map would be open to the network; "
+                                 "add --public to serve it there (with a token)")
+        token = token or secrets.token_urlsafe(18)
+    if token is not None and (len(token) < 8 or not token.isascii() or not token.isprintable()):
+        raise MapUnavailable("--token must be at least 8 printable ASCII characters")
     data = MapData.load(wh, max_points)
     data.density_png()  # fail here, in one line, when the extra is missing; and the first page is quick
-    server = make_server(data, host, port)
-    url = f"http://{host}:{server.server_address[1]}/"
-    say(f"map of {data.rows:,} rows (model {data.version}; {len(data.sample['x']):,} drawn as points over the "
-        f"density of all of them) at {url}  (Ctrl-C stops)")
-    if open_browser:
-        import webbrowser
-
-        webbrowser.open(url)
     try:
+        server = make_server(data, host, port, token)
+    except OSError as exc:
+        raise MapUnavailable(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    url = f"http://{host}:{server.server_address[1]}/" + (f"?{urlencode({'token': token})}" if token else "")
+    try:
+        if not is_loopback(host):
+            say(f"warning: the map is served on {host}, open to the network: anyone with its URL (token included) "
+                "can read the ids and labels of every row")
+        say(f"map of {data.rows:,} rows (model {data.version}; {len(data.sample['x']):,} drawn as points over the "
+            f"density of all of them) at {url}  (Ctrl-C stops)")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
         server.serve_forever()
     except KeyboardInterrupt:
         pass

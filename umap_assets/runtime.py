@@ -14,7 +14,14 @@ before a byte is decompressed. ``manifest["raw_size"]`` declares the decompresse
 decompression stops there: a crafted payload cannot expand without bound. The signature is
 empty, or an HMAC-SHA256 of the body under the key in ``$UMAP_ASSETS_ARTIFACT_KEY``; when that
 variable is set, loading requires a valid signature (for teams that broadcast artifacts to
-shared clusters). ``manifest["payload_sha256"]`` identifies the weights: its prefix is the
+shared clusters); set but blank, it is an error for writing and loading alike (fail closed).
+
+The loader reads hostile files at bounded cost: the manifest's size, depth and count of values,
+then every declared dtype, shape, offset, group and layer width are checked against the
+``MAX_*`` limits and the declared ``raw_size`` (itself at most ``MAX_COMPRESSION_RATIO`` times the
+compressed payload) before anything is decompressed; the payload is then streamed once, keeping
+nothing, to check its size and that every float is finite, before it is decompressed for real.
+Anything malformed raises :class:`ArtifactError` naming the file and the field. ``manifest["payload_sha256"]`` identifies the weights: its prefix is the
 artifact version.
 
 Each layer is ``y = act(x @ W.T + b)`` with symmetric int8 weights ``W = q * scale``, one scale per
@@ -29,7 +36,9 @@ import hashlib
 import hmac
 import json
 import lzma
+import math
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +52,23 @@ ACTIVATIONS = ("relu", "none")
 SIGNING_KEY_ENV = "UMAP_ASSETS_ARTIFACT_KEY"
 #: The largest decompressed payload a loader accepts (a student is a few hundred KB).
 MAX_RAW_SIZE = 256 * 2**20
+# Limits that a manifest meets before anything is allocated for it (docs/robustness.md).
+MAX_MANIFEST_BYTES = 2**20
+MAX_MANIFEST_DEPTH = 32
+MAX_MANIFEST_VALUES = 50_000
+MAX_ARRAYS = 1_024
+MAX_LAYERS = 256
+MAX_DIM = 2**24  # a layer's inputs or outputs
+#: A payload decompresses to at most this many times its own size (plus 1 MiB): int8 weights
+#: compress about 1.05 : 1, and a layer pruned to 99% about 7 : 1.
+MAX_COMPRESSION_RATIO = 8
+#: Float32 parameter bytes per decompressed byte, at most: a sparse layer's mask holds 8 weights a byte.
+MAX_PARAM_MULTIPLE = 32
+#: The LZMA decoder's memory limit: the writer's preset 9 needs 65 MiB.
+LZMA_MEMLIMIT = 80 * 2**20
+#: The largest quantization scale: 127 times it stays finite in float32.
+MAX_SCALE = 1e30
+_CHUNK = 256 * 2**10  # bytes decompressed at a time while checking a payload
 _DTYPES = ("|i1", "|u1", "<f2", "<f4", "<f8", "<i4", "<i8")
 
 
@@ -58,36 +84,48 @@ class Layer:
 
 
 def _signing_key() -> bytes | None:
+    """The key in ``$UMAP_ASSETS_ARTIFACT_KEY``, or None when it is unset; set but blank is an error.
+
+    A blank key would sign nothing and verify nothing, so it fails closed rather than open.
+    """
     key = os.environ.get(SIGNING_KEY_ENV)
-    return key.encode("utf-8") if key else None
+    if key is None:
+        return None
+    if not key.strip():
+        raise ArtifactError(f"${SIGNING_KEY_ENV} is set but empty: set it to the signing key, or unset it "
+                            "to write and load unsigned artifacts")
+    return key.encode("utf-8")
 
 
-def read_container(data: bytes, source: str = "<bytes>") -> tuple[dict, dict[str, np.ndarray]]:
+def read_container(data: bytes, source: str = "<bytes>", plan=None) -> tuple[dict, dict[str, np.ndarray]]:
     """Parse and verify an artifact's bytes; return its manifest and arrays.
+
+    Everything the manifest declares (its size and depth, each array's dtype, shape and offset, and
+    what ``plan(manifest, table, source)`` checks) is checked before a byte is decompressed. Then the
+    payload is decompressed twice: once a chunk at a time, keeping nothing, to check its size and
+    values (finite floats, and ``plan``'s checks), and once to keep. So refusing an artifact costs
+    its own bytes plus a constant, whatever it declares.
 
     Raises
     ------
     ArtifactError
-        Naming ``source``, for any bad magic, checksum, signature, size or array table.
+        Naming ``source`` and the field, for any bad magic, checksum, signature, manifest, size,
+        array table or value.
     """
-    body = _verified_body(data, source)
-    (mlen,) = struct.unpack_from("<I", body, 0)
-    if 4 + mlen > len(body):
-        raise ArtifactError(f"{source}: truncated artifact (manifest runs past the end of the file)")
-    try:
-        manifest = json.loads(body[4 : 4 + mlen].decode("utf-8"))
-        raw_size = int(manifest["raw_size"])
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{source}: corrupt artifact manifest ({exc})") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{source}: artifact format version {manifest.get('format_version')!r} is not supported "
-                            f"(this runtime reads version {FORMAT_VERSION})")
-    raw = _decompress(body[4 + mlen :], raw_size, source)
-    return manifest, _arrays(manifest, raw, source)
+    body = _verified_body(memoryview(data), source)
+    manifest, payload = _manifest(body, source)
+    table = _array_table(manifest, len(payload), source)
+    checks = {name: [_finite_check(name, source)] for name, a in table.items() if a.dtype.kind == "f"}
+    for name, check in (plan(manifest, table, source) if plan else []):
+        checks.setdefault(name, []).append(check)
+    _scan(payload, manifest["raw_size"], table, checks, source)
+    raw = _inflater(source).decompress(payload, max_length=manifest["raw_size"])
+    return manifest, {name: np.frombuffer(raw, dtype=a.dtype, count=a.count, offset=a.offset).reshape(a.shape)
+                      for name, a in table.items()}
 
 
-def _verified_body(data: bytes, source: str) -> bytes:
-    """The body after the magic, checksum and signature, once all three hold."""
+def _verified_body(data: memoryview, source: str) -> memoryview:
+    """The body after the magic, checksum and signature, once all three hold (a view: nothing is copied)."""
     head = len(MAGIC) + 32 + 2
     if len(data) < len(MAGIC) or data[: len(MAGIC) - 1] != MAGIC[:-1]:
         raise ArtifactError(f"{source}: not a umap-assets artifact (bad magic bytes)")
@@ -110,34 +148,204 @@ def _verified_body(data: bytes, source: str) -> bytes:
     return body
 
 
-def _decompress(payload: bytes, raw_size: int, source: str) -> bytes:
-    """LZMA-decompress at most ``raw_size`` bytes and insist on exactly that many."""
-    if not 0 <= raw_size <= MAX_RAW_SIZE:
-        raise ArtifactError(f"{source}: artifact declares {raw_size} decompressed bytes (at most {MAX_RAW_SIZE})")
-    decompressor = lzma.LZMADecompressor()
-    try:
-        raw = decompressor.decompress(payload, max_length=raw_size)
-    except lzma.LZMAError as exc:
-        raise ArtifactError(f"{source}: corrupt artifact payload ({exc})") from exc
-    if len(raw) != raw_size or not decompressor.eof:
-        raise ArtifactError(f"{source}: artifact payload does not decompress to the declared {raw_size} bytes")
-    return raw
+def _bad(source: str, field: str, problem: str) -> ArtifactError:
+    return ArtifactError(f"{source}: artifact manifest field {field}: {problem}")
 
 
-def _arrays(manifest: dict, raw: bytes, source: str) -> dict[str, np.ndarray]:
-    arrays = {}
+def _int(value, lo: int, hi: int, source: str, field: str) -> int:
+    """``value`` when it is an int (not a bool) in [lo, hi]; else an ArtifactError naming ``field``."""
+    if type(value) is not int or not lo <= value <= hi:
+        raise _bad(source, field, f"{value!r:.60} is not an integer in [{lo}, {hi}]")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _manifest(body: memoryview, source: str) -> tuple[dict, memoryview]:
+    """The manifest, bounded in size, depth and count of values before it is parsed; and the payload."""
+    (mlen,) = struct.unpack_from("<I", body, 0)
+    if mlen > MAX_MANIFEST_BYTES:
+        raise _bad(source, "(manifest)", f"{mlen} bytes (at most {MAX_MANIFEST_BYTES})")
+    if 4 + mlen > len(body):
+        raise ArtifactError(f"{source}: truncated artifact (manifest runs past the end of the file)")
+    text = bytes(body[4 : 4 + mlen])
+    _check_json_shape(text, source)
     try:
-        for spec in manifest["arrays"]:
-            if spec["dtype"] not in _DTYPES:
-                raise ValueError(f"dtype {spec['dtype']!r}")
-            dtype, shape = np.dtype(spec["dtype"]), [int(n) for n in spec["shape"]]
-            count = int(np.prod(shape)) if shape else 1
-            if min(shape, default=1) < 0 or spec["offset"] < 0 or spec["offset"] + count * dtype.itemsize > len(raw):
-                raise ValueError(f"array {spec['name']!r} of shape {shape} runs past the payload")
-            arrays[str(spec["name"])] = np.frombuffer(raw, dtype=dtype, count=count, offset=spec["offset"]).reshape(shape)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{source}: corrupt artifact array table ({exc})") from exc
-    return arrays
+        manifest = json.loads(text.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{source}: corrupt artifact manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise _bad(source, "(manifest)", f"a JSON {type(manifest).__name__}, not an object")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{source}: artifact format version {manifest.get('format_version')!r:.40} is not "
+                            f"supported (this runtime reads version {FORMAT_VERSION})")
+    return manifest, body[4 + mlen :]
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def _check_json_shape(text: bytes, source: str) -> None:
+    """Refuse JSON nested deeper than MAX_MANIFEST_DEPTH or holding more than MAX_MANIFEST_VALUES values."""
+    bare = _JSON_STRING.sub(b'""', text)
+    values = bare.count(b",") + bare.count(b"[") + bare.count(b"{") + 1
+    if values > MAX_MANIFEST_VALUES:
+        raise _bad(source, "(manifest)", f"about {values} values (at most {MAX_MANIFEST_VALUES})")
+    depth = 0
+    for byte in _NOT_BRACKET.sub(b"", bare):
+        depth += 1 if byte in b"[{" else -1
+        if depth > MAX_MANIFEST_DEPTH:
+            raise _bad(source, "(manifest)", f"nested deeper than {MAX_MANIFEST_DEPTH} levels")
+
+
+@dataclass(frozen=True)
+class _Array:
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.dtype.itemsize
+
+
+def _array_table(manifest: dict, payload_bytes: int, source: str) -> dict[str, _Array]:
+    """The arrays the manifest lists, checked against ``raw_size``: known dtypes, in order, no overlap."""
+    limit = min(MAX_RAW_SIZE, MAX_COMPRESSION_RATIO * payload_bytes + 2**20)
+    raw_size = manifest.get("raw_size")
+    if type(raw_size) is int and limit < raw_size <= 2**63:
+        raise _bad(source, "raw_size", f"{raw_size} bytes from a {payload_bytes}-byte payload (at most "
+                                       f"{MAX_COMPRESSION_RATIO} times it plus 1 MiB, and {MAX_RAW_SIZE})")
+    _int(raw_size, 0, limit, source, "raw_size")
+    specs = manifest.get("arrays")
+    if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
+        raise _bad(source, "arrays", f"{specs!r:.60} is not a list of at most {MAX_ARRAYS} arrays")
+    table, end = {}, 0
+    for i, spec in enumerate(specs):
+        field = f"arrays[{i}]"
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or spec["name"] in table:
+            raise _bad(source, field, f"{spec!r:.60} is not an array with a new name")
+        if spec.get("dtype") not in _DTYPES:
+            raise _bad(source, field + ".dtype", f"{spec.get('dtype')!r:.40} is not one of {', '.join(_DTYPES)}")
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or len(shape) > 4:
+            raise _bad(source, field + ".shape", f"{shape!r:.60} is not a list of at most 4 sizes")
+        shape = tuple(_int(n, 0, raw_size, source, f"{field}.shape") for n in shape)
+        array = _Array(np.dtype(spec["dtype"]), shape, _int(spec.get("offset"), end, raw_size, source, field + ".offset"))
+        if array.offset % array.dtype.itemsize or array.offset + array.nbytes > raw_size:
+            raise _bad(source, field, f"{spec['name']!r:.40} of shape {shape} at {array.offset} is unaligned or runs "
+                                      f"past the {raw_size} bytes of the payload")
+        table[spec["name"]], end = array, array.offset + array.nbytes
+    return table
+
+
+def _inflater(source: str) -> lzma.LZMADecompressor:
+    try:
+        return lzma.LZMADecompressor(memlimit=LZMA_MEMLIMIT)
+    except lzma.LZMAError as exc:  # pragma: no cover - liblzma refuses only a bad memlimit
+        raise ArtifactError(f"{source}: {exc}") from exc
+
+
+class _Stream:
+    """Reads a payload's decompressed bytes in order, holding at most one read at a time."""
+
+    def __init__(self, payload: memoryview, raw_size: int, source: str):
+        self.decompressor, self.payload, self.fed, self.pos = _inflater(source), payload, 0, 0
+        self.raw_size, self.source = raw_size, source
+
+    def _input(self) -> memoryview | bytes:
+        """The next chunk of compressed input when the decompressor wants one (so it never copies the payload)."""
+        if not self.decompressor.needs_input:
+            return b""
+        chunk = self.payload[self.fed : self.fed + _CHUNK]
+        self.fed += len(chunk)
+        return chunk
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes; an ArtifactError when the payload is corrupt or ends sooner."""
+        parts, want = [], n
+        while want:
+            try:
+                ended = self.decompressor.eof or (self.decompressor.needs_input and self.fed >= len(self.payload))
+                part = b"" if ended else self.decompressor.decompress(self._input(), max_length=want)
+            except lzma.LZMAError as exc:
+                raise ArtifactError(f"{self.source}: corrupt artifact payload ({exc})") from exc
+            if ended:
+                raise ArtifactError(f"{self.source}: artifact payload does not decompress to the declared "
+                                    f"{self.raw_size} bytes (it ends at {self.pos + n - want})")
+            parts.append(part)
+            want -= len(part)
+        self.pos += n
+        return b"".join(parts)
+
+    def skip_to(self, offset: int) -> None:
+        while self.pos < offset:
+            self.read(min(_CHUNK, offset - self.pos))
+
+    def finish(self) -> None:
+        """Insist that the stream ends exactly here, with nothing after it."""
+        while not self.decompressor.eof:
+            if self.decompressor.needs_input and self.fed >= len(self.payload):
+                raise ArtifactError(f"{self.source}: corrupt artifact payload (the compressed stream is cut short)")
+            try:
+                extra = self.decompressor.decompress(self._input(), max_length=1)
+            except lzma.LZMAError as exc:
+                raise ArtifactError(f"{self.source}: corrupt artifact payload ({exc})") from exc
+            if extra:
+                raise ArtifactError(f"{self.source}: artifact payload decompresses past the declared {self.raw_size} bytes")
+        if self.decompressor.unused_data or self.fed < len(self.payload):
+            raise ArtifactError(f"{self.source}: artifact payload has bytes after its end")
+
+
+def _scan(payload: memoryview, raw_size: int, table: dict[str, _Array], checks: dict, source: str) -> None:
+    """Decompress ``payload`` a chunk at a time, keeping nothing: it must give exactly ``raw_size``
+    bytes, and ``check(values, last)`` must pass on each piece of the arrays that ``checks`` names."""
+    stream = _Stream(payload, raw_size, source)
+    for name in sorted(checks, key=lambda n: table[n].offset):
+        array = table[name]
+        stream.skip_to(array.offset)
+        for start in range(0, array.nbytes, _CHUNK):
+            piece = np.frombuffer(stream.read(min(_CHUNK, array.nbytes - start)), dtype=array.dtype)
+            for check in checks[name]:
+                check(piece, start + _CHUNK >= array.nbytes)
+    stream.skip_to(raw_size)
+    stream.finish()
+
+
+def _finite_check(name: str, source: str):
+    def check(values: np.ndarray, last: bool) -> None:
+        if not np.isfinite(values).all():
+            raise ArtifactError(f"{source}: artifact array {name} holds NaN or infinite values")
+    return check
+
+
+def _scale_check(name: str, source: str):
+    def check(values: np.ndarray, last: bool) -> None:
+        if np.abs(values.astype(np.float32)).max() > MAX_SCALE:
+            raise ArtifactError(f"{source}: artifact array {name} holds a scale above {MAX_SCALE:g}")
+    return check
+
+
+def _mask_check(name: str, bits: int, nonzero: int, source: str):
+    """The mask sets exactly ``nonzero`` of its first ``bits`` bits, and none after them."""
+    seen = [0]
+
+    def check(values: np.ndarray, last: bool) -> None:
+        seen[0] += int(np.unpackbits(values).sum(dtype=np.int64))
+        pad = -bits % 8
+        if last and pad and values[-1] & ((1 << pad) - 1):
+            raise ArtifactError(f"{source}: artifact array {name} sets bits past its {bits} weights")
+        if last and seen[0] != nonzero:
+            raise ArtifactError(f"{source}: artifact array {name} marks {seen[0]} nonzero weights, "
+                                f"but {nonzero} are stored")
+    return check
 
 
 def write_container(manifest: dict, arrays: dict[str, np.ndarray], key: bytes | None = None) -> bytes:
@@ -187,33 +395,99 @@ def dequantize(q: np.ndarray, scale: np.ndarray, mask: np.ndarray | None, shape:
     return W * np.repeat(scale.astype(np.float32), group, axis=1)[:, :in_dim]
 
 
-def _layers(manifest: dict, arrays: dict[str, np.ndarray], source: str) -> list[Layer]:
-    """Rebuild the float32 layers that the manifest lists from their stored arrays."""
-    layers, prev = [], manifest["input_dim"]
+def _layer_plan(manifest: dict, table: dict[str, _Array], source: str) -> list[tuple[str, object]]:
+    """Check the projector's fields and each layer's arrays against the table, before decompressing;
+    return the value checks (scales, masks) for :func:`_scan`."""
+    prev = _int(manifest.get("input_dim"), 1, MAX_DIM, source, "input_dim")
+    n_components = _int(manifest.get("n_components"), 1, MAX_DIM, source, "n_components")
+    columns = manifest.get("feature_columns")
+    if columns is not None and (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)):
+        raise _bad(source, "feature_columns", f"{columns!r:.60} is not a list of names")
+    if not isinstance(manifest.get("payload_sha256"), str) or len(manifest["payload_sha256"]) < 16:
+        raise _bad(source, "payload_sha256", f"{manifest.get('payload_sha256')!r:.40} is not a hash")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
+        raise _bad(source, "layers", f"{layers!r:.60} is not a list of 1 to {MAX_LAYERS} layers")
+    checks, params = [], 0
+    for i, spec in enumerate(layers):
+        checks += _layer_arrays(i, spec, prev, table, source)
+        prev = spec["out"]
+        params += 4 * (spec["in"] + 1) * spec["out"]
+    if prev != n_components:
+        raise _bad(source, "n_components", f"{n_components}, but the last layer gives {prev} outputs")
+    raw_size = manifest["raw_size"]
+    if params > MAX_PARAM_MULTIPLE * raw_size + 2**16:
+        raise _bad(source, "layers", f"{params} bytes of float32 parameters from a {raw_size}-byte payload "
+                                     f"(at most {MAX_PARAM_MULTIPLE} per byte)")
+    return checks
+
+
+def _layer_arrays(i: int, spec, in_dim: int, table: dict[str, _Array], source: str) -> list[tuple[str, object]]:
+    """Check layer ``i``'s manifest entry and the dtype and shape of each of its arrays."""
+    field = f"layers[{i}]"
+    if not isinstance(spec, dict):
+        raise _bad(source, field, f"{spec!r:.60} is not an object")
+    _int(spec.get("in"), in_dim, in_dim, source, field + ".in")
+    out = _int(spec.get("out"), 1, MAX_DIM, source, field + ".out")
+    if spec.get("activation") not in ACTIVATIONS:
+        raise _bad(source, field + ".activation", f"{spec.get('activation')!r:.40} is not one of {ACTIVATIONS}")
+    kind = spec.get("dtype", "int8")
+    expect = {f"bias{i}": (("<f4",), [(out,)])}
+    checks = []
+    if kind == "float32":
+        expect[f"w{i}"] = (("<f4",), [(out, in_dim)])
+    elif kind == "int8":
+        group = spec.get("group")
+        group = group if group is None else _int(group, 1, MAX_DIM, source, field + ".group")
+        expect[f"scale{i}"] = (("<f2", "<f4"), [(out,) if group is None else (out, -(-in_dim // group))])
+        checks.append((f"scale{i}", _scale_check(f"scale{i}", source)))
+        if f"mask{i}" in table:
+            expect[f"mask{i}"] = (("|u1",), [(-(-out * in_dim // 8),)])
+            nonzero = table[f"q{i}"].count if f"q{i}" in table else 0
+            expect[f"q{i}"] = (("|i1",), [(min(nonzero, out * in_dim),)])
+            checks.append((f"mask{i}", _mask_check(f"mask{i}", out * in_dim, nonzero, source)))
+        else:
+            expect[f"q{i}"] = (("|i1",), [(out, in_dim), (out * in_dim,)])
+    else:
+        raise _bad(source, field + ".dtype", f"{kind!r:.40} is not 'int8' or 'float32'")
+    for name, (dtypes, shapes) in expect.items():
+        array = table.get(name)
+        if array is None or array.dtype.str not in dtypes or array.shape not in shapes:
+            found = "missing" if array is None else f"{array.dtype.str} of shape {array.shape}"
+            raise _bad(source, field, f"array {name} should be {'/'.join(dtypes)} of shape "
+                                      f"{' or '.join(map(str, shapes))}, but it is {found}")
+    return checks
+
+
+def _layers(manifest: dict, arrays: dict[str, np.ndarray]) -> list[Layer]:
+    """Rebuild the float32 layers that the manifest lists from their stored arrays (checked by :func:`_layer_plan`)."""
+    layers = []
     for i, spec in enumerate(manifest["layers"]):
-        if spec["in"] != prev or spec["activation"] not in ACTIVATIONS:
-            raise ArtifactError(f"{source}: layer {i} does not fit ({spec})")
         if spec.get("dtype", "int8") == "float32":
             W = arrays[f"w{i}"].astype(np.float32).reshape(spec["out"], spec["in"])
         else:
             W = dequantize(arrays[f"q{i}"], arrays[f"scale{i}"], arrays.get(f"mask{i}"), (spec["out"], spec["in"]),
                            spec.get("group"))
         layers.append(Layer(np.ascontiguousarray(W.T), arrays[f"bias{i}"].astype(np.float32).copy(), spec["activation"]))
-        prev = spec["out"]
-    if prev != manifest["n_components"]:
-        raise ArtifactError(f"{source}: the last layer gives {prev} outputs, manifest says {manifest['n_components']}")
     return layers
 
 
 def _coverage_arrays(manifest: dict, arrays: dict[str, np.ndarray], source: str):
     """The artifact's coverage landmarks as float32 (mean, components, centers), or None without them."""
-    if "coverage" not in manifest:
+    cov = manifest.get("coverage")
+    if cov is None:
         return None
-    mean, components, centers = (arrays[f"coverage_{n}"].astype(np.float32) for n in ("mean", "components", "centers"))
+    try:
+        mean, components, centers = (arrays[f"coverage_{n}"].astype(np.float32) for n in ("mean", "components", "centers"))
+        median, radius = float(cov["median_distance"]), float(cov["radius"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad(source, "coverage", f"incomplete ({exc!r:.60})") from None
     p = components.shape[0] if components.ndim == 2 else -1
     if (mean.shape != (manifest["input_dim"],) or components.shape != (p, mean.shape[0]) or centers.ndim != 2
-            or centers.shape[1] != p or not len(centers) or not float(manifest["coverage"]["median_distance"]) > 0):
-        raise ArtifactError(f"{source}: the coverage arrays do not fit each other or the input dimension")
+            or centers.shape[1] != p or not len(centers)):
+        raise _bad(source, "coverage", "its arrays do not fit each other or the input dimension")
+    if not (0 < median < MAX_SCALE and 0 <= radius < MAX_SCALE):
+        raise _bad(source, "coverage", f"median distance {median!r} and radius {radius!r} must be finite, the median above 0")
     return mean, components, centers
 
 
@@ -229,21 +503,29 @@ class Projector:
 
     @classmethod
     def load(cls, path: str | Path) -> "Projector":
+        """Load the artifact at ``path``; files larger than any artifact can be are refused unread."""
         path = Path(path)
+        limit = MAX_RAW_SIZE + MAX_MANIFEST_BYTES + 2**16
         try:
-            data = path.read_bytes()
+            with path.open("rb") as f:
+                data = f.read(limit + 1)
         except FileNotFoundError:
             raise ArtifactError(f"{path}: artifact file not found") from None
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot read the artifact ({exc.strerror or exc})") from None
+        if len(data) > limit:
+            raise ArtifactError(f"{path}: not an artifact: larger than {limit} bytes")
         return cls.from_bytes(data, source=str(path))
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Projector":
-        manifest, arrays = read_container(data, source)
+        """Load an artifact from its bytes; every check of :func:`read_container` and :func:`_layer_plan` applies."""
+        manifest, arrays = read_container(data, source, plan=_layer_plan)
         try:
-            return cls(manifest, _layers(manifest, arrays, source), source, _coverage_arrays(manifest, arrays, source))
+            return cls(manifest, _layers(manifest, arrays), source, _coverage_arrays(manifest, arrays, source))
         except ArtifactError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # pragma: no cover - _layer_plan checked every field
             raise ArtifactError(f"{source}: the artifact's layers do not fit its arrays ({exc!r})") from exc
 
     @property

@@ -80,3 +80,168 @@ def test_the_map_says_what_is_missing_before_anything_is_embedded(tmp_path):
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     with pytest.raises(MapUnavailable, match="umap-assets run"):
         MapData.load(wh, max_points=10)
+
+
+# --- hostile input: parameters, Host headers, tokens, and data that carries markup ------------------
+
+HOSTILE = ['<img src=x onerror="window.__pwned=1">', "<script>window.__pwned=2</script>", "a&amp;b </td><b>bold</b>"]
+
+
+def write_hostile_version(wh: Warehouse) -> None:
+    """One slice whose string ids and labels carry markup and script."""
+    wh.embeddings_dir("v1").mkdir(parents=True, exist_ok=True)
+    n = 30
+    xy = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
+    ids = [HOSTILE[i % 3] + str(i) for i in range(n)]
+    pq.write_table(pa.table({"id": ids, "x": xy[:, 0], "y": xy[:, 1], "label": [HOSTILE[i % 3] for i in range(n)],
+                             "artifact_version": ["v1"] * n}), wh.embeddings_path("v1", "evil"))
+    record_slice(wh, "evil", {"rows": n, "dim": 4, "bytes": 1, "path": "warehouse/raw_slices/evil.parquet",
+                              "source": "incoming/evil.parquet"})
+    assert publish_embeddings(wh, "v1", ["evil"], keep=2)
+
+
+def start(wh: Warehouse, **kwargs):
+    server = make_server(MapData.load(wh, max_points=400), port=0, **kwargs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def request(port: int, path: str, host: str | None = None) -> tuple[int, dict | bytes]:
+    import http.client
+
+    con = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    con.request("GET", path, headers={"Host": host or f"127.0.0.1:{port}"})
+    r = con.getresponse()
+    body = r.read()
+    con.close()
+    return r.status, json.loads(body) if r.getheader("Content-Type") == "application/json" else body
+
+
+def test_every_malformed_request_gets_a_json_answer_and_no_traceback(served, capfd):
+    base, _ = served
+    port = int(base.rsplit(":", 1)[1])
+    for query in ["k=abc", "k=-1", "k=1e20", "k=1001", "k=0", "k=", "k=%00", "", "id=", "id=7&id=8", "id=7&bogus=1",
+                  "id=" + "9" * 2000]:
+        status, body = request(port, "/api/find?" + ("id=7&" if not query.startswith("id") and query else "") + query)
+        assert status == 400 and isinstance(body, dict) and body["error"], (query, status, body)
+    status, body = request(port, "/api/find?id=7&slice=b&k=1000")
+    assert status == 200 and len(body["neighbours"]) == 1000
+    status, body = request(port, "/api/find?id=7&k=1000000000")
+    assert status == 400 and "from 1 to 1000" in body["error"]
+    assert capfd.readouterr().err == ""
+
+
+def test_an_internal_error_is_one_json_line_not_a_traceback(tmp_path, capfd, monkeypatch):
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 50})
+    server, port = start(wh)
+    monkeypatch.setattr(MapData, "find", lambda *a: 1 / 0)
+    try:
+        assert request(port, "/api/find?id=1") == (500, {"error": "internal error (ZeroDivisionError)"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capfd.readouterr().err == ""
+
+
+def test_only_loopback_host_headers_are_answered(served):
+    base, _ = served
+    port = int(base.rsplit(":", 1)[1])
+    for host in [f"127.0.0.1:{port}", f"localhost:{port}"]:
+        assert request(port, "/api/meta", host)[0] == 200
+    for host in ["evil.example", f"evil.example:{port}", "127.0.0.1", f"localhost:{port + 1}", f"rebind.me:{port}"]:
+        status, body = request(port, "/api/meta", host)
+        assert status == 403 and "Host" in body["error"], host
+
+
+def test_a_token_guards_every_path(tmp_path):
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 50})
+    server, port = start(wh, token="s3cret-token")
+    try:
+        for path in ["/", "/api/meta", "/api/points", "/api/find?id=1", "/density.png"]:
+            sep = "&" if "?" in path else "?"
+            assert request(port, path)[0] == 403
+            assert request(port, path + sep + "token=wrong-token")[0] == 403
+            assert request(port, path + sep + "token=s3cret-token")[0] == 200, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serving_off_loopback_needs_public_and_then_a_token(tmp_path):
+    from umap_assets.map_server import serve
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 50})
+    with pytest.raises(MapUnavailable, match="not a loopback address.*--public"):
+        serve(wh, host="0.0.0.0", port=0, open_browser=False)
+    said = []
+
+    def say(line):
+        said.append(line)
+        if "Ctrl-C" in line:
+            raise KeyboardInterrupt  # stop before serving: serve closes the server
+
+    serve(wh, host="0.0.0.0", port=0, open_browser=False, public=True, say=say)
+    assert said[0].startswith("warning: the map is served on 0.0.0.0, open to the network")
+    assert "/?token=" in said[1] and len(said[1].split("token=")[1].split()[0]) >= 20
+    said.clear()
+    serve(wh, host="0.0.0.0", port=0, open_browser=False, public=True, token="chosen-token", say=say)
+    assert "/?token=chosen-token " in said[1]
+
+
+def test_the_page_shows_markup_in_the_data_as_text_in_a_real_browser(tmp_path):
+    """Headless Chromium with the page's CSP bypassed: the page itself must insert every value as text.
+
+    (With the page as it was, innerHTML, the legend read 'a&b bold' and the payloads became elements.)
+    """
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
+    sync_playwright = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright").sync_playwright
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_hostile_version(wh)
+    server, port = start(wh, token="page-token")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            context = browser.new_context(bypass_csp=True)
+            page = context.new_page()
+            requests, dialogs = [], []
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(f"http://127.0.0.1:{port}/?token=page-token")
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('model')")
+            page.select_option("#colour", "label")
+            legend = page.inner_text("#legend")
+            page.fill("#rowid", HOSTILE[0] + "0")
+            page.click("#search button")
+            page.wait_for_selector("#row table")
+            row = page.inner_text("#row")
+            counts = page.evaluate("['img', 'script', 'b'].map(t => document.querySelectorAll("
+                                   "'#legend ' + t + ', #row ' + t + ', #colour ' + t).length)")
+            pwned = page.evaluate("window.__pwned")
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    for value in HOSTILE:
+        assert value in legend, (value, legend)
+    assert HOSTILE[0] + "0" in row and HOSTILE[1] in row and HOSTILE[2] in row
+    assert counts == [0, 0, 0] and pwned is None and dialogs == []
+    assert not [u for u in requests if u.split("?")[0].endswith("/x")], "the <img src=x> must never load"
+
+
+def test_the_page_has_no_innerhtml_and_a_strict_content_security_policy(served):
+    from umap_assets.map_server import page
+
+    html = page().decode()
+    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"]:
+        assert sink not in html, sink
+    base, _ = served
+    with urllib.request.urlopen(base + "/", timeout=30) as r:
+        policy = r.headers["Content-Security-Policy"]
+    assert "script-src 'sha256-" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]

@@ -5,7 +5,6 @@ Plain Python, no Dagster: the assets, the asset checks, the CLI and the benchmar
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path
-from .warmup import cache_umap_kernels
 from .contract import features_matrix
 from .home import Layout
-from .numerics.align import Similarity
 from .numerics.drift import CoverageReference
+from .records import Candidate, Student, Teacher
 from .warehouse import Warehouse, take_rows
 
 
@@ -37,17 +34,39 @@ class ModelStore:
         return self.layout.warehouse / "coreset" / "coreset.parquet"
 
     @property
-    def teacher_path(self) -> Path:
-        return self.layout.models / "teacher.pkl"
+    def teachers_dir(self) -> Path:
+        """:class:`~umap_assets.records.Teacher` records, one ``<version>.npz`` each."""
+        return self.layout.models / "teachers"
 
     @property
-    def student_path(self) -> Path:
-        return self.layout.models / "student.pt"
+    def students_dir(self) -> Path:
+        """:class:`~umap_assets.records.Student` records, one ``<version>.npz`` each."""
+        return self.layout.models / "students"
 
     @property
-    def candidate_path(self) -> Path:
-        """The newest artifact, before its quality gates have passed."""
-        return self.layout.models / "candidate.uart"
+    def reports_dir(self) -> Path:
+        """:class:`~umap_assets.records.Report` records, one ``<version>.json`` each."""
+        return self.layout.models / "reports"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Every artifact ``artifact`` built, as ``<version>.uart``, with its layout and coverage beside it."""
+        return self.layout.models / "artifacts"
+
+    def teacher_path(self, version: str) -> Path:
+        return Teacher.path(self.teachers_dir, version)
+
+    def student_path(self, version: str) -> Path:
+        return Student.path(self.students_dir, version)
+
+    def teacher(self, version: str) -> Teacher:
+        return Teacher.load(self.teachers_dir, version)
+
+    def student(self, version: str) -> Student:
+        return Student.load(self.students_dir, version)
+
+    def candidate(self, report_version: str) -> Candidate:
+        return Candidate.load(self.artifacts_dir, self.reports_dir, report_version)
 
     @property
     def artifact_path(self) -> Path:
@@ -86,11 +105,11 @@ class ModelStore:
         return path
 
     def versioned_coverage_path(self, version: str) -> Path:
-        return self.layout.models / "artifacts" / f"{version}.coverage.npz"
+        return self.artifacts_dir / f"{version}.coverage.npz"
 
     def versioned_layout_path(self, version: str) -> Path:
         """The teacher's coordinates of the rows artifact ``version`` was distilled on, in its frame."""
-        return self.layout.models / "artifacts" / f"{version}.layout.parquet"
+        return self.artifacts_dir / f"{version}.layout.parquet"
 
     def save_layout(self, version: str, uids: Sequence[str], Y: np.ndarray) -> int:
         from .warehouse import write_table
@@ -110,7 +129,7 @@ class ModelStore:
         return table.column("uid").to_pylist(), np.column_stack([table.column(c).to_numpy() for c in coords])
 
     def versioned_artifact_path(self, version: str) -> Path:
-        return self.layout.models / "artifacts" / f"{version}.uart"
+        return self.artifacts_dir / f"{version}.uart"
 
     def coreset_coverage(self) -> CoverageReference:
         """The drift reference stored in the current coreset file (the newest training run's)."""
@@ -129,33 +148,6 @@ class ModelStore:
                                     "train a model whose checks pass (`train_model`)")
         return CoverageReference.from_bytes(self.coverage_path.read_bytes())
 
-    def save_teacher(self, teacher) -> int:
-        with atomic_path(self.teacher_path) as tmp:
-            with open(tmp, "wb") as fh:
-                pickle.dump(teacher, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        return self.teacher_path.stat().st_size
-
-    def load_teacher(self):
-        if not self.teacher_path.exists():
-            raise FileNotFoundError(f"no teacher at {self.teacher_path}; materialize `teacher` first")
-        cache_umap_kernels()  # before unpickling imports umap-learn and anything compiles
-        with open(self.teacher_path, "rb") as fh:
-            return pickle.load(fh)
-
-    def save_student(self, payload: dict) -> int:
-        import torch
-
-        with atomic_path(self.student_path) as tmp:
-            torch.save(payload, tmp)
-        return self.student_path.stat().st_size
-
-    def load_student(self) -> dict:
-        import torch
-
-        if not self.student_path.exists():
-            raise FileNotFoundError(f"no student at {self.student_path}; materialize `student` first")
-        return torch.load(self.student_path, weights_only=False)
-
 
 def served_projector(store: ModelStore, input_dim: int, *, excluding: str | None = None):
     """The model served now (a :class:`~umap_assets.runtime.Projector`), when there is one, it reads
@@ -166,20 +158,6 @@ def served_projector(store: ModelStore, input_dim: int, *, excluding: str | None
         return None
     served = Projector.load(store.artifact_path)
     return None if served.version == excluding or served.input_dim != input_dim else served
-
-
-def teacher_alignment(teacher) -> Similarity:
-    """The similarity from a teacher's own frame to the served model's it was aligned to (identity
-    for a teacher fitted with nothing served)."""
-    if getattr(teacher, "alignment_", None) is None:
-        return Similarity.identity(teacher.n_components)
-    return Similarity.from_dict(teacher.alignment_)
-
-
-def teacher_map(teacher):
-    """The teacher's ``transform``, in the frame of the model it was aligned to."""
-    similarity = teacher_alignment(teacher)
-    return lambda X: similarity.apply(teacher.transform(X))
 
 
 @dataclass

@@ -81,12 +81,15 @@ def _inode(path):
         return None
 
 
+def _materialized(instance, asset: str):
+    """The storage id of the newest materialization of ``asset`` in the home's history."""
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0].storage_id if records else None
+
+
 def _readable(home):
     """Every published file under the home opens whole: no half-written file anywhere."""
-    import pickle
-
-    import torch
-
+    from umap_assets.records import Report, Student, Teacher
     from umap_assets.runtime import Projector
 
     for path in (home / "warehouse").rglob("*.parquet"):
@@ -95,9 +98,11 @@ def _readable(home):
     models = home / "models"
     for path in models.rglob("*.uart"):
         Projector.load(path)
-    torch.load(models / "student.pt", weights_only=False)
-    with open(models / "teacher.pkl", "rb") as fh:
-        pickle.load(fh)
+    for kind, directory, suffix in ((Teacher, "teachers", ".npz"), (Student, "students", ".npz"),
+                                    (Report, "reports", ".json")):
+        for path in (models / directory).glob(f"*{suffix}"):
+            if not path.name.startswith("."):
+                kind.load(path.parent, path.stem)
 
 
 def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
@@ -119,15 +124,20 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
     cli = [sys.executable, "-m", "umap_assets.cli", *args]  # the runs to kill; the others run in this process
     assert main(args) == 0, capsys.readouterr().out[-2000:]
     store = ModelStore(Layout.at(home))
-    triggers = {  # published by one stage -> the next stage is computing (ingest: the test above)
-        "student": store.teacher_path, "quality_report": store.candidate_path, "embeddings": store.artifact_path,
+    # published by one stage -> the next stage is computing (ingest: the test above). Records are
+    # written once per version, so a stage's publication is its materialization in the home's history
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    triggers = {
+        "student": lambda: _materialized(instance, "teacher"),
+        "quality_report": lambda: _materialized(instance, "artifact"),
+        "embeddings": lambda: _inode(store.artifact_path),
     }
     for stage, trigger in triggers.items():
-        before = _inode(trigger)
+        before = trigger()
         proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         deadline = time.monotonic() + 300
-        while _inode(trigger) == before and proc.poll() is None and time.monotonic() < deadline:
+        while trigger() == before and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert proc.poll() is None, f"the run ended before {stage} started"
         os.killpg(proc.pid, signal.SIGKILL)

@@ -216,11 +216,10 @@ def _materialize_embeddings(projector_file, tmp_path, engine):
     import dagster as dg
 
     from umap_assets.defs.embeddings import embeddings
-    from umap_assets.defs.model import store_of
     from umap_assets.defs.resources import WarehouseResource
 
     warehouse = WarehouseResource(home=str(tmp_path / "home"))
-    store, wh = store_of(warehouse), warehouse.warehouse()
+    store, wh = warehouse.store(), warehouse.warehouse()
     store.artifact_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(projector_file, store.artifact_path)
     source = wh.table_path("raw_slices", "s1")

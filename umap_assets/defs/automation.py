@@ -8,7 +8,6 @@ import dagster as dg
 from .drift import drift
 from .groups import MAPS, TRAINING
 from .ingest import samples
-from .model import store_of
 from .resources import WarehouseResource
 
 train_job = dg.define_asset_job(
@@ -90,7 +89,7 @@ def training_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRes
             cursor=decided,
         )
 
-    if not store_of(warehouse).artifact_path.exists():
+    if not warehouse.store().artifact_path.exists():
         return train("no promoted model yet")
     landed = {r.partition_key: r.storage_id for r in new_samples if r.partition_key}
     if not landed:

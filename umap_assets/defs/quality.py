@@ -5,6 +5,7 @@ Its blocking checks (``quality_report_gates``) read the figures it measured; onl
 ``model`` (the promotion) run.
 """
 
+import dataclasses
 import json
 import time
 
@@ -12,11 +13,15 @@ import dagster as dg
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..model_store import feature_rows, labels_of, read_sample_rows, served_projector, teacher_map
+from ..history import latest, metadata_of
+from ..model_store import feature_rows, labels_of, read_sample_rows, served_projector
 from ..numerics import metrics
 from ..pictures import png_markdown, scatter_png
+from ..records import Report
+from ..records.report import Gate
 from ..runtime import Projector
-from .model import artifact, load_student_result, store_of, student, teacher
+from .ingest import samples
+from .model import artifact, student, teacher
 from .resources import QualityGates, WarehouseResource
 from .groups import TRAINING
 
@@ -73,9 +78,7 @@ def gate(name: str, versus: str, artifact_value: float, reference: float, floor:
 
 def gate_line(g: dict) -> str:
     """The one line a person reads: artifact, reference, floor, margin (with its interval)."""
-    ci = f" [95% CI {g['margin_ci95'][0]:+.4f}, {g['margin_ci95'][1]:+.4f}]" if g.get("margin_ci95") else ""
-    return (f"{g['name']}: artifact {g['artifact']:.4f}, {g['versus']} {g['reference']:.4f}, floor {g['floor']:.4f}, "
-            f"margin {g['margin']:+.4f}{ci}: {'passed' if g['passed'] else 'FAILED'}")
+    return Gate(**g).line()
 
 
 def per_class(labels: np.ndarray | None, scores: dict[str, dict[str, np.ndarray]]) -> list[dict]:
@@ -144,7 +147,7 @@ def gates_of(report: dict, scores: dict, maps: dict, gates: QualityGates, k: int
     return out
 
 
-@dg.asset(deps=[teacher, student, artifact], group_name=GROUP, kinds={"scikit-learn", "markdown"})
+@dg.asset(deps=[teacher, student, artifact, samples], group_name=GROUP, kinds={"scikit-learn", "markdown"})
 def quality_report(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates
 ) -> dg.MaterializeResult:
@@ -154,19 +157,30 @@ def quality_report(
     correlation of distances, throughput and size; the same per label; the three maps side by
     side; and the gates with their margins and 95% bootstrap intervals. It materializes whether
     the gates pass or not: it is the diagnostic. Its blocking checks (``quality_report_gates``) then
-    decide whether ``model`` promotes the artifact. Writes ``reports/quality_report.{json,md}``
-    and ``reports/maps.png``.
+    decide whether ``model`` promotes the artifact. It measures the artifact that the newest
+    ``artifact`` materialization names, the student it was built from and that student's teacher (all
+    by version), and writes a :class:`~umap_assets.records.Report` record
+    (``models/reports/<version>.json``, named by its ``report_version`` metadata), with copies for a
+    person to read: ``reports/quality_report.{json,md}`` and ``reports/maps.png``.
     """
-    store, layout = store_of(warehouse), warehouse.layout()
+    store, layout = warehouse.store(), warehouse.layout()
+    built = latest(context.instance, artifact.key)
+    artifact_version, student_version = metadata_of(built, "version"), metadata_of(built, "student_version")
+    if artifact_version is None or student_version is None:
+        raise dg.Failure("no materialization of `artifact` on this instance names its version and student; "
+                         "materialize `artifact` first")
     X, labels = validation_rows(warehouse, quality_gates.max_rows, quality_gates.seed)
-    payload = store.load_student()
-    projector = Projector.load(store.candidate_path)
-    pick = metrics.subsample(len(payload["uids"]), quality_gates.max_rows, seed=1)
-    train = read_sample_rows(warehouse.warehouse(), "train", uids=[payload["uids"][i] for i in pick]).table
+    distilled = store.student(student_version)
+    teacher_record = store.teacher(distilled.teacher_version)
+    artifact_path = store.versioned_artifact_path(artifact_version)
+    projector = Projector.load(artifact_path)
+    pick = metrics.subsample(len(distilled.uids), quality_gates.max_rows, seed=1)
+    train = read_sample_rows(warehouse.warehouse(), "train", uids=[distilled.uids[i] for i in pick]).table
     models = {
-        "teacher": (teacher_map(store.load_teacher()), payload["targets"][pick], store.teacher_path.stat().st_size),
-        "student": (load_student_result(payload).transform, None, store.student_path.stat().st_size),
-        "artifact": (projector.transform, None, store.candidate_path.stat().st_size),
+        "teacher": (teacher_record.map, distilled.targets[pick],
+                    store.teacher_path(teacher_record.version).stat().st_size),
+        "student": (distilled.result().transform, None, store.student_path(distilled.version).stat().st_size),
+        "artifact": (projector.transform, None, artifact_path.stat().st_size),
     }
     k = min(quality_gates.k, (len(X) - 1) // 2)
     report, maps, scores = measure(models, X, labels, (feature_rows(train), labels_of(train)), k)
@@ -183,14 +197,20 @@ def quality_report(
     if previous is not None:
         panels[f"served model {previous.version[:8]}"] = E_prev = previous.transform(X)
         report["stability"] = stability(E_prev, maps["artifact"], k, previous.version)
+    report.update(student_version=distilled.version, teacher_version=teacher_record.version)
+    record = Report.from_dict(report)
+    record.save(store.reports_dir)
     png = scatter_png(panels, labels)
-    md = write_report(layout.reports, report, png)
+    md = write_report(layout.reports, record.to_dict(), png)
     failed = [g["name"] for g in report["gates"] if not g["passed"]]
     context.log.info("gates: " + ("all passed" if not failed else "failed: " + ", ".join(failed)))
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(md.split("![", 1)[0]),
         "maps": dg.MetadataValue.md(png_markdown(png, "maps")),
+        "report_version": record.version,
         "artifact_version": projector.version,
+        "student_version": distilled.version,
+        "teacher_version": teacher_record.version,
         "artifact_trustworthiness": art["trustworthiness"],
         "teacher_trustworthiness": report["teacher"]["trustworthiness"],
         "gates_passed": not failed,
@@ -212,7 +232,7 @@ def write_report(directory, report: dict, png: bytes) -> str:
     art = report["artifact"]
     agreement = (f"artifact vs teacher: kNN@{report['k']} overlap {art['knn_overlap_with_teacher']:.4f}, mean "
                  f"displacement {art['displacement_vs_teacher']:.4f} of the map's spread; "
-                 f"{art['size_ratio_vs_teacher']:,.0f}x smaller than the teacher's pickle.")
+                 f"{art['size_ratio_vs_teacher']:,.0f}x smaller than the teacher's record.")
     if "stability" in report:
         st = report["stability"]
         agreement += (f"\n\nAgainst the served model `{st['previous_version']}`: median displacement "
@@ -241,36 +261,45 @@ GATE_NAMES = ("trustworthiness_vs_teacher", "knn_accuracy_vs_teacher", "knn_over
 def quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     """The gates that ``quality_report`` measured, as blocking checks: ``model`` promotes the
     artifact only when they all pass. Unlabelled data has no accuracy gate (it passes, and says so)."""
-    report = json.loads((warehouse.layout().reports / "quality_report.json").read_text())
-    measured = {g["name"]: g for g in report["gates"]}
+    report = measured_report(context.instance, warehouse)
     for name in GATE_NAMES:
-        g = measured.get(name)
+        g = report.gate(name)
         if g is None:
             yield dg.AssetCheckResult(check_name=name, passed=True, description="not measured: the data has no labels")
             continue
         yield dg.AssetCheckResult(
-            check_name=name, passed=g["passed"], description=gate_line(g),
-            metadata={key: g[key] for key in ("artifact", "reference", "floor", "margin")}
-            | {"artifact_version": report["artifact"]["version"], "rows": report["validation_rows"]},
+            check_name=name, passed=g.passed, description=g.line(),
+            metadata={"artifact": g.artifact, "reference": g.reference, "floor": g.floor, "margin": g.margin,
+                      "artifact_version": report.artifact_version, "rows": report.validation_rows},
         )
+
+
+def measured_report(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> Report:
+    """The report record that the newest ``quality_report`` materialization wrote."""
+    version = metadata_of(latest(instance, quality_report.key), "report_version")
+    if version is None:
+        raise dg.Failure("no materialization of `quality_report` on this instance names its report; "
+                         "materialize `quality_report` first")
+    return Report.load(warehouse.store().reports_dir, version)
 
 
 @dg.asset_check(asset=quality_report, description="candidate's median displacement from the served model's map "
                 "<= stability_tolerance of its spread (warns; never blocks the promotion)")
-def stable_vs_previous(warehouse: WarehouseResource, quality_gates: QualityGates) -> dg.AssetCheckResult:
+def stable_vs_previous(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                       quality_gates: QualityGates) -> dg.AssetCheckResult:
     """How far a retrained model moves the map that users already hold: on the report's validation
     rows, the median displacement from the served model's map (a fraction of its spread) and the
     kNN overlap of the two. It warns past ``QualityGates.stability_tolerance``; the quality gates,
     not this check, decide the promotion."""
-    report = json.loads((warehouse.layout().reports / "quality_report.json").read_text())
-    st = report.get("stability")
+    report = measured_report(context.instance, warehouse)
+    st = report.stability
     if st is None:
         return dg.AssetCheckResult(passed=True, description="no other model served on these rows: nothing to compare with")
-    passed = st["median_displacement"] <= quality_gates.stability_tolerance
+    passed = st.median_displacement <= quality_gates.stability_tolerance
     return dg.AssetCheckResult(
         passed=passed, severity=dg.AssetCheckSeverity.WARN,
-        description=(f"stable_vs_previous: median displacement {st['median_displacement']:.4f} of the served map's spread "
-                     f"(tolerance {quality_gates.stability_tolerance}), kNN@{report['k']} overlap {st['knn_overlap']:.4f} "
-                     f"against {st['previous_version']}" + ("" if passed else ": WARNING, the map moved")),
-        metadata={**st, "artifact_version": report["artifact"]["version"]},
+        description=(f"stable_vs_previous: median displacement {st.median_displacement:.4f} of the served map's spread "
+                     f"(tolerance {quality_gates.stability_tolerance}), kNN@{report.k} overlap {st.knn_overlap:.4f} "
+                     f"against {st.previous_version}" + ("" if passed else ": WARNING, the map moved")),
+        metadata={**dataclasses.asdict(st), "artifact_version": report.artifact_version},
     )

@@ -6,6 +6,7 @@ import dagster as dg
 from ..contract import CHUNK_ROWS, SliceSpec
 from ..home import Layout
 from ..home_contract import HomeContract
+from ..model_store import ModelStore
 from ..warehouse import Warehouse
 
 
@@ -23,6 +24,10 @@ class WarehouseResource(dg.ConfigurableResource):
     def warehouse(self) -> Warehouse:
         layout = self.layout()
         return Warehouse(root=layout.warehouse, duckdb_path=layout.duckdb_path)
+
+    def store(self) -> ModelStore:
+        """Where the training chain keeps its records and artifacts."""
+        return ModelStore(self.layout())
 
 
 class SliceContract(dg.ConfigurableResource):

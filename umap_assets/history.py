@@ -1,0 +1,55 @@
+"""The one way the project reads Dagster's event log: materializations of an asset.
+
+Plain functions over a :class:`dagster.DagsterInstance` (no definitions). The assets find the
+version of what they read here (the upstream materialization records it), the planner finds what
+is stale, the promotion finds what was served.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def materializations(instance: dg.DagsterInstance, key: str | dg.AssetKey, *, partitions: list[str] | None = None,
+                     after: int | None = None, limit: int | None = None, newest_first: bool = True) -> list:
+    """Materialization records of ``key`` (of ``partitions``, after storage id ``after``), paged,
+    newest first unless ``newest_first`` is False; at most ``limit`` of them."""
+    key = dg.AssetKey(key) if isinstance(key, str) else key
+    records, cursor = [], None
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=partitions, after_storage_id=after),
+            limit=min(1000, limit - len(records)) if limit else 1000, cursor=cursor, ascending=not newest_first)
+        records.extend(page.records)
+        if not page.has_more or (limit and len(records) >= limit):
+            return records
+        cursor = page.cursor
+
+
+def latest(instance: dg.DagsterInstance, key: str | dg.AssetKey, partition: str | None = None):
+    """The newest materialization record of ``key`` (of one ``partition``), or None."""
+    found = materializations(instance, key, partitions=None if partition is None else [partition], limit=1)
+    return found[0] if found else None
+
+
+def metadata_of(record, name: str, default=None):
+    """The value of metadata entry ``name`` of a materialization record (``default`` when absent)."""
+    if record is None or record.asset_materialization is None:
+        return default
+    value = record.asset_materialization.metadata.get(name)
+    return default if value is None else value.value
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: str | dg.AssetKey, name: str, partition: str | None = None,
+                    default=None):
+    """Metadata entry ``name`` of the newest materialization of ``key``, or ``default``."""
+    return metadata_of(latest(instance, key, partition), name, default)
+
+
+def upstream_version(instance: dg.DagsterInstance, key: str) -> str:
+    """The record version that the newest materialization of ``key`` wrote (its ``version`` metadata)."""
+    version = latest_metadata(instance, key, "version")
+    if version is None:
+        raise FileNotFoundError(f"no materialization of `{key}` with a version on this instance; materialize "
+                                f"`{key}` first")
+    return version

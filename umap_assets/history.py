@@ -46,9 +46,35 @@ def latest_metadata(instance: dg.DagsterInstance, key: str | dg.AssetKey, name: 
     return metadata_of(latest(instance, key, partition), name, default)
 
 
-def upstream_version(instance: dg.DagsterInstance, key: str) -> str:
-    """The record version that the newest materialization of ``key`` wrote (its ``version`` metadata)."""
-    version = latest_metadata(instance, key, "version")
+def in_run(instance: dg.DagsterInstance, run_id: str, key: str | dg.AssetKey):
+    """The newest materialization of ``key`` in run ``run_id``, or None."""
+    key = dg.AssetKey(key) if isinstance(key, str) else key
+    for record in reversed(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
+                                                        limit=1000).records):
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.asset_key == key:
+            return record
+    return None
+
+
+def upstream(instance: dg.DagsterInstance, key: str | dg.AssetKey, run_id: str | None = None):
+    """The materialization of ``key`` that a step of run ``run_id`` reads: the run's own, when it made
+    one (so a run reads what it made, whatever another run made meanwhile), else the newest."""
+    own = in_run(instance, run_id, key) if run_id else None
+    return _OwnRecord(own) if own is not None else latest(instance, key)
+
+
+class _OwnRecord:
+    """An event-log record of the run's own, shaped like a materialization record."""
+
+    def __init__(self, record):
+        self.storage_id = record.storage_id
+        self.asset_materialization = record.event_log_entry.asset_materialization
+
+
+def upstream_version(instance: dg.DagsterInstance, key: str, run_id: str | None = None) -> str:
+    """The record version that the materialization of ``key`` this run reads wrote (``version`` metadata)."""
+    version = metadata_of(upstream(instance, key, run_id), "version")
     if version is None:
         raise FileNotFoundError(f"no materialization of `{key}` with a version on this instance; materialize "
                                 f"`{key}` first")

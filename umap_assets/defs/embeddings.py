@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ..planner import EMBED_JOB
 from ..pictures import density_png, png_markdown
 from ..runtime import Projector
 from ..warehouse import publish_embeddings, published_embeddings
@@ -69,7 +70,7 @@ def embeddings(
 
 
 embed_job = dg.define_asset_job(
-    "embed_slice",
+    EMBED_JOB,
     selection=dg.AssetSelection.groups(MAPS),
     description="Embed one slice with the promoted artifact, and measure its drift against the current coreset.",
 )

@@ -9,3 +9,8 @@
 INGEST = "ingest"
 TRAINING = "training"
 MAPS = "maps"
+
+#: The concurrency pool of every training asset: one slot per home (``DAGSTER_YAML``'s ``default_limit``).
+TRAINING_POOL = "training"
+#: Tag of every ``train_model`` run: the daemon's run queue starts one at a time.
+TRAINING_TAG = "umap_assets/training"

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..planner import INGEST_JOB
 from ..atomic import is_temp_name
 from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, partition_key_for
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
@@ -221,7 +222,7 @@ def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, see
 
 
 ingest_job = dg.define_asset_job(
-    "ingest_slice",
+    INGEST_JOB,
     selection=dg.AssetSelection.groups(INGEST),
     description="Validate one slice and draw its stratified sample.",
 )

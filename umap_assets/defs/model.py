@@ -29,7 +29,7 @@ from ..warehouse import write_table
 from ..warmup import cache_umap_kernels
 from .ingest import samples
 from .resources import WarehouseResource
-from .groups import TRAINING
+from .groups import TRAINING, TRAINING_POOL
 
 GROUP = TRAINING
 
@@ -63,7 +63,7 @@ def check_enough_rows(n_train: int, n_validation: int) -> None:
         )
 
 
-@dg.asset(deps=[samples], group_name=GROUP, kinds={"parquet", "numpy"})
+@dg.asset(deps=[samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"parquet", "numpy"})
 def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """A representative subset of the training rows of all samples (never validation rows).
 
@@ -169,7 +169,7 @@ class TeacherConfig(dg.Config):
     init_from_served: bool = False
 
 
-@dg.asset(deps=[coreset, samples], group_name=GROUP, kinds={"umap", "numpy"})
+@dg.asset(deps=[coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"umap", "numpy"})
 def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """umap-learn's ``UMAP`` fitted on the coreset, kept as a :class:`~umap_assets.records.Teacher`
     record (its layout, fuzzy graph, ``a``, ``b``, parameters and rows: no pickled estimator),
@@ -282,7 +282,7 @@ StudentTrainingConfig = pydantic.create_model("StudentTrainingConfig", __base__=
                                               __module__=__name__, **_config_fields(StudentConfig))
 
 
-@dg.asset(deps=[teacher, samples], group_name=GROUP, kinds={"pytorch", "numpy"})
+@dg.asset(deps=[teacher, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"pytorch", "numpy"})
 def student(
     context: dg.AssetExecutionContext, config: StudentTrainingConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -296,7 +296,7 @@ def student(
     (``anchor_weight``), and the teacher's alignment is folded into its output layer.
     """
     store = warehouse.store()
-    teacher_record = store.teacher(upstream_version(context.instance, "teacher"))
+    teacher_record = store.teacher(upstream_version(context.instance, "teacher", context.run_id))
     started = time.perf_counter()
     X, Y, uids = distillation_set(warehouse.warehouse(), teacher_record, extra_rows=config.extra_rows,
                                   min_rows=config.min_rows, seed=config.seed)
@@ -360,7 +360,7 @@ def artifact_coverage(store: ModelStore, warehouse: WarehouseResource, config: A
     return store.coreset_coverage().landmarks(config.coverage_landmarks, feature_rows(held_out.table))
 
 
-@dg.asset(deps=[student, coreset, samples], group_name=GROUP, kinds={"numpy"})
+@dg.asset(deps=[student, coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"numpy"})
 def artifact(
     context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -377,7 +377,7 @@ def artifact(
     """
     started = time.perf_counter()
     store = warehouse.store()
-    record = store.student(upstream_version(context.instance, "student"))
+    record = store.student(upstream_version(context.instance, "student", context.run_id))
     result = record.result()
     if config.sparsity > 0 and config.finetune_steps > 0:
         X = feature_rows(read_sample_rows(warehouse.warehouse(), "train", uids=record.uids).table)

@@ -5,11 +5,12 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..history import latest_metadata, materializations, metadata_of
+from ..history import materializations, metadata_of, upstream
 from ..runtime import Projector
+from .model import artifact, coreset
 from .quality import quality_report
 from .resources import WarehouseResource
-from .groups import TRAINING
+from .groups import TRAINING, TRAINING_POOL
 
 GROUP = TRAINING
 #: The served model, and the maps it made, show as stale in the UI when their newest
@@ -24,8 +25,8 @@ class ModelConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[quality_report],
-    group_name=GROUP,
+    deps=[quality_report, artifact, coreset],
+    group_name=GROUP, pool=TRAINING_POOL,
     kinds={"numpy"},
     freshness_policy=MAP_FRESHNESS,
 )
@@ -43,7 +44,7 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, warehouse: War
     if config.version and config.version not in (served := promoted_versions(context.instance)):
         raise dg.Failure(f"artifact {config.version} was never promoted; roll back to one of "
                          f"{served[:5]} (`umap-assets rollback --list`)")
-    report_version = latest_metadata(context.instance, "quality_report", "report_version")
+    report_version = metadata_of(upstream(context.instance, "quality_report", context.run_id), "report_version")
     candidate = None
     if not config.version:
         if report_version is None:

@@ -13,7 +13,7 @@ import dagster as dg
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..history import latest, metadata_of
+from ..history import metadata_of, upstream
 from ..model_store import feature_rows, labels_of, read_sample_rows, served_projector
 from ..numerics import metrics
 from ..pictures import png_markdown, scatter_png
@@ -23,7 +23,7 @@ from ..runtime import Projector
 from .ingest import samples
 from .model import artifact, student, teacher
 from .resources import QualityGates, WarehouseResource
-from .groups import TRAINING
+from .groups import TRAINING, TRAINING_POOL
 
 GROUP = TRAINING
 
@@ -147,7 +147,8 @@ def gates_of(report: dict, scores: dict, maps: dict, gates: QualityGates, k: int
     return out
 
 
-@dg.asset(deps=[teacher, student, artifact, samples], group_name=GROUP, kinds={"scikit-learn", "markdown"})
+@dg.asset(deps=[teacher, student, artifact, samples], group_name=GROUP, pool=TRAINING_POOL,
+          kinds={"scikit-learn", "markdown"})
 def quality_report(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates
 ) -> dg.MaterializeResult:
@@ -164,7 +165,7 @@ def quality_report(
     person to read: ``reports/quality_report.{json,md}`` and ``reports/maps.png``.
     """
     store, layout = warehouse.store(), warehouse.layout()
-    built = latest(context.instance, artifact.key)
+    built = upstream(context.instance, artifact.key, context.run_id)
     artifact_version, student_version = metadata_of(built, "version"), metadata_of(built, "student_version")
     if artifact_version is None or student_version is None:
         raise dg.Failure("no materialization of `artifact` on this instance names its version and student; "
@@ -261,7 +262,7 @@ GATE_NAMES = ("trustworthiness_vs_teacher", "knn_accuracy_vs_teacher", "knn_over
 def quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     """The gates that ``quality_report`` measured, as blocking checks: ``model`` promotes the
     artifact only when they all pass. Unlabelled data has no accuracy gate (it passes, and says so)."""
-    report = measured_report(context.instance, warehouse)
+    report = measured_report(context.instance, warehouse, context.run_id)
     for name in GATE_NAMES:
         g = report.gate(name)
         if g is None:
@@ -274,9 +275,9 @@ def quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: Ware
         )
 
 
-def measured_report(instance: dg.DagsterInstance, warehouse: WarehouseResource) -> Report:
-    """The report record that the newest ``quality_report`` materialization wrote."""
-    version = metadata_of(latest(instance, quality_report.key), "report_version")
+def measured_report(instance: dg.DagsterInstance, warehouse: WarehouseResource, run_id: str | None = None) -> Report:
+    """The report record that ``quality_report`` wrote in run ``run_id``, else the newest one."""
+    version = metadata_of(upstream(instance, quality_report.key, run_id), "report_version")
     if version is None:
         raise dg.Failure("no materialization of `quality_report` on this instance names its report; "
                          "materialize `quality_report` first")
@@ -291,7 +292,7 @@ def stable_vs_previous(context: dg.AssetCheckExecutionContext, warehouse: Wareho
     rows, the median displacement from the served model's map (a fraction of its spread) and the
     kNN overlap of the two. It warns past ``QualityGates.stability_tolerance``; the quality gates,
     not this check, decide the promotion."""
-    report = measured_report(context.instance, warehouse)
+    report = measured_report(context.instance, warehouse, context.run_id)
     st = report.stability
     if st is None:
         return dg.AssetCheckResult(passed=True, description="no other model served on these rows: nothing to compare with")

@@ -161,33 +161,33 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
 
 
 def test_a_second_concurrent_run_is_refused_in_one_line(layout):
-    """A run holds the home's lock while it works, and a run that finds the lock held refuses in one line."""
-    import fcntl
-
-    from umap_assets.cli import exclusive_cli_lock
-    from umap_assets.home import Layout
+    """A run shows in the home's Dagster history while it works (its runs name its process), and a run
+    that finds a live process's run in progress there refuses in one line."""
+    from umap_assets.definitions import load_definitions
+    from umap_assets.planner import LAUNCHER_TAG, launcher
 
     make_slice(layout.incoming / "big.parquet", n=400_000, dim=32)
     env = {**os.environ, "UMAP_ASSETS_HOME": str(layout.home)}
     cli = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(layout.home), "--until", "ingest"]
     first = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lock = layout.dagster_home / "cli.lock"
     deadline = time.monotonic() + 120
     held = False
     while not held and first.poll() is None and time.monotonic() < deadline:
-        if lock.exists():
-            with open(lock) as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(fh, fcntl.LOCK_UN)
-                except BlockingIOError:
-                    held = True
-        time.sleep(0.01)
-    assert held, "the first run never took the home's lock"
+        if (layout.dagster_home / "dagster.yaml").exists():
+            with dg.DagsterInstance.from_config(str(layout.dagster_home)) as instance:
+                runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                held = any(r.tags.get(LAUNCHER_TAG, "").endswith(f":{first.pid}") for r in runs)
+        time.sleep(0.05)
+    assert held, "the first run never showed in the home's history"
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
     assert pq.read_metadata(layout.warehouse / "raw_slices" / "big.parquet").num_rows == 400_000
-    with exclusive_cli_lock(Layout.at(layout.home)):  # as a run in another process holds it
-        second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    with dg.DagsterInstance.from_config(str(layout.dagster_home)) as instance:  # as a run in another process
+        job = load_definitions().resolve_job_def("ingest_slice")
+        working = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED, tags={LAUNCHER_TAG: launcher()})
+        try:
+            second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+        finally:
+            instance.report_run_failed(working, "the test's stand-in run ends")
     assert second.returncode != 0, second.stdout[-1500:]
     assert second.stderr.strip().splitlines() == [f"another `umap-assets run` is using {layout.home}; wait for it to finish"]

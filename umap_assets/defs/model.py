@@ -296,7 +296,7 @@ def student(
     (``anchor_weight``), and the teacher's alignment is folded into its output layer.
     """
     store = warehouse.store()
-    teacher_record = store.teacher(upstream_version(context.instance, "teacher", context.run_id))
+    teacher_record = store.teacher(upstream_version(context.instance, "teacher", context.run.run_id))
     started = time.perf_counter()
     X, Y, uids = distillation_set(warehouse.warehouse(), teacher_record, extra_rows=config.extra_rows,
                                   min_rows=config.min_rows, seed=config.seed)
@@ -377,7 +377,7 @@ def artifact(
     """
     started = time.perf_counter()
     store = warehouse.store()
-    record = store.student(upstream_version(context.instance, "student", context.run_id))
+    record = store.student(upstream_version(context.instance, "student", context.run.run_id))
     result = record.result()
     if config.sparsity > 0 and config.finetune_steps > 0:
         X = feature_rows(read_sample_rows(warehouse.warehouse(), "train", uids=record.uids).table)

@@ -44,7 +44,7 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, warehouse: War
     if config.version and config.version not in (served := promoted_versions(context.instance)):
         raise dg.Failure(f"artifact {config.version} was never promoted; roll back to one of "
                          f"{served[:5]} (`umap-assets rollback --list`)")
-    report_version = metadata_of(upstream(context.instance, "quality_report", context.run_id), "report_version")
+    report_version = metadata_of(upstream(context.instance, "quality_report", context.run.run_id), "report_version")
     candidate = None
     if not config.version:
         if report_version is None:

@@ -165,7 +165,7 @@ def quality_report(
     person to read: ``reports/quality_report.{json,md}`` and ``reports/maps.png``.
     """
     store, layout = warehouse.store(), warehouse.layout()
-    built = upstream(context.instance, artifact.key, context.run_id)
+    built = upstream(context.instance, artifact.key, context.run.run_id)
     artifact_version, student_version = metadata_of(built, "version"), metadata_of(built, "student_version")
     if artifact_version is None or student_version is None:
         raise dg.Failure("no materialization of `artifact` on this instance names its version and student; "
@@ -262,7 +262,7 @@ GATE_NAMES = ("trustworthiness_vs_teacher", "knn_accuracy_vs_teacher", "knn_over
 def quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     """The gates that ``quality_report`` measured, as blocking checks: ``model`` promotes the
     artifact only when they all pass. Unlabelled data has no accuracy gate (it passes, and says so)."""
-    report = measured_report(context.instance, warehouse, context.run_id)
+    report = measured_report(context.instance, warehouse, context.run.run_id)
     for name in GATE_NAMES:
         g = report.gate(name)
         if g is None:
@@ -292,7 +292,7 @@ def stable_vs_previous(context: dg.AssetCheckExecutionContext, warehouse: Wareho
     rows, the median displacement from the served model's map (a fraction of its spread) and the
     kNN overlap of the two. It warns past ``QualityGates.stability_tolerance``; the quality gates,
     not this check, decide the promotion."""
-    report = measured_report(context.instance, warehouse, context.run_id)
+    report = measured_report(context.instance, warehouse, context.run.run_id)
     st = report.stability
     if st is None:
         return dg.AssetCheckResult(passed=True, description="no other model served on these rows: nothing to compare with")

@@ -18,8 +18,8 @@ shared clusters); set but blank, it is an error for writing and loading alike (f
 
 The loader reads hostile files at bounded cost: the manifest's size, depth and count of values,
 then every declared dtype, shape, offset, group and layer width are checked against the
-``MAX_*`` limits and the declared ``raw_size`` (itself at most ``MAX_COMPRESSION_RATIO`` times the
-compressed payload) before anything is decompressed; the payload is then streamed once, keeping
+``MAX_*`` limits and the declared ``raw_size`` (itself at most the compressed payload's size plus
+``MAX_EXPANSION``) before anything is decompressed; the payload is then streamed once, keeping
 nothing, to check its size and that every float is finite, before it is decompressed for real.
 Anything malformed raises :class:`ArtifactError` naming the file and the field. ``manifest["payload_sha256"]`` identifies the weights: its prefix is the
 artifact version.
@@ -59,9 +59,10 @@ MAX_MANIFEST_VALUES = 50_000
 MAX_ARRAYS = 1_024
 MAX_LAYERS = 256
 MAX_DIM = 2**24  # a layer's inputs or outputs
-#: A payload decompresses to at most this many times its own size (plus 1 MiB): int8 weights
-#: compress about 1.05 : 1, and a layer pruned to 99% about 7 : 1.
-MAX_COMPRESSION_RATIO = 8
+#: A payload decompresses to at most its own size plus this many bytes: int8 weights compress about
+#: 1.05 : 1 and a layer pruned to 99% about 7 : 1, so every real artifact (a few hundred KB) fits,
+#: and refusing one never touches more than twice its file size plus this constant.
+MAX_EXPANSION = 2**20
 #: Float32 parameter bytes per decompressed byte, at most: a sparse layer's mask holds 8 weights a byte.
 MAX_PARAM_MULTIPLE = 32
 #: The LZMA decoder's memory limit: the writer's preset 9 needs 65 MiB.
@@ -218,11 +219,11 @@ class _Array:
 
 def _array_table(manifest: dict, payload_bytes: int, source: str) -> dict[str, _Array]:
     """The arrays the manifest lists, checked against ``raw_size``: known dtypes, in order, no overlap."""
-    limit = min(MAX_RAW_SIZE, MAX_COMPRESSION_RATIO * payload_bytes + 2**20)
+    limit = min(MAX_RAW_SIZE, payload_bytes + MAX_EXPANSION)
     raw_size = manifest.get("raw_size")
     if type(raw_size) is int and limit < raw_size <= 2**63:
         raise _bad(source, "raw_size", f"{raw_size} bytes from a {payload_bytes}-byte payload (at most "
-                                       f"{MAX_COMPRESSION_RATIO} times it plus 1 MiB, and {MAX_RAW_SIZE})")
+                                       f"its size plus {MAX_EXPANSION}, and {MAX_RAW_SIZE})")
     _int(raw_size, 0, limit, source, "raw_size")
     specs = manifest.get("arrays")
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:

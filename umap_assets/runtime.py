@@ -473,6 +473,21 @@ def _layers(manifest: dict, arrays: dict[str, np.ndarray]) -> list[Layer]:
     return layers
 
 
+def coverage_distances(X: np.ndarray, mean: np.ndarray, components: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Each row's distance to its nearest center's reconstruction ``mean + c @ components``: the
+    distance within the PCA space plus the row's residual off it. The runtime's own copy (it travels
+    alone to Spark executors) of :func:`umap_assets.numerics.drift.coverage_distances`; the tests hold
+    the two equal."""
+    centred = np.asarray(X, np.float32) - mean
+    Z = centred @ components.T
+    residual = np.maximum(np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", Z, Z), 0.0)
+    cross = Z @ centers.T
+    cross *= -2.0
+    cross += np.einsum("ij,ij->i", centers, centers)
+    nearest = np.maximum(cross.min(axis=1) + np.einsum("ij,ij->i", Z, Z), 0.0)
+    return np.sqrt(nearest + residual).astype(np.float32)
+
+
 def _coverage_arrays(manifest: dict, arrays: dict[str, np.ndarray], source: str):
     """The artifact's coverage landmarks as float32 (mean, components, centers), or None without them."""
     cov = manifest.get("coverage")
@@ -562,8 +577,6 @@ class Projector:
         input space, over the held-out rows' median distance (about 1 for rows like the training rows;
         see :func:`umap_assets.numerics.drift.coverage_distances`). NaN for every row when the
         artifact carries no landmarks."""
-        from .numerics.drift import coverage_distances  # numpy only
-
         X = self._checked(X)
         if self._coverage is None:
             return np.full(len(X), np.nan, np.float32)
@@ -572,6 +585,18 @@ class Projector:
         for start in range(0, len(X), batch_rows):
             out[start : start + batch_rows] = coverage_distances(X[start : start + batch_rows], *self._coverage) / median
         return out
+
+    @property
+    def output_names(self) -> list[str]:
+        """The columns :meth:`outputs` gives: the coordinates (``x``, ``y``, or ``x0``..), then
+        ``coverage`` when the artifact carries its landmarks."""
+        names = ["x", "y"] if self.n_components == 2 else [f"x{i}" for i in range(self.n_components)]
+        return names + (["coverage"] if self.has_coverage else [])
+
+    def outputs(self, X: np.ndarray) -> np.ndarray:
+        """The float32 ``(n, len(output_names))`` matrix of each row's coordinates and coverage figure."""
+        E = self.transform(X)
+        return np.column_stack([E, self.coverage(X)]) if self.has_coverage else E
 
     def _checked(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)

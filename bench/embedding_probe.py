@@ -58,13 +58,12 @@ def main():
     t0 = time.time()
     teacher = umap.UMAP(n_neighbors=15, min_dist=0.1, negative_sample_rate=10, random_state=0, n_jobs=1).fit(X_tr[core])
     print(f"teacher fit {time.time() - t0:.0f}s on {len(core)} rows", flush=True)
-    # coverage: distance to the coreset in the PCA-32 space, over the validation rows' 0.99 quantile
+    # coverage: the product's figure (landmarks of the coreset, PCA-32 plus the residual), over the
+    # validation rows' 0.99 quantile
+    from umap_assets.numerics.drift import coverage_reference
     pca = fit_pca_projection(X_tr[core], 32)
-    from umap_assets.numerics.coreset import min_sq_dist_to
-    C = pca.transform(X_tr[core]).astype(np.float32)
-    d_val = np.sqrt(min_sq_dist_to(pca.transform(X_tr[val]).astype(np.float32), C))
-    d_te = np.sqrt(min_sq_dist_to(pca.transform(X_te).astype(np.float32), C))
-    extrap = d_te > np.quantile(d_val, 0.99)
+    reference = coverage_reference(pca, pca.transform(X_tr[core]).astype(np.float32), X_tr[val]).landmarks(512, X_tr[val])
+    extrap = reference.distances(X_te) > reference.radius
     print(f"extrapolated test rows: {extrap.sum()} of {len(X_te)}", flush=True)
     knn = metrics.subsample(len(tr), 20_000, 1)
     rest = np.setdiff1d(tr, core)[:40_000]
@@ -100,7 +99,7 @@ def main():
         res = distill.train_student(X, Y, teacher.graph_, float(a), float(b), cfg)
         E = res.transform(X_te)
         print(line(recipe or "default", scores(E, X_te, y_te, res.transform(X_tr[tr[knn]]), y_tr[tr[knn]], extrap))
-              + f"  ({time.time() - t0:.0f}s)", flush=True)
+              + f"  ({time.time() - t0:.0f}s; coord {res.history[-1]['coord_loss']:.4f}, holdout mse {res.history[-1]['holdout_mse']:.4f})", flush=True)
 
 
 def ood_rows(X, n, kind):

@@ -52,22 +52,20 @@ class EmbedStats:
                 "artifact_version": self.artifact_version, "engine": engine}
 
 
-def coordinate_names(n_components: int) -> list[str]:
-    return ["x", "y"] if n_components == 2 else [f"x{i}" for i in range(n_components)]
-
-
-def output_schema(n_components: int, id_type: pa.DataType, label_type: pa.DataType | None) -> pa.Schema:
+def output_schema(names: list[str], id_type: pa.DataType, label_type: pa.DataType | None) -> pa.Schema:
+    """id, the artifact's output columns (``Projector.output_names``: coordinates, then coverage), label, version."""
     fields = [pa.field("id", id_type, nullable=False)]
-    fields += [pa.field(name, pa.float32(), nullable=False) for name in coordinate_names(n_components)]
+    fields += [pa.field(name, pa.float32(), nullable=False) for name in names]
     if label_type is not None:
         fields.append(pa.field("label", label_type))
     fields.append(pa.field("artifact_version", pa.string(), nullable=False))
     return pa.schema(fields)
 
 
-def embedding_batch(ids: pa.Array, coords: np.ndarray, labels: pa.Array | None, version: str) -> pa.RecordBatch:
-    schema = output_schema(coords.shape[1], ids.type, labels.type if labels is not None else None)
-    arrays = [ids] + [pa.array(coords[:, i], type=pa.float32()) for i in range(coords.shape[1])]
+def embedding_batch(ids: pa.Array, outputs: np.ndarray, names: list[str], labels: pa.Array | None,
+                    version: str) -> pa.RecordBatch:
+    schema = output_schema(names, ids.type, labels.type if labels is not None else None)
+    arrays = [ids] + [pa.array(outputs[:, i], type=pa.float32()) for i in range(outputs.shape[1])]
     if labels is not None:
         arrays.append(labels)
     arrays.append(pa.repeat(pa.scalar(version, pa.string()), len(ids)))
@@ -121,8 +119,10 @@ def transform_workers(chunk_bytes: int, workers: int | None = None) -> int:
     return max(1, min(cores, IN_FLIGHT_BYTES // max(chunk_bytes, 1) // 2))
 
 
-def transformed(projector: Projector, batches: Iterable[SliceBatch], workers: int) -> Iterator[tuple[SliceBatch, np.ndarray]]:
-    """``(batch, coordinates)`` for each of ``batches``, in order, read and mapped by ``workers`` threads.
+def transformed(projector: Projector, batches: Iterable[SliceBatch], workers: int,
+                outputs: bool = False) -> Iterator[tuple[SliceBatch, np.ndarray]]:
+    """``(batch, coordinates)`` for each of ``batches``, in order, read and mapped by ``workers`` threads;
+    with ``outputs``, every output column instead (:meth:`~umap_assets.runtime.Projector.outputs`).
 
     Each thread takes the next batch from ``batches`` (one thread at a time: the reader is
     sequential) and maps it with one BLAS thread, so reading one chunk overlaps mapping the others
@@ -140,7 +140,8 @@ def transformed(projector: Projector, batches: Iterable[SliceBatch], workers: in
                 batch = next(source, None)
             except Exception as exc:  # raised to the consumer once the batches before it are out
                 return number, exc, None
-        return number, batch, None if batch is None else projector.transform(batch.features)
+        fn = projector.outputs if outputs else projector.transform
+        return number, batch, None if batch is None else fn(batch.features)
 
     ready: dict[int, tuple] = {}
     running: set = set()
@@ -177,7 +178,7 @@ def embed_file(
     chunk_rows: int = CHUNK_ROWS,
     workers: int | None = None,
 ) -> EmbedStats:
-    """Embed every row of ``source`` into ``destination`` (id, x, y | x0..xk, label, artifact_version).
+    """Embed every row of ``source`` into ``destination`` (id, x, y | x0..xk, coverage, label, artifact_version).
 
     ``workers`` transform threads (default: one per core, see :func:`transform_workers`).
     """
@@ -193,8 +194,8 @@ def embed_file(
                 source, spec, expected_dim=projector.input_dim, batch_rows=chunk_rows,
                 expected_dim_source="the artifact expects", check_unique_ids=False,
             )
-            for batch, coords in transformed(projector, batches, threads):
-                out = embedding_batch(batch.ids, coords, batch.labels, projector.version)
+            for batch, mapped in transformed(projector, batches, threads, outputs=True):
+                out = embedding_batch(batch.ids, mapped, projector.output_names, batch.labels, projector.version)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, out.schema, **write_options(out.schema))
                 writer.write_batch(out)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from .atomic import atomic_path, atomic_write_bytes
 from .contract import (CHUNK_ROWS, SliceError, SliceSpec, check_schema, features_dim, is_vector_field, open_parquet,
                        parquet_reader, write_options)
-from .embed import EmbedStats, coordinate_names, embed_file, output_schema, peak_rss_bytes
+from .embed import EmbedStats, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
 
 RUNTIME_MODULE = "umap_assets_runtime"
@@ -73,7 +73,7 @@ class EmbedJob:
     source: Path
     destination: Path
     spec: SliceSpec
-    schema: pa.Schema  # of the output file: id, x, y | x0..xk, [label], artifact_version
+    schema: pa.Schema  # of the output file: id, x, y | x0..xk, [coverage], [label], artifact_version
 
 
 class Engine(Protocol):
@@ -107,7 +107,7 @@ def prepare_job(artifact: str | Path, source: str | Path, destination: str | Pat
             return None
         return pa.int64() if pa.types.is_integer(schema.field(name).type) else pa.string()
 
-    out = output_schema(projector.n_components, canonical(spec.id_column), canonical(spec.label_column))
+    out = output_schema(projector.output_names, canonical(spec.id_column), canonical(spec.label_column))
     return EmbedJob(Path(artifact), projector, source, destination, spec, out)
 
 
@@ -242,7 +242,7 @@ def _spark_frame(spark, job: EmbedJob):
 
     broadcast = spark.sparkContext.broadcast(job.artifact.read_bytes())
     version, spec, schema = job.projector.version, job.spec, job.schema
-    names = coordinate_names(job.projector.n_components)
+    names = job.projector.output_names
     has_label = "label" in schema.names
     feature_cols = list(spec.feature_columns or [spec.features_column])
     cols = [spec.id_column, *feature_cols] + ([spec.label_column] if has_label else [])
@@ -268,7 +268,7 @@ def _spark_frame(spark, job: EmbedJob):
             X = matrix(pdf)
             if not np.isfinite(X).all():
                 raise ValueError("features hold NaN or inf")
-            E = proj.transform(X)
+            E = proj.outputs(X)
             out = {"id": pdf[spec.id_column].to_numpy(), **{n: E[:, i] for i, n in enumerate(names)}}
             if has_label:
                 out["label"] = pdf[spec.label_column].to_numpy()

@@ -18,8 +18,8 @@ shared clusters); set but blank, it is an error for writing and loading alike (f
 
 The loader reads hostile files at bounded cost: the manifest's size, depth and count of values,
 then every declared dtype, shape, offset, group and layer width are checked against the
-``MAX_*`` limits and the declared ``raw_size`` (itself at most ``MAX_COMPRESSION_RATIO`` times the
-compressed payload) before anything is decompressed; the payload is then streamed once, keeping
+``MAX_*`` limits and the declared ``raw_size`` (itself at most the compressed payload's size plus
+``MAX_EXPANSION``) before anything is decompressed; the payload is then streamed once, keeping
 nothing, to check its size and that every float is finite, before it is decompressed for real.
 Anything malformed raises :class:`ArtifactError` naming the file and the field. ``manifest["payload_sha256"]`` identifies the weights: its prefix is the
 artifact version.
@@ -59,9 +59,10 @@ MAX_MANIFEST_VALUES = 50_000
 MAX_ARRAYS = 1_024
 MAX_LAYERS = 256
 MAX_DIM = 2**24  # a layer's inputs or outputs
-#: A payload decompresses to at most this many times its own size (plus 1 MiB): int8 weights
-#: compress about 1.05 : 1, and a layer pruned to 99% about 7 : 1.
-MAX_COMPRESSION_RATIO = 8
+#: A payload decompresses to at most its own size plus this many bytes: int8 weights compress about
+#: 1.05 : 1 and a layer pruned to 99% about 7 : 1, so every real artifact (a few hundred KB) fits,
+#: and refusing one never touches more than twice its file size plus this constant.
+MAX_EXPANSION = 2**20
 #: Float32 parameter bytes per decompressed byte, at most: a sparse layer's mask holds 8 weights a byte.
 MAX_PARAM_MULTIPLE = 32
 #: The LZMA decoder's memory limit: the writer's preset 9 needs 65 MiB.
@@ -218,11 +219,11 @@ class _Array:
 
 def _array_table(manifest: dict, payload_bytes: int, source: str) -> dict[str, _Array]:
     """The arrays the manifest lists, checked against ``raw_size``: known dtypes, in order, no overlap."""
-    limit = min(MAX_RAW_SIZE, MAX_COMPRESSION_RATIO * payload_bytes + 2**20)
+    limit = min(MAX_RAW_SIZE, payload_bytes + MAX_EXPANSION)
     raw_size = manifest.get("raw_size")
     if type(raw_size) is int and limit < raw_size <= 2**63:
         raise _bad(source, "raw_size", f"{raw_size} bytes from a {payload_bytes}-byte payload (at most "
-                                       f"{MAX_COMPRESSION_RATIO} times it plus 1 MiB, and {MAX_RAW_SIZE})")
+                                       f"its size plus {MAX_EXPANSION}, and {MAX_RAW_SIZE})")
     _int(raw_size, 0, limit, source, "raw_size")
     specs = manifest.get("arrays")
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
@@ -472,6 +473,21 @@ def _layers(manifest: dict, arrays: dict[str, np.ndarray]) -> list[Layer]:
     return layers
 
 
+def coverage_distances(X: np.ndarray, mean: np.ndarray, components: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Each row's distance to its nearest center's reconstruction ``mean + c @ components``: the
+    distance within the PCA space plus the row's residual off it. The runtime's own copy (it travels
+    alone to Spark executors) of :func:`umap_assets.numerics.drift.coverage_distances`; the tests hold
+    the two equal."""
+    centred = np.asarray(X, np.float32) - mean
+    Z = centred @ components.T
+    residual = np.maximum(np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", Z, Z), 0.0)
+    cross = Z @ centers.T
+    cross *= -2.0
+    cross += np.einsum("ij,ij->i", centers, centers)
+    nearest = np.maximum(cross.min(axis=1) + np.einsum("ij,ij->i", Z, Z), 0.0)
+    return np.sqrt(nearest + residual).astype(np.float32)
+
+
 def _coverage_arrays(manifest: dict, arrays: dict[str, np.ndarray], source: str):
     """The artifact's coverage landmarks as float32 (mean, components, centers), or None without them."""
     cov = manifest.get("coverage")
@@ -561,8 +577,6 @@ class Projector:
         input space, over the held-out rows' median distance (about 1 for rows like the training rows;
         see :func:`umap_assets.numerics.drift.coverage_distances`). NaN for every row when the
         artifact carries no landmarks."""
-        from .numerics.drift import coverage_distances  # numpy only
-
         X = self._checked(X)
         if self._coverage is None:
             return np.full(len(X), np.nan, np.float32)
@@ -571,6 +585,18 @@ class Projector:
         for start in range(0, len(X), batch_rows):
             out[start : start + batch_rows] = coverage_distances(X[start : start + batch_rows], *self._coverage) / median
         return out
+
+    @property
+    def output_names(self) -> list[str]:
+        """The columns :meth:`outputs` gives: the coordinates (``x``, ``y``, or ``x0``..), then
+        ``coverage`` when the artifact carries its landmarks."""
+        names = ["x", "y"] if self.n_components == 2 else [f"x{i}" for i in range(self.n_components)]
+        return names + (["coverage"] if self.has_coverage else [])
+
+    def outputs(self, X: np.ndarray) -> np.ndarray:
+        """The float32 ``(n, len(output_names))`` matrix of each row's coordinates and coverage figure."""
+        E = self.transform(X)
+        return np.column_stack([E, self.coverage(X)]) if self.has_coverage else E
 
     def _checked(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)

@@ -241,6 +241,29 @@ def test_refusing_the_issues_20000_square_layer_stays_small_in_a_fresh_process(b
     assert "raw_size" in done.stderr and grown_kib < 2 * path.stat().st_size / 1024 + 1024, (grown_kib, done.stderr)
 
 
+def test_a_compressible_payload_is_refused_within_twice_its_file_in_a_fresh_process(base, tmp_path):
+    """The most a payload may expand (2 MiB of noise, then about MAX_EXPANSION of zeros), written with
+    the writer's own 64 MiB window and ending in a NaN: refusing it stays within twice the file plus
+    the constant, in a fresh interpreter."""
+    manifest, raw = copy.deepcopy(base[0]), bytes(base[1])
+    noise = np.random.default_rng(0).normal(size=2**19).astype(np.float32)  # 2 MiB that do not compress
+    room = len(lzma.compress(noise.tobytes(), preset=9 | lzma.PRESET_EXTREME)) + runtime.MAX_EXPANSION
+    zeros = (room - len(raw) - noise.nbytes - 2**14) // 4  # up to the limit, less a margin for how LZMA packs it
+    manifest["arrays"].append({"name": "pad", "dtype": "<f4", "shape": [len(noise) + zeros], "offset": len(raw)})
+    raw += np.r_[noise, np.zeros(zeros - 1, np.float32), np.float32("nan")].tobytes()
+    manifest["raw_size"] = len(raw)
+    path = tmp_path / "compressible.uart"
+    path.write_bytes(container(manifest, raw, lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)))
+    code = ("import resource, sys; from umap_assets.runtime import Projector, ArtifactError\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    Projector.load(sys.argv[1])\nexcept ArtifactError as exc:\n    print(exc, file=sys.stderr)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    grown_kib = int(done.stdout)
+    assert "compressible.uart: artifact array pad holds NaN" in done.stderr, done.stderr
+    assert grown_kib < 2 * path.stat().st_size / 1024 + SMALL_CONSTANT / 1024, (grown_kib, done.stderr)
+
+
 @pytest.mark.parametrize("blank", ["", "  "])
 def test_a_blank_signing_key_fails_closed_for_writing_and_loading(base, monkeypatch, blank):
     manifest, raw = base

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pydantic
 
+from ..artifacts import build_artifact
 from ..history import upstream_version
 from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_rows, served_projector
 from ..numerics import compress
@@ -386,7 +387,7 @@ def artifact(
     result = compress.prune(result, X, config.sparsity, config.finetune_steps, config.finetune_learning_rate)
     layers = compress.fold_layers(result)
     teacher_bytes = store.teacher_path(record.teacher_version).stat().st_size
-    blob = compress.build_artifact(
+    blob = build_artifact(
         layers,
         sources={
             "teacher_version": record.teacher_version,

@@ -46,7 +46,8 @@ import quality  # noqa: E402
 from umap_assets.cli import run_pipeline  # noqa: E402
 from umap_assets.demo_data import write_slice  # noqa: E402
 from umap_assets.home import Layout  # noqa: E402
-from umap_assets.model_store import ModelStore, read_sample_rows, feature_rows  # noqa: E402
+from umap_assets.model_store import ModelStore  # noqa: E402
+from umap_assets.sample_rows import feature_rows, read_sample_rows  # noqa: E402
 from umap_assets.numerics import metrics  # noqa: E402
 from umap_assets.numerics.align import fit_similarity  # noqa: E402
 from umap_assets.runtime import Projector  # noqa: E402

@@ -36,7 +36,8 @@ def main() -> None:
     args = p.parse_args()
 
     from umap_assets.home import Layout
-    from umap_assets.model_store import ModelStore, feature_rows, read_sample_rows
+    from umap_assets.model_store import ModelStore
+    from umap_assets.sample_rows import feature_rows, read_sample_rows
     from umap_assets.runtime import Projector
     from umap_assets.warehouse import Warehouse
 

@@ -155,7 +155,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .engines import ENGINES
+    from .engines import ENGINES, SPARK_MASTER
 
     parser = argparse.ArgumentParser(prog="umap-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--home", default=None, help=f"project home whose models/ is protected (default ${HOME_ENV} or ./data)")
     embed.add_argument("--engine", choices=list(ENGINES), default="local")
     embed.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, help="rows per chunk (local engine)")
-    embed.add_argument("--spark-master", default="local[2]", help="Spark master URL (spark engine)")
+    embed.add_argument("--spark-master", default=SPARK_MASTER, help=f"Spark master URL (spark engine; default {SPARK_MASTER})")
     embed.add_argument("--spark-conf", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help="Spark setting, repeatable")
     add_slice_spec_arguments(embed)
     embed.set_defaults(func=_cmd_embed)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model_store import ModelStore, feature_rows, read_sample_rows, served_projector
+from .model_store import ModelStore, served_projector
+from .sample_rows import feature_rows, read_sample_rows
 from .numerics.align import (Similarity, anchored_targets, fit_similarity, layout_trust_cost, place_new_rows,
                              refine_layout)
 from .numerics.distill import neighbour_mixup

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..history import latest_metadata
 from ..planner import INGEST_JOB
 from ..atomic import is_temp_name
 from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, partition_key_for
@@ -43,13 +44,7 @@ SOURCE_IDENTITY = "source_identity"
 
 def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
     """The identity of the file that the newest ``raw_slices`` materialization of ``key`` ingested."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_slices"), asset_partitions=[key]), limit=1, ascending=False
-    ).records
-    if not records:
-        return None
-    value = records[0].asset_materialization.metadata.get(SOURCE_IDENTITY)
-    return value.value if value is not None else None
+    return latest_metadata(instance, "raw_slices", SOURCE_IDENTITY, partition=key)
 
 
 @dg.asset(

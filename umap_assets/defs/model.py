@@ -16,7 +16,8 @@ import pydantic
 
 from ..artifacts import build_artifact
 from ..history import upstream_version
-from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_rows, served_projector
+from ..model_store import COVERAGE_KEY, ModelStore, served_projector
+from ..sample_rows import feature_rows, read_sample_rows
 from ..numerics import compress
 from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
 from ..numerics.drift import coverage_reference

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..history import metadata_of, upstream
-from ..model_store import feature_rows, labels_of, read_sample_rows, served_projector
+from ..model_store import served_projector
+from ..sample_rows import feature_rows, labels_of, read_sample_rows
 from ..numerics import metrics
 from ..pictures import png_markdown, scatter_png
 from ..records import Report

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from ..contract import CHUNK_ROWS, SliceSpec
+from ..engines import SPARK_MASTER
 from ..home import Layout
 from ..home_contract import HomeContract
 from ..model_store import ModelStore
@@ -134,7 +135,7 @@ class SparkEmbedding(EmbeddingEngine):
     pyarrow, not torch and not this package (see :mod:`umap_assets.engines`).
     """
 
-    master: str = "local[2]"
+    master: str = SPARK_MASTER
     conf: dict[str, str] = {}
 
     def settings(self) -> dict:

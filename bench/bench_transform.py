@@ -43,7 +43,9 @@ def main() -> None:
 
     layout = Layout.at(args.home)
     store = ModelStore(layout)
-    teacher = store.load_teacher()
+    from umap_assets.history import newest_versions
+
+    teacher = store.teacher(newest_versions(layout.dagster_home)["teacher"])
     proj = Projector.load(store.artifact_path)
     table = read_sample_rows(Warehouse(layout.warehouse, layout.duckdb_path), "validation", fill_to=None).table
     X = feature_rows(table)

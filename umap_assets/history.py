@@ -79,3 +79,12 @@ def upstream_version(instance: dg.DagsterInstance, key: str, run_id: str | None 
         raise FileNotFoundError(f"no materialization of `{key}` with a version on this instance; materialize "
                                 f"`{key}` first")
     return version
+
+
+def newest_versions(dagster_home) -> dict[str, str | None]:
+    """The versions the newest training on the home's instance (``<home>/dagster``) recorded: ``teacher``,
+    ``student``, ``artifact`` and the ``report`` (for benchmarks and probes, which read a home after a run)."""
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        versions = {key: latest_metadata(instance, key, "version") for key in ("teacher", "student", "artifact")}
+        versions["report"] = latest_metadata(instance, "quality_report", "report_version")
+    return versions

@@ -185,7 +185,8 @@ def run_pipeline(home: str | None = None, *, say=print, force: bool = False, ret
             raise Busy(f"another `umap-assets run` is using {layout.home}; wait for it to finish")
         if swept := sum(sweep_stale_temps(d) for d in layout.writable_dirs()):
             say(f"  removed {swept} temp file(s) left by killed writers")
-        handled = getattr(latest(instance, "samples"), "storage_id", 0)
+        # the CLI's cursor: the samples before this run are decided on, unless nothing is served yet
+        handled = getattr(latest(instance, "samples"), "storage_id", 0) if _served(layout) else 0
         keys = _ingest(run, layout, force)
         if not keys:
             say("no slice was ingested; nothing to train on")
@@ -194,7 +195,10 @@ def run_pipeline(home: str | None = None, *, say=print, force: bool = False, ret
             say("embed: embeddings and drift, per slice")
             steps = {s.partition: s for s in planner.plan_maps(instance, keys, _served(layout))}
             for key in keys:
-                run.execute(steps[key]) if key in steps else say(f"  up to date  embeddings[{key}]")
+                if key in steps:
+                    run.execute(steps[key])
+                else:
+                    say(f"  up to date  embeddings[{key}]")
     return summary
 
 

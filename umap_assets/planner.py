@@ -4,7 +4,7 @@ Plain functions over a :class:`dagster.DagsterInstance`; no Dagster definitions.
 of :class:`Step` (a job, a partition, maybe a subset of its assets, tags): the sensors turn them into
 run requests, ``umap-assets run`` executes them in order and asks again until nothing is left.
 
-- :func:`plan_ingest`: which files of ``incoming`` to ingest (:mod:`umap_assets.defs.discovery`'s look).
+- :func:`plan_ingest`: which files of ``incoming`` to ingest (:mod:`umap_assets.discovery`'s look).
 - :func:`plan_training`: whether to train and why: while no model is served, when new samples landed
   and the drift of a new slice says the served model does not cover it or could not be measured,
   or when asked; before that, which new slices' ``drift`` to measure.
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from .discovery import SLICES, discover_slices, ingest_tags
 from .history import latest, materializations, metadata_of
 
 INGEST_JOB, TRAIN_JOB, EMBED_JOB = "ingest_slice", "train_model", "embed_slice"
@@ -69,14 +70,11 @@ def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str
     ingested with this content, not rejected with it, and not being ingested by a run in progress.
     ``resume`` also ingests again a file whose rows landed but whose samples never did (a run killed
     in between; the sensor's run keys leave such a file to an explicit ``umap-assets run``)."""
-    from .defs.discovery import discover_slices, ingest_tags
-    from .defs.partitions import slices_partitions
-
     found = discover_slices(instance, incoming, previous, force=force)
     running = {(r.tags.get("dagster/partition"), r.tags.get("umap_assets/source_identity"))
                for r in _in_progress(instance, INGEST_JOB)}
     ready = [f for f in found.ready if (f.key, f.identity) not in running]
-    known = set(instance.get_dynamic_partitions(slices_partitions.name))
+    known = set(instance.get_dynamic_partitions(SLICES))
     up_to_date = []
     for item in found.up_to_date:
         if not resume or latest(instance, "samples", item.key) is not None:

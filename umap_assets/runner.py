@@ -14,7 +14,8 @@ from pathlib import Path
 import dagster as dg
 
 from . import planner
-from .defs.errors import root_cause
+from .discovery import SLICES
+from .errors import root_cause
 from .history import latest
 from .home import Layout, prepare_instance_home
 from .planner import LAUNCHER_TAG, Step, launcher
@@ -205,13 +206,11 @@ def run_pipeline(home: str | None = None, *, say=print, force: bool = False, ret
 def _ingest(run: Runner, layout: Layout, force: bool) -> list[str]:
     """Look at ``incoming`` twice (a file must be unchanged between the looks) and ingest what the
     planner finds ready; the keys of the slices ingested now or before."""
-    from .defs.partitions import slices_partitions
-
     previous, done = {}, []
     while True:
         plan = planner.plan_ingest(run.instance, layout.incoming, previous, force=force, resume=True)
         if plan.new_partitions:
-            run.instance.add_dynamic_partitions(slices_partitions.name, plan.new_partitions)
+            run.instance.add_dynamic_partitions(SLICES, plan.new_partitions)
         if plan.steps:
             run.say("ingest: raw_slices + samples, per slice")
         done += [step.partition for step in plan.steps if run.execute(step)]
@@ -271,7 +270,6 @@ def rollback(home: str | None = None, to: str | None = None, *, say=print) -> Ru
     """Serve an earlier promoted artifact again (``to``, default the one before the current), then
     re-embed every slice with it. The promotion is a materialization of ``model``, so the UI shows it."""
     from .definitions import load_definitions
-    from .defs.partitions import slices_partitions
     from .defs.promotion import promoted_versions
 
     layout = Layout.at(home)
@@ -287,7 +285,7 @@ def rollback(home: str | None = None, to: str | None = None, *, say=print) -> Ru
         say(f"rollback: serve artifact {to} (now serving {versions[0] if versions else 'nothing'})")
         if run.execute(planner.Step(planner.TRAIN_JOB, "model", assets=("model",)),
                        config={"ops": {"model": {"config": {"version": to}}}}):
-            keys = [k for k in instance.get_dynamic_partitions(slices_partitions.name)
+            keys = [k for k in instance.get_dynamic_partitions(SLICES)
                     if (layout.warehouse / "raw_slices" / f"{k}.parquet").exists()]
             for step in planner.plan_maps(instance, keys, to):
                 run.execute(step)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..history import latest_metadata
+from ..discovery import SOURCE_IDENTITY
 from ..planner import INGEST_JOB
 from ..atomic import is_temp_name
 from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, partition_key_for
@@ -36,15 +36,6 @@ def find_incoming_file(incoming: Path, key: str) -> Path:
     if len(matches) > 1:
         raise dg.Failure(f"slice '{key}': several files map to this partition key: {[m.name for m in matches]}")
     return matches[0]
-
-
-#: Metadata key of ``raw_slices``: the identity (size and footer hash) of the file it ingested.
-SOURCE_IDENTITY = "source_identity"
-
-
-def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
-    """The identity of the file that the newest ``raw_slices`` materialization of ``key`` ingested."""
-    return latest_metadata(instance, "raw_slices", SOURCE_IDENTITY, partition=key)
 
 
 @dg.asset(

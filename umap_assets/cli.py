@@ -72,7 +72,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     if args.list:
         import dagster as dg
 
-        from .defs.promotion import promoted_versions
+        from .history import promoted_versions
 
         prepare_instance_home(Layout.at(args.home))
         with dg.DagsterInstance.get() as instance:

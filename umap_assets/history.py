@@ -88,3 +88,9 @@ def newest_versions(dagster_home) -> dict[str, str | None]:
         versions = {key: latest_metadata(instance, key, "version") for key in ("teacher", "student", "artifact")}
         versions["report"] = latest_metadata(instance, "quality_report", "report_version")
     return versions
+
+
+def promoted_versions(instance: dg.DagsterInstance) -> list[str]:
+    """Every artifact version ``model`` has served, newest promotion first, each once."""
+    versions = [metadata_of(r, "version") for r in materializations(instance, "model", limit=1000)]
+    return list(dict.fromkeys(v for v in versions if v is not None))

@@ -270,7 +270,7 @@ def rollback(home: str | None = None, to: str | None = None, *, say=print) -> Ru
     """Serve an earlier promoted artifact again (``to``, default the one before the current), then
     re-embed every slice with it. The promotion is a materialization of ``model``, so the UI shows it."""
     from .definitions import load_definitions
-    from .defs.promotion import promoted_versions
+    from .history import promoted_versions
 
     layout = Layout.at(home)
     prepare_instance_home(layout)

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..history import materializations, metadata_of, upstream
+from ..history import metadata_of, promoted_versions, upstream
 from ..runtime import Projector
 from .model import artifact, coreset
 from .quality import quality_report
@@ -76,9 +76,3 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, warehouse: War
         },
         data_version=dg.DataVersion(version),
     )
-
-
-def promoted_versions(instance: dg.DagsterInstance) -> list[str]:
-    """Every artifact version ``model`` has served, newest promotion first, each once."""
-    versions = [metadata_of(r, "version") for r in materializations(instance, "model", limit=1000)]
-    return list(dict.fromkeys(v for v in versions if v is not None))

@@ -7,13 +7,14 @@ samples, call :mod:`umap_assets.numerics`, and hand over :mod:`umap_assets.recor
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from .model_store import ModelStore, served_projector
 from .sample_rows import feature_rows, read_sample_rows
 from .numerics.align import (Similarity, anchored_targets, fit_similarity, layout_trust_cost, place_new_rows,
                              refine_layout)
 from .numerics.distill import neighbour_mixup
-from .numerics.metrics import relative_displacement
+from .numerics.metrics import relative_displacement, subsample
 from .records import Teacher
 from .warehouse import Warehouse
 
@@ -103,3 +104,28 @@ def anchored_distillation_targets(store: ModelStore, teacher: Teacher, X: np.nda
         return Y, None  # an anchor needs the teacher's frame tied to the served model's
     to_native = teacher.similarity.inverse()
     return anchored_targets(Y, served.transform(X), to_native, anchor_weight, anchor_radius), served.version
+
+
+def coverage_calibration_rows(held_out: pa.Table, X: np.ndarray, distances: np.ndarray, config) -> np.ndarray:
+    """The rows that calibrate the coverage radius: validation rows, or, when there are none, a
+    random subset of the training rows the coreset did not choose."""
+    if held_out.num_rows:
+        return feature_rows(held_out)
+    rest = np.flatnonzero(distances > 0)
+    rest = rest if len(rest) else np.arange(len(X))  # the coreset is every row: radius 0
+    return X[rest[subsample(len(rest), config.coverage_rows, config.seed)]]
+
+
+def loss_table(history: list[dict]) -> str:
+    rows = "\n".join(
+        f"| {h['step']} | {h['coord_loss']:.4f} | {h['graph_loss']:.4f} | {h['holdout_mse']:.4f} | {h['seconds']:.1f} |"
+        for h in history
+    )
+    return "| step | coordinate | graph | holdout MSE | seconds |\n|---|---|---|---|---|\n" + rows
+
+
+def artifact_coverage(store: ModelStore, warehouse: Warehouse, config):
+    """The coreset's coverage reference cut to ``coverage_landmarks`` centers, calibrated on
+    validation rows (the coreset's own asset refuses to train without them)."""
+    held_out = read_sample_rows(warehouse, "validation", fill_to=config.coverage_rows, seed=0)
+    return store.coreset_coverage().landmarks(config.coverage_landmarks, feature_rows(held_out.table))

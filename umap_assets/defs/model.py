@@ -16,17 +16,17 @@ import pydantic
 
 from ..artifacts import build_artifact
 from ..history import upstream_version
-from ..model_store import COVERAGE_KEY, ModelStore, served_projector
+from ..model_store import COVERAGE_KEY, served_projector
 from ..sample_rows import feature_rows, read_sample_rows
 from ..numerics import compress
 from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
 from ..numerics.drift import coverage_reference
 from ..numerics.align import align_student
-from ..numerics.metrics import subsample
 from ..numerics.distill import StudentConfig, train_student
 from ..records import Student, Teacher
 from ..runtime import Projector
-from ..training import align_layout, anchored_distillation_targets, carry_served_layout, distillation_set
+from ..training import (align_layout, anchored_distillation_targets, artifact_coverage, carry_served_layout,
+                        coverage_calibration_rows, distillation_set, loss_table)
 from ..warehouse import write_table
 from ..warmup import cache_umap_kernels
 from .ingest import samples
@@ -123,16 +123,6 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
             "seconds": round(time.perf_counter() - started, 2),
         }
     )
-
-
-def coverage_calibration_rows(held_out: pa.Table, X: np.ndarray, distances: np.ndarray, config: CoresetConfig) -> np.ndarray:
-    """The rows that calibrate the coverage radius: validation rows, or, when there are none, a
-    random subset of the training rows the coreset did not choose."""
-    if held_out.num_rows:
-        return feature_rows(held_out)
-    rest = np.flatnonzero(distances > 0)
-    rest = rest if len(rest) else np.arange(len(X))  # the coreset is every row: radius 0
-    return X[rest[subsample(len(rest), config.coverage_rows, config.seed)]]
 
 
 class TeacherConfig(dg.Config):
@@ -336,14 +326,6 @@ def student(
     )
 
 
-def loss_table(history: list[dict]) -> str:
-    rows = "\n".join(
-        f"| {h['step']} | {h['coord_loss']:.4f} | {h['graph_loss']:.4f} | {h['holdout_mse']:.4f} | {h['seconds']:.1f} |"
-        for h in history
-    )
-    return "| step | coordinate | graph | holdout MSE | seconds |\n|---|---|---|---|---|\n" + rows
-
-
 class ArtifactConfig(dg.Config):
     """Compression: optional magnitude-pruning sparsity and the fine-tuning that follows it; the
     landmarks of the training data that travel in the artifact, for each row's coverage figure."""
@@ -353,13 +335,6 @@ class ArtifactConfig(dg.Config):
     finetune_learning_rate: float = 5e-4
     coverage_landmarks: int = 512  # coreset rows kept by k-center: 32 KB in float16 at the coreset's 32-d PCA
     coverage_rows: int = 5_000  # validation rows that calibrate the landmarks' distances
-
-
-def artifact_coverage(store: ModelStore, warehouse: WarehouseResource, config: ArtifactConfig):
-    """The coreset's coverage reference cut to ``coverage_landmarks`` centers, calibrated on
-    validation rows (the coreset's own asset refuses to train without them)."""
-    held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=0)
-    return store.coreset_coverage().landmarks(config.coverage_landmarks, feature_rows(held_out.table))
 
 
 @dg.asset(deps=[student, coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"numpy"})
@@ -397,7 +372,7 @@ def artifact(
             "distillation_rows": len(record.uids),
         },
         extra={"sparsity": config.sparsity},
-        coverage=artifact_coverage(store, warehouse, config),
+        coverage=artifact_coverage(store, warehouse.warehouse(), config),
     )
     projector = Projector.from_bytes(blob, source="new artifact")
     version = projector.version

@@ -12,17 +12,19 @@ from pathlib import Path
 
 HOME_ENV = "UMAP_ASSETS_HOME"
 
+#: The concurrency pool of every training asset, and the tag of every ``train_model`` run.
+TRAINING_POOL, TRAINING_TAG = "training", "umap_assets/training"
 #: The home's Dagster instance. At most one training per home, enforced by Dagster: every training
-#: asset is in pool ``training`` (one slot: two runs never compute training steps at once, in-process or
-#: launched), and the daemon's queue starts one ``train_model`` run at a time (its tag ``umap_assets/training``).
-DAGSTER_YAML = """\
+#: asset is in pool ``TRAINING_POOL`` (one slot: two runs never compute training steps at once, in-process
+#: or launched), and the daemon's queue starts one ``train_model`` run at a time (its tag ``TRAINING_TAG``).
+DAGSTER_YAML = f"""\
 # Written by umap-assets.
 concurrency:
   pools:
     default_limit: 1
   runs:
     tag_concurrency_limits:
-      - key: umap_assets/training
+      - key: {TRAINING_TAG}
         limit: 1
 telemetry:
   enabled: false

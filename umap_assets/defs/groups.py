@@ -6,11 +6,8 @@
 * ``maps`` (per slice): ``embeddings``, ``drift`` -> job ``embed_slice``, ``automation_sensor``
 """
 
+from ..home import TRAINING_POOL, TRAINING_TAG  # noqa: F401 - the pool and the run tag the instance limits
+
 INGEST = "ingest"
 TRAINING = "training"
 MAPS = "maps"
-
-#: The concurrency pool of every training asset: one slot per home (``DAGSTER_YAML``'s ``default_limit``).
-TRAINING_POOL = "training"
-#: Tag of every ``train_model`` run: the daemon's run queue starts one at a time.
-TRAINING_TAG = "umap_assets/training"

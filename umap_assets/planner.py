@@ -58,7 +58,7 @@ class Step:
 class IngestPlan:
     steps: list[Step]
     new_partitions: list[str]  # keys to add to the `slices` partitions before the steps run
-    up_to_date: list[str]  # keys of files already ingested with this content
+    up_to_date: dict[str, str]  # key -> name of each file already ingested with this content
     waiting: dict[str, str]  # file name -> identity ("" while not a complete Parquet file)
     rejected: dict[str, str]  # file name -> reason
     seen: dict[str, str]  # the identities to compare with at the next look (the sensor's cursor)
@@ -75,10 +75,10 @@ def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str
                for r in _in_progress(instance, INGEST_JOB)}
     ready = [f for f in found.ready if (f.key, f.identity) not in running]
     known = set(instance.get_dynamic_partitions(SLICES))
-    up_to_date = []
+    up_to_date = {}
     for item in found.up_to_date:
         if not resume or latest(instance, "samples", item.key) is not None:
-            up_to_date.append(item.key)
+            up_to_date[item.key] = item.path.name
         elif (item.key, item.identity) not in running:
             ready.append(item)  # its samples never landed: ingest again
     steps = [Step(INGEST_JOB, f.path.name, partition=f.key, tags=ingest_tags(f), run_key=f"{f.key}:{f.identity}")

@@ -219,9 +219,9 @@ def _ingest(run: Runner, layout: Layout, force: bool) -> list[str]:
         previous = plan.seen
         time.sleep(planner.LOOK_AGAIN_S)
     run.say(f"{len(plan.steps) + len(plan.up_to_date)} slice file(s) in {layout.incoming}")
-    for key in plan.up_to_date:
-        run.summary.skipped.append(key)
-        run.say(f"  up to date  {key}")
+    for name in plan.up_to_date.values():
+        run.summary.skipped.append(name)
+        run.say(f"  up to date  {name}")
     for name, reason in {**plan.rejected, **_unready(plan.waiting)}.items():
         run.summary.failed[name] = reason
         run.say(f"  skipped {name}: {reason}")

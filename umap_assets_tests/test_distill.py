@@ -114,3 +114,21 @@ def test_neighbour_mixup_puts_new_rows_on_graph_edges_nearer_their_first_end():
     assert np.array_equal(rows, neighbour_mixup(X, graph, 500, seed=0))
     assert neighbour_mixup(X, graph, 0, seed=0).shape == (0, 2)
     assert neighbour_mixup(X, sp.coo_matrix((4, 4)), 5, seed=0).shape == (0, 2)
+
+
+def test_the_input_noise_follows_the_datas_neighbourhoods():
+    """Noise is chosen as a share of the 15-NN distance: the same cloud, spread twice as far, gets twice
+    the noise; a row-count change does not move it much (a fixed-size sample); training records it."""
+    from umap_assets.numerics.distill import neighbour_noise
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(8_000, 16)).astype(np.float32)
+    base = neighbour_noise(Z, 1.0)
+    assert neighbour_noise(2 * Z, 1.0) == pytest.approx(2 * base, rel=1e-5)
+    assert neighbour_noise(Z, 0.5) == pytest.approx(base / 2)
+    assert neighbour_noise(Z[:6_000], 1.0) == pytest.approx(base, rel=0.05)
+    assert neighbour_noise(Z[:10], 1.0) == 0.0
+    X = rng.normal(size=(400, 12)).astype(np.float32)
+    Y = X[:, :2] * 3
+    result = train_student(X, Y, _graph(400), 1.58, 0.9, CFG)
+    assert CFG.noise_std is None and result.config["noise_std"] > 0

@@ -319,6 +319,8 @@ def student(
             "holdout_mse": float(last["holdout_mse"]),
             "train_seconds": round(result.seconds, 2),
             "parameters": result.n_parameters,
+            "input_components": int(result.prep.components.shape[0]),
+            "noise_std": round(float(result.config["noise_std"]), 4),
             "bytes": size,
             "losses": dg.MetadataValue.md(loss_table(result.history)),
         },

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .discovery import SLICES, discover_slices, ingest_tags
+from .discovery import IDENTITY_TAG, SLICES, discover_slices, ingest_tags
 from .history import latest, materializations, metadata_of
 
 INGEST_JOB, TRAIN_JOB, EMBED_JOB = "ingest_slice", "train_model", "embed_slice"
@@ -71,7 +71,7 @@ def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str
     ``resume`` also ingests again a file whose rows landed but whose samples never did (a run killed
     in between; the sensor's run keys leave such a file to an explicit ``umap-assets run``)."""
     found = discover_slices(instance, incoming, previous, force=force)
-    running = {(r.tags.get("dagster/partition"), r.tags.get("umap_assets/source_identity"))
+    running = {(r.tags.get("dagster/partition"), r.tags.get(IDENTITY_TAG))
                for r in _in_progress(instance, INGEST_JOB)}
     ready = [f for f in found.ready if (f.key, f.identity) not in running]
     known = set(instance.get_dynamic_partitions(SLICES))
@@ -128,7 +128,7 @@ def plan_training(instance: dg.DagsterInstance, *, served: bool, handled: int, q
     reason = retrain_reason(measured, failed)
     if reason:
         return _train(reason, newest)
-    return TrainingPlan(reason=f"{coverage_summary(measured)}; no retraining", handled=newest)
+    return TrainingPlan(reason=f"{coverage_summary(measured)}; the served model stays", handled=newest)
 
 
 def _train(reason: str, newest: int) -> TrainingPlan:

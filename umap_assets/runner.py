@@ -243,7 +243,7 @@ def _train(run: Runner, layout: Layout, handled: int, retrain: bool) -> bool:
                         summary=RunSummary(log_path=layout.log_path))
         measured.update(todo)
     if plan.step is None:
-        run.say(f"train: {plan.reason}" + ("; the served model stays" if _served(layout) else ""))
+        run.say(f"train: {plan.reason}")
     else:
         run.say(f"train: coreset -> teacher -> student -> artifact -> quality_report -> model  ({plan.reason})")
         run.execute(plan.step)

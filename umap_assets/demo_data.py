@@ -190,7 +190,7 @@ def write_slice(path: Path, ids: np.ndarray, X: np.ndarray, y: np.ndarray | None
     (the sensor ignores temp names)."""
     columns = {"id": pa.array(ids.astype(np.int64)), "features": features_list(X)}
     if y is not None:
-        columns["label"] = pa.array(y.astype(np.int64))
+        columns["label"] = pa.array(y.astype(str) if y.dtype.kind in "US" else y.astype(np.int64))  # int or string, as the contract allows
     with atomic_path(path) as tmp:
         pq.write_table(pa.table(columns), tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     return path

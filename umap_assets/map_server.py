@@ -36,7 +36,17 @@ import pyarrow.parquet as pq
 from .pictures import map_columns, map_extent
 from .warehouse import Warehouse, connect, published_embeddings
 
-CATEGORIES = ("label", "slice", "artifact_version")
+#: What the page colours by: a column of the embeddings, as text. ``coverage`` (a row's distance to the
+#: training data over the held-out rows' median, written by ``embed``) is binned: about 1 is like the
+#: training rows, and past the artifact's threshold (1.3 to 1.6 on our data sets) a row is extrapolated.
+CATEGORIES = {
+    "label": 'CAST("label" AS VARCHAR)',
+    "slice": 'CAST("slice" AS VARCHAR)',
+    "artifact_version": 'CAST("artifact_version" AS VARCHAR)',
+    "coverage": """CASE WHEN "coverage" <= 1.25 THEN '1 like the training rows (<= 1.25)'
+                   WHEN "coverage" <= 1.5 THEN '2 at the edge (1.25-1.5)' WHEN "coverage" <= 2 THEN '3 beyond (1.5-2)'
+                   ELSE '4 far beyond (> 2)' END""",
+}
 DENSITY_PIXELS = 1024
 MAX_K = 1_000  # neighbours /api/find returns at most
 MAX_PARAMETER = 1_000  # characters of an id or a slice key
@@ -83,7 +93,7 @@ class MapData:
         x, y = self.columns
         names = self._names()
         cats = [c for c in CATEGORIES if c in names]
-        select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [f'CAST("{c}" AS VARCHAR)' for c in cats])
+        select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats])
         total = self._query("SELECT count(*) FROM embeddings")[0][0]
         sampling = f" USING SAMPLE reservoir({int(max_points)} ROWS) REPEATABLE ({int(seed)})" if total > max_points else ""
         with connect(self.warehouse) as con:

@@ -63,6 +63,24 @@ def test_the_map_serves_its_page_its_sample_and_every_row_as_density(served):
     assert get(base + "/nothing")[0] == 404
 
 
+def test_the_map_colours_by_coverage_when_the_embeddings_carry_it(tmp_path):
+    """Each row's coverage figure (written by ``embed``) becomes a colour: binned from like the training rows to far beyond."""
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    wh.embeddings_dir("v1").mkdir(parents=True, exist_ok=True)
+    coverage = np.array([0.9, 1.1, 1.3, 1.7, 2.5, 9.0] * 50, np.float32)
+    pq.write_table(pa.table({"id": np.arange(300), "x": np.arange(300, dtype=np.float32), "y": coverage,
+                             "coverage": coverage, "artifact_version": ["v1"] * 300}), wh.embeddings_path("v1", "a"))
+    record_slice(wh, "a", {"rows": 300, "dim": 4, "bytes": 1, "path": "warehouse/raw_slices/a.parquet", "source": "incoming/a.parquet"})
+    assert publish_embeddings(wh, "v1", ["a"], keep=2)
+    data = MapData.load(wh, max_points=1_000)
+    assert data.meta()["categories"] == ["slice", "artifact_version", "coverage"]
+    legend = data.meta()["legends"]["coverage"]
+    assert [name[0] for name in legend] == ["1", "2", "3", "4"]
+    codes = np.array(data.sample["categories"]["coverage"]["codes"])
+    by_value = dict(zip(np.round(data.sample["y"], 1), codes))
+    assert [by_value[v] for v in (0.9, 1.1, 1.3, 1.7, 2.5, 9.0)] == [0, 0, 1, 2, 3, 3]
+
+
 def test_the_map_finds_a_row_and_its_nearest_neighbours_over_every_row(served):
     base, wh = served
     row = json.loads(get(base + "/api/find?id=7&slice=b&k=5")[2])

@@ -46,7 +46,9 @@ import quality  # noqa: E402
 from umap_assets.cli import run_pipeline  # noqa: E402
 from umap_assets.demo_data import write_slice  # noqa: E402
 from umap_assets.home import Layout  # noqa: E402
-from umap_assets.model_store import ModelStore, read_sample_rows, feature_rows  # noqa: E402
+from umap_assets.history import newest_versions  # noqa: E402
+from umap_assets.model_store import ModelStore  # noqa: E402
+from umap_assets.sample_rows import feature_rows, read_sample_rows  # noqa: E402
 from umap_assets.numerics import metrics  # noqa: E402
 from umap_assets.numerics.align import fit_similarity  # noqa: E402
 from umap_assets.runtime import Projector  # noqa: E402
@@ -118,7 +120,7 @@ def version_one(work: Path, X, y, seed: int) -> Path:
         seconds, passed = train(home, variant_config("default", seed), retrain=False)
         if not passed:  # what is measured here is how far version 2 moves from a served version 1
             store = ModelStore(Layout.at(str(home)))
-            store.promote(Projector.load(store.candidate_path).version)
+            store.promote(newest_versions(store.layout.dagster_home)["artifact"])
             print("  v1 failed its gates (above); promoted by the benchmark, to have a served model", flush=True)
         print(f"  v1 on {N_SLICES - 1} slices: {seconds:.0f} s", flush=True)
     return home
@@ -148,11 +150,11 @@ def evaluate(name: str, work: Path, variants: list[str], seed: int = 0) -> dict:
         write_slices(home, X_tr, y_tr, range(N_SLICES - 1, N_SLICES))
         seconds, passed = train(home, variant_config(variant, seed), retrain=True)
         store = ModelStore(Layout.at(str(home)))
-        p2 = Projector.load(store.candidate_path)
+        p2 = Projector.load(store.versioned_artifact_path(newest_versions(store.layout.dagster_home)["artifact"]))
         E2, E2_train = p2.transform(X_te), p2.transform(X_tr[knn])
         result[variant] = {"version": p2.version, "seconds": round(seconds), "gates_passed": passed, **scores(E2, E1, X_te, y_te, E2_train, y_tr[knn])}
         if variant == "unaligned":  # a similarity fitted afterwards, on the distillation rows
-            uids = store.load_student()["uids"]
+            uids = store.student(newest_versions(store.layout.dagster_home)["student"]).uids
             wh = Warehouse(root=Layout.at(str(home)).warehouse, duckdb_path=Layout.at(str(home)).duckdb_path)
             X_fit = feature_rows(read_sample_rows(wh, "train", uids=uids).table)
             sim = fit_similarity(p2.transform(X_fit), p1.transform(X_fit))

@@ -36,13 +36,16 @@ def main() -> None:
     args = p.parse_args()
 
     from umap_assets.home import Layout
-    from umap_assets.model_store import ModelStore, feature_rows, read_sample_rows
+    from umap_assets.model_store import ModelStore
+    from umap_assets.sample_rows import feature_rows, read_sample_rows
     from umap_assets.runtime import Projector
     from umap_assets.warehouse import Warehouse
 
     layout = Layout.at(args.home)
     store = ModelStore(layout)
-    teacher = store.load_teacher()
+    from umap_assets.history import newest_versions
+
+    teacher = store.teacher(newest_versions(layout.dagster_home)["teacher"])
     proj = Projector.load(store.artifact_path)
     table = read_sample_rows(Warehouse(layout.warehouse, layout.duckdb_path), "validation", fill_to=None).table
     X = feature_rows(table)

@@ -19,18 +19,20 @@ from umap_assets.numerics.distill import StudentConfig, neighbour_mixup, train_s
 home = sys.argv[1]; fill = int(sys.argv[2]); kw = student_probe.parse_overrides(sys.argv[3:])
 name = home.rstrip('/').split('/')[-1]
 X_tr, y_tr, X_te, y_te = quality.split(name)
-s = ModelStore(Layout.at(home)); p = s.load_student(); t = s.load_teacher()
-ids = np.array([int(u.split('/')[1]) for u in p['uids']])
-X, Y = X_tr[ids].astype(np.float32), p['targets'].astype(np.float32)
+from umap_assets.history import newest_versions
+v = newest_versions(Layout.at(home).dagster_home)
+s = ModelStore(Layout.at(home)); p = s.student(v['student']); t = s.teacher(v['teacher'])
+ids = np.array([int(u.split('/')[1]) for u in p.uids])
+X, Y = X_tr[ids].astype(np.float32), p.targets.astype(np.float32)
 if fill > 0:
-    Xa = neighbour_mixup(X[:t.graph_.shape[0]], t.graph_, fill, seed=0)
+    Xa = neighbour_mixup(X[:t.graph.shape[0]], t.graph, fill, seed=0)
     st = time.time(); Ya = t.transform(Xa).astype(np.float32); lab = time.time() - st
     X, Y = np.concatenate([X, Xa]), np.concatenate([Y, Ya])
 else:
     lab = 0
 cfg = dataclasses.replace(StudentConfig(), **kw)
 st = time.time()
-r = train_student(X, Y, t.graph_, p['a'], p['b'], cfg)
+r = train_student(X, Y, t.graph, p['a'], p['b'], cfg)
 knn = np.arange(len(X_tr))
 res = quality.score(r.transform(X_te), X_te, y_te, r.transform(X_tr), y_tr)
 out = {"home": name, "fill": fill, **kw, "label_s": round(lab), "train_s": round(time.time() - st), **{k: round(v, 4) for k, v in res.items()}}

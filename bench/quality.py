@@ -105,7 +105,7 @@ def timed(fn, X):
 def evaluate(name: str, work: Path, n_slices: int) -> dict:
     import umap
 
-    from umap_assets.defs.model import load_student_result
+    from umap_assets.history import newest_versions
 
     X_tr, y_tr, X_te, y_te = split(name)
     te = metrics.subsample(len(X_te), MAX_TEST_ROWS, 0)
@@ -115,14 +115,14 @@ def evaluate(name: str, work: Path, n_slices: int) -> dict:
     home = work / name
     run = train_home(home, X_tr, y_tr, n_slices)
     store = ModelStore(Layout.at(str(home)))
-    teacher = store.load_teacher()
-    payload = store.load_student()
-    candidates = sorted((store.layout.models / "artifacts").glob("*.uart"), key=lambda p: p.stat().st_mtime)
-    projector = Projector.load(candidates[-1])
+    versions = newest_versions(store.layout.dagster_home)
+    teacher, student = store.teacher(versions["teacher"]), store.student(versions["student"])
+    candidate = store.versioned_artifact_path(versions["artifact"])
+    projector = Projector.load(candidate)
     started = time.perf_counter()
     reference = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1).fit(X_tr)
     reference_fit = time.perf_counter() - started
-    models = {"teacher": teacher.transform, "student": load_student_result(payload).transform,
+    models = {"teacher": teacher.transform, "student": student.result().transform,
               "artifact": projector.transform, "umap-learn": reference.transform}
     extrap = projector.coverage(X_te) > projector.extrapolation_threshold if projector.has_coverage else None
     rows = {}
@@ -132,8 +132,8 @@ def evaluate(name: str, work: Path, n_slices: int) -> dict:
         rows[model] = {**score(E, X_te, y_te, E_train, y_tr[knn]), "rows/s": rate}
         if extrap is not None and extrap.sum() > 15:  # the rows the artifact's coverage figure calls extrapolated
             rows[model]["extrapolated"] = score(E[extrap], X_te[extrap], y_te[extrap], E_train, y_tr[knn])
-    rows["artifact"]["bytes"] = candidates[-1].stat().st_size
-    rows["teacher"]["bytes"] = store.teacher_path.stat().st_size
+    rows["artifact"]["bytes"] = candidate.stat().st_size
+    rows["teacher"]["bytes"] = store.teacher_path(teacher.version).stat().st_size
     return {"dataset": name, "train_rows": len(X_tr), "test_rows": len(X_te), "models": rows,
             "extrapolated_rows": int(extrap.sum()) if extrap is not None else 0,
             "pipeline_seconds": run["train_seconds"], "failed": run["failed"],

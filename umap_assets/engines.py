@@ -26,6 +26,8 @@ from .contract import (CHUNK_ROWS, SliceError, SliceSpec, check_schema, features
 from .embed import EmbedStats, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
 
+#: The default Spark master: two local cores (the one declaration; the resource and the CLI use it).
+SPARK_MASTER = "local[2]"
 RUNTIME_MODULE = "umap_assets_runtime"
 
 
@@ -149,7 +151,7 @@ class SparkEngine:
     """
 
     name: ClassVar[str] = "spark"
-    master: str = "local[2]"
+    master: str = SPARK_MASTER
     conf: dict[str, str] = field(default_factory=dict)
     spark: Any = None
 
@@ -173,7 +175,7 @@ class SparkEngine:
 ENGINES: tuple[str, ...] = (LocalEngine.name, SparkEngine.name)
 
 
-def engine_named(name: str, *, chunk_rows: int = CHUNK_ROWS, master: str = "local[2]",
+def engine_named(name: str, *, chunk_rows: int = CHUNK_ROWS, master: str = SPARK_MASTER,
                  conf: dict[str, str] | None = None) -> Engine:
     """The engine called ``name`` (one of :data:`ENGINES`) with its own settings; the others are ignored."""
     if name == LocalEngine.name:
@@ -184,7 +186,7 @@ def engine_named(name: str, *, chunk_rows: int = CHUNK_ROWS, master: str = "loca
 
 
 def embed(engine: str | Engine, artifact: str | Path, source: str | Path, destination: str | Path,
-          spec: SliceSpec = SliceSpec(), *, chunk_rows: int = CHUNK_ROWS, master: str = "local[2]",
+          spec: SliceSpec = SliceSpec(), *, chunk_rows: int = CHUNK_ROWS, master: str = SPARK_MASTER,
           conf: dict[str, str] | None = None, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
     """Embed every row of ``source`` into ``destination`` with an :class:`Engine` (or one named in :data:`ENGINES`).
 
@@ -201,12 +203,12 @@ def embed_local(artifact: str | Path, source: str | Path, destination: str | Pat
 
 
 def embed_spark(artifact: str | Path, source: str | Path, destination: str | Path, *, spec: SliceSpec = SliceSpec(),
-                master: str = "local[2]", conf: dict[str, str] | None = None, spark=None) -> EmbedStats:
+                master: str = SPARK_MASTER, conf: dict[str, str] | None = None, spark=None) -> EmbedStats:
     """Embed ``source`` on Spark; the result is written as one Parquet file like the local engine's."""
     return embed(SparkEngine(master, dict(conf or {}), spark), artifact, source, destination, spec)
 
 
-def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
+def spark_session(master: str = SPARK_MASTER, conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
     """A SparkSession for ``master`` (``local[N]``, ``spark://host:port``, ``yarn``, ``k8s://...``) with ``conf`` on top.
 
     A quiet UI, Arrow transfers, and loopback networking when the master is on this machine. The

@@ -6,7 +6,7 @@ declares none of its own that way, so every process that fits or transforms paid
 compilation (``fast_knn_indices``, ``smooth_knn_dist``, ``submatrix``,
 ``compute_membership_strengths``: bench/RESULTS.md). :func:`cache_umap_kernels` turns numba's own
 on-disk cache on for them (``Dispatcher.enable_caching``, what ``cache=True`` does), before any is
-compiled; the model store and the ``teacher`` asset call it before they touch umap-learn.
+compiled; the ``teacher`` asset and a teacher record's rebuilt estimator (:mod:`umap_assets.records.teacher`) call it before they touch umap-learn.
 pynndescent's ``nn_descent`` takes its distance function as an argument, which numba cannot cache:
 it still compiles in each process that builds a kNN index on more than 4,096 rows.
 

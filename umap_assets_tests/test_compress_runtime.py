@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from umap_assets.artifacts import build_artifact
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, predict, train_student
 from umap_assets.runtime import ArtifactError, Projector, dequantize
@@ -51,7 +52,7 @@ def test_folded_float_layers_equal_the_torch_student(trained):
 
 def test_runtime_matches_torch_within_quantization_error(trained, tmp_path):
     X, _, result = trained
-    blob = compress.build_artifact(compress.fold_layers(result), feature_columns=None, sources={"test": 1})
+    blob = build_artifact(compress.fold_layers(result), feature_columns=None, sources={"test": 1})
     path = tmp_path / "a.uart"
     path.write_bytes(blob)
     proj = Projector.load(path)
@@ -75,8 +76,8 @@ def test_sparse_layers_are_stored_compactly_and_exactly(trained):
     for name, param in result.model.named_parameters():
         if name in masks:
             param.data.mul_(masks[name])
-    dense = compress.build_artifact(compress.fold_layers(original))
-    blob = compress.build_artifact(compress.fold_layers(result))
+    dense = build_artifact(compress.fold_layers(original))
+    blob = build_artifact(compress.fold_layers(result))
     proj = Projector.from_bytes(blob)
     assert [layer["sparse"] for layer in proj.manifest["layers"]] == [False, True, True, False]
     # pruned weights come back exactly zero, the rest where they were
@@ -90,7 +91,7 @@ def test_sparse_layers_are_stored_compactly_and_exactly(trained):
 
 def test_corrupt_and_mismatched_artifacts_are_refused(trained, tmp_path):
     X, _, result = trained
-    blob = compress.build_artifact(compress.fold_layers(result))
+    blob = build_artifact(compress.fold_layers(result))
     with pytest.raises(ArtifactError, match="bad magic"):
         Projector.from_bytes(b"PK\x03\x04" + blob[4:], source="x.uart")
     flipped = bytearray(blob)
@@ -109,7 +110,7 @@ def test_corrupt_and_mismatched_artifacts_are_refused(trained, tmp_path):
 def test_every_byte_of_an_artifact_is_checked(trained):
     """A one-byte edit anywhere (manifest included) raises ArtifactError, never another error."""
     X, _, result = trained
-    blob = compress.build_artifact(compress.fold_layers(result))
+    blob = build_artifact(compress.fold_layers(result))
     rng = np.random.default_rng(0)
     for pos in np.concatenate([np.arange(0, 120), rng.choice(len(blob), 300, replace=False)]):
         edited = bytearray(blob)
@@ -148,9 +149,9 @@ def test_signed_artifacts_need_the_key(trained, monkeypatch):
     X, _, result = trained
     layers = compress.fold_layers(result)
     monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
-    unsigned = compress.build_artifact(layers)
+    unsigned = build_artifact(layers)
     monkeypatch.setenv(SIGNING_KEY_ENV, "team-secret")
-    signed = compress.build_artifact(layers)
+    signed = build_artifact(layers)
     signed_map = Projector.from_bytes(signed).transform(X)
     with pytest.raises(ArtifactError, match="not signed"):
         Projector.from_bytes(unsigned, source="u.uart")
@@ -196,7 +197,7 @@ def test_grouped_quantization_is_finer_than_per_channel_and_round_trips():
 def test_artifact_keeps_the_output_layer_in_float32(trained):
     X, _, result = trained
     layers = compress.fold_layers(result)
-    proj = Projector.from_bytes(compress.build_artifact(layers))
+    proj = Projector.from_bytes(build_artifact(layers))
     specs = proj.manifest["layers"]
     assert specs[-1]["dtype"] == "float32" and all(s["dtype"] == "int8" for s in specs[:-1])
     assert np.array_equal(proj.layers[-1].weight_t, layers[-1].weight.T)
@@ -214,7 +215,7 @@ def test_the_artifact_gives_each_row_its_coverage_figure(trained):
     pca = PCA(4, random_state=0).fit(train)
     reference = coverage_reference(pca, pca.transform(train), held_out).landmarks(64, held_out)
     assert len(reference.centers) == 64
-    proj = Projector.from_bytes(compress.build_artifact(compress.fold_layers(result), coverage=reference))
+    proj = Projector.from_bytes(build_artifact(compress.fold_layers(result), coverage=reference))
     assert proj.has_coverage and proj.manifest["coverage"]["landmarks"] == 64
     near = proj.coverage(held_out)
     np.testing.assert_allclose(near, reference.ratios(held_out), rtol=2e-2)
@@ -222,5 +223,5 @@ def test_the_artifact_gives_each_row_its_coverage_figure(trained):
     assert np.mean(near > proj.extrapolation_threshold) == pytest.approx(0.01, abs=0.015)
     far = held_out + 20 * np.random.default_rng(3).normal(size=held_out.shape).astype(np.float32)
     assert np.all(proj.coverage(far) > proj.extrapolation_threshold)
-    bare = Projector.from_bytes(compress.build_artifact(compress.fold_layers(result)))
+    bare = Projector.from_bytes(build_artifact(compress.fold_layers(result)))
     assert not bare.has_coverage and np.isnan(bare.coverage(X[:3])).all() and bare.extrapolation_threshold is None

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from umap_assets.artifacts import build_artifact
 from umap_assets.demo_data import synthetic_chunk
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, train_student
@@ -28,7 +29,7 @@ CFG = StudentConfig(hidden=(32, 32), input_pca_dim=8, steps=60, batch_size=128, 
 
 def _version(X, Y, graph) -> str:
     result = train_student(X, Y, graph, 1.58, 0.9, CFG)
-    return Projector.from_bytes(compress.build_artifact(compress.fold_layers(result))).version
+    return Projector.from_bytes(build_artifact(compress.fold_layers(result))).version
 
 
 def test_training_length_is_counted_in_steps():

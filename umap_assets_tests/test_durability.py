@@ -81,12 +81,15 @@ def _inode(path):
         return None
 
 
+def _materialized(instance, asset: str):
+    """The storage id of the newest materialization of ``asset`` in the home's history."""
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0].storage_id if records else None
+
+
 def _readable(home):
     """Every published file under the home opens whole: no half-written file anywhere."""
-    import pickle
-
-    import torch
-
+    from umap_assets.records import Report, Student, Teacher
     from umap_assets.runtime import Projector
 
     for path in (home / "warehouse").rglob("*.parquet"):
@@ -95,9 +98,11 @@ def _readable(home):
     models = home / "models"
     for path in models.rglob("*.uart"):
         Projector.load(path)
-    torch.load(models / "student.pt", weights_only=False)
-    with open(models / "teacher.pkl", "rb") as fh:
-        pickle.load(fh)
+    for kind, directory, suffix in ((Teacher, "teachers", ".npz"), (Student, "students", ".npz"),
+                                    (Report, "reports", ".json")):
+        for path in (models / directory).glob(f"*{suffix}"):
+            if not path.name.startswith("."):
+                kind.load(path.parent, path.stem)
 
 
 def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
@@ -119,15 +124,20 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
     cli = [sys.executable, "-m", "umap_assets.cli", *args]  # the runs to kill; the others run in this process
     assert main(args) == 0, capsys.readouterr().out[-2000:]
     store = ModelStore(Layout.at(home))
-    triggers = {  # published by one stage -> the next stage is computing (ingest: the test above)
-        "student": store.teacher_path, "quality_report": store.candidate_path, "embeddings": store.artifact_path,
+    # published by one stage -> the next stage is computing (ingest: the test above). Records are
+    # written once per version, so a stage's publication is its materialization in the home's history
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    triggers = {
+        "student": lambda: _materialized(instance, "teacher"),
+        "quality_report": lambda: _materialized(instance, "artifact"),
+        "embeddings": lambda: _inode(store.artifact_path),
     }
     for stage, trigger in triggers.items():
-        before = _inode(trigger)
+        before = trigger()
         proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         deadline = time.monotonic() + 300
-        while _inode(trigger) == before and proc.poll() is None and time.monotonic() < deadline:
+        while trigger() == before and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert proc.poll() is None, f"the run ended before {stage} started"
         os.killpg(proc.pid, signal.SIGKILL)
@@ -151,33 +161,33 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
 
 
 def test_a_second_concurrent_run_is_refused_in_one_line(layout):
-    """A run holds the home's lock while it works, and a run that finds the lock held refuses in one line."""
-    import fcntl
-
-    from umap_assets.cli import exclusive_cli_lock
-    from umap_assets.home import Layout
+    """A run shows in the home's Dagster history while it works (its runs name its process), and a run
+    that finds a live process's run in progress there refuses in one line."""
+    from umap_assets.definitions import load_definitions
+    from umap_assets.planner import LAUNCHER_TAG, launcher
 
     make_slice(layout.incoming / "big.parquet", n=400_000, dim=32)
     env = {**os.environ, "UMAP_ASSETS_HOME": str(layout.home)}
     cli = [sys.executable, "-m", "umap_assets.cli", "run", "--home", str(layout.home), "--until", "ingest"]
     first = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lock = layout.dagster_home / "cli.lock"
     deadline = time.monotonic() + 120
     held = False
     while not held and first.poll() is None and time.monotonic() < deadline:
-        if lock.exists():
-            with open(lock) as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(fh, fcntl.LOCK_UN)
-                except BlockingIOError:
-                    held = True
-        time.sleep(0.01)
-    assert held, "the first run never took the home's lock"
+        if (layout.dagster_home / "dagster.yaml").exists():
+            with dg.DagsterInstance.from_config(str(layout.dagster_home)) as instance:
+                runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                held = any(r.tags.get(LAUNCHER_TAG, "").endswith(f":{first.pid}") for r in runs)
+        time.sleep(0.05)
+    assert held, "the first run never showed in the home's history"
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
     assert pq.read_metadata(layout.warehouse / "raw_slices" / "big.parquet").num_rows == 400_000
-    with exclusive_cli_lock(Layout.at(layout.home)):  # as a run in another process holds it
-        second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    with dg.DagsterInstance.from_config(str(layout.dagster_home)) as instance:  # as a run in another process
+        job = load_definitions().resolve_job_def("ingest_slice")
+        working = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED, tags={LAUNCHER_TAG: launcher()})
+        try:
+            second = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+        finally:
+            instance.report_run_failed(working, "the test's stand-in run ends")
     assert second.returncode != 0, second.stdout[-1500:]
     assert second.stderr.strip().splitlines() == [f"another `umap-assets run` is using {layout.home}; wait for it to finish"]

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from umap_assets.artifacts import build_artifact
 from umap_assets.cli import main
 from umap_assets.contract import SliceBatch, SliceError, SliceSpec
 from umap_assets.demo_data import synthetic_chunk, write_slice
@@ -25,7 +26,7 @@ def projector_file(tmp_path_factory):
     result = train_student(X, Y, None, 1.0, 1.0, StudentConfig(hidden=(32, 32), input_pca_dim=None, steps=4,
                                                                graph_weight=0.0, seed=0))
     path = tmp_path_factory.mktemp("art") / "a.uart"
-    path.write_bytes(compress.build_artifact(compress.fold_layers(result)))
+    path.write_bytes(build_artifact(compress.fold_layers(result)))
     return path
 
 
@@ -216,11 +217,10 @@ def _materialize_embeddings(projector_file, tmp_path, engine):
     import dagster as dg
 
     from umap_assets.defs.embeddings import embeddings
-    from umap_assets.defs.model import store_of
     from umap_assets.defs.resources import WarehouseResource
 
     warehouse = WarehouseResource(home=str(tmp_path / "home"))
-    store, wh = store_of(warehouse), warehouse.warehouse()
+    store, wh = warehouse.store(), warehouse.warehouse()
     store.artifact_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(projector_file, store.artifact_path)
     source = wh.table_path("raw_slices", "s1")

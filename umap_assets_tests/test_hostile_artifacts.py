@@ -14,8 +14,9 @@ import zlib
 import numpy as np
 import pytest
 
+from umap_assets.artifacts import build_artifact
 from umap_assets import runtime
-from umap_assets.numerics.compress import FloatLayer, build_artifact
+from umap_assets.numerics.compress import FloatLayer
 from umap_assets.runtime import ArtifactError, Projector
 
 SOURCE = "crafted.uart"

@@ -237,3 +237,42 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
         never = dg.materialize([model], instance=instance, resources=resources, raise_on_error=False,
                                run_config={"ops": {"model": {"config": {"version": "0123456789abcdef"}}}})
         assert not never.success and Projector.load(home / "models" / "artifact.uart").version == first
+
+
+def test_a_pickle_planted_in_the_home_does_not_run(digits_home, tmp_path):
+    """Files planted under ``models/`` (the old pickle slots, and a record at the version the history
+    names) hold data at most: materializing `student` or `quality_report` alone runs none of them."""
+    import pickle
+
+    import numpy as np
+
+    from .test_records import _Planted
+
+    home, _ = digits_home
+    marker = tmp_path / "ran"
+    models = home / "models"
+    for name in ("teacher.pkl", "student.pt", "candidate.uart"):
+        (models / name).write_bytes(pickle.dumps(_Planted(marker)))
+    planted = np.empty(1, object)
+    planted[0] = _Planted(marker)
+    version = "0123456789abcdef"
+    for kind in ("teachers", "students"):
+        (models / kind).mkdir(parents=True, exist_ok=True)
+        with open(models / kind / f"{version}.npz", "wb") as fh:
+            np.savez(fh, __header__=np.frombuffer(b'{"kind": "x"}', np.uint8), rows=planted)
+    resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": DIGITS_GATES}
+    try:
+        with dg.instance_for_test() as instance:
+            for asset in (student, quality_report):  # alone, with nothing upstream on this instance
+                assert not dg.materialize([asset], instance=instance, resources=resources, raise_on_error=False).success
+            for asset in ("teacher", "artifact"):  # the history names the planted version
+                instance.report_runless_asset_event(dg.AssetMaterialization(
+                    asset, metadata={"version": version, "student_version": version}))
+            for asset in (student, quality_report):
+                assert not dg.materialize([asset], instance=instance, resources=resources, raise_on_error=False).success
+        assert not marker.exists(), "a planted pickle ran"
+    finally:
+        for name in ("teacher.pkl", "student.pt", "candidate.uart"):
+            (models / name).unlink()
+        for kind in ("teachers", "students"):
+            (models / kind / f"{version}.npz").unlink()

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from umap_assets.defs.quality import gate, gate_line
+from umap_assets.quality_report import gate, gate_line
 
 
 def test_gate_passes_at_the_floor_and_fails_below_it():

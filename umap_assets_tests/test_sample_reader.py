@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from umap_assets.model_store import read_sample_rows
+from umap_assets.sample_rows import read_sample_rows
 from umap_assets.warehouse import Warehouse, take_rows
 
 

@@ -5,7 +5,7 @@ import shutil
 import dagster as dg
 
 from umap_assets.contract import partition_key_for
-from umap_assets.defs.discovery import discover_slices, ingest_tags
+from umap_assets.discovery import discover_slices, ingest_tags
 from umap_assets.defs.ingest import raw_slices
 from umap_assets.defs.resources import SliceContract, WarehouseResource
 from umap_assets.defs.sensors import new_slices_sensor

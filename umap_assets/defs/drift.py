@@ -14,7 +14,6 @@ from ..numerics.drift import drift_score
 from ..numerics.metrics import subsample
 from ..warehouse import take_rows
 from .ingest import samples
-from .model import store_of
 from .promotion import model
 from .partitions import slices_partitions
 from .resources import WarehouseResource
@@ -51,7 +50,7 @@ def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: War
     key = context.partition_key
     started = time.perf_counter()
     try:
-        reference = store_of(warehouse).load_coverage()
+        reference = warehouse.store().load_coverage()
     except FileNotFoundError as exc:
         raise dg.Failure(f"slice '{key}': cannot score drift: {exc}") from exc
     path = warehouse.warehouse().table_path("samples", key)

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
+from ..planner import EMBED_JOB
 from ..pictures import density_png, png_markdown
 from ..runtime import Projector
 from ..warehouse import publish_embeddings, published_embeddings
 from .ingest import raw_slices
-from .model import store_of
 from .promotion import MAP_FRESHNESS, model
 from .partitions import slices_partitions
 from .resources import EmbeddingEngine, WarehouseResource
@@ -47,7 +47,7 @@ def embeddings(
     """
     key = context.partition_key
     wh = warehouse.warehouse()
-    store = store_of(warehouse)
+    store = warehouse.store()
     if not store.artifact_path.exists():
         raise dg.Failure(f"no promoted artifact at {store.artifact_path}; run `train_model` and let its checks pass")
     version = Projector.load(store.artifact_path).version
@@ -70,7 +70,7 @@ def embeddings(
 
 
 embed_job = dg.define_asset_job(
-    "embed_slice",
+    EMBED_JOB,
     selection=dg.AssetSelection.groups(MAPS),
     description="Embed one slice with the promoted artifact, and measure its drift against the current coreset.",
 )

@@ -6,6 +6,8 @@
 * ``maps`` (per slice): ``embeddings``, ``drift`` -> job ``embed_slice``, ``automation_sensor``
 """
 
+from ..home import TRAINING_POOL, TRAINING_TAG  # noqa: F401 - the pool and the run tag the instance limits
+
 INGEST = "ingest"
 TRAINING = "training"
 MAPS = "maps"

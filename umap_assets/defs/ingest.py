@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..discovery import SOURCE_IDENTITY
+from ..planner import INGEST_JOB
 from ..atomic import is_temp_name
 from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, partition_key_for
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
@@ -34,21 +36,6 @@ def find_incoming_file(incoming: Path, key: str) -> Path:
     if len(matches) > 1:
         raise dg.Failure(f"slice '{key}': several files map to this partition key: {[m.name for m in matches]}")
     return matches[0]
-
-
-#: Metadata key of ``raw_slices``: the identity (size and footer hash) of the file it ingested.
-SOURCE_IDENTITY = "source_identity"
-
-
-def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
-    """The identity of the file that the newest ``raw_slices`` materialization of ``key`` ingested."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_slices"), asset_partitions=[key]), limit=1, ascending=False
-    ).records
-    if not records:
-        return None
-    value = records[0].asset_materialization.metadata.get(SOURCE_IDENTITY)
-    return value.value if value is not None else None
 
 
 @dg.asset(
@@ -221,7 +208,7 @@ def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, see
 
 
 ingest_job = dg.define_asset_job(
-    "ingest_slice",
+    INGEST_JOB,
     selection=dg.AssetSelection.groups(INGEST),
     description="Validate one slice and draw its stratified sample.",
 )

@@ -14,26 +14,26 @@ import numpy as np
 import pyarrow as pa
 import pydantic
 
-from ..model_store import COVERAGE_KEY, ModelStore, feature_rows, read_sample_rows, served_projector, teacher_alignment
+from ..artifacts import build_artifact
+from ..history import upstream_version
+from ..model_store import COVERAGE_KEY, served_projector
+from ..sample_rows import feature_rows, read_sample_rows
 from ..numerics import compress
 from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
 from ..numerics.drift import coverage_reference
-from ..numerics.align import (Similarity, align_student, anchored_targets, fit_similarity, layout_trust_cost,
-                              place_new_rows, refine_layout)
-from ..numerics.metrics import relative_displacement, subsample
-from ..numerics.distill import StudentConfig, StudentResult, build_mlp, neighbour_mixup, train_student
+from ..numerics.align import align_student
+from ..numerics.distill import StudentConfig, train_student
+from ..records import Student, Teacher
 from ..runtime import Projector
+from ..training import (align_layout, anchored_distillation_targets, artifact_coverage, carry_served_layout,
+                        coverage_calibration_rows, distillation_set, loss_table)
 from ..warehouse import write_table
 from ..warmup import cache_umap_kernels
 from .ingest import samples
 from .resources import WarehouseResource
-from .groups import TRAINING
+from .groups import TRAINING, TRAINING_POOL
 
 GROUP = TRAINING
-
-
-def store_of(warehouse: WarehouseResource) -> ModelStore:
-    return ModelStore(warehouse.layout())
 
 
 class CoresetConfig(dg.Config):
@@ -65,7 +65,7 @@ def check_enough_rows(n_train: int, n_validation: int) -> None:
         )
 
 
-@dg.asset(deps=[samples], group_name=GROUP, kinds={"parquet", "numpy"})
+@dg.asset(deps=[samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"parquet", "numpy"})
 def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """A representative subset of the training rows of all samples (never validation rows).
 
@@ -77,7 +77,7 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     instead of starting over.
     """
     started = time.perf_counter()
-    store = store_of(warehouse)
+    store = warehouse.store()
     previous: list[str] = []
     if config.warm_start and store.coreset_path.exists():
         import pyarrow.parquet as pq
@@ -125,16 +125,6 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     )
 
 
-def coverage_calibration_rows(held_out: pa.Table, X: np.ndarray, distances: np.ndarray, config: CoresetConfig) -> np.ndarray:
-    """The rows that calibrate the coverage radius: validation rows, or, when there are none, a
-    random subset of the training rows the coreset did not choose."""
-    if held_out.num_rows:
-        return feature_rows(held_out)
-    rest = np.flatnonzero(distances > 0)
-    rest = rest if len(rest) else np.arange(len(X))  # the coreset is every row: radius 0
-    return X[rest[subsample(len(rest), config.coverage_rows, config.seed)]]
-
-
 class TeacherConfig(dg.Config):
     """umap-learn parameters for the teacher."""
 
@@ -171,25 +161,29 @@ class TeacherConfig(dg.Config):
     init_from_served: bool = False
 
 
-@dg.asset(deps=[coreset], group_name=GROUP, kinds={"umap", "python"})
+@dg.asset(deps=[coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"umap", "numpy"})
 def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """umap-learn's ``UMAP`` fitted on the coreset, pickled with its fitted graph (``graph_``).
+    """umap-learn's ``UMAP`` fitted on the coreset, kept as a :class:`~umap_assets.records.Teacher`
+    record (its layout, fuzzy graph, ``a``, ``b``, parameters and rows: no pickled estimator),
+    ``models/teachers/<version>.npz``; its ``version`` metadata names it for the steps after it.
 
     With a model served (and ``align_to_served``), the served layout (its teacher's coordinates of
     the rows it knew, the new rows placed against them) becomes the layout unless the fresh one is
-    credibly better (``keep_served_layout``, :func:`carry_served_layout`); otherwise the similarity
-    that carries the fresh layout onto that map is recorded (:func:`align_teacher`) and the student
-    folds it in, so the new artifact keeps the served map's frame (``init_from_served`` also starts
-    the fresh layout from that map). Its size grows with the coreset, which is why the product
-    ships the distilled artifact instead.
+    credibly better (``keep_served_layout``, :func:`~umap_assets.training.carry_served_layout`);
+    otherwise the similarity that carries the fresh layout onto that map is recorded
+    (:func:`~umap_assets.training.align_layout`) and the student folds it in, so the new artifact
+    keeps the served map's frame (``init_from_served`` also starts the fresh layout from that map).
+    It reads validation samples to compare the two layouts. Its size grows with the coreset, which
+    is why the product ships the distilled artifact instead.
     """
     import pyarrow.parquet as pq
     import umap
 
     cache_umap_kernels()
-    store = store_of(warehouse)
+    store = warehouse.store()
     table = pq.read_table(store.coreset_path)
     X = feature_rows(table)
+    uids = table.column("uid").to_pylist()
     served = served_projector(store, X.shape[1]) if config.align_to_served else None
     E_served = served.transform(X) if served is not None else None
     started = time.perf_counter()
@@ -204,84 +198,36 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
         init=E_served if E_served is not None and config.init_from_served else "spectral",
     ).fit(X)
     fit_seconds = time.perf_counter() - started
-    model.coreset_uids_ = table.column("uid").to_pylist()
-    layout = {"layout": "fresh"} if served is not None else {}
+    embedding, layout = model.embedding_, ({"layout": "fresh"} if served is not None else {})
     if served is not None and config.keep_served_layout:
         held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.layout_check_rows,
                                     seed=config.seed or 0)
-        layout = carry_served_layout(model, X, E_served, store.load_layout(served.version),
-                                     feature_rows(held_out.table) if held_out.available else X, config)
-    kept = layout.get("layout") == "served"
-    alignment = {**layout, **align_teacher(model, E_served, served.version, kept=kept)} if served is not None else {}
-    if alignment:
+        embedding, layout = carry_served_layout(model, uids, E_served, store.load_layout(served.version),
+                                                feature_rows(held_out.table) if held_out.available else X, config)
+    similarity, alignment = None, {}
+    if served is not None:
+        similarity, figures = align_layout(embedding, E_served, served.version, kept=layout.get("layout") == "served")
+        alignment = {**layout, **figures}
         context.log.info(f"teacher aligned to the served model: {alignment}")
-    size = store.save_teacher(model)
+    record = Teacher.from_fitted(model, uids, embedding=embedding, alignment=similarity,
+                                 aligned_to=served.version if served is not None else None)
+    size = record.save(store.teachers_dir)
     return dg.MaterializeResult(
         metadata={
+            "version": record.version,
             "dagster/row_count": len(X),
             "fit_seconds": round(fit_seconds, 2),
             "bytes": size,
-            "graph_edges": int(model.graph_.nnz),
+            "graph_edges": int(record.graph.nnz),
             "n_neighbors": config.n_neighbors,
             "min_dist": config.min_dist,
             "metric": config.metric,
             "n_components": config.n_components,
             **alignment,
-            "path": dg.MetadataValue.path(str(store.teacher_path)),
-        }
+            "path": dg.MetadataValue.path(str(store.teacher_path(record.version))),
+        },
+        data_version=dg.DataVersion(record.version),
     )
-
-
-def carry_served_layout(model, X: np.ndarray, E_served: np.ndarray, previous: tuple | None,
-                        X_check: np.ndarray, config: TeacherConfig) -> dict:
-    """Make the served map of the coreset ``model``'s layout (``embedding_``, which its ``transform``
-    places new rows against), unless it costs more than ``config.max_layout_trust_cost`` of
-    trustworthiness against the fresh layout with 95% confidence (the lower bound of the cost's
-    interval above it), measured on the rows ``X_check`` (validation rows, which neither layout
-    saw; the coreset when there are none) placed by ``transform`` against each; the figures.
-
-    Rows the served model was distilled on keep its teacher's coordinates (``previous``, the
-    artifact's saved layout: a teacher's layout, not the student's copy of it, so the map does not
-    degrade from one version to the next); the others are placed against them on the new graph
-    (:func:`~umap_assets.numerics.align.place_new_rows`), from where the served model puts them.
-    """
-    carried = np.array(E_served, np.float32)
-    known = np.zeros(len(X), bool)
-    if previous is not None:
-        where = {uid: i for i, uid in enumerate(previous[0])}
-        rows = [(i, where[uid]) for i, uid in enumerate(model.coreset_uids_) if uid in where]
-        if rows:
-            mine, theirs = map(np.array, zip(*rows))
-            carried[mine], known[mine] = previous[1][theirs], True
-    if known.any():
-        carried = place_new_rows(model.graph_, carried, known, model._a, model._b, seed=config.seed or 0,
-                                 negative_sample_rate=model.negative_sample_rate,
-                                 n_epochs=100 if len(X) <= 10_000 else 30, learning_rate=model.learning_rate / 4)
-        carried = refine_layout(model.graph_, carried, model._a, model._b, n_epochs=config.refine_epochs,
-                                learning_rate=model.learning_rate * config.refine_learning_rate, seed=config.seed or 0)
-    fresh = model.embedding_
-    maps = []
-    for layout in (fresh, carried):
-        model.embedding_ = layout
-        maps.append(model.transform(X_check))
-    cost = layout_trust_cost(X_check, *maps, max_rows=len(X_check), seed=config.seed or 0)
-    kept = cost.low <= config.max_layout_trust_cost
-    model.embedding_ = carried if kept else fresh
-    return {"layout": "served" if kept else "fresh", "layout_trust_cost": round(cost.cost, 5),
-            "layout_trust_cost_low": round(cost.low, 5), "layout_trust_cost_high": round(cost.high, 5),
-            "layout_check_rows": len(X_check),
-            "layout_rows_kept": int(known.sum()), "layout_rows_placed": int(len(X) - known.sum())}
-
-
-def align_teacher(model, E_served: np.ndarray, version: str, *, kept: bool = False) -> dict:
-    """Record on ``model`` the similarity that carries its coreset layout onto the served model's
-    map of the same rows (``alignment_``, ``aligned_to_``): the identity for a ``kept`` layout,
-    which is in that frame already; returns the figures for the metadata."""
-    similarity = Similarity.identity(model.n_components) if kept else fit_similarity(model.embedding_, E_served)
-    model.alignment_, model.aligned_to_ = similarity.to_dict(), version
-    return {"aligned_to": version, "alignment_scale": round(similarity.scale, 4),
-            "coreset_median_displacement": relative_displacement(E_served, similarity.apply(model.embedding_),
-                                                                 statistic="median")}
 
 
 class _StudentTraining(dg.Config):
@@ -328,84 +274,42 @@ StudentTrainingConfig = pydantic.create_model("StudentTrainingConfig", __base__=
                                               __module__=__name__, **_config_fields(StudentConfig))
 
 
-def distillation_set(warehouse: WarehouseResource, teacher_model, config: StudentTrainingConfig):
-    """The student's rows ``X``, their teacher coordinates ``Y``, and the uids of the real ones.
-
-    Coreset rows first (teacher coordinates from ``embedding_``; they carry the graph), then up to
-    ``config.extra_rows`` other training rows, then new rows up to ``config.min_rows`` in all; the
-    last two are labelled by ``teacher.transform``. ``uids`` name the real rows, the first of ``X``.
-    """
-    core_uids = list(teacher_model.coreset_uids_)
-    rows = read_sample_rows(warehouse.warehouse(), "train", uids=core_uids,
-                            fill_to=len(core_uids) + config.extra_rows, seed=config.seed).table
-    X_core, X_extra = feature_rows(rows.slice(0, len(core_uids))), feature_rows(rows.slice(len(core_uids)))
-    X_new = neighbour_mixup(X_core, teacher_model.graph_, config.min_rows - len(rows), config.seed)
-    X_label = np.concatenate([X_extra, X_new])
-    Y_label = (teacher_model.transform(X_label).astype(np.float32) if len(X_label)
-               else np.empty((0, teacher_model.n_components), np.float32))
-    X = np.concatenate([X_core, X_label])
-    Y = np.concatenate([teacher_model.embedding_.astype(np.float32), Y_label])
-    return X, Y, core_uids + rows.column("uid").to_pylist()[len(core_uids):]
-
-
-def anchored_distillation_targets(store: ModelStore, teacher_model, X: np.ndarray, Y: np.ndarray,
-                                  config: StudentTrainingConfig) -> tuple[np.ndarray, str | None]:
-    """The student's targets: the teacher's ``Y``, anchored to the served model's map of ``X`` when
-    the teacher was aligned to that model (:func:`~umap_assets.numerics.align.anchored_targets`);
-    and the version anchored to, if any."""
-    served = served_projector(store, X.shape[1]) if config.anchor_weight > 0 else None
-    if served is None or getattr(teacher_model, "aligned_to_", None) != served.version:
-        return Y, None  # an anchor needs the teacher's frame tied to the served model's
-    to_native = teacher_alignment(teacher_model).inverse()
-    return anchored_targets(Y, served.transform(X), to_native, config.anchor_weight, config.anchor_radius), served.version
-
-
-@dg.asset(deps=[teacher], group_name=GROUP, kinds={"pytorch"})
+@dg.asset(deps=[teacher, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"pytorch", "numpy"})
 def student(
     context: dg.AssetExecutionContext, config: StudentTrainingConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    """A torch MLP distilled from the teacher with the parametric-UMAP loss plus a coordinate term.
+    """A torch MLP distilled from the teacher with the parametric-UMAP loss plus a coordinate term,
+    kept as a :class:`~umap_assets.records.Student` record (``models/students/<version>.npz``).
 
-    The distillation set is the coreset plus extra training rows labelled by ``teacher.transform``,
-    and on a small data set new rows between neighbours (``min_rows``); training runs a fixed
+    The distillation set is the coreset plus extra training rows labelled by the teacher's
+    ``transform``, and on a small data set new rows between neighbours (``min_rows``); training runs a fixed
     number of steps (no early stopping, no clock) with input noise, and records the coordinate
     error on a held-out part of it. After a retraining its targets are anchored to the served map
     (``anchor_weight``), and the teacher's alignment is folded into its output layer.
     """
-    from umap.umap_ import find_ab_params
-
-    store = store_of(warehouse)
-    teacher_model = store.load_teacher()
+    store = warehouse.store()
+    teacher_record = store.teacher(upstream_version(context.instance, "teacher", context.run.run_id))
     started = time.perf_counter()
-    X, Y, uids = distillation_set(warehouse, teacher_model, config)
+    X, Y, uids = distillation_set(warehouse.warehouse(), teacher_record, extra_rows=config.extra_rows,
+                                  min_rows=config.min_rows, seed=config.seed)
     label_seconds = time.perf_counter() - started
-    a, b = find_ab_params(teacher_model.spread, teacher_model.min_dist)
-    similarity = teacher_alignment(teacher_model)
-    Y_fit, anchored_to = anchored_distillation_targets(store, teacher_model, X, Y, config)
+    similarity = teacher_record.similarity
+    Y_fit, anchored_to = anchored_distillation_targets(store, teacher_record, X, Y, anchor_weight=config.anchor_weight,
+                                                       anchor_radius=config.anchor_radius)
     cfg = config.student_config()
-    result = train_student(X, Y_fit, teacher_model.graph_, float(a), float(b), cfg,
-                           log=lambda r: context.log.debug(str(r)))
+    a, b = teacher_record.a, teacher_record.b
+    result = train_student(X, Y_fit, teacher_record.graph, a, b, cfg, log=lambda r: context.log.debug(str(r)))
     result = align_student(result, similarity)  # into the served model's frame, when the teacher was aligned
-    size = store.save_student(
-        {
-            "state_dict": result.model.state_dict(),
-            "prep": result.prep,
-            "config": result.config,
-            "history": result.history,
-            "steps": result.steps,
-            "a": float(a),
-            "b": float(b),
-            "uids": uids,
-            "targets": similarity.apply(Y[: len(uids)]),  # the teacher's map of the real rows, aligned
-            "input_dim": X.shape[1],
-            "n_components": Y.shape[1],
-        }
-    )
+    record = Student.from_result(result, a=a, b=b, uids=uids, teacher_version=teacher_record.version,
+                                 targets=similarity.apply(Y[: len(uids)]))  # the teacher's map of the real rows
+    size = record.save(store.students_dir)
     last = result.history[-1]
     return dg.MaterializeResult(
         metadata={
+            "version": record.version,
+            "teacher_version": teacher_record.version,
             "distillation_rows": len(X),
-            "coreset_rows": teacher_model.graph_.shape[0],
+            "coreset_rows": teacher_record.graph.shape[0],
             "new_rows": len(X) - len(uids),
             "anchored_to": anchored_to or "none",
             "teacher_transform_seconds": round(label_seconds, 2),
@@ -419,26 +323,9 @@ def student(
             "noise_std": round(float(result.config["noise_std"]), 4),
             "bytes": size,
             "losses": dg.MetadataValue.md(loss_table(result.history)),
-        }
+        },
+        data_version=dg.DataVersion(record.version),
     )
-
-
-def loss_table(history: list[dict]) -> str:
-    rows = "\n".join(
-        f"| {h['step']} | {h['coord_loss']:.4f} | {h['graph_loss']:.4f} | {h['holdout_mse']:.4f} | {h['seconds']:.1f} |"
-        for h in history
-    )
-    return "| step | coordinate | graph | holdout MSE | seconds |\n|---|---|---|---|---|\n" + rows
-
-
-def load_student_result(payload: dict) -> StudentResult:
-    cfg = payload["config"]
-    n_in = payload["prep"].components.shape[0]
-    model = build_mlp(n_in, tuple(cfg["hidden"]), payload["n_components"])
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return StudentResult(model=model, prep=payload["prep"], history=payload["history"],
-                         steps=payload["steps"], config=cfg)
 
 
 class ArtifactConfig(dg.Config):
@@ -452,21 +339,14 @@ class ArtifactConfig(dg.Config):
     coverage_rows: int = 5_000  # validation rows that calibrate the landmarks' distances
 
 
-def artifact_coverage(store: ModelStore, warehouse: WarehouseResource, config: ArtifactConfig):
-    """The coreset's coverage reference cut to ``coverage_landmarks`` centers, calibrated on
-    validation rows (the coreset's own asset refuses to train without them)."""
-    held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=0)
-    return store.coreset_coverage().landmarks(config.coverage_landmarks, feature_rows(held_out.table))
-
-
-@dg.asset(deps=[student, coreset, samples], group_name=GROUP, kinds={"numpy"})
+@dg.asset(deps=[student, coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"numpy"})
 def artifact(
     context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """The compressed student: int8-quantized in groups of 32 inputs (output layer float32),
     optionally pruned, with input normalisation and output scaling folded in.
 
-    Written as ``models/artifacts/<version>.uart`` (and ``models/candidate.uart``). ``quality_report``
+    Written once as ``models/artifacts/<version>.uart`` (its ``version`` metadata names it). ``quality_report``
     measures it, and ``model`` promotes it only when the report's blocking gates pass, so
     ``embeddings`` never uses an artifact that failed them.
 
@@ -475,41 +355,44 @@ def artifact(
     with numpy alone.
     """
     started = time.perf_counter()
-    store = store_of(warehouse)
-    payload = store.load_student()
-    result = load_student_result(payload)
+    store = warehouse.store()
+    record = store.student(upstream_version(context.instance, "student", context.run.run_id))
+    result = record.result()
     if config.sparsity > 0 and config.finetune_steps > 0:
-        X = feature_rows(read_sample_rows(warehouse.warehouse(), "train", uids=payload["uids"]).table)
+        X = feature_rows(read_sample_rows(warehouse.warehouse(), "train", uids=record.uids).table)
     else:
         X = None
     result = compress.prune(result, X, config.sparsity, config.finetune_steps, config.finetune_learning_rate)
     layers = compress.fold_layers(result)
-    blob = compress.build_artifact(
+    teacher_bytes = store.teacher_path(record.teacher_version).stat().st_size
+    blob = build_artifact(
         layers,
         sources={
-            "teacher_bytes": store.teacher_path.stat().st_size,
-            "student_sha256_prefix": _sha_prefix(store.student_path),
-            "distillation_rows": len(payload["uids"]),
+            "teacher_version": record.teacher_version,
+            "teacher_bytes": teacher_bytes,
+            "student_version": record.version,
+            "distillation_rows": len(record.uids),
         },
         extra={"sparsity": config.sparsity},
-        coverage=artifact_coverage(store, warehouse, config),
+        coverage=artifact_coverage(store, warehouse.warehouse(), config),
     )
     projector = Projector.from_bytes(blob, source="new artifact")
     version = projector.version
     from ..atomic import atomic_write_bytes
 
-    atomic_write_bytes(store.versioned_artifact_path(version), blob)
-    store.save_layout(version, payload["uids"], payload["targets"])  # what a retraining keeps of this map
-    atomic_write_bytes(store.candidate_path, blob)  # promoted by the quality gates
-    teacher_bytes = store.teacher_path.stat().st_size
+    if not store.versioned_artifact_path(version).exists():  # a version is written once
+        atomic_write_bytes(store.versioned_artifact_path(version), blob)
+    if store.load_layout(version) is None:
+        store.save_layout(version, record.uids, record.targets)  # what a retraining keeps of this map
     float_bytes = 4 * sum(layer.weight.size + layer.bias.size for layer in layers)
     return dg.MaterializeResult(
         metadata={
             "bytes": len(blob),
             "version": version,
-            "ratio_vs_teacher_pickle": round(teacher_bytes / len(blob), 1),
+            "student_version": record.version,
+            "ratio_vs_teacher": round(teacher_bytes / len(blob), 1),
             "ratio_vs_float_student": round(float_bytes / len(blob), 2),
-            "teacher_pickle_bytes": teacher_bytes,
+            "teacher_bytes": teacher_bytes,
             "float_student_bytes": float_bytes,
             "sparsity": dg.MetadataValue.json(compress.sparsity_of(result.model)),
             "path": dg.MetadataValue.path(str(store.versioned_artifact_path(version))),
@@ -517,9 +400,3 @@ def artifact(
         },
         data_version=dg.DataVersion(version),
     )
-
-
-def _sha_prefix(path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -2,4 +2,6 @@
 
 import dagster as dg
 
-slices_partitions = dg.DynamicPartitionsDefinition(name="slices")
+from ..discovery import SLICES
+
+slices_partitions = dg.DynamicPartitionsDefinition(name=SLICES)

@@ -1,16 +1,16 @@
 """``model``: the served model. Its materialization is the promotion of an artifact."""
 
-import json
 import time
 from datetime import timedelta
 
 import dagster as dg
 
+from ..history import metadata_of, promoted_versions, upstream
 from ..runtime import Projector
-from .model import store_of
+from .model import artifact, coreset
 from .quality import quality_report
 from .resources import WarehouseResource
-from .groups import TRAINING
+from .groups import TRAINING, TRAINING_POOL
 
 GROUP = TRAINING
 #: The served model, and the maps it made, show as stale in the UI when their newest
@@ -25,8 +25,8 @@ class ModelConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[quality_report],
-    group_name=GROUP,
+    deps=[quality_report, artifact, coreset],
+    group_name=GROUP, pool=TRAINING_POOL,
     kinds={"numpy"},
     freshness_policy=MAP_FRESHNESS,
 )
@@ -40,37 +40,39 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, warehouse: War
     slice's embeddings show which model made them.
     """
     started = time.perf_counter()
-    store = store_of(warehouse)
-    report = json.loads((warehouse.layout().reports / "quality_report.json").read_text())
-    version = config.version or report["artifact"]["version"]
+    store = warehouse.store()
     if config.version and config.version not in (served := promoted_versions(context.instance)):
         raise dg.Failure(f"artifact {config.version} was never promoted; roll back to one of "
                          f"{served[:5]} (`umap-assets rollback --list`)")
+    report_version = metadata_of(upstream(context.instance, "quality_report", context.run.run_id), "report_version")
+    candidate = None
+    if not config.version:
+        if report_version is None:
+            raise dg.Failure("no quality report names a candidate; materialize `quality_report` first")
+        try:
+            candidate = store.candidate(report_version)
+        except FileNotFoundError as exc:
+            raise dg.Failure(str(exc)) from exc
+    version = config.version or candidate.version
     source = store.versioned_artifact_path(version)
     if not source.exists():
         raise dg.Failure(f"artifact {version} is gone from {source}; re-materialize `artifact` and `quality_report`")
     path = store.promote(version)
     projector = Projector.load(path)
     context.log.info(f"promoted artifact {version} to {path}" + (" (rollback)" if config.version else ""))
-    measured = report["artifact"]["version"] == version
+    metrics = candidate.report.metrics if candidate is not None else {}
     return dg.MaterializeResult(
         metadata={
             "version": version,
+            "candidate": version,
+            "report_version": report_version if candidate is not None else "none (a rollback)",
             "rollback": bool(config.version),
             "bytes": path.stat().st_size,
             "input_dim": projector.input_dim,
-            **({"trustworthiness": report["artifact"]["trustworthiness"],
-                "teacher_trustworthiness": report["teacher"]["trustworthiness"]} if measured else {}),
+            **({"trustworthiness": metrics["artifact"]["trustworthiness"],
+                "teacher_trustworthiness": metrics["teacher"]["trustworthiness"]} if metrics else {}),
             "path": dg.MetadataValue.path(str(path)),
             "seconds": round(time.perf_counter() - started, 3),
         },
         data_version=dg.DataVersion(version),
     )
-
-
-def promoted_versions(instance: dg.DagsterInstance) -> list[str]:
-    """Every artifact version ``model`` has served, newest promotion first, each once."""
-    records = instance.fetch_materializations(dg.AssetKey("model"), limit=1000, ascending=False).records
-    versions = [r.asset_materialization.metadata["version"].value for r in records
-                if r.asset_materialization and "version" in r.asset_materialization.metadata]
-    return list(dict.fromkeys(versions))

@@ -4,8 +4,10 @@
 import dagster as dg
 
 from ..contract import CHUNK_ROWS, SliceSpec
+from ..engines import SPARK_MASTER
 from ..home import Layout
 from ..home_contract import HomeContract
+from ..model_store import ModelStore
 from ..warehouse import Warehouse
 
 
@@ -23,6 +25,10 @@ class WarehouseResource(dg.ConfigurableResource):
     def warehouse(self) -> Warehouse:
         layout = self.layout()
         return Warehouse(root=layout.warehouse, duckdb_path=layout.duckdb_path)
+
+    def store(self) -> ModelStore:
+        """Where the training chain keeps its records and artifacts."""
+        return ModelStore(self.layout())
 
 
 class SliceContract(dg.ConfigurableResource):
@@ -129,7 +135,7 @@ class SparkEmbedding(EmbeddingEngine):
     pyarrow, not torch and not this package (see :mod:`umap_assets.engines`).
     """
 
-    master: str = "local[2]"
+    master: str = SPARK_MASTER
     conf: dict[str, str] = {}
 
     def settings(self) -> dict:

@@ -1,4 +1,4 @@
-"""Compress a trained student into a runtime artifact: fold, prune, quantize, serialise.
+"""Compress a trained student into a runtime artifact's contents: fold, prune, quantize.
 
 * **Fold.** The input map ``z = C (x - mu) / s`` becomes a linear first layer (no activation), and
   the output scaling ``y = out * y_scale + y_mean`` is folded into the last layer, so the artifact
@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runtime import write_container
 from .distill import StudentResult
 
 
@@ -34,7 +33,7 @@ class FloatLayer:
     activation : {"relu", "none"}
         Applied after the affine map.
     input_mean : ndarray of shape (in,) or None
-        Mean of this layer's input, when known (layer 0 of :func:`fold_layers`); :func:`build_artifact`
+        Mean of this layer's input, when known (layer 0 of :func:`fold_layers`); :func:`artifact_contents`
         uses it to correct the quantized layer's bias.
     """
 
@@ -270,7 +269,7 @@ def float_forward(layers: list[FloatLayer], X: np.ndarray) -> np.ndarray:
     return h
 
 
-def build_artifact(
+def artifact_contents(
     layers: list[FloatLayer],
     *,
     feature_columns: list[str] | None = None,
@@ -280,8 +279,9 @@ def build_artifact(
     group: int = 32,
     float_output_layer: bool = True,
     coverage=None,
-) -> bytes:
-    """Quantize ``layers`` and serialise them with a manifest (see :mod:`umap_assets.runtime`).
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Quantize ``layers`` into an artifact's manifest and arrays (:func:`umap_assets.artifacts.build_artifact`
+    writes them in the runtime's container, :mod:`umap_assets.runtime`).
 
     Hidden layers are int8 with one scale per output channel and ``group`` inputs. The output
     layer (``n_components`` rows, a few hundred weights) stays float32 when
@@ -315,8 +315,8 @@ def build_artifact(
 
     Returns
     -------
-    bytes
-        The container from :func:`umap_assets.runtime.write_container`. Per layer ``i`` it holds
+    (dict, dict of ndarray)
+        The manifest and the arrays of the container. Per layer ``i`` the arrays hold
         ``w{i}`` and ``bias{i}`` (float32) for a float layer; otherwise ``q{i}`` (int8, of shape
         (out, in), or the nonzero values when sparse, with ``mask{i}`` the ``np.packbits`` of the
         nonzero positions), ``scale{i}`` (float16, shape (out, ceil(in / group))) and ``bias{i}`` (float32).
@@ -347,7 +347,7 @@ def build_artifact(
         arrays["coverage_centers"] = np.asarray(coverage.centers, np.float16)
         manifest["coverage"] = {"median_distance": float(coverage.median_distance), "radius": float(coverage.radius),
                                 "quantile": float(coverage.quantile), "landmarks": int(len(coverage.centers))}
-    return write_container(manifest, arrays)
+    return manifest, arrays
 
 
 def _float_layer(i: int, layer: FloatLayer, arrays: dict[str, np.ndarray]) -> dict:

@@ -16,13 +16,22 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..atomic import is_temp_name
-from ..contract import file_identity, partition_key_for
+from .atomic import is_temp_name
+from .contract import file_identity, partition_key_for
 from .errors import root_cause
-from .ingest import ingested_identity
+from .history import latest_metadata
 
+#: The dynamic partitions: one per slice file.
+SLICES = "slices"
 #: Run tag with the identity of the file a run ingests (rejections are remembered by it).
 IDENTITY_TAG = "umap_assets/source_identity"
+#: Metadata key of ``raw_slices``: the identity (size and footer hash) of the file it ingested.
+SOURCE_IDENTITY = "source_identity"
+
+
+def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
+    """The identity of the file that the newest ``raw_slices`` materialization of ``key`` ingested."""
+    return latest_metadata(instance, "raw_slices", SOURCE_IDENTITY, partition=key)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,207 @@
+"""The quality report's figures: each model measured on the same validation rows, the gates with
+their margins and bootstrap intervals, the stability against the served model, and the markdown.
+
+Plain Python, no Dagster: ``defs/quality.py`` wires it into ``quality_report`` and its checks; the
+result is a :class:`~umap_assets.records.Report`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from .atomic import atomic_write_bytes
+from .numerics import metrics
+from .model_store import ModelStore, served_projector
+from .records import Student, Teacher
+from .records.report import Gate
+from .runtime import Projector
+from .sample_rows import feature_rows, labels_of, read_sample_rows
+from .warehouse import Warehouse
+
+
+class NoValidationRows(ValueError):
+    """The samples hold no validation rows to measure on."""
+
+
+def validation_rows(warehouse: Warehouse, max_rows: int, seed: int):
+    """Features and labels of a seeded subsample of at most ``max_rows`` validation rows."""
+    table = read_sample_rows(warehouse, "validation", fill_to=max_rows, seed=seed).table
+    if table.num_rows == 0:
+        raise NoValidationRows("the samples hold no validation rows; set samples.validation_fraction > 0")
+    return feature_rows(table), labels_of(table)
+
+
+def _timed_transform(fn, X):
+    fn(X[: min(len(X), 256)])  # warm up (numba, BLAS, torch)
+    started = time.perf_counter()
+    E = fn(X)
+    return E, len(X) / max(time.perf_counter() - started, 1e-9)
+
+
+METRIC_NAMES = ("trustworthiness", "trustworthiness@5", "continuity", "knn_recall", "knn_accuracy", "spearman",
+                "transform_rows_per_s", "size_bytes")
+MODELS = ("teacher", "student", "artifact")
+
+
+def markdown_table(report: dict) -> str:
+    head = "| metric | teacher | student | artifact |\n|---|---|---|---|\n"
+    lines = []
+    for name in METRIC_NAMES:
+        cells = []
+        for model in MODELS:
+            value = report[model].get(name)
+            cells.append("—" if value is None else (f"{value:,.0f}" if name in ("transform_rows_per_s", "size_bytes")
+                                                     else f"{value:.4f}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines)
+
+
+def gate(name: str, versus: str, artifact_value: float, reference: float, floor: float,
+         row_differences: np.ndarray | None, seed: int) -> dict:
+    """One gate's figures: the artifact's value, the reference's (``versus``: teacher or student),
+    the floor, the margin and its 95% CI."""
+    margin = artifact_value - floor
+    if row_differences is not None:  # paired bootstrap over rows of (artifact - reference)
+        low, high = metrics.bootstrap_interval(row_differences, seed=seed)
+        ci = [low + reference - floor, high + reference - floor]
+    else:
+        ci = None
+    return {"name": name, "versus": versus, "artifact": artifact_value, "reference": reference, "floor": floor,
+            "margin": margin,
+            "margin_ci95": ci, "passed": bool(margin >= 0)}
+
+
+def gate_line(g: dict) -> str:
+    """The one line a person reads: artifact, reference, floor, margin (with its interval)."""
+    return Gate(**g).line()
+
+
+def per_class(labels: np.ndarray | None, scores: dict[str, dict[str, np.ndarray]]) -> list[dict]:
+    """Trustworthiness and k-NN accuracy of each model, per label (a region of the map)."""
+    if labels is None:
+        return []
+    out = []
+    for label in np.unique(labels):
+        rows = labels == label
+        entry = {"label": str(label), "rows": int(rows.sum())}
+        for model, s in scores.items():
+            entry[f"{model}_trustworthiness"] = float(s["trust_rows"][rows].mean())
+            if "correct" in s:
+                entry[f"{model}_knn_accuracy"] = float(s["correct"][rows].mean())
+        out.append(entry)
+    return out
+
+
+def per_class_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    head = ("| label | rows | trust teacher | trust artifact | Δ | kNN acc teacher | kNN acc artifact |\n"
+            "|---|---|---|---|---|---|---|\n")
+    body = "\n".join(
+        f"| {r['label']} | {r['rows']} | {r['teacher_trustworthiness']:.4f} | {r['artifact_trustworthiness']:.4f} | "
+        f"{r['artifact_trustworthiness'] - r['teacher_trustworthiness']:+.4f} | "
+        f"{r.get('teacher_knn_accuracy', float('nan')):.3f} | {r.get('artifact_knn_accuracy', float('nan')):.3f} |"
+        for r in rows
+    )
+    return head + body
+
+
+def measure(models: dict, X: np.ndarray, labels, train_rows, k: int) -> tuple[dict, dict, dict]:
+    """Every metric of every model on the validation rows ``X``: (report, maps, per-row scores)."""
+    X_train, y_train = train_rows
+    maps, rates = {}, {}
+    for name, (fn, _, _) in models.items():
+        maps[name], rates[name] = _timed_transform(fn, X)
+    neighbourhoods = metrics.neighbourhood_scores(X, maps, k)  # one pass over the input's distances
+    report, scores = {}, {}
+    for name, (fn, train_map, size) in models.items():
+        E, nb = maps[name], neighbourhoods[name]
+        s = {"trust_rows": metrics.trustworthiness_row_scores(nb.pop("trust_penalties"), k)}
+        m = {**nb, "spearman": metrics.distance_spearman(X, E)}
+        if labels is not None and y_train is not None:
+            s["correct"] = metrics.knn_correct(fn(X_train) if train_map is None else train_map, y_train, E, labels)
+            m["knn_accuracy"] = float(s["correct"].mean())
+        report[name] = {**m, "transform_rows_per_s": rates[name], "size_bytes": int(size)}
+        scores[name] = s
+    return report, maps, scores
+
+
+def gates_of(report: dict, scores: dict, maps: dict, gates, k: int) -> list[dict]:
+    """The blocking gates, measured on the same rows as the report."""
+    art, tea = scores["artifact"], scores["teacher"]
+    out = [gate("trustworthiness_vs_teacher", "teacher", report["artifact"]["trustworthiness"],
+                report["teacher"]["trustworthiness"], report["teacher"]["trustworthiness"] - gates.trust_tolerance,
+                art["trust_rows"] - tea["trust_rows"], gates.seed)]
+    if "correct" in art:
+        out.append(gate("knn_accuracy_vs_teacher", "teacher", report["artifact"]["knn_accuracy"],
+                        report["teacher"]["knn_accuracy"],
+                        report["teacher"]["knn_accuracy"] - gates.knn_accuracy_tolerance,
+                        art["correct"].astype(float) - tea["correct"].astype(float), gates.seed))
+    overlap = metrics.knn_overlap(maps["artifact"], maps["student"], k)
+    out.append(gate("knn_overlap_with_student", "student", overlap, 1.0, gates.min_student_overlap, None, gates.seed))
+    return out
+
+
+def stability(E_prev, E_new, k: int, previous_version: str) -> dict:
+    """How far the candidate moves the served model's map of the same rows: the median displacement
+    as a fraction of the served map's spread, and the kNN@k overlap of the two maps."""
+    return {"previous_version": previous_version,
+            "median_displacement": metrics.relative_displacement(E_prev, E_new, statistic="median"),
+            "knn_overlap": metrics.knn_overlap(E_new, E_prev, k)}
+
+
+def write_report(directory, report: dict, png: bytes) -> str:
+    """Write ``quality_report.json``, ``quality_report.md`` and ``maps.png``; return the markdown."""
+    art = report["artifact"]
+    agreement = (f"artifact vs teacher: kNN@{report['k']} overlap {art['knn_overlap_with_teacher']:.4f}, mean "
+                 f"displacement {art['displacement_vs_teacher']:.4f} of the map's spread; "
+                 f"{art['size_ratio_vs_teacher']:,.0f}x smaller than the teacher's record.")
+    if "stability" in report:
+        st = report["stability"]
+        agreement += (f"\n\nAgainst the served model `{st['previous_version']}`: median displacement "
+                      f"{st['median_displacement']:.4f} of its map's spread, kNN@{report['k']} overlap {st['knn_overlap']:.4f}.")
+    gates = "\n".join(f"- {gate_line(g)}" for g in report["gates"])
+    md = (f"# Quality report\n\nArtifact `{art['version']}`, measured on {report['validation_rows']:,} validation "
+          f"rows that no model saw (k={report['k']}).\n\n## Gates\n\n{gates}\n\n## Metrics\n\n"
+          f"{markdown_table(report)}\n\n{agreement}\n\n## Per label\n\n{per_class_markdown(report['per_class'])}\n\n"
+          "![teacher, student and artifact maps, and the served model's](maps.png)\n")
+    atomic_write_bytes(directory / "maps.png", png)
+    atomic_write_bytes(directory / "quality_report.json", json.dumps(report, indent=2).encode())
+    atomic_write_bytes(directory / "quality_report.md", md.encode())
+    return md
+
+
+def measure_candidate(store: ModelStore, warehouse: Warehouse, teacher_record: Teacher, distilled: Student,
+                      artifact_path, quality_gates) -> tuple[dict, dict, np.ndarray | None]:
+    """Teacher vs float student vs the artifact at ``artifact_path``, on at most ``quality_gates.max_rows``
+    validation rows: the report (the layout of ``quality_report.json``), the maps to draw, the labels."""
+    X, labels = validation_rows(warehouse, quality_gates.max_rows, quality_gates.seed)
+    projector = Projector.load(artifact_path)
+    pick = metrics.subsample(len(distilled.uids), quality_gates.max_rows, seed=1)
+    train = read_sample_rows(warehouse, "train", uids=[distilled.uids[i] for i in pick]).table
+    models = {
+        "teacher": (teacher_record.map, distilled.targets[pick],
+                    store.teacher_path(teacher_record.version).stat().st_size),
+        "student": (distilled.result().transform, None, store.student_path(distilled.version).stat().st_size),
+        "artifact": (projector.transform, None, artifact_path.stat().st_size),
+    }
+    k = min(quality_gates.k, (len(X) - 1) // 2)
+    report, maps, scores = measure(models, X, labels, (feature_rows(train), labels_of(train)), k)
+    art = report["artifact"]
+    art.update(version=projector.version, path=str(store.versioned_artifact_path(projector.version)),
+               knn_overlap_with_teacher=metrics.knn_overlap(maps["artifact"], maps["teacher"], k),
+               displacement_vs_teacher=metrics.relative_displacement(maps["teacher"], maps["artifact"]),
+               size_ratio_vs_teacher=report["teacher"]["size_bytes"] / art["size_bytes"])
+    report.update(validation_rows=len(X), k=k, gates=gates_of(report, scores, maps, quality_gates, k),
+                  per_class=per_class(labels, scores))
+    panels = {"teacher (umap-learn transform)": maps["teacher"], "float student": maps["student"],
+              "artifact": maps["artifact"]}
+    previous = served_projector(store, X.shape[1], excluding=projector.version)
+    if previous is not None:
+        panels[f"served model {previous.version[:8]}"] = E_prev = previous.transform(X)
+        report["stability"] = stability(E_prev, maps["artifact"], k, previous.version)
+    report.update(student_version=distilled.version, teacher_version=teacher_record.version)
+    return report, panels, labels

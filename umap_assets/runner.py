@@ -1,0 +1,292 @@
+"""``umap-assets run`` and ``rollback``: plan, execute, plan again, in this process.
+
+Each :class:`~umap_assets.planner.Step` is one run of its job on the home's instance, reported in one
+line. No decisions here: what runs is :mod:`umap_assets.planner`'s answer, the sensors' own. This module
+only runs it, prints one line per run and per failed check, and appends full traces to ``<home>/logs/``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from . import planner
+from .discovery import SLICES
+from .errors import root_cause
+from .history import latest
+from .home import Layout, prepare_instance_home
+from .planner import LAUNCHER_TAG, Step, launcher
+
+#: Keep Dagster's per-event DEBUG lines out of the terminal; the runs are in the UI in full.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+JOBS = ("ingest_slice", "train_model", "embed_slice")
+
+
+@dataclass
+class RunSummary:
+    succeeded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # label -> reason
+    skipped: list[str] = field(default_factory=list)
+    run_ids: dict[str, str] = field(default_factory=dict)  # label -> Dagster run id
+    log_path: Path = Path("umap-assets.log")  # full traces of failed steps
+
+
+class ConfigError(ValueError):
+    """A ``--config`` file that does not fit the definitions; the message is one line per problem."""
+
+
+def job_run_config(job, config: dict | None) -> dict:
+    """The run config for ``job``: quiet logging, plus the ``ops`` entries for its own nodes and the
+    ``resources`` entries for the resources it uses, from ``config`` (``--config``)."""
+    config = config or {}
+    ops = {name: cfg for name, cfg in (config.get("ops") or {}).items() if name in job.graph.node_dict}
+    resources = {name: cfg for name, cfg in (config.get("resources") or {}).items()
+                 if name in job.required_resource_keys}
+    return {**QUIET, **({"ops": ops} if ops else {}), **({"resources": resources} if resources else {})}
+
+
+def check_run_config(defs, config: dict, jobs: tuple[str, ...] = JOBS) -> None:
+    """Refuse unknown sections, assets, resources and fields before any run starts."""
+    problems = [f"unknown section '{k}' (expected ops: and resources:)" for k in config if k not in ("ops", "resources")]
+    if "warehouse" in (config.get("resources") or {}):
+        problems.append("resources: warehouse is set by --home, not by the config file")
+    job_defs = [defs.resolve_job_def(name) for name in jobs if has_job(defs, name)]
+    known_ops = {n for job in job_defs for n in job.graph.node_dict}
+    known_resources = {r for job in job_defs for r in job.required_resource_keys} - {"io_manager", "warehouse"}
+    problems += [f"ops: unknown asset '{k}' (one of {sorted(known_ops)})" for k in config.get("ops") or {}
+                 if k not in known_ops]
+    problems += [f"resources: unknown resource '{k}' (one of {sorted(known_resources)})"
+                 for k in config.get("resources") or {} if k not in known_resources and k != "warehouse"]
+    for job in job_defs if not problems else []:
+        try:
+            dg.validate_run_config(job, job_run_config(job, config))
+        except dg.DagsterInvalidConfigError as exc:
+            problems += [e.message for e in exc.errors]
+    if problems:
+        raise ConfigError("; ".join(dict.fromkeys(problems)))
+
+
+def has_job(defs, name: str) -> bool:
+    try:
+        defs.resolve_job_def(name)
+        return True
+    except Exception:  # noqa: BLE001 - dagster raises its own error type for unknown jobs
+        return False
+
+
+@dataclass
+class Runner:
+    """Runs steps in this process on ``instance``, with the ``--config`` run config, printing with ``say``."""
+
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    summary: RunSummary
+    config: dict | None = None
+    say: object = print
+
+    def recover_dead_runs(self) -> int:
+        """Mark runs whose launching process died (killed mid-write) as failed, and free their
+        concurrency-pool slots; they would otherwise show as running forever and hold their slots."""
+        from .planner import dead_runs
+
+        dead = dead_runs(self.instance)
+        for run in dead:
+            self.instance.report_run_failed(run, "the `umap-assets run` process that ran it died")
+            self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            self.say(f"  recovered run {run.run_id[:8]} ({run.job_name}) left behind by a killed process")
+        return len(dead)
+
+    def execute(self, step: Step, *, summary: RunSummary | None = None, config: dict | None = None) -> bool:
+        """Run ``step``; one line for it (and one per failed check); True when it succeeded."""
+        summary = self.summary if summary is None else summary
+        job = self.defs.resolve_job_def(step.job)
+        started = time.perf_counter()
+        selection = {"asset_selection": [dg.AssetKey(a) for a in step.assets]} if step.assets else {}
+        result = job.execute_in_process(
+            instance=self.instance, raise_on_error=False, partition_key=step.partition,
+            run_config=job_run_config(job, self.config if config is None else config),
+            tags={LAUNCHER_TAG: launcher(), **step.tags}, **selection)
+        summary.run_ids[step.label] = result.run_id
+        seconds, steps = time.perf_counter() - started, _step_seconds(result)
+        checks = _failed_checks(result)
+        if result.success:
+            summary.succeeded.append(step.label)
+            self.say(f"  ok      {step.label}  ({seconds:.1f}s{'; ' + steps if steps else ''})")
+            for line in checks:  # checks that warn and do not block
+                self.say(f"          warning {line}")
+            return True
+        log_failures(result, summary.log_path, step.label)
+        summary.failed[step.label] = reason = _failure_reason(result, checks)
+        self.say(f"  FAILED  {step.label}  ({seconds:.1f}s): {reason}")
+        for line in checks:
+            self.say(f"          gate {line}")
+        return False
+
+
+def _step_seconds(result) -> str:
+    """Seconds per step of a run of several steps ("coreset 9.5s, teacher 75.0s, ...")."""
+    done = [(e.step_key, e.event_specific_data.duration_ms / 1000) for e in result.all_events if e.is_step_success]
+    return ", ".join(f"{key} {sec:.1f}s" for key, sec in done) if len(done) > 1 else ""
+
+
+def _failed_checks(result) -> list[str]:
+    """One line per failed asset check of a run: its name and what it measured."""
+    return [e.description or f"{e.check_name}: failed" for e in result.get_asset_check_evaluations() if not e.passed]
+
+
+def _failure_reason(result, failed_checks: list[str]) -> str:
+    if failed_checks:
+        return "quality gates failed; the candidate was not promoted (see the quality report)"
+    reasons = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            err = event.step_failure_data.error
+            reasons.append(f"{event.step_key}: {root_cause(err) if err else 'failed'}")
+    return "; ".join(reasons) or "the run failed"
+
+
+def log_failures(result, log_path: Path, label: str) -> None:
+    """Append the full traces of a failed run's steps to the log file under the home."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as fh:
+        fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {label} (run {result.run_id})\n")
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data.error is not None:
+                fh.write(f"--- step {event.step_key}\n{event.step_failure_data.error.to_string()}\n")
+
+
+class Busy(RuntimeError):
+    """Runs are in progress on the home: another ``umap-assets run``, or the daemon's."""
+
+
+def run_pipeline(home: str | None = None, *, say=print, force: bool = False, retrain: bool = False,
+                 config: dict | None = None, until: str = "embed") -> RunSummary:
+    """Plan, execute, plan again until nothing is left: ingest the files of ``<home>/incoming``, train
+    when :func:`~umap_assets.planner.plan_training` says so (or ``retrain``), embed the stale slices.
+
+    Every decision is :mod:`umap_assets.planner`'s, the sensors' own; the runs go to the home's
+    instance (``<home>/dagster``). ``config`` is run config (``ops``, ``resources``), checked first.
+    """
+    from .atomic import sweep_stale_temps
+    from .definitions import load_definitions
+
+    layout = Layout.at(home)
+    prepare_instance_home(layout)
+    defs = load_definitions()
+    check_run_config(defs, config or {})
+    summary = RunSummary(log_path=layout.log_path)
+    say(f"home: {layout.home}")
+    with dg.DagsterInstance.get() as instance:
+        run = Runner(defs, instance, summary, config, say)
+        run.recover_dead_runs()
+        if planner.busy(instance):
+            raise Busy(f"another `umap-assets run` is using {layout.home}; wait for it to finish")
+        if swept := sum(sweep_stale_temps(d) for d in layout.writable_dirs()):
+            say(f"  removed {swept} temp file(s) left by killed writers")
+        # the CLI's cursor: the samples before this run are decided on, unless nothing is served yet
+        handled = getattr(latest(instance, "samples"), "storage_id", 0) if _served(layout) else 0
+        keys = _ingest(run, layout, force)
+        if not keys:
+            say("no slice was ingested; nothing to train on")
+        elif until != "ingest" and has_job(defs, planner.TRAIN_JOB) and _train(run, layout, handled, retrain) \
+                and until != "train" and has_job(defs, planner.EMBED_JOB):
+            say("embed: embeddings and drift, per slice")
+            steps = {s.partition: s for s in planner.plan_maps(instance, keys, _served(layout))}
+            for key in keys:
+                if key in steps:
+                    run.execute(steps[key])
+                else:
+                    say(f"  up to date  embeddings[{key}]")
+    return summary
+
+
+def _ingest(run: Runner, layout: Layout, force: bool) -> list[str]:
+    """Look at ``incoming`` twice (a file must be unchanged between the looks) and ingest what the
+    planner finds ready; the keys of the slices ingested now or before."""
+    previous, done = {}, []
+    while True:
+        plan = planner.plan_ingest(run.instance, layout.incoming, previous, force=force, resume=True)
+        if plan.new_partitions:
+            run.instance.add_dynamic_partitions(SLICES, plan.new_partitions)
+        if plan.steps:
+            run.say("ingest: raw_slices + samples, per slice")
+        done += [step.partition for step in plan.steps if run.execute(step)]
+        if previous or not plan.waiting:
+            break
+        previous = plan.seen
+        time.sleep(planner.LOOK_AGAIN_S)
+    run.say(f"{len(plan.steps) + len(plan.up_to_date)} slice file(s) in {layout.incoming}")
+    for name in plan.up_to_date.values():
+        run.summary.skipped.append(name)
+        run.say(f"  up to date  {name}")
+    for name, reason in {**plan.rejected, **_unready(plan.waiting)}.items():
+        run.summary.failed[name] = reason
+        run.say(f"  skipped {name}: {reason}")
+    return sorted(set(done) | set(plan.up_to_date))
+
+
+def _train(run: Runner, layout: Layout, handled: int, retrain: bool) -> bool:
+    """Measure the drift the planner asks for, then train when it says so; True when a model is served."""
+    measured: set[str] = set()
+    while True:
+        plan = planner.plan_training(run.instance, served=_served(layout) is not None, handled=handled,
+                                     asked="asked for (--retrain)" if retrain else None)
+        todo = [key for key in plan.measure if key not in measured]
+        if not todo:
+            break
+        run.say("drift: does the served model cover the new slices?")
+        for key in todo:  # a drift that cannot be measured asks for a new model; it fails no slice
+            run.execute(planner.Step(planner.EMBED_JOB, f"drift[{key}]", partition=key, assets=("drift",)),
+                        summary=RunSummary(log_path=layout.log_path))
+        measured.update(todo)
+    if plan.step is None:
+        run.say(f"train: {plan.reason}")
+    else:
+        run.say(f"train: coreset -> teacher -> student -> artifact -> quality_report -> model  ({plan.reason})")
+        run.execute(plan.step)
+    return _served(layout) is not None
+
+
+def _served(layout: Layout) -> str | None:
+    """The version of the served model, or None."""
+    from .model_store import ModelStore
+    from .runtime import Projector
+
+    path = ModelStore(layout).artifact_path
+    return Projector.load(path).version if path.exists() else None
+
+
+def _unready(waiting: dict[str, str]) -> dict[str, str]:
+    """Reasons for files that were not ready at this run's second look."""
+    return {name: "not a complete Parquet file (no PAR1 footer): still being written, or not a Parquet file"
+            if not identity else "changed while this run looked at it: still being written?"
+            for name, identity in waiting.items()}
+
+
+def rollback(home: str | None = None, to: str | None = None, *, say=print) -> RunSummary:
+    """Serve an earlier promoted artifact again (``to``, default the one before the current), then
+    re-embed every slice with it. The promotion is a materialization of ``model``, so the UI shows it."""
+    from .definitions import load_definitions
+    from .history import promoted_versions
+
+    layout = Layout.at(home)
+    prepare_instance_home(layout)
+    summary = RunSummary(log_path=layout.log_path)
+    with dg.DagsterInstance.get() as instance:
+        run = Runner(load_definitions(), instance, summary, None, say)
+        versions = promoted_versions(instance)
+        if to is None and len(versions) < 2:
+            summary.failed["rollback"] = f"no earlier promoted version to roll back to (promoted: {versions})"
+            return summary
+        to = to or versions[1]
+        say(f"rollback: serve artifact {to} (now serving {versions[0] if versions else 'nothing'})")
+        if run.execute(planner.Step(planner.TRAIN_JOB, "model", assets=("model",)),
+                       config={"ops": {"model": {"config": {"version": to}}}}):
+            keys = [k for k in instance.get_dynamic_partitions(SLICES)
+                    if (layout.warehouse / "raw_slices" / f"{k}.parquet").exists()]
+            for step in planner.plan_maps(instance, keys, to):
+                run.execute(step)
+    return summary

@@ -188,8 +188,10 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
             assert res.asset_materializations_for_node("embeddings")[0].metadata["artifact_version"].value == first
         wh = Warehouse(home / "warehouse", home / "warehouse.duckdb")
         out = pq.read_table(wh.embeddings_path(first, keys[0]))
-        assert out.column_names == ["id", "x", "y", "label", "artifact_version"]
+        assert out.column_names == ["id", "x", "y", "coverage", "label", "artifact_version"]
         assert set(out.column("artifact_version").to_pylist()) == {first}
+        coverage = out.column("coverage").to_numpy()  # the slice's own rows: like the training data
+        assert np.isfinite(coverage).all() and 0.2 < np.median(coverage) < 2
         # the DuckDB view covers every slice
         with connect(wh) as con:
             rows = con.execute("SELECT label, avg(x), count(*) FROM embeddings GROUP BY label ORDER BY label").fetchall()

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import dagster as dg
 import pytest
 

@@ -229,17 +229,22 @@ def _window(xz: bytes, dict_byte: int) -> bytes:
     return bytes(out)
 
 
-def test_refusing_the_issues_20000_square_layer_stays_small_in_a_fresh_process(base, tmp_path):
-    """Peak RSS of a fresh interpreter refusing the 20,000 x 20,000 masked layer, over its baseline."""
-    path = tmp_path / "huge.uart"
-    path.write_bytes(edited(base, huge_masked_layer(20_000)))
+def refusal_in_a_fresh_process(path) -> tuple[int, str]:
+    """(KiB the peak RSS of a fresh interpreter grew by while loading ``path``, the refusal it printed)."""
     code = ("import resource, sys; from umap_assets.runtime import Projector, ArtifactError\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "try:\n    Projector.load(sys.argv[1])\nexcept ArtifactError as exc:\n    print(exc, file=sys.stderr)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-    grown_kib = int(done.stdout)
-    assert "raw_size" in done.stderr and grown_kib < 2 * path.stat().st_size / 1024 + 1024, (grown_kib, done.stderr)
+    return int(done.stdout), done.stderr
+
+
+def test_refusing_the_issues_20000_square_layer_stays_small_in_a_fresh_process(base, tmp_path):
+    """Peak RSS of a fresh interpreter refusing the 20,000 x 20,000 masked layer, over its baseline."""
+    path = tmp_path / "huge.uart"
+    path.write_bytes(edited(base, huge_masked_layer(20_000)))
+    grown_kib, refusal = refusal_in_a_fresh_process(path)
+    assert "raw_size" in refusal and grown_kib < 2 * path.stat().st_size / 1024 + 1024, (grown_kib, refusal)
 
 
 def test_a_compressible_payload_is_refused_within_twice_its_file_in_a_fresh_process(base, tmp_path):
@@ -255,14 +260,9 @@ def test_a_compressible_payload_is_refused_within_twice_its_file_in_a_fresh_proc
     manifest["raw_size"] = len(raw)
     path = tmp_path / "compressible.uart"
     path.write_bytes(container(manifest, raw, lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)))
-    code = ("import resource, sys; from umap_assets.runtime import Projector, ArtifactError\n"
-            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "try:\n    Projector.load(sys.argv[1])\nexcept ArtifactError as exc:\n    print(exc, file=sys.stderr)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-    grown_kib = int(done.stdout)
-    assert "compressible.uart: artifact array pad holds NaN" in done.stderr, done.stderr
-    assert grown_kib < 2 * path.stat().st_size / 1024 + SMALL_CONSTANT / 1024, (grown_kib, done.stderr)
+    grown_kib, refusal = refusal_in_a_fresh_process(path)
+    assert "compressible.uart: artifact array pad holds NaN" in refusal, refusal
+    assert grown_kib < 2 * path.stat().st_size / 1024 + SMALL_CONSTANT / 1024, (grown_kib, refusal)
 
 
 @pytest.mark.parametrize("blank", ["", "  "])

@@ -163,7 +163,7 @@ def write_report(directory, report: dict, png: bytes) -> str:
         st = report["stability"]
         agreement += (f"\n\nAgainst the served model `{st['previous_version']}`: median displacement "
                       f"{st['median_displacement']:.4f} of its map's spread, kNN@{report['k']} overlap {st['knn_overlap']:.4f}.")
-    gates = "\n".join(f"- {gate_line(g)}" for g in report["gates"])
+    gates = "\n".join(f"- {gate_line(g)}" for g in report["gates"]) + tried_markdown(report)
     md = (f"# Quality report\n\nArtifact `{art['version']}`, measured on {report['validation_rows']:,} validation "
           f"rows that no model saw (k={report['k']}).\n\n## Gates\n\n{gates}\n\n## Metrics\n\n"
           f"{markdown_table(report)}\n\n{agreement}\n\n## Per label\n\n{per_class_markdown(report['per_class'])}\n\n"
@@ -172,6 +172,26 @@ def write_report(directory, report: dict, png: bytes) -> str:
     atomic_write_bytes(directory / "quality_report.json", json.dumps(report, indent=2).encode())
     atomic_write_bytes(directory / "quality_report.md", md.encode())
     return md
+
+
+#: The student's settings the report names (``StudentConfig``'s fields; ``noise_std`` as chosen from the data).
+RECIPE_FIELDS = ("steps", "hidden", "input_pca_dim", "noise_std", "coord_weight", "graph_weight")
+
+
+def tried_markdown(report: dict) -> str:
+    """What the pipeline tried (the student's recipe) and, when a gate against the teacher failed,
+    what to try next, as config a user can pass to ``umap-assets run --config``. Gates never move."""
+    recipe = report.get("student_recipe")
+    if not recipe:
+        return ""
+    shown = ", ".join(f"{k} {v}" for k, v in recipe.items())
+    out = f"\n\n**What the pipeline tried:** the student was trained with {shown}."
+    if any(not g["passed"] and g["versus"] == "teacher" for g in report["gates"]):
+        out += ("\n\n**Not promoted: the artifact trails its teacher.** To try next, in a `--config` file: a longer "
+                "schedule (`ops: {student: {config: {steps: %d}}}`), a larger coreset (`ops: {coreset: {config: "
+                "{budget: 60000}}}`), or more input noise on embeddings whose rows all lie far apart "
+                "(`noise_to_neighbours: 1.0`). The gates stay as they are." % (2 * int(recipe.get("steps", 12_000))))
+    return out
 
 
 def measure_candidate(store: ModelStore, warehouse: Warehouse, teacher_record: Teacher, distilled: Student,
@@ -203,5 +223,7 @@ def measure_candidate(store: ModelStore, warehouse: Warehouse, teacher_record: T
     if previous is not None:
         panels[f"served model {previous.version[:8]}"] = E_prev = previous.transform(X)
         report["stability"] = stability(E_prev, maps["artifact"], k, previous.version)
-    report.update(student_version=distilled.version, teacher_version=teacher_record.version)
+    report.update(student_version=distilled.version, teacher_version=teacher_record.version,
+                  student_recipe={k: distilled.config[k] for k in RECIPE_FIELDS if k in distilled.config}
+                  | {"input_components": int(distilled.prep.components.shape[0])})
     return report, panels, labels

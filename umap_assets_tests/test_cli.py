@@ -82,7 +82,7 @@ def test_run_continues_past_a_bad_slice_and_exits_nonzero(tmp_path, capsys):
     pq.write_table(table.set_column(table.schema.get_field_index("id"), "id", ids), home / "incoming" / "more.parquet")
     assert main(["run", "--home", str(home), "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "ok      more.parquet" in out and "ok      drift[more]" in out
+    assert "ok      more.parquet" in out and "ok      drift[more]" in out, out  # the whole output, should it ever fail again
     assert "the served model stays" in out and "train_model" not in out
     assert "ok      embeddings[more]" in out and "up to date  embeddings[digits_000]" in out
     line = next(line for line in out.splitlines() if "ok      embeddings[more]" in line)

@@ -480,11 +480,12 @@ def coverage_distances(X: np.ndarray, mean: np.ndarray, components: np.ndarray, 
     the two equal."""
     centred = np.asarray(X, np.float32) - mean
     Z = centred @ components.T
-    residual = np.maximum(np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", Z, Z), 0.0)
+    z2 = np.einsum("ij,ij->i", Z, Z)
+    residual = np.maximum(np.einsum("ij,ij->i", centred, centred) - z2, 0.0)
     cross = Z @ centers.T
     cross *= -2.0
     cross += np.einsum("ij,ij->i", centers, centers)
-    nearest = np.maximum(cross.min(axis=1) + np.einsum("ij,ij->i", Z, Z), 0.0)
+    nearest = np.maximum(cross.min(axis=1) + z2, 0.0)
     return np.sqrt(nearest + residual).astype(np.float32)
 
 

@@ -109,8 +109,9 @@ def coverage_distances(X: np.ndarray, mean: np.ndarray, components: np.ndarray, 
     The distance within the PCA space plus what the PCA drops (the row's residual off it): the
     exact distance to the centers' reconstructions ``mean + c @ components``. A row that leaves the
     training data's principal subspace (a new topic among sentence embeddings, whose variance is
-    spread over hundreds of components) is far, not hidden. numpy only: the artifact runtime
-    computes each embedded row's coverage with it.
+    spread over hundreds of components) is far, not hidden. The artifact runtime, which travels
+    alone to Spark executors, keeps its own copy (:func:`umap_assets.runtime.coverage_distances`);
+    the tests hold the two equal.
 
     Parameters
     ----------

@@ -108,6 +108,12 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     """Open the Dagster UI on the same instance that ``run`` writes to."""
     layout = Layout.at(args.home)
     prepare_instance_home(layout)
+    import dagster as dg
+
+    from .planner import limit_training
+
+    with dg.DagsterInstance.get() as instance:
+        limit_training(instance)  # the UI's queue then starts one training run at a time
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     # the `dagster` beside this interpreter: works with no virtualenv activated
     dagster = Path(sys.executable).parent / "dagster"

@@ -10,27 +10,28 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_write_bytes
+
 HOME_ENV = "UMAP_ASSETS_HOME"
 
-#: The concurrency pool of every training asset, and the tag of every ``train_model`` run.
-TRAINING_POOL, TRAINING_TAG = "training", "umap_assets/training"
-#: The home's Dagster instance. At most one training per home, enforced by Dagster: every training
-#: asset is in pool ``TRAINING_POOL`` (one slot: two runs never compute training steps at once, in-process
-#: or launched), and the daemon's queue starts one ``train_model`` run at a time (its tag ``TRAINING_TAG``).
+#: The concurrency pool of every training asset (``coreset`` to ``model``).
+TRAINING_POOL = "training"
+#: The home's Dagster instance. At most one training per home, enforced by Dagster: pool
+#: ``TRAINING_POOL`` has one slot, counted per run (``granularity: run``), so the run queue starts no
+#: run that holds a training asset while another such run is in progress, however it was launched
+#: (the UI, a sensor, the schedule, a backfill, or ``umap-assets run`` in its own process).
 DAGSTER_YAML = f"""\
 # Written by umap-assets.
 concurrency:
   pools:
+    granularity: run
     default_limit: 1
-  runs:
-    tag_concurrency_limits:
-      - key: {TRAINING_TAG}
-        limit: 1
 telemetry:
   enabled: false
 nux:
   enabled: false  # no sign-up dialog over the demo's results
 """
+_OURS = "# Written by umap-assets."
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
@@ -98,8 +99,8 @@ def prepare_instance_home(layout: Layout) -> Path:
     """Point Dagster at the persistent instance under ``<home>/dagster`` (created on first use)."""
     layout.ensure()
     config = layout.dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    if not config.exists() or (config.read_text() != DAGSTER_YAML and config.read_text().startswith(_OURS)):
+        atomic_write_bytes(config, DAGSTER_YAML.encode())  # ours, from an older release: bring it up to date
     os.environ["DAGSTER_HOME"] = str(layout.dagster_home)
     os.environ[HOME_ENV] = str(layout.home)
     return layout.dagster_home

@@ -11,6 +11,8 @@ run requests, ``umap-assets run`` executes them in order and asks again until no
 - :func:`plan_maps`: which slices' ``embeddings`` (and ``drift``) are stale: missing, older than the
   slice's rows, or made by another model than the served one.
 - :func:`busy`: the runs in progress on the home, so a second ``umap-assets run`` never starts over them.
+- :func:`training_in_progress` and :func:`limit_training`: the one training per home that Dagster's
+  run queue enforces (pool ``training``, one slot per run), and the same rule for in-process runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import dagster as dg
 
 from .discovery import IDENTITY_TAG, SLICES, discover_slices, ingest_tags
 from .history import latest, materializations, metadata_of
+from .home import TRAINING_POOL
 
 INGEST_JOB, TRAIN_JOB, EMBED_JOB = "ingest_slice", "train_model", "embed_slice"
 #: Why a ``train_model`` run was requested.
@@ -242,3 +245,32 @@ def busy(instance: dg.DagsterInstance) -> str | None:
         return None
     names = ", ".join(f"{r.job_name} {r.run_id[:8]}" for r in runs[:3])
     return f"{len(runs)} run(s) in progress on this home ({names}); wait for them to finish"
+
+
+# ---- one training per home
+
+
+def limit_training(instance: dg.DagsterInstance) -> None:
+    """Give pool ``training`` its one slot now, so the run queue holds a second training run from its
+    first look (a pool the queue has not seen yet limits nothing in that look)."""
+    info = instance.event_log_storage.get_concurrency_info(TRAINING_POOL)
+    if info.slot_count != 1:
+        instance.event_log_storage.set_concurrency_slots(TRAINING_POOL, 1)
+
+
+def training_in_progress(instance: dg.DagsterInstance) -> list:
+    """Runs in progress (queued runs excluded) that hold a training asset: the run queue starts no
+    other one meanwhile, and ``umap-assets run`` refuses to train over them."""
+    started = [s for s in _IN_PROGRESS if s is not dg.DagsterRunStatus.QUEUED]
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=started))
+    return [r for r in runs if r.run_op_concurrency and TRAINING_POOL in (r.run_op_concurrency.all_pools or ())
+            and _alive(r.tags.get(LAUNCHER_TAG))]
+
+
+def training_refusal(instance: dg.DagsterInstance) -> str | None:
+    """Why a training run may not start now in this process (one line), or None."""
+    runs = training_in_progress(instance)
+    if not runs:
+        return None
+    return (f"another training run is in progress on this home ({runs[0].job_name} {runs[0].run_id[:8]}); "
+            "at most one trains at a time: run again once it finishes")

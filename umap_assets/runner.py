@@ -87,6 +87,9 @@ class Runner:
     config: dict | None = None
     say: object = print
 
+    def __post_init__(self):
+        planner.limit_training(self.instance)
+
     def recover_dead_runs(self) -> int:
         """Mark runs whose launching process died (killed mid-write) as failed, and free their
         concurrency-pool slots; they would otherwise show as running forever and hold their slots."""
@@ -102,6 +105,10 @@ class Runner:
     def execute(self, step: Step, *, summary: RunSummary | None = None, config: dict | None = None) -> bool:
         """Run ``step``; one line for it (and one per failed check); True when it succeeded."""
         summary = self.summary if summary is None else summary
+        if step.job == planner.TRAIN_JOB and (refusal := planner.training_refusal(self.instance)):
+            summary.failed[step.label] = refusal
+            self.say(f"  FAILED  {step.label}: {refusal}")
+            return False
         job = self.defs.resolve_job_def(step.job)
         started = time.perf_counter()
         selection = {"asset_selection": [dg.AssetKey(a) for a in step.assets]} if step.assets else {}

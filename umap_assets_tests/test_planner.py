@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import dagster as dg
+import yaml
 
 from umap_assets.definitions import load_definitions
+from umap_assets.home import DAGSTER_YAML
 from umap_assets.planner import LAUNCHER_TAG, busy, dead_runs, launcher, plan_training
 
 
@@ -24,7 +26,8 @@ def test_every_training_asset_is_in_the_training_pool():
         node = graph.get(key)
         if node.group_name == "training":
             assert defs.get_assets_def(key).op.pool == "training", key.to_user_string()
-    assert defs.resolve_job_def("train_model").tags["umap_assets/training"]
+    pools = yaml.safe_load(DAGSTER_YAML)["concurrency"]["pools"]  # one slot, held by a whole run
+    assert pools == {"granularity": "run", "default_limit": 1}
 
 
 def test_runs_of_a_dead_process_are_dead_and_a_live_ones_make_the_home_busy():

@@ -4,14 +4,13 @@ import json
 
 import dagster as dg
 
-from ..planner import TRAIN_JOB, plan_training
-from .groups import MAPS, TRAINING, TRAINING_TAG
+from ..planner import TRAIN_JOB, limit_training, plan_training
+from .groups import MAPS, TRAINING
 from .resources import WarehouseResource
 
 train_job = dg.define_asset_job(
     TRAIN_JOB,
     selection=dg.AssetSelection.groups(TRAINING),
-    tags={TRAINING_TAG: "home"},
     description="coreset -> teacher -> student -> artifact -> quality_report (gated by its checks) -> model",
 )
 
@@ -36,6 +35,7 @@ def training_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRes
 
     The cursor is the storage id of the newest ``samples`` materialization already decided on.
     """
+    limit_training(context.instance)  # the queue then starts one training run at a time from its first look
     state = json.loads(context.cursor) if context.cursor else {"handled": 0}
     plan = plan_training(context.instance, served=warehouse.store().artifact_path.exists(), handled=state["handled"],
                          quiet_seconds=QUIET_SECONDS)

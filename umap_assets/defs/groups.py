@@ -6,7 +6,7 @@
 * ``maps`` (per slice): ``embeddings``, ``drift`` -> job ``embed_slice``, ``automation_sensor``
 """
 
-from ..home import TRAINING_POOL, TRAINING_TAG  # noqa: F401 - the pool and the run tag the instance limits
+from ..home import TRAINING_POOL  # noqa: F401 - the pool whose one slot the instance counts per run
 
 INGEST = "ingest"
 TRAINING = "training"

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from ..discovery import SOURCE_IDENTITY
 from ..planner import INGEST_JOB
@@ -111,14 +112,15 @@ def settle_contract(source: Path, key: str, contract: SliceContract, path: Path)
 class SampleConfig(dg.Config):
     """How a slice is sampled."""
 
-    rate: float = 1.0
-    max_rows: int | None = 20_000  # per slice: a large slice is sampled at max_rows / n instead
-    floor: int = 50
-    validation_fraction: float = 0.1
-    seed: int = 0
-    n_clusters: int = 10
-    pca_dim: int = 16
-    max_fit_rows: int = 50_000  # rows the k-means strata are fitted on (unlabelled slices)
+    rate: float = Field(1.0, gt=0, le=1)
+    max_rows: int | None = Field(20_000, ge=1)  # per slice: a large slice is sampled at max_rows / n instead
+    floor: int = Field(50, ge=0)
+    # the quality report measures on validation rows: without them no model can pass its gates
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = Field(0, ge=0)
+    n_clusters: int = Field(10, ge=1)
+    pca_dim: int = Field(16, ge=1)
+    max_fit_rows: int = Field(50_000, ge=1)  # rows the k-means strata are fitted on (unlabelled slices)
 
 
 @dg.asset(

@@ -80,6 +80,9 @@ class QualityGates(dg.ConfigurableResource):
     stability_tolerance: float = Field(0.02, ge=0)
     k: int = Field(15, ge=1)
     max_rows: int = Field(10_000, ge=1)  # validation rows the report and the gates measure on (seeded subsample)
+    # kNN accuracy (and its gate) is measured on the labelled rows alone, when there are at least this
+    # many labelled validation rows and as many labelled training rows; otherwise the gate says why not
+    min_labelled_rows: int = Field(50, ge=1)
     seed: int = Field(0, ge=0)
 
 

@@ -85,6 +85,15 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _cmd_remove(args: argparse.Namespace) -> int:
+    from .slices import remove
+
+    summary = remove(args.home, args.slice)
+    for label, reason in summary.failed.items():
+        print(f"failed: {label}: {reason}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     """The same transform as the ``embeddings`` asset, for an existing batch job."""
     from .contract import SliceError
@@ -200,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--list", action="store_true", help="list the promoted versions, newest first")
     back.set_defaults(func=_cmd_rollback)
 
+    remove = sub.add_parser("remove", help="remove a slice from the home: its rows leave the samples, the next model and the map")
+    remove.add_argument("slice", help="the slice's key, or its file's name (move or delete the file from incoming/ first)")
+    remove.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
+    remove.set_defaults(func=_cmd_remove)
+
     explore = sub.add_parser("map", help="open the current embeddings in the browser (needs the `map` extra)")
     explore.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
     explore.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; another than "
@@ -227,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except Busy as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:  # a failure of the machine (full disk, read-only home): one line, the trace to the log
+        from .errors import describe_os_error, log_exception
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        log_exception(Layout.at(getattr(args, "home", None)).log_path, exc)
         return 1
 
 

@@ -31,7 +31,12 @@ _UNSAFE_KEY_CHARS = re.compile(r"[,|\[\]\s\x00-\x1f\x7f]+|\.{3,}")  # Dagster re
 
 
 class SliceError(ValueError):
-    """A slice broke the data contract. The message names the file and the problem."""
+    """A slice broke the data contract. The message names the file and the problem.
+
+    The only failure that rejects a file until it changes (:data:`umap_assets.errors.CONTRACT_VIOLATION`):
+    any other failure of an ingest (a full disk, a read-only home, a killed process) leaves the file
+    eligible for the next run.
+    """
 
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
@@ -55,12 +60,18 @@ def partition_key_for(path: str | Path) -> str:
     return f"{key or 'slice'}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
-def file_identity(path: str | Path) -> str | None:
-    """A slice file's identity: its size and a hash of its Parquet footer (``size:sha256``).
+#: Bytes read at a time when a slice file is hashed.
+HASH_CHUNK_BYTES = 1 << 20
 
-    Copies and renames keep the identity, an edit changes it, and mtimes play no part. ``None``
-    when the file is not a complete Parquet file (no magic bytes at both ends, or a footer that
-    runs past the start): a file still being written.
+
+def file_identity(path: str | Path) -> str | None:
+    """A slice file's identity: its size and a SHA-256 of its whole content (``size:sha256``).
+
+    Copies and renames keep the identity, an edit anywhere (a data page too) changes it, and mtimes
+    play no part. The file is streamed in 1 MiB chunks: 0.07 s for 100 MB (1.5 GB/s with the CPU's
+    SHA instructions; BLAKE2b measured 0.12 s). ``None`` when the file is not a complete Parquet
+    file (no magic bytes at both ends, or a footer that runs past the start): a file still being
+    written.
     """
     import hashlib
     import struct
@@ -78,11 +89,13 @@ def file_identity(path: str | Path) -> str | None:
             (footer_len,) = struct.unpack("<I", tail[:4])
             if head != b"PAR1" or tail[4:] != b"PAR1" or footer_len + 12 > size:
                 return None
-            fh.seek(size - 8 - footer_len)
-            footer = fh.read(footer_len)
+            fh.seek(0)
+            digest = hashlib.sha256()
+            while chunk := fh.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
     except OSError:
         return None
-    return f"{size}:{hashlib.sha256(footer).hexdigest()[:32]}"
+    return f"{size}:{digest.hexdigest()[:32]}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,21 @@ class SliceSummary:
     label_type: str | None = None
     label_counts: dict[str, int] = field(default_factory=dict)  # the labelled rows, per label
     unlabelled: int = 0  # rows whose label is null (0 when the slice has no label column)
+    refused: "RefusedRows | None" = None  # rows left out: their ids were already in other slices
+
+
+@dataclass(frozen=True)
+class RefusedRows:
+    """Rows of a slice left out because their ids are already in another slice of the home."""
+
+    count: int
+    first_ids: list  # up to 5, sorted
+    owner: str  # the slice that holds the first of them
+
+    def line(self, name: str) -> str:
+        ids = ", ".join(map(repr, self.first_ids)) + (", ..." if self.count > len(self.first_ids) else "")
+        return (f"{name}: {self.count} row(s) refused: their ids are already in slice '{self.owner}' "
+                f"(ids {ids}); an id is on the map once")
 
 
 #: Field metadata that marks a ``fixed_size_binary(4 * d)`` column as ``d`` float32 values a row,

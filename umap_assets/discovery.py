@@ -2,11 +2,20 @@
 and ``umap-assets run`` share, so neither redoes nor skips the other's work.
 
 A file is known by its identity (:func:`umap_assets.contract.file_identity`: its size and a hash of
-its Parquet footer), never by its modification time, so ``cp -p``, ``rsync -t`` and renames of old
+its whole content), never by its modification time, so ``cp -p``, ``rsync -t`` and renames of old
 files are seen like any other. A file is *ready* when it is a complete Parquet file and its identity
-is the same as at the previous look. A ready file is ingested unless its partition already holds
-that identity, or an ingest of that very identity already failed: a rejected file waits until it
-changes. The only state kept between looks is the identity of each file not yet handed on.
+is the same as at the previous look. A slice's life (docs/robustness.md, issue 30):
+
+- a new name with new content: ingested as a new slice;
+- a known name with new content (replaced in place): ingested again, its rows replace the old ones;
+- a new name with the content of a slice whose file is gone (renamed): that slice, up to date;
+- a new name with the content of a slice whose file is still there (a copy): not ingested, one line;
+- a file deleted from ``incoming``: its slice stays in the home (the slices of the home are the
+  ``slices`` partitions, never the files of ``incoming``); ``umap-assets remove`` removes one.
+
+A file whose ingest broke the data contract waits until it changes; any other failure (a kill, a
+full disk, a read-only home) leaves it eligible. The only state kept between looks is the identity
+of each file not yet handed on.
 """
 
 from __future__ import annotations
@@ -18,20 +27,31 @@ import dagster as dg
 
 from .atomic import is_temp_name
 from .contract import file_identity, partition_key_for
-from .errors import root_cause
+from .errors import is_contract_violation, root_cause
 from .history import latest_metadata
 
 #: The dynamic partitions: one per slice file.
 SLICES = "slices"
 #: Run tag with the identity of the file a run ingests (rejections are remembered by it).
 IDENTITY_TAG = "umap_assets/source_identity"
-#: Metadata key of ``raw_slices``: the identity (size and footer hash) of the file it ingested.
+#: Metadata key of ``raw_slices``: the identity (size and content hash) of the file it ingested.
 SOURCE_IDENTITY = "source_identity"
 
 
 def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
     """The identity of the file that the newest ``raw_slices`` materialization of ``key`` ingested."""
     return latest_metadata(instance, "raw_slices", SOURCE_IDENTITY, partition=key)
+
+
+def home_identities(instance: dg.DagsterInstance) -> dict[str, str]:
+    """Identity -> key of the file each slice of the home was ingested from (its newest ``raw_slices``).
+    The slices of the home are the ``slices`` partitions: a removed slice is no longer one."""
+    found: dict[str, str] = {}
+    for key in sorted(instance.get_dynamic_partitions(SLICES)):
+        identity = ingested_identity(instance, key)
+        if identity:
+            found.setdefault(identity, key)
+    return found
 
 
 @dataclass(frozen=True)
@@ -47,8 +67,10 @@ class Discovery:
 
     ready: list[SliceFile] = field(default_factory=list)
     waiting: dict[str, str] = field(default_factory=dict)  # name -> identity ("" while incomplete)
-    up_to_date: list[SliceFile] = field(default_factory=list)
+    up_to_date: list[SliceFile] = field(default_factory=list)  # key: the slice the file's content is
     rejected: dict[str, str] = field(default_factory=dict)  # name -> reason
+    copies: dict[str, str] = field(default_factory=dict)  # name -> key of the slice it is a copy of
+    renamed: dict[str, str] = field(default_factory=dict)  # name -> key of the slice ingested under another name
 
     def seen(self) -> dict[str, str]:
         """Identities to compare with at the next look: the files not yet handed on (small)."""
@@ -57,50 +79,82 @@ class Discovery:
         }
 
 
+#: Identities already computed, by the file's (path, size, inode, mtime, ctime): a file is hashed
+#: again only when it is written (any write moves its ctime, which no tool can set back).
+_IDENTITIES: dict[tuple, str | None] = {}
+
+
+def _identity(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    stamp = (str(path), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    if stamp not in _IDENTITIES:
+        if len(_IDENTITIES) > 10_000:
+            _IDENTITIES.clear()
+        _IDENTITIES[stamp] = file_identity(path)
+    return _IDENTITIES[stamp]
+
+
 def look(incoming: Path) -> dict[str, str | None]:
     """Name -> identity of each candidate slice file (``None`` while it is not a complete Parquet file)."""
     if not incoming.is_dir():
         return {}
     return {
-        p.name: file_identity(p)
+        p.name: _identity(p)
         for p in sorted(incoming.iterdir())
         if p.name.endswith(".parquet") and not p.name.startswith(".") and not is_temp_name(p.name) and p.is_file()
     }
 
 
 def rejection(instance: dg.DagsterInstance, key: str, identity: str) -> str | None:
-    """Why the ingest of this very file failed, if it did (its newest run for ``identity`` failed)."""
+    """Why this very file broke the data contract, if its newest ingest did. A failure of the machine
+    (a kill, a full disk, a read-only home) is no verdict on the file: None, it is retried."""
     runs = instance.get_run_records(
         filters=dg.RunsFilter(tags={"dagster/partition": key, IDENTITY_TAG: identity}), limit=1
     )
     if not runs or runs[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
         return None
     failures = instance.all_logs(runs[0].dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    errors = [e.dagster_event.step_failure_data.error for e in failures]
-    return next((root_cause(error) for error in errors if error is not None), "ingest failed")
+    verdicts = [e.dagster_event.step_failure_data for e in failures
+                if is_contract_violation(e.dagster_event.step_failure_data)]
+    return next((root_cause(data.error) if data.error else "broke the data contract" for data in verdicts), None)
+
+
+def failed_attempts(instance: dg.DagsterInstance, key: str, identity: str) -> int:
+    """Failed ingests of this very file: part of a sensor's run key, so a failure of the machine is retried."""
+    return len(instance.get_run_records(filters=dg.RunsFilter(
+        tags={"dagster/partition": key, IDENTITY_TAG: identity}, statuses=[dg.DagsterRunStatus.FAILURE])))
 
 
 def discover_slices(
     instance: dg.DagsterInstance, incoming: Path, previous: dict[str, str], *, force: bool = False
 ) -> Discovery:
-    """Sort the files of ``incoming`` into ready, waiting, up to date and rejected.
+    """Sort the files of ``incoming`` into ready, waiting, up to date, copies and rejected.
 
     ``previous`` holds the identities of the previous look (:meth:`Discovery.seen`). ``force``
-    re-ingests files that are up to date or were rejected.
+    re-ingests files that are up to date or were rejected (a copy or a renamed file stays one).
     """
     found = Discovery()
+    files = look(incoming)
+    keys = {name: partition_key_for(incoming / name) for name in files}
+    home = home_identities(instance)
+    claimed: dict[str, str] = {}  # identity -> key of the first file of this look with it
     owner: dict[str, str] = {}
-    for name, identity in look(incoming).items():
-        path = incoming / name
-        key = partition_key_for(path)
+    for name, identity in files.items():
+        key = keys[name]
         if owner.setdefault(key, name) != name:
             found.rejected[name] = f"maps to partition '{key}' like {owner[key]}; rename one of them"
             continue
         if identity is None:
             found.waiting[name] = ""  # still being written
             continue
-        item = SliceFile(key, path, identity)
-        if not force and ingested_identity(instance, key) == identity:
+        item = SliceFile(key, incoming / name, identity)
+        same = home.get(identity, claimed.setdefault(identity, key))
+        if same != key:
+            _same_content(found, item, same, set(keys.values()))
+        elif not force and identity in home:
             found.up_to_date.append(item)
         elif not force and (reason := rejection(instance, key, identity)):
             found.rejected[name] = f"unchanged since it was rejected: {reason}"
@@ -109,6 +163,16 @@ def discover_slices(
         else:
             found.waiting[name] = identity  # first seen, or changed since the previous look
     return found
+
+
+def _same_content(found: Discovery, item: SliceFile, slice_key: str, present: set[str]) -> None:
+    """``item`` holds the content of slice ``slice_key``: a copy while that slice's own file is in
+    ``incoming``, else the same slice renamed (up to date under its first key)."""
+    if slice_key in present:
+        found.copies[item.path.name] = slice_key
+    else:
+        found.renamed[item.path.name] = slice_key
+        found.up_to_date.append(SliceFile(slice_key, item.path, item.identity))
 
 
 def ingest_tags(item: SliceFile) -> dict[str, str]:

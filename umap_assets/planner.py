@@ -25,7 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .discovery import IDENTITY_TAG, SLICES, discover_slices, ingest_tags
+from .discovery import IDENTITY_TAG, SLICES, discover_slices, failed_attempts, ingest_tags
 from .history import latest, materializations, metadata_of
 from .home import TRAINING_POOL
 
@@ -65,6 +65,8 @@ class IngestPlan:
     waiting: dict[str, str]  # file name -> identity ("" while not a complete Parquet file)
     rejected: dict[str, str]  # file name -> reason
     seen: dict[str, str]  # the identities to compare with at the next look (the sensor's cursor)
+    copies: dict[str, str] = field(default_factory=dict)  # file name -> one line: the slice it copies
+    renamed: dict[str, str] = field(default_factory=dict)  # file name -> key of the slice it is
 
 
 def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str, str], *,
@@ -80,14 +82,23 @@ def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str
     known = set(instance.get_dynamic_partitions(SLICES))
     up_to_date = {}
     for item in found.up_to_date:
-        if not resume or latest(instance, "samples", item.key) is not None:
+        if not resume or item.path.name in found.renamed or latest(instance, "samples", item.key) is not None:
             up_to_date[item.key] = item.path.name
         elif (item.key, item.identity) not in running:
             ready.append(item)  # its samples never landed: ingest again
-    steps = [Step(INGEST_JOB, f.path.name, partition=f.key, tags=ingest_tags(f), run_key=f"{f.key}:{f.identity}")
+    steps = [Step(INGEST_JOB, f.path.name, partition=f.key, tags=ingest_tags(f), run_key=_run_key(instance, f))
              for f in ready]
+    copies = {name: f"same content as slice '{key}' ({up_to_date.get(key, key)}); not ingested twice"
+              for name, key in found.copies.items()}
     return IngestPlan(steps, sorted({f.key for f in ready} - known), up_to_date, found.waiting, found.rejected,
-                      found.seen())
+                      found.seen(), copies, found.renamed)
+
+
+def _run_key(instance: dg.DagsterInstance, item) -> str:
+    """The file's partition and identity, and how many of its ingests failed (a failure of the
+    machine: a contract failure is never planned again), so a sensor retries after a failure."""
+    failed = failed_attempts(instance, item.key, item.identity)
+    return f"{item.key}:{item.identity}" + (f":retry-{failed}" if failed else "")
 
 
 # ---- training

@@ -15,7 +15,7 @@ import dagster as dg
 
 from . import planner
 from .discovery import SLICES
-from .errors import root_cause
+from .errors import NOTICE, root_cause
 from .history import latest
 from .home import Layout, prepare_instance_home
 from .planner import LAUNCHER_TAG, Step, launcher
@@ -166,6 +166,9 @@ class Runner:
             self.say(f"  ok      {step.label}  ({seconds:.1f}s{'; ' + steps if steps else ''})")
             for line in checks:  # checks that warn and do not block
                 self.say(f"          warning {line}")
+            for event in result.get_asset_materialization_events():
+                if (notice := event.materialization.metadata.get(NOTICE)) is not None:
+                    self.say(f"          note    {notice.value}")
             return True
         log_failures(result, summary.log_path, step.label)
         summary.failed[step.label] = reason = _failure_reason(result, checks)
@@ -268,13 +271,23 @@ def _ingest(run: Runner, layout: Layout, force: bool) -> list[str]:
         previous = plan.seen
         time.sleep(planner.LOOK_AGAIN_S)
     run.say(f"{len(plan.steps) + len(plan.up_to_date)} slice file(s) in {layout.incoming}")
-    for name in plan.up_to_date.values():
+    for key, name in plan.up_to_date.items():
         run.summary.skipped.append(name)
-        run.say(f"  up to date  {name}")
+        run.say(f"  up to date  {name}" + (f"  (slice '{key}', renamed)" if name in plan.renamed else ""))
+    for name, line in plan.copies.items():
+        run.summary.skipped.append(name)
+        run.say(f"  copy    {name}: {line}")
     for name, reason in {**plan.rejected, **_unready(plan.waiting)}.items():
         run.summary.failed[name] = reason
         run.say(f"  skipped {name}: {reason}")
-    return sorted(set(done) | set(plan.up_to_date))
+    return sorted(set(done) | set(plan.up_to_date) | set(home_slices(run.instance, layout)))
+
+
+def home_slices(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
+    """The slices of the home: the ``slices`` partitions whose rows are in the warehouse, whether or
+    not their files are still in ``incoming`` (deleting an ingested file is safe)."""
+    return sorted(k for k in instance.get_dynamic_partitions(SLICES)
+                  if (layout.warehouse / "raw_slices" / f"{k}.parquet").exists())
 
 
 def _train(run: Runner, layout: Layout, handled: int, retrain: bool) -> bool:

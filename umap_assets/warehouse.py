@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path, held_lock, is_temp_name, sweep_stale_temps
-from .contract import CHUNK_ROWS, SliceSpec, SliceSummary, iter_validated_batches, parquet_reader, write_options
+from .atomic import atomic_path, held_lock, is_temp_name, sweep_stale_temps, temp_path_for
+from .contract import (CHUNK_ROWS, RefusedRows, SliceError, SliceSpec, SliceSummary, iter_validated_batches,
+                       parquet_reader, write_options)
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -68,29 +69,98 @@ def write_canonical_slice(
     *,
     expected_dim: int | None = None,
     batch_rows: int = CHUNK_ROWS,
+    unique_in_home: bool = False,
 ) -> SliceSummary:
     """Validate ``source`` chunk by chunk and write it in canonical form to ``destination``.
 
     Nothing reaches ``destination`` unless every check passed: the batches go to a temporary file
     which is renamed into place only after the last check (duplicate ids) is done. Row groups hold
     ``batch_rows`` rows whatever the source's were, so every reader streams the copy in whole groups
-    (:func:`umap_assets.contract.iter_chunks`).
+    (:func:`umap_assets.contract.iter_chunks`). With ``unique_in_home``, rows whose ids are already
+    in another file of ``destination``'s folder are left out (``summary.refused``), checked and
+    renamed under one lock so that two slices ingested at once never both keep an id; a slice left
+    with no row raises :class:`SliceError`.
     """
     sweep_stale_temps(destination.parent, destination.name)
     summary = SliceSummary()
-    writer: pq.ParquetWriter | None = None
-    with atomic_path(destination) as tmp:
-        try:
-            batches = iter_validated_batches(source, spec, expected_dim=expected_dim, batch_rows=batch_rows,
-                                             summary=summary)
-            for table in regrouped((batch.to_arrow() for batch in batches), batch_rows):
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, **write_options(table.schema))
-                writer.write_table(table)
-        finally:
-            if writer is not None:
-                writer.close()
+    staged = temp_path_for(destination)
+    try:
+        _write_validated(source, staged, spec, expected_dim, batch_rows, summary)
+        with _ids_lock(destination.parent, unique_in_home), atomic_path(destination) as tmp:
+            refused = _known_ids(staged, destination) if unique_in_home else None
+            if refused is None:
+                staged.replace(tmp)
+            else:
+                _write_without(staged, tmp, refused, batch_rows, summary, source)
+    finally:
+        staged.unlink(missing_ok=True)
     return summary
+
+
+def _write_validated(source: Path, tmp: Path, spec: SliceSpec, expected_dim: int | None, batch_rows: int,
+                     summary: SliceSummary) -> None:
+    destination = tmp.parent
+    destination.mkdir(parents=True, exist_ok=True)
+    writer: pq.ParquetWriter | None = None
+    try:
+        batches = iter_validated_batches(source, spec, expected_dim=expected_dim, batch_rows=batch_rows,
+                                         summary=summary)
+        for table in regrouped((batch.to_arrow() for batch in batches), batch_rows):
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, **write_options(table.schema))
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _ids_lock(directory: Path, wanted: bool):
+    import contextlib
+
+    if not wanted:
+        return contextlib.nullcontext()
+    path = directory / ".ids.lock"
+    return held_lock(path, 600.0, busy=f"{path}: another ingest has held the id check for over 600s")
+
+
+def _known_ids(staged: Path, destination: Path) -> tuple[pa.Array, str] | None:
+    """The ids of ``staged`` already in another slice of ``destination``'s folder (sorted), and the
+    slice holding the first; None when there are none."""
+    others = [p for p in destination.parent.glob("*.parquet") if p.name != destination.name and not is_temp_name(p.name)]
+    if not others:
+        return None
+    with duckdb.connect() as con:
+        found = con.sql(
+            "SELECT s.id, regexp_extract(o.filename, '([^/]+)[.]parquet$', 1) AS owner "
+            "FROM read_parquet($staged) s JOIN read_parquet($others, filename = true) o ON s.id = o.id ORDER BY s.id",
+            params={"staged": str(staged), "others": [str(p) for p in others]}).to_arrow_table()
+    if found.num_rows == 0:
+        return None
+    return found.column("id").combine_chunks(), found.column("owner")[0].as_py()
+
+
+def _write_without(staged: Path, tmp: Path, refused: tuple[pa.Array, str], batch_rows: int,
+                   summary: SliceSummary, source: Path) -> None:
+    """Copy ``staged`` to ``tmp`` without the rows whose ids are in ``refused``; count what is left."""
+    import pyarrow.compute as pc
+
+    ids, owner = refused
+    summary.refused = RefusedRows(len(ids), ids.slice(0, 5).to_pylist(), owner)
+    if len(ids) >= summary.rows:
+        raise SliceError(source, f"every row's id is already in the home (slice '{owner}' holds id "
+                                 f"{ids[0].as_py()!r}); nothing left to ingest")
+    reader = parquet_reader(staged)
+    counts: dict[str, int] = {}
+    with pq.ParquetWriter(tmp, reader.schema_arrow, **write_options(reader.schema_arrow)) as writer:
+        kept = (b.filter(pc.invert(pc.is_in(b.column("id"), value_set=ids))) for b in reader.iter_batches(batch_rows))
+        for table in regrouped(kept, batch_rows):
+            writer.write_table(table)
+            if "label" in table.column_names:
+                for item in pc.value_counts(table.column("label").combine_chunks()).to_pylist():
+                    counts[str(item["values"])] = counts.get(str(item["values"]), 0) + item["counts"]
+    summary.rows -= len(ids)
+    if summary.label_counts:
+        summary.label_counts = dict(sorted(counts.items()))
 
 
 def regrouped(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -197,6 +267,21 @@ def publish_catalog(wh: Warehouse, *, timeout_s: float = 60.0) -> Path:
         finally:
             con.close()
     return wh.duckdb_path
+
+
+def remove_slice_files(wh: Warehouse, key: str, *, timeout_s: float = 60.0) -> list[Path]:
+    """Delete one slice from the warehouse: its canonical rows, its sample, its catalog record and its
+    embeddings under every model version; then republish the catalog, so the ``slices`` table and
+    the ``embeddings`` view no longer hold it. Returns the files deleted."""
+    files = [wh.table_path("raw_slices", key), wh.table_path("samples", key), wh.table_dir(CATALOG) / f"{key}.json"]
+    if wh.table_dir(EMBEDDINGS).exists():
+        files += [d / f"{key}.parquet" for d in sorted(wh.table_dir(EMBEDDINGS).iterdir()) if d.is_dir()]
+    removed = [path for path in files if path.exists()]
+    with _catalog_lock(wh, timeout_s):  # no rebuild lists the record while it goes
+        for path in removed:
+            path.unlink()
+    publish_catalog(wh, timeout_s=timeout_s)
+    return removed
 
 
 def published_embeddings(wh: Warehouse) -> dict:

@@ -265,7 +265,7 @@ def test_the_home_contract_is_recorded_visible_and_declarable(instance, resource
     recorded = json.loads((layout.home / "contract.json").read_text())
     assert recorded == {"dim": 16, "features": "features", "id_type": "int64", "recorded_from": "b"}
     bad.unlink()
-    wide = make_slice(layout.incoming / "a_nan.parquet", dim=32)
+    wide = make_slice(layout.incoming / "a_nan.parquet", dim=32, id_start=1000)
     result = materialize_slice(instance, resources, "a_nan")
     message = failure_message(result)
     assert "dimension is 32, but the home's contract" in message and "says 16" in message

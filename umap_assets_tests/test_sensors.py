@@ -29,7 +29,7 @@ def _ingest(instance, layout, item):
 
 def test_new_files_become_partitions_and_runs_after_a_second_look(instance, layout):
     make_slice(layout.incoming / "day_1.parquet")
-    make_slice(layout.incoming / "day 2,eu.parquet", seed=1)
+    make_slice(layout.incoming / "day 2,eu.parquet", seed=1, id_start=1000)  # ids unique in the home
     first = _evaluate(instance, layout)
     assert first.run_requests == [], "a file seen once may still be changing"
     result = _evaluate(instance, layout, first.cursor)

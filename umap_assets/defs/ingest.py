@@ -1,7 +1,9 @@
 """Per-slice assets: ``raw_slices`` (validated, canonical) and ``samples`` (stratified)."""
 
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -15,8 +17,9 @@ from ..discovery import SOURCE_IDENTITY
 from ..planner import INGEST_JOB
 from ..atomic import is_temp_name
 from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, partition_key_for
+from ..errors import CONTRACT_VIOLATION, NOTICE, describe_os_error
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
-from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, stratified_sample
+from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, held_out_ids, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
 from .partitions import slices_partitions
 from .resources import SliceContract, WarehouseResource
@@ -57,25 +60,19 @@ def raw_slices(
     layout = warehouse.layout()
     wh = warehouse.warehouse()
     source = find_incoming_file(layout.incoming, key)
-    identity = file_identity(source)
     destination = wh.table_path("raw_slices", key)
     started = time.perf_counter()
-    try:
-        home_contract, claimed = settle_contract(source, key, contract, layout.home / CONTRACT_FILE)
-        try:
-            summary = write_canonical_slice(source, destination, contract.spec(), expected_dim=home_contract.dim)
-        except SliceError:
-            if claimed:  # the first slice broke the rules after recording the contract: take it back
-                (layout.home / CONTRACT_FILE).unlink(missing_ok=True)
-            raise
-    except SliceError as exc:
-        raise dg.Failure(description=f"slice '{key}' rejected: {exc}", metadata={"file": str(source)}) from exc
-    size = destination.stat().st_size
-    record_slice(wh, key, {
-        "rows": summary.rows, "dim": summary.dim, "bytes": size, "label_counts": summary.label_counts,
-        "path": home_relative(destination, layout.home), "source": home_relative(source, layout.home),
-    })
-    publish_catalog(wh)
+    with machine_failures(key, destination):
+        identity = file_identity(source)
+        summary = ingest_slice_file(key, source, destination, contract, layout.home / CONTRACT_FILE)
+        if summary.refused is not None:
+            context.log.warning(summary.refused.line(source.name))
+        size = destination.stat().st_size
+        record_slice(wh, key, {
+            "rows": summary.rows, "dim": summary.dim, "bytes": size, "label_counts": summary.label_counts,
+            "path": home_relative(destination, layout.home), "source": home_relative(source, layout.home),
+        })
+        publish_catalog(wh)
     schema = pq.read_schema(destination)
     return dg.MaterializeResult(
         metadata={
@@ -91,8 +88,38 @@ def raw_slices(
                 columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]
             ),
             "seconds": round(time.perf_counter() - started, 3),
+            "refused_rows": summary.refused.count if summary.refused else 0,
+            **({NOTICE: summary.refused.line(source.name)} if summary.refused else {}),
         }
     )
+
+
+def ingest_slice_file(key: str, source: Path, destination: Path, contract: SliceContract, contract_path: Path):
+    """Validate ``source`` against the home contract and write it canonically, leaving out rows whose
+    ids are in another slice; a contract failure is a ``dg.Failure`` marked :data:`CONTRACT_VIOLATION`."""
+    try:
+        home_contract, claimed = settle_contract(source, key, contract, contract_path)
+        try:
+            return write_canonical_slice(source, destination, contract.spec(), expected_dim=home_contract.dim,
+                                         unique_in_home=True)
+        except SliceError:
+            if claimed:  # the first slice broke the rules after recording the contract: take it back
+                contract_path.unlink(missing_ok=True)
+            raise
+    except SliceError as exc:
+        raise dg.Failure(description=f"slice '{key}' rejected: {exc}",
+                         metadata={"file": str(source), CONTRACT_VIOLATION: True}) from exc
+
+
+@contextlib.contextmanager
+def machine_failures(key: str, where: Path) -> Iterator[None]:
+    """A failure of the machine (a full disk, a read-only home, an I/O error) as one line, not marked
+    as a verdict on the slice: the next run tries the file again."""
+    try:
+        yield
+    except OSError as exc:
+        raise dg.Failure(description=f"slice '{key}': {describe_os_error(exc, where)} (the file stays eligible: "
+                                     "the next run tries it again)") from exc
 
 
 def settle_contract(source: Path, key: str, contract: SliceContract, path: Path) -> tuple[HomeContract, bool]:
@@ -156,16 +183,17 @@ def samples(
         strata_kind = "kmeans"
         strata = streamed_cluster_strata(source, n_rows, config, seed)
     rate = effective_rate(n_rows, config.rate, config.max_rows)
-    sample = stratified_sample(
-        strata, rate=rate, floor=config.floor, validation_fraction=config.validation_fraction, seed=seed
-    )
+    held = held_out_ids(pq.read_table(source, columns=["id"]).column("id"), config.validation_fraction, config.seed)
+    sample = stratified_sample(strata, rate=rate, floor=config.floor, validation_fraction=config.validation_fraction,
+                               seed=seed, held_out=held)
     picked = take_rows(source, sample.indices)  # only the sampled rows are ever in memory
     n = len(sample.indices)
     out = picked.append_column("stratum", pa.array(strata[sample.indices].astype(str)))
     out = out.append_column("split", pa.array(np.where(sample.validation, "validation", "train")))
     out = out.append_column("row", pa.array(sample.indices, type=pa.int64()))
     out = out.add_column(0, "slice", pa.array([key] * n, type=pa.string()))
-    size = write_table(out, wh.table_path("samples", key))
+    with machine_failures(key, wh.table_path("samples", key)):
+        size = write_table(out, wh.table_path("samples", key))
     rows = "\n".join(
         f"| {s} | {c['rows']} | {c['sampled']} | {c['validation']} |" for s, c in sample.counts.items()
     )

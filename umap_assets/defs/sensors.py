@@ -27,6 +27,8 @@ def new_slices_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     plan = plan_ingest(context.instance, warehouse.layout().incoming, previous)
     for name, reason in sorted(plan.rejected.items()):
         context.log.warning(f"{name}: {reason}")
+    for name, line in sorted(plan.copies.items()):
+        context.log.info(f"{name}: {line}")
     return dg.SensorResult(
         run_requests=[step.run_request() for step in plan.steps],
         dynamic_partitions_requests=([slices_partitions.build_add_request(plan.new_partitions)]

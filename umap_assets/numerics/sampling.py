@@ -6,6 +6,10 @@ bounded (:func:`effective_rate`). Strata are
 the labels when there are any; otherwise MiniBatchKMeans clusters on a PCA projection. A fixed
 fraction of every stratum's sample is marked ``validation``: those rows never train a model.
 Everything is drawn from a seed derived from the partition key, so a re-run is identical.
+
+Which rows may be validation rows is a function of each row's id alone (:func:`held_out_ids`):
+a copy of a row lands in the same split whatever slice it arrives in, so a validation row is never
+a training row.
 """
 
 from __future__ import annotations
@@ -33,6 +37,80 @@ def derive_seed(base_seed: int, key: str) -> int:
     """
     digest = hashlib.sha256(f"{base_seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN, _BYTE_PRIME = np.uint64(0x9E3779B97F4A7C15), np.uint64(0x100000001B3)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every bit of ``x`` (uint64) moves every bit of the result."""
+    with np.errstate(over="ignore"):
+        x = x.copy()
+        x ^= x >> np.uint64(30)
+        x *= _MIX1
+        x ^= x >> np.uint64(27)
+        x *= _MIX2
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def _string_hashes(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """A 64-bit polynomial hash of each string (its bytes ``data[offsets[i]:offsets[i+1]]``), vectorised."""
+    lengths = np.diff(offsets)
+    n = len(lengths)
+    if data.size == 0:
+        return np.zeros(n, np.uint64)
+    row = np.repeat(np.arange(n), lengths)
+    from_end = (offsets[1:][row] - 1 - (np.arange(offsets[0], offsets[-1]))).astype(np.int64)
+    powers = np.ones(int(lengths.max()), np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(1, len(powers)):
+            powers[k] = powers[k - 1] * _BYTE_PRIME
+        terms = (data[offsets[0]:offsets[-1]].astype(np.uint64) + np.uint64(1)) * powers[from_end]
+    sums = np.zeros(n, np.uint64)
+    np.add.at(sums, row, terms)
+    with np.errstate(over="ignore"):
+        return sums ^ (lengths.astype(np.uint64) * _GOLDEN)
+
+
+def id_fractions(ids, salt: int = 0) -> np.ndarray:
+    """A number in [0, 1) for each id, a function of the id and ``salt`` alone.
+
+    Parameters
+    ----------
+    ids : pyarrow Array or ChunkedArray of int64 or string, or ndarray of int64
+        Row ids.
+    salt : int, default 0
+        The configured seed: another salt draws another split.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        Uniform over ids: splitmix64 of the id (integers) or of a polynomial hash of its UTF-8 bytes.
+    """
+    import pyarrow as pa
+
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if isinstance(ids, pa.Array) and (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        width = np.int64 if pa.types.is_large_string(ids.type) else np.int32
+        _, off_buf, data_buf = ids.buffers()
+        offsets = np.frombuffer(off_buf, dtype=width, count=len(ids) + 1, offset=ids.offset * np.dtype(width).itemsize)
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+        keys = _string_hashes(offsets.astype(np.int64), data)
+    else:
+        values = ids.to_numpy(zero_copy_only=False) if isinstance(ids, pa.Array) else np.asarray(ids)
+        keys = values.astype(np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        salted = _mix64(np.array([salt % (1 << 64)], dtype=np.uint64) + _GOLDEN)[0]
+        mixed = _mix64(_mix64(keys ^ salted) + _GOLDEN)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def held_out_ids(ids, validation_fraction: float, salt: int = 0) -> np.ndarray:
+    """Whether each row's id belongs to the validation split: ``id_fractions(ids, salt) < validation_fraction``."""
+    return id_fractions(ids, salt) < validation_fraction
 
 
 class ClusterStrata:
@@ -216,6 +294,7 @@ def stratified_sample(
     floor: int = 0,
     validation_fraction: float = 0.1,
     seed: int = 0,
+    held_out: np.ndarray | None = None,
 ) -> StratifiedSample:
     """Draw a stratified sample of row positions; see the module docstring for the rule.
 
@@ -235,6 +314,12 @@ def stratified_sample(
         Share of each stratum's sample held out, in [0, 1).
     seed : int, default 0
         Seed of the draw, for example from :func:`derive_seed`.
+    held_out : ndarray of bool, shape (n,), optional
+        Rows that can only be validation rows; the others only training rows (for example
+        :func:`held_out_ids`). Each stratum then draws its validation rows among the held-out ones
+        and its training rows among the rest, as many as it has of each kind (the floor of one
+        validation row holds when the stratum has one). Without it, the validation rows are drawn
+        among the stratum's sample.
 
     Returns
     -------
@@ -252,6 +337,8 @@ def stratified_sample(
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     strata = np.asarray(strata)
+    if held_out is not None and len(held_out) != len(strata):
+        raise ValueError(f"held_out has {len(held_out)} rows, strata {len(strata)}")
     rng = np.random.default_rng(seed)
     values, inverse = np.unique(strata, return_inverse=True)
     chosen: list[np.ndarray] = []
@@ -262,10 +349,13 @@ def stratified_sample(
     for s, value in enumerate(values):
         members = order[bounds[s] : bounds[s + 1]]
         quota = stratum_quota(len(members), rate, floor)
-        picked = rng.choice(members, size=quota, replace=False)
         n_val = int(round(validation_fraction * quota))
         if validation_fraction > 0 and quota >= 2:
             n_val = min(max(n_val, 1), quota - 1)
+        if held_out is None:
+            picked = rng.choice(members, size=quota, replace=False)
+        else:
+            picked, n_val = _draw_by_split(rng, members, held_out[members], quota, n_val)
         chosen.append(picked)
         flags = np.zeros(quota, dtype=bool)
         flags[:n_val] = True  # picked is already in random order
@@ -275,3 +365,16 @@ def stratified_sample(
     validation = np.concatenate(held) if held else np.empty(0, dtype=bool)
     sort = np.argsort(indices, kind="stable")
     return StratifiedSample(indices=indices[sort].astype(np.int64), validation=validation[sort], counts=counts)
+
+
+def _draw_by_split(rng: np.random.Generator, members: np.ndarray, held: np.ndarray, quota: int,
+                   n_val: int) -> tuple[np.ndarray, int]:
+    """``quota`` of ``members``: ``n_val`` among the held-out ones first, the rest among the others,
+    each kind making up for the other's shortfall; the validation rows first, and how many."""
+    validation, training = members[held], members[~held]
+    n_val = min(n_val, len(validation))
+    n_train = min(quota - n_val, len(training))
+    n_val = min(quota - n_train, len(validation))
+    picked = np.concatenate([rng.choice(validation, size=n_val, replace=False),
+                             rng.choice(training, size=n_train, replace=False)])
+    return picked, n_val

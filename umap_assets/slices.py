@@ -1,0 +1,41 @@
+"""``umap-assets remove SLICE``: run the ``remove_slice`` job (the UI's own) on one slice of the home."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .contract import partition_key_for
+from .discovery import SLICES
+from .home import Layout, prepare_instance_home
+from .runner import Busy, Runner, RunSummary
+from .planner import Step, busy
+
+REMOVE_JOB = "remove_slice"
+
+
+def slice_key(name: str) -> str:
+    """The partition key a user means: a key as it is, or a file name (``a.parquet``) made one."""
+    return partition_key_for(name) if name.endswith(".parquet") else name
+
+
+def remove(home: str | None, name: str, *, say=print) -> RunSummary:
+    """Remove slice ``name`` (its key, or its file's name) from the home, in one line; refused when
+    the home has no such slice, or while runs are in progress on it."""
+    from .definitions import load_definitions
+
+    layout = Layout.at(home)
+    prepare_instance_home(layout)
+    summary = RunSummary(log_path=layout.log_path)
+    key = slice_key(name)
+    with dg.DagsterInstance.get() as instance:
+        run = Runner(load_definitions(), instance, summary, None, say)
+        run.recover_dead_runs()
+        if busy(instance):
+            raise Busy(f"another `umap-assets run` is using {layout.home}; wait for it to finish")
+        known = instance.get_dynamic_partitions(SLICES)
+        if key not in known:
+            summary.failed[name] = (f"no slice '{key}' in {layout.home} (slices: {', '.join(sorted(known)[:10]) or 'none'})")
+            return summary
+        if run.execute(Step(REMOVE_JOB, f"remove {key}", partition=key)):
+            say(f"slice '{key}' removed: its rows left the samples and the map; the next model trains without them")
+    return summary

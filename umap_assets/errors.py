@@ -24,13 +24,23 @@ def describe_os_error(exc: OSError, where: object = "") -> str:
     """One line for a failure of the machine: ``disk full writing <path>``, ``home is read-only:
     <path>``, or the error's own words with the path it names (``where`` when it names none, as
     Arrow's errors do)."""
-    path = exc.filename or where or ""
+    path = _final_name(str(exc.filename)) if exc.filename else (where or "")
     if exc.errno in _FULL:
         return f"disk full writing {path}".rstrip()
     if exc.errno in _READ_ONLY:
         return f"home is read-only: {path}".rstrip(": ")
     words = (exc.strerror or str(exc) or type(exc).__name__).split("\n", 1)[0]
     return f"I/O error ({words}): {path}".rstrip(": ")
+
+
+def _final_name(path: str) -> str:
+    """The file a writer's temp file stands for (``dir/.a.parquet.tmp-1-ab`` -> ``dir/a.parquet``)."""
+    from pathlib import Path
+
+    from .atomic import TMP_MARKER, is_temp_name
+
+    p = Path(path)
+    return str(p.with_name(p.name[1:].split(TMP_MARKER, 1)[0])) if is_temp_name(p.name) else path
 
 
 def root_cause(err) -> str:

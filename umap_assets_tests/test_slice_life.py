@@ -229,3 +229,68 @@ def test_a_killed_ingest_leaves_the_file_eligible(tmp_path):
     assert "recovered run" in again.stdout and "rejected" not in again.stdout
     assert "ok      s.parquet" in again.stdout
     assert pq.read_metadata(target / "s.parquet").num_rows == 300_000
+
+
+def test_the_sensor_retries_after_a_failure_of_the_machine(instance, layout):
+    """A failure that is no verdict on the file (here: a folder where the slice's file goes) gets a
+    new run key, so the sensor asks again; the same file after a contract failure gets none."""
+    import json
+
+    from umap_assets.defs.ingest import raw_slices
+    from umap_assets.defs.resources import SliceContract, WarehouseResource
+    from umap_assets.defs.sensors import new_slices_sensor
+    from umap_assets.discovery import discover_slices, ingest_tags
+
+    def evaluate(cursor=None):
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
+        return new_slices_sensor(ctx, warehouse=WarehouseResource(home=str(layout.home)))
+
+    make_slice(layout.incoming / "a.parquet", n=100)
+    first = evaluate(evaluate().cursor).run_requests
+    assert [r.partition_key for r in first] == ["a"]
+    blocker = layout.warehouse / "raw_slices" / "a.parquet"
+    blocker.mkdir(parents=True)  # the rename into place fails: IsADirectoryError
+    instance.add_dynamic_partitions("slices", ["a"])
+    item = discover_slices(instance, layout.incoming, {"a.parquet": first[0].tags["umap_assets/source_identity"]}).ready[0]
+    result = dg.materialize([raw_slices], partition_key="a", instance=instance, tags=ingest_tags(item),
+                            raise_on_error=False,
+                            resources={"warehouse": WarehouseResource(home=str(layout.home)), "contract": SliceContract()})
+    assert not result.success
+    blocker.rmdir()
+    again = evaluate(evaluate().cursor).run_requests
+    assert [r.partition_key for r in again] == ["a"] and again[0].run_key == f"{first[0].run_key}:retry-1"
+    assert json.loads(evaluate().cursor) == {"a.parquet": item.identity}
+
+
+def test_a_deleted_file_stays_and_a_removed_slice_leaves_the_map(tmp_path, capsys):
+    """Train, delete a file from incoming/, retrain: every slice is re-embedded by the new model and
+    the view holds each id once. Then remove that slice: its rows leave the view and the samples."""
+    home = tmp_path / "home"
+    assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
+    config = tmp_path / "run.yaml"
+    config.write_text(  # a short schedule and open gates: this test is about the slices, not quality
+        "ops: {student: {config: {steps: 100, hidden: [32, 32], input_pca_dim: 16, min_rows: 0}}}\n"
+        "resources: {quality_gates: {config: {trust_tolerance: 1.0, knn_accuracy_tolerance: 1.0, "
+        "min_student_overlap: 0.0}}}\n")
+    args = ["run", "--home", str(home), "--config", str(config)]
+    assert main(args) == 0, capsys.readouterr().out[-2000:]
+    gone = home / "incoming" / "digits_000.parquet"
+    gone_ids = set(pq.read_table(gone).column("id").to_pylist())
+    gone.unlink()
+    assert main([*args, "--retrain"]) == 0
+    out = capsys.readouterr().out
+    assert "embeddings[digits_000]" in out, out[-2000:]
+
+    def view():
+        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+            con.execute(f"SET file_search_path = '{home}'")
+            return con.execute("SELECT count(*), count(DISTINCT id), count(DISTINCT artifact_version), "
+                               "list(DISTINCT slice ORDER BY slice) FROM embeddings").fetchone()
+
+    assert view() == (1797, 1797, 1, ["digits_000", "digits_001"])
+    assert main(["remove", "digits_000", "--home", str(home)]) == 0
+    assert view() == (1797 - len(gone_ids), 1797 - len(gone_ids), 1, ["digits_001"])
+    with duckdb.connect() as con:
+        left = {r[0] for r in con.execute("SELECT id FROM read_parquet(?)",
+                                          [str(home / "warehouse" / "samples" / "*.parquet")]).fetchall()}
+    assert not left & gone_ids, "the next model trains without the removed slice's rows"

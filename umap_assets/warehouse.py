@@ -119,7 +119,7 @@ def _ids_lock(directory: Path, wanted: bool):
 
     if not wanted:
         return contextlib.nullcontext()
-    path = directory / ".ids.lock"
+    path = directory.parent / f".{directory.name}.ids.lock"  # beside the folder: nothing but slices in it
     return held_lock(path, 600.0, busy=f"{path}: another ingest has held the id check for over 600s")
 
 

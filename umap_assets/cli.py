@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from .contract import CHUNK_ROWS, SliceSpec
+from .errors import os_error_line
 from .home import HOME_ENV, Layout, prepare_instance_home
 from .runner import Busy, ConfigError, rollback, run_pipeline
+from .slices import add_remove_command
 
 __all__ = ["main", "prepare_instance_home", "rollback", "run_pipeline"]
 
@@ -80,15 +82,6 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
                 print(f"{version}{'  (served)' if i == 0 else ''}")
         return 0
     summary = rollback(args.home, args.to)
-    for label, reason in summary.failed.items():
-        print(f"failed: {label}: {reason}", file=sys.stderr)
-    return 1 if summary.failed else 0
-
-
-def _cmd_remove(args: argparse.Namespace) -> int:
-    from .slices import remove
-
-    summary = remove(args.home, args.slice)
     for label, reason in summary.failed.items():
         print(f"failed: {label}: {reason}", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -209,10 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--list", action="store_true", help="list the promoted versions, newest first")
     back.set_defaults(func=_cmd_rollback)
 
-    remove = sub.add_parser("remove", help="remove a slice from the home: its rows leave the samples, the next model and the map")
-    remove.add_argument("slice", help="the slice's key, or its file's name (move or delete the file from incoming/ first)")
-    remove.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
-    remove.set_defaults(func=_cmd_remove)
+    add_remove_command(sub)
 
     explore = sub.add_parser("map", help="open the current embeddings in the browser (needs the `map` extra)")
     explore.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
@@ -243,10 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     except OSError as exc:  # a failure of the machine (full disk, read-only home): one line, the trace to the log
-        from .errors import describe_os_error, log_exception
-
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        log_exception(Layout.at(getattr(args, "home", None)).log_path, exc)
+        print(f"error: {os_error_line(exc, Layout.at(getattr(args, 'home', None)).log_path)}", file=sys.stderr)
         return 1
 
 

@@ -73,3 +73,9 @@ def log_exception(log_path, exc: BaseException) -> None:
         with open(log_path, "a") as fh:
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} error\n")
             fh.write("".join(traceback.format_exception(exc)))
+
+
+def os_error_line(exc: OSError, log_path) -> str:
+    """:func:`describe_os_error`'s line for ``exc``, its trace appended to ``log_path`` when it can be."""
+    log_exception(log_path, exc)
+    return describe_os_error(exc)

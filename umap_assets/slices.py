@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 import dagster as dg
 
 from .contract import partition_key_for
 from .discovery import SLICES
-from .home import Layout, prepare_instance_home
+from .home import HOME_ENV, Layout, prepare_instance_home
 from .runner import Busy, Runner, RunSummary
 from .planner import Step, busy
 
@@ -39,3 +42,19 @@ def remove(home: str | None, name: str, *, say=print) -> RunSummary:
         if run.execute(Step(REMOVE_JOB, f"remove {key}", partition=key)):
             say(f"slice '{key}' removed: its rows left the samples and the map; the next model trains without them")
     return summary
+
+
+def add_remove_command(sub) -> None:
+    """``umap-assets remove SLICE [--home DIR]`` on the CLI's subcommands."""
+    parser = sub.add_parser("remove", help="remove a slice from the home: its rows leave the samples, the next "
+                            "model's training data and the map")
+    parser.add_argument("slice", help="the slice's key, or its file's name (move or delete the file from incoming/ first)")
+    parser.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
+    parser.set_defaults(func=_cmd_remove)
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    summary = remove(args.home, args.slice)
+    for label, reason in summary.failed.items():
+        print(f"failed: {label}: {reason}", file=sys.stderr)
+    return 1 if summary.failed else 0

@@ -151,16 +151,19 @@ def _write_without(staged: Path, tmp: Path, refused: tuple[pa.Array, str], batch
                                  f"{ids[0].as_py()!r}); nothing left to ingest")
     reader = parquet_reader(staged)
     counts: dict[str, int] = {}
+    unlabelled = 0
     with pq.ParquetWriter(tmp, reader.schema_arrow, **write_options(reader.schema_arrow)) as writer:
         kept = (b.filter(pc.invert(pc.is_in(b.column("id"), value_set=ids))) for b in reader.iter_batches(batch_rows))
         for table in regrouped(kept, batch_rows):
             writer.write_table(table)
             if "label" in table.column_names:
-                for item in pc.value_counts(table.column("label").combine_chunks()).to_pylist():
+                labels = table.column("label")
+                unlabelled += labels.null_count
+                for item in pc.value_counts(labels.drop_null().combine_chunks()).to_pylist():
                     counts[str(item["values"])] = counts.get(str(item["values"]), 0) + item["counts"]
     summary.rows -= len(ids)
-    if summary.label_counts:
-        summary.label_counts = dict(sorted(counts.items()))
+    if "label" in reader.schema_arrow.names:  # the labels of the rows kept
+        summary.label_counts, summary.unlabelled = dict(sorted(counts.items())), unlabelled
 
 
 def regrouped(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:

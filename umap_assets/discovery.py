@@ -122,10 +122,22 @@ def rejection(instance: dg.DagsterInstance, key: str, identity: str) -> str | No
     return next((root_cause(data.error) if data.error else "broke the data contract" for data in verdicts), None)
 
 
-def failed_attempts(instance: dg.DagsterInstance, key: str, identity: str) -> int:
-    """Failed ingests of this very file: part of a sensor's run key, so a failure of the machine is retried."""
-    return len(instance.get_run_records(filters=dg.RunsFilter(
-        tags={"dagster/partition": key, IDENTITY_TAG: identity}, statuses=[dg.DagsterRunStatus.FAILURE])))
+def failed_attempts(instance: dg.DagsterInstance, key: str, identity: str) -> tuple[int, float]:
+    """Failed ingests of this very file, and when the newest ended (0 if none): a sensor's run key
+    counts them, so a failure of the machine is retried, after a wait (:func:`retry_after`)."""
+    runs = instance.get_run_records(filters=dg.RunsFilter(
+        tags={"dagster/partition": key, IDENTITY_TAG: identity}, statuses=[dg.DagsterRunStatus.FAILURE]))
+    return len(runs), max((r.end_time or r.update_timestamp.timestamp() for r in runs), default=0.0)
+
+
+#: The sensor's wait before it tries a file again after a failure of the machine: a minute, doubling
+#: with each failure, at most an hour (a full disk does not fail a run every tick).
+RETRY_WAIT_S, RETRY_WAIT_MAX_S = 60.0, 3600.0
+
+
+def retry_after(failed: int) -> float:
+    """Seconds to wait after the ``failed``-th failed ingest of a file before the sensor tries it again."""
+    return 0.0 if failed == 0 else min(RETRY_WAIT_MAX_S, RETRY_WAIT_S * 2 ** (failed - 1))
 
 
 def discover_slices(

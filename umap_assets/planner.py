@@ -25,7 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .discovery import IDENTITY_TAG, SLICES, discover_slices, failed_attempts, ingest_tags
+from .discovery import IDENTITY_TAG, SLICES, discover_slices, failed_attempts, ingest_tags, retry_after
 from .history import latest, materializations, metadata_of
 from .home import TRAINING_POOL
 
@@ -70,11 +70,13 @@ class IngestPlan:
 
 
 def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str, str], *,
-                force: bool = False, resume: bool = False) -> IngestPlan:
+                force: bool = False, resume: bool = False, now: float | None = None) -> IngestPlan:
     """The files of ``incoming`` to ingest now: complete, unchanged since the look ``previous``, not
     ingested with this content, not rejected with it, and not being ingested by a run in progress.
-    ``resume`` also ingests again a file whose rows landed but whose samples never did (a run killed
-    in between; the sensor's run keys leave such a file to an explicit ``umap-assets run``)."""
+    ``resume`` (``umap-assets run``) also ingests again a file whose rows landed but whose samples
+    never did (a run killed in between; the sensor's run keys leave such a file to an explicit
+    ``umap-assets run``), and retries a file whose ingest failed for the machine at once; the sensor
+    waits :func:`~umap_assets.discovery.retry_after` first (``now``: the time, for tests)."""
     found = discover_slices(instance, incoming, previous, force=force)
     running = {(r.tags.get("dagster/partition"), r.tags.get(IDENTITY_TAG))
                for r in _in_progress(instance, INGEST_JOB)}
@@ -86,19 +88,17 @@ def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str
             up_to_date[item.key] = item.path.name
         elif (item.key, item.identity) not in running:
             ready.append(item)  # its samples never landed: ingest again
-    steps = [Step(INGEST_JOB, f.path.name, partition=f.key, tags=ingest_tags(f), run_key=_run_key(instance, f))
-             for f in ready]
+    steps = []
+    for f in ready:
+        failed, ended = failed_attempts(instance, f.key, f.identity)
+        if resume or (time.time() if now is None else now) >= ended + retry_after(failed):
+            steps.append(Step(INGEST_JOB, f.path.name, partition=f.key, tags=ingest_tags(f),
+                              run_key=f"{f.key}:{f.identity}" + (f":retry-{failed}" if failed else "")))
+    ready = [f for f in ready if f.key in {s.partition for s in steps}]
     copies = {name: f"same content as slice '{key}' ({up_to_date.get(key, key)}); not ingested twice"
               for name, key in found.copies.items()}
     return IngestPlan(steps, sorted({f.key for f in ready} - known), up_to_date, found.waiting, found.rejected,
                       found.seen(), copies, found.renamed)
-
-
-def _run_key(instance: dg.DagsterInstance, item) -> str:
-    """The file's partition and identity, and how many of its ingests failed (a failure of the
-    machine: a contract failure is never planned again), so a sensor retries after a failure."""
-    failed = failed_attempts(instance, item.key, item.identity)
-    return f"{item.key}:{item.identity}" + (f":retry-{failed}" if failed else "")
 
 
 # ---- training

@@ -233,13 +233,14 @@ def test_a_killed_ingest_leaves_the_file_eligible(tmp_path):
 
 def test_the_sensor_retries_after_a_failure_of_the_machine(instance, layout):
     """A failure that is no verdict on the file (here: a folder where the slice's file goes) gets a
-    new run key, so the sensor asks again; the same file after a contract failure gets none."""
+    new run key, so the sensor asks again after a wait; ``umap-assets run`` retries at once."""
     import json
 
     from umap_assets.defs.ingest import raw_slices
     from umap_assets.defs.resources import SliceContract, WarehouseResource
     from umap_assets.defs.sensors import new_slices_sensor
-    from umap_assets.discovery import discover_slices, ingest_tags
+    from umap_assets.discovery import RETRY_WAIT_S, discover_slices, ingest_tags
+    from umap_assets.planner import plan_ingest
 
     def evaluate(cursor=None):
         ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
@@ -257,9 +258,12 @@ def test_the_sensor_retries_after_a_failure_of_the_machine(instance, layout):
                             resources={"warehouse": WarehouseResource(home=str(layout.home)), "contract": SliceContract()})
     assert not result.success
     blocker.rmdir()
-    again = evaluate(evaluate().cursor).run_requests
-    assert [r.partition_key for r in again] == ["a"] and again[0].run_key == f"{first[0].run_key}:retry-1"
-    assert json.loads(evaluate().cursor) == {"a.parquet": item.identity}
+    cursor = evaluate().cursor
+    assert evaluate(cursor).run_requests == [], "the sensor waits a minute before it tries again"
+    assert json.loads(evaluate(cursor).cursor) == {"a.parquet": item.identity}, "the file stays ready"
+    later = plan_ingest(instance, layout.incoming, json.loads(cursor), now=time.time() + RETRY_WAIT_S)
+    assert [s.partition for s in later.steps] == ["a"] and later.steps[0].run_key == f"{first[0].run_key}:retry-1"
+    assert plan_ingest(instance, layout.incoming, json.loads(cursor), resume=True).steps, "the CLI retries at once"
 
 
 def test_a_deleted_file_stays_and_a_removed_slice_leaves_the_map(tmp_path, capsys):

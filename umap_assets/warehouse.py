@@ -233,6 +233,36 @@ def publish_embeddings(wh: Warehouse, version: str, slice_keys: list[str], *, ke
     return True
 
 
+@dataclass(frozen=True)
+class MapStatus:
+    """How the published map stands against the served model: which of the home's slices have their
+    embeddings by ``served``, and which model's maps the ``embeddings`` view reads."""
+
+    served: str
+    view: str | None
+    current: tuple[str, ...]
+    stale: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.view == self.served and not self.stale
+
+    def line(self) -> str:
+        total = len(self.current) + len(self.stale)
+        head = f"map on model {self.view or 'none'}"
+        if self.view != self.served:
+            head += f" (served: {self.served})"
+        stale = f"; stale: {', '.join(self.stale[:10])}{' ...' if len(self.stale) > 10 else ''}" if self.stale else ""
+        return f"{head}: {len(self.current)} of {total} slices current{stale}"
+
+
+def map_status(wh: Warehouse, served: str, slice_keys: list[str]) -> MapStatus:
+    """Where the map stands: the slices among ``slice_keys`` with and without embeddings by ``served``."""
+    done = set(wh.embedded_keys(served))
+    return MapStatus(served, published_embeddings(wh).get("current"), tuple(k for k in slice_keys if k in done),
+                     tuple(k for k in slice_keys if k not in done))
+
+
 def _prune_embeddings(wh: Warehouse, keep: int, *, building: str) -> None:
     import shutil
 

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 from ..discovery import SOURCE_IDENTITY
 from ..planner import INGEST_JOB
 from ..atomic import is_temp_name
-from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, partition_key_for
+from ..contract import (CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader,
+                        partition_key_for, read_verified)
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
 from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
@@ -146,7 +147,7 @@ def samples(
     n_rows = source_file.metadata.num_rows
     if "label" in source_file.schema_arrow.names:
         strata_kind = "label"
-        strata = label_strata(pq.read_table(source, columns=["label"]).column("label"))
+        strata = label_strata(read_verified(source, columns=["label"]).column("label"))
     else:
         strata_kind = "kmeans"
         strata = streamed_cluster_strata(source, n_rows, config, seed)

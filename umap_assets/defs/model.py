@@ -15,6 +15,7 @@ import pyarrow as pa
 import pydantic
 
 from ..artifacts import build_artifact
+from ..contract import read_verified
 from ..history import upstream_version
 from ..model_store import COVERAGE_KEY, served_projector
 from ..sample_rows import feature_rows, read_sample_rows
@@ -80,9 +81,7 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     store = warehouse.store()
     previous: list[str] = []
     if config.warm_start and store.coreset_path.exists():
-        import pyarrow.parquet as pq
-
-        previous = pq.read_table(store.coreset_path, columns=["uid"]).column("uid").to_pylist()
+        previous = read_verified(store.coreset_path, columns=["uid"]).column("uid").to_pylist()
     # bound the cost by a budget, not by N: the previous coreset's rows that are still there, then
     # a seeded subsample of the other training rows, read file by file
     rows = read_sample_rows(warehouse.warehouse(), "train", uids=previous, fill_to=config.max_candidates,
@@ -176,12 +175,11 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     It reads validation samples to compare the two layouts. Its size grows with the coreset, which
     is why the product ships the distilled artifact instead.
     """
-    import pyarrow.parquet as pq
     import umap
 
     cache_umap_kernels()
     store = warehouse.store()
-    table = pq.read_table(store.coreset_path)
+    table = read_verified(store.coreset_path)
     X = feature_rows(table)
     uids = table.column("uid").to_pylist()
     served = served_projector(store, X.shape[1]) if config.align_to_served else None

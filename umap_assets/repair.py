@@ -42,8 +42,10 @@ def warehouse_of(layout: Layout) -> Warehouse:
 
 
 def restore_served(instance: dg.DagsterInstance, layout: Layout) -> str:
-    """Copy the served version back to ``models/artifact.uart`` when that file is missing or unreadable;
-    one line on what was done, or "" when the file is sound or nothing was ever promoted."""
+    """Copy the served version (the newest ``model`` materialization's) back to ``models/artifact.uart``
+    when that file is missing or unreadable; one line on what was done, or "" when the file is sound or
+    nothing was ever promoted. A sound file of another version is left: a run killed between the copy
+    and its materialization promoted it."""
     from .runtime import ArtifactError, Projector
 
     store = ModelStore(layout)
@@ -51,11 +53,11 @@ def restore_served(instance: dg.DagsterInstance, layout: Layout) -> str:
     if version is None:
         return ""
     try:
-        if Projector.load(store.artifact_path).version == version:
+        if not store.artifact_path.exists():
+            problem = "is missing"
+        else:
+            Projector.load(store.artifact_path)  # another version than the record's: a kill right after a promotion
             return ""
-        problem = f"holds another version than the served {version}"
-    except FileNotFoundError:
-        problem = "is missing"
     except (ArtifactError, OSError, ValueError) as exc:
         problem = f"is unreadable ({str(exc).splitlines()[0][:120]})"
     source = store.versioned_artifact_path(version)

@@ -385,8 +385,11 @@ def serve(wh: Warehouse, *, host: str = "127.0.0.1", port: int = 8765, max_point
         token = token or secrets.token_urlsafe(18)
     if token is not None and (len(token) < 8 or not token.isascii() or not token.isprintable()):
         raise MapUnavailable("--token must be at least 8 printable ASCII characters")
-    if line := rebuild_catalog(wh):
-        say(line)
+    try:
+        if line := rebuild_catalog(wh):
+            say(line)
+    except (OSError, duckdb.Error) as exc:  # a read-only home, a full disk, another process's lock
+        raise MapUnavailable(f"cannot rebuild {wh.duckdb_path}: {str(exc).splitlines()[0]}") from None
     data = MapData.load(wh, max_points)
     data.density_png()  # fail here, in one line, when the extra is missing; and the first page is quick
     try:

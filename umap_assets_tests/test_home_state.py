@@ -10,11 +10,13 @@ import shutil
 import subprocess
 import sys
 
+import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from umap_assets.cli import main
+from umap_assets.history import latest_metadata
 from umap_assets.home import Layout
 from umap_assets.integrity import file_damage
 from umap_assets.model_store import ModelStore
@@ -113,6 +115,8 @@ def test_a_slice_that_cannot_be_embedded_is_named_and_the_map_never_claims_to_be
     assert stale in out, out[-3000:]
     assert [(k, v) for k, v, _ in view_rows(home)] == [(k, before) for k in KEYS], "the view stays whole, on the old model"
     assert "Traceback" not in out
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:  # what the UI shows
+        assert latest_metadata(instance, "embeddings", "map_status", "digits_001") == stale
 
     code, out = run(home, tmp_path, capsys)  # a later run does not call the map up to date
     assert code == 1 and stale in out and "Traceback" not in out

@@ -262,9 +262,21 @@ def parquet_reader(path: str | Path) -> pq.ParquetFile:
     return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES, page_checksum_verification=True)
 
 
+class DamagedFile(OSError):
+    """A file this project wrote whose pages no longer match their checksums; the message names it."""
+
+    def __init__(self, path: str | Path, cause: BaseException):
+        self.path = str(path)
+        super().__init__(f"{path}: damaged: a page no longer matches its checksum ({cause})")
+
+
 def read_verified(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """``pq.read_table`` with every page's checksum verified (see :func:`parquet_reader`)."""
-    return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    """``pq.read_table`` with every page's checksum verified (see :func:`parquet_reader`); a page that
+    fails raises :class:`DamagedFile`."""
+    try:
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except OSError as exc:
+        raise (DamagedFile(path, exc) if is_checksum_error(exc) else exc) from exc
 
 
 def is_checksum_error(exc: BaseException) -> bool:

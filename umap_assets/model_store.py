@@ -139,7 +139,8 @@ class ModelStore:
         blob = (pf.schema_arrow.metadata or {}).get(COVERAGE_KEY)
         if blob is None:
             raise FileNotFoundError(f"{self.coreset_path} holds no coverage reference; re-materialize `coreset`")
-        return CoverageReference.from_bytes(blob, features_matrix(pf.read(columns=["features"]).column("features")))
+        return CoverageReference.from_bytes(blob, features_matrix(read_verified(self.coreset_path, ["features"])
+                                                                  .column("features")))
 
     def load_coverage(self) -> CoverageReference:
         """The drift reference of the promoted artifact: the coverage of the data it was trained on."""

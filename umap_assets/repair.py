@@ -27,7 +27,7 @@ from .home import Layout
 from .integrity import find_damage, rebuild_catalog
 from .model_store import ModelStore
 from .planner import INGEST_JOB, Step
-from .warehouse import Warehouse, home_relative, published_embeddings
+from .warehouse import CATALOG, Warehouse, home_relative, publish_catalog, published_embeddings, record_slice
 
 
 @dataclass
@@ -66,6 +66,29 @@ def restore_served(instance: dg.DagsterInstance, layout: Layout) -> str:
                 f"from {home_relative(store.artifacts_dir, layout.home)}: the next training serves a new model")
     store.promote(version)
     return f"restored {home_relative(store.artifact_path, layout.home)} ({problem}): the served version {version}"
+
+
+def restore_records(instance: dg.DagsterInstance, layout: Layout) -> str:
+    """Write the catalogue record of each slice in the warehouse that has none (``warehouse/catalog``
+    deleted) from its newest ``raw_slices`` materialization, and rebuild ``warehouse.duckdb`` with them;
+    one line on it, or ""."""
+    from .history import latest
+
+    wh, restored = warehouse_of(layout), []
+    for key in wh.keys("raw_slices"):
+        if (wh.table_dir(CATALOG) / f"{key}.json").exists() or (record := latest(instance, "raw_slices", key)) is None:
+            continue
+        meta = {name: value.value for name, value in record.asset_materialization.metadata.items()}
+        record_slice(wh, key, {"rows": meta.get("dagster/row_count"), "dim": meta.get("dimensions"),
+                               "bytes": meta.get("bytes"), "label_counts": meta.get("label_counts") or {},
+                               "path": home_relative(wh.table_path("raw_slices", key), layout.home),
+                               "source": home_relative(layout.incoming / Path(meta.get("source") or f"{key}.parquet").name,
+                                                        layout.home)})
+        restored.append(key)
+    if not restored:
+        return ""
+    publish_catalog(wh)
+    return f"restored the catalogue records of {len(restored)} slice(s) from the Dagster history ({', '.join(restored[:5])})"
 
 
 def source_of(incoming: Path, key: str) -> Path | None:

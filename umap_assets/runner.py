@@ -217,9 +217,10 @@ def home_slices(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
 def _repair(run: Runner, layout: Layout) -> None:
     """Put the home's own files right before planning (:mod:`umap_assets.repair`): the served artifact,
     the DuckDB catalogue, and each damaged warehouse file, re-derived from its source or named."""
-    from .repair import plan_repairs, rebuild_catalog, restore_served, warehouse_of
+    from .repair import plan_repairs, rebuild_catalog, restore_records, restore_served, warehouse_of
 
-    for line in (restore_served(run.instance, layout), rebuild_catalog(warehouse_of(layout))):
+    for line in (restore_served(run.instance, layout), restore_records(run.instance, layout),
+                 rebuild_catalog(warehouse_of(layout))):
         if line:
             run.say(f"  {line}")
     plan = plan_repairs(layout, _served(layout))

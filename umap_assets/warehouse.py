@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, held_lock, is_temp_name, sweep_stale_temps
-from .contract import CHUNK_ROWS, SliceSpec, SliceSummary, iter_validated_batches, parquet_reader, write_options
+from .contract import (CHUNK_ROWS, DamagedFile, SliceSpec, SliceSummary, is_checksum_error, iter_validated_batches,
+                       parquet_reader, write_options)
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -130,6 +131,13 @@ def take_rows(
     if len(positions) and (np.any(np.diff(positions) <= 0) or positions[0] < 0
                            or positions[-1] >= pf.metadata.num_rows):
         raise ValueError(f"{path}: positions must be sorted, unique and below {pf.metadata.num_rows}")
+    try:
+        return _take(pf, positions, columns, batch_rows)
+    except OSError as exc:
+        raise (DamagedFile(path, exc) if is_checksum_error(exc) else exc) from exc
+
+
+def _take(pf: pq.ParquetFile, positions: np.ndarray, columns: list[str] | None, batch_rows: int) -> pa.Table:
     pieces: list[pa.Table] = []
     start = 0
     for group in range(pf.num_row_groups):
@@ -203,7 +211,11 @@ def published_embeddings(wh: Warehouse) -> dict:
     """``{"current": version, "history": [versions, oldest first]}``: which model's embeddings the
     ``embeddings`` view reads, and every version it has read (``{}`` before the first)."""
     path = wh.table_dir(EMBEDDINGS) / PUBLISHED
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or damaged: `umap-assets run` publishes the served model's maps again
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def publish_embeddings(wh: Warehouse, version: str, slice_keys: list[str], *, keep: int,

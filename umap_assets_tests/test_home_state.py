@@ -5,6 +5,7 @@ One digits home of two slices is trained once for the module (two promoted versi
 the CLI on its own copy of it, with the home's real Dagster instance and real DuckDB.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -221,3 +222,55 @@ def test_a_missing_served_artifact_is_restored_from_the_promoted_version(home, t
     assert f"the served version {version}" in out and "train_model" not in out, out[-3000:]
     assert store.artifact_path.read_bytes() == store.versioned_artifact_path(version).read_bytes()
     assert out.count("up to date  embeddings[") == 2, "the map did not move"
+
+
+def test_a_reader_names_the_damaged_file_and_a_run_reads_each_file_once_per_change(tmp_path):
+    """The training's readers raise one line naming the file; the run's check reads a file again only
+    when its size or time changed (damage that keeps both is left to the readers, which verify every page)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from umap_assets.contract import DamagedFile
+    from umap_assets.integrity import find_damage
+    from umap_assets.sample_rows import read_sample_rows
+    from umap_assets.warehouse import take_rows, write_table
+
+    wh = _wh(tmp_path)
+    n, rng = 3_000, np.random.default_rng(0)
+    features = pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=n * 16).astype(np.float32)), 16)
+    table = pa.table({"slice": ["a"] * n, "id": np.arange(n), "features": features, "label": rng.integers(0, 3, n),
+                      "split": np.where(np.arange(n) % 10 == 0, "validation", "train")})
+    path = wh.table_path("samples", "a")
+    write_table(table, path)
+    assert find_damage(wh) == [] and "samples/a.parquet" in json.loads((wh.root / "verified.json").read_text())
+
+    stat = path.stat()
+    zero_bytes(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and time: not read again
+    assert find_damage(wh) == []
+    with pytest.raises(DamagedFile, match=rf"^{path}: damaged: a page no longer matches its checksum"):
+        read_sample_rows(wh, "train", fill_to=None)
+    with pytest.raises(DamagedFile, match=rf"^{path}: damaged"):
+        take_rows(path, np.arange(0, n, 7))
+
+    os.utime(path)  # the time a write in place leaves
+    assert [(d.table, d.key, d.path) for d in find_damage(wh)] == [("samples", "a", path)]
+
+
+def test_a_home_without_its_catalogue_is_rebuilt_from_the_files_and_the_dagster_history(home, tmp_path, capsys):
+    """``warehouse/catalog/``, ``warehouse.duckdb`` and the published map's record all gone or garbage:
+    the next run writes the records from the ``raw_slices`` history, rebuilds the catalogue and
+    publishes the served model's maps again."""
+    expected = view_rows(home)
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        slices = con.execute("SELECT key, rows, dim, path, source FROM slices ORDER BY key").fetchall()
+    shutil.rmtree(home / "warehouse" / "catalog")
+    (home / "warehouse.duckdb").unlink()
+    (home / "warehouse" / "embeddings" / "published.json").write_bytes(b"\x00garbage")
+    code, out = run(home, tmp_path, capsys)
+    assert code == 0, out[-3000:]
+    assert "restored the catalogue records of 2 slice(s) from the Dagster history" in out
+    assert f"map on model {served(home)}: 2 of 2 slices current" in out
+    assert view_rows(home) == expected
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT key, rows, dim, path, source FROM slices ORDER BY key").fetchall() == slices

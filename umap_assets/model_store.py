@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .contract import features_matrix, parquet_reader, read_verified
 from .home import Layout

@@ -24,7 +24,7 @@ from .atomic import is_temp_name
 from .contract import file_identity, partition_key_for
 from .history import latest_metadata
 from .home import Layout
-from .integrity import find_damage, rebuild_catalog
+from .integrity import find_damage
 from .model_store import ModelStore
 from .planner import INGEST_JOB, Step
 from .warehouse import CATALOG, Warehouse, home_relative, publish_catalog, published_embeddings, record_slice

@@ -217,7 +217,8 @@ def home_slices(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
 def _repair(run: Runner, layout: Layout) -> None:
     """Put the home's own files right before planning (:mod:`umap_assets.repair`): the served artifact,
     the DuckDB catalogue, and each damaged warehouse file, re-derived from its source or named."""
-    from .repair import plan_repairs, rebuild_catalog, restore_records, restore_served, warehouse_of
+    from .integrity import rebuild_catalog
+    from .repair import plan_repairs, restore_records, restore_served, warehouse_of
 
     for line in (restore_served(run.instance, layout), restore_records(run.instance, layout),
                  rebuild_catalog(warehouse_of(layout))):

@@ -2,7 +2,8 @@
 
 A slice is one Parquet file with an ``id`` column (int64 or string, unique), the features (either a
 fixed-size list column ``features`` of numbers, or numeric columns named in config) and optionally a
-``label`` column (int or string). :func:`iter_validated_batches` streams a slice in chunks, checks
+``label`` column (int or string; a null label is an unlabelled row). :func:`iter_validated_batches`
+streams a slice in chunks, checks
 every rule, and yields canonical batches; anything else raises :class:`SliceError`, which names the
 file, the column or row, and what was expected.
 """
@@ -113,7 +114,8 @@ class SliceSummary:
     dim: int | None = None
     id_type: str = ""
     label_type: str | None = None
-    label_counts: dict[str, int] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)  # the labelled rows, per label
+    unlabelled: int = 0  # rows whose label is null (0 when the slice has no label column)
 
 
 #: Field metadata that marks a ``fixed_size_binary(4 * d)`` column as ``d`` float32 values a row,
@@ -320,8 +322,9 @@ def check_schema(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
         _check_features_column(path, schema, spec)
     if spec.label_column in names:
         t = schema.field(spec.label_column).type
-        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
-            raise SliceError(path, f"column '{spec.label_column}' has type {t}; expected int or string labels")
+        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
+            raise SliceError(path, f"column '{spec.label_column}' has type {t}; expected int or string labels "
+                             "(null where a row has none)")
 
 
 def _check_features_column(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
@@ -403,6 +406,7 @@ def iter_validated_batches(
     columns = [spec.id_column, *(spec.feature_columns or [spec.features_column])] + ([spec.label_column] if has_label else [])
     id_chunks: list[pa.Array] = []
     label_counts: dict[str, int] = {}
+    unlabelled = 0
     offset = 0
     try:
         for batch in iter_chunks(pf, columns, batch_rows):
@@ -412,7 +416,8 @@ def iter_validated_batches(
             X = _features_from_batch(path, batch, spec, offset)
             _check_dim(path, X.shape[1], offset, summary, expected_dim, expected_dim_source)
             _check_finite(path, X, ids, offset)
-            labels = _checked_labels(path, batch, spec, offset, label_counts) if has_label else None
+            labels = _checked_labels(batch, spec, label_counts) if has_label else None
+            unlabelled += labels.null_count if labels is not None else 0
             if check_unique_ids:
                 id_chunks.append(ids)
             yield SliceBatch(ids=ids, features=X, labels=labels, offset=offset)
@@ -428,8 +433,9 @@ def iter_validated_batches(
         all_ids = pa.chunked_array(id_chunks)
         _check_unique(path, all_ids, spec)
         summary.id_type = str(all_ids.type)
-        summary.label_type = None if not has_label else ("int64" if label_counts and _all_int(label_counts) else "string")
+        summary.label_type = None if not has_label else _label_type(pf.schema_arrow.field(spec.label_column).type)
         summary.label_counts = dict(sorted(label_counts.items()))
+        summary.unlabelled = unlabelled
 
 
 def _first_null(column: pa.Array, offset: int) -> int:
@@ -467,13 +473,17 @@ def _check_finite(path: Path, X: np.ndarray, ids: pa.Array, offset: int) -> None
         raise SliceError(path, f"features hold {bad_val} at row {offset + r} (id {ids[r].as_py()}); expected finite numbers")
 
 
-def _checked_labels(path: Path, batch: pa.RecordBatch, spec: SliceSpec, offset: int, counts: dict[str, int]) -> pa.Array:
-    """The batch's labels, as int64 or string, no nulls; adds their counts to ``counts``."""
+def _label_type(t: pa.DataType) -> str:
+    """How a label column is stored: int64 for integers, string otherwise (a column of nulls too)."""
+    return "int64" if pa.types.is_integer(t) else "string"
+
+
+def _checked_labels(batch: pa.RecordBatch, spec: SliceSpec, counts: dict[str, int]) -> pa.Array:
+    """The batch's labels, as int64 or string, null where a row is unlabelled; adds the counts of
+    the labelled rows to ``counts``."""
     labels = batch.column(spec.label_column)
-    if labels.null_count:
-        raise SliceError(path, f"column '{spec.label_column}' is null at row {_first_null(labels, offset)}")
-    labels = labels.cast(pa.int64()) if pa.types.is_integer(labels.type) else labels.cast(pa.string())
-    for value, count in zip(*_value_counts(labels)):
+    labels = labels.cast(pa.int64()) if _label_type(labels.type) == "int64" else labels.cast(pa.string())
+    for value, count in zip(*_value_counts(labels.drop_null())):
         counts[str(value)] = counts.get(str(value), 0) + count
     return labels
 
@@ -494,5 +504,3 @@ def _value_counts(arr: pa.Array) -> tuple[list, list[int]]:
     return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
 
 
-def _all_int(counts: dict[str, int]) -> bool:
-    return all(k.lstrip("-").isdigit() for k in counts)

@@ -57,6 +57,18 @@ def in_run(instance: dg.DagsterInstance, run_id: str, key: str | dg.AssetKey):
     return None
 
 
+def checks_in_run(instance: dg.DagsterInstance, run_id: str, key: str | dg.AssetKey) -> dict[str, bool]:
+    """Check name -> passed, for each check of ``key`` evaluated in run ``run_id`` (the newest evaluation)."""
+    key = dg.AssetKey(key) if isinstance(key, str) else key
+    verdicts = {}
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                                               limit=1000).records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation.asset_key == key:
+            verdicts[evaluation.check_name] = evaluation.passed
+    return verdicts
+
+
 def upstream(instance: dg.DagsterInstance, key: str | dg.AssetKey, run_id: str | None = None):
     """The materialization of ``key`` that a step of run ``run_id`` reads: the run's own, when it made
     one (so a run reads what it made, whatever another run made meanwhile), else the newest."""

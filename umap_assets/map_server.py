@@ -46,8 +46,9 @@ from .warehouse import Warehouse, published_embeddings
 #: What the page colours by: a column of the embeddings, as text. ``coverage`` (a row's distance to the
 #: training data over the held-out rows' median, written by ``embed``) is binned: about 1 is like the
 #: training rows, and past the artifact's threshold (1.3 to 1.6 on our data sets) a row is extrapolated.
+#: A row without a label (null, or its slice has no label column) is ``unlabelled``.
 CATEGORIES = {
-    "label": 'CAST("label" AS VARCHAR)',
+    "label": """COALESCE(CAST("label" AS VARCHAR), 'unlabelled')""",
     "slice": 'CAST("slice" AS VARCHAR)',
     "artifact_version": 'CAST("artifact_version" AS VARCHAR)',
     "coverage": """CASE WHEN "coverage" <= 1.25 THEN '1 like the training rows (<= 1.25)'
@@ -146,7 +147,8 @@ class MapData:
             where, params = where + " AND slice = ?", params + [slice_key]
         names = self._names()
         extra = [c for c in ("label", "artifact_version") if c in names]
-        cols = ", ".join(["slice", "CAST(id AS VARCHAR)", f'"{x}"', f'"{y}"'] + [f'CAST("{c}" AS VARCHAR)' for c in extra])
+        cols = ", ".join(["slice", "CAST(id AS VARCHAR)", f'"{x}"', f'"{y}"']
+                         + [CATEGORIES.get(c, f'CAST("{c}" AS VARCHAR)') for c in extra])
         found = self._query(f"SELECT {cols} FROM embeddings WHERE {where} LIMIT 1", params)
         if not found:
             return None

@@ -31,10 +31,12 @@ def _png(fig) -> bytes:
 
 
 def scatter_png(maps: dict[str, np.ndarray], labels: np.ndarray | None) -> bytes:
-    """The maps side by side, a point per row, coloured by ``labels`` (tab10) when given."""
+    """The maps side by side, a point per row, coloured by ``labels`` (tab10) when given; a row
+    whose label is ``None`` is coloured as the label ``unlabelled``."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(maps), figsize=(5 * len(maps), 5), dpi=80)
-    codes = np.unique(labels, return_inverse=True)[1] if labels is not None else None
+    names = None if labels is None else np.array(["unlabelled" if v is None else str(v) for v in labels])
+    codes = np.unique(names, return_inverse=True)[1] if names is not None else None
     for ax, (name, E) in zip(np.atleast_1d(axes), maps.items()):
         ax.scatter(E[:, 0], E[:, 1], c=codes, s=2, cmap="tab10" if codes is not None else None, alpha=0.7)
         ax.set_title(name)

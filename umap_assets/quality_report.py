@@ -18,7 +18,7 @@ from .model_store import ModelStore, served_projector
 from .records import Student, Teacher
 from .records.report import Gate
 from .runtime import Projector
-from .sample_rows import feature_rows, labels_of, read_sample_rows
+from .sample_rows import feature_rows, labelled, labels_of, read_sample_rows
 from .warehouse import Warehouse
 
 
@@ -80,17 +80,19 @@ def gate_line(g: dict) -> str:
 
 
 def per_class(labels: np.ndarray | None, scores: dict[str, dict[str, np.ndarray]]) -> list[dict]:
-    """Trustworthiness and k-NN accuracy of each model, per label (a region of the map)."""
+    """Trustworthiness and k-NN accuracy of each model, per label (a region of the map); rows
+    without a label are in no label's figures."""
     if labels is None:
         return []
+    known = labelled(labels)
     out = []
-    for label in np.unique(labels):
-        rows = labels == label
+    for label in np.unique(labels[known].astype(str)):
+        rows = known & (labels == label)
         entry = {"label": str(label), "rows": int(rows.sum())}
         for model, s in scores.items():
             entry[f"{model}_trustworthiness"] = float(s["trust_rows"][rows].mean())
-            if "correct" in s:
-                entry[f"{model}_knn_accuracy"] = float(s["correct"][rows].mean())
+            if "correct" in s:  # measured on the labelled rows, in their order
+                entry[f"{model}_knn_accuracy"] = float(s["correct"][rows[known]].mean())
         out.append(entry)
     return out
 
@@ -109,9 +111,25 @@ def per_class_markdown(rows: list[dict]) -> str:
     return head + body
 
 
-def measure(models: dict, X: np.ndarray, labels, train_rows, k: int) -> tuple[dict, dict, dict]:
-    """Every metric of every model on the validation rows ``X``: (report, maps, per-row scores)."""
+def accuracy_rows(labels, y_train, min_labelled: int) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """The labelled validation and training rows that kNN accuracy is measured on (boolean masks),
+    or ``None, None`` and why it is not measured: no labels, or fewer than ``min_labelled`` of either."""
+    known, known_train = labelled(labels), labelled(y_train)
+    if not known.any() or not known_train.any():
+        return None, None, "the data has no labels"
+    if known.sum() < min_labelled or known_train.sum() < min_labelled:
+        return None, None, (f"{int(known.sum())} labelled validation rows and {int(known_train.sum())} labelled training "
+                            f"rows; it needs at least {min_labelled} of each (QualityGates.min_labelled_rows)")
+    return known, known_train, None
+
+
+def measure(models: dict, X: np.ndarray, labels, train_rows, k: int,
+            min_labelled: int = 1) -> tuple[dict, dict, dict]:
+    """Every metric of every model on the validation rows ``X``: (report, maps, per-row scores).
+    kNN accuracy counts the labelled rows only: a classifier fitted on the labelled training rows
+    (:func:`accuracy_rows`), scored on the labelled validation rows."""
     X_train, y_train = train_rows
+    known, known_train, _ = accuracy_rows(labels, y_train, min_labelled)
     maps, rates = {}, {}
     for name, (fn, _, _) in models.items():
         maps[name], rates[name] = _timed_transform(fn, X)
@@ -121,8 +139,10 @@ def measure(models: dict, X: np.ndarray, labels, train_rows, k: int) -> tuple[di
         E, nb = maps[name], neighbourhoods[name]
         s = {"trust_rows": metrics.trustworthiness_row_scores(nb.pop("trust_penalties"), k)}
         m = {**nb, "spearman": metrics.distance_spearman(X, E)}
-        if labels is not None and y_train is not None:
-            s["correct"] = metrics.knn_correct(fn(X_train) if train_map is None else train_map, y_train, E, labels)
+        if known is not None:
+            E_train = fn(X_train[known_train]) if train_map is None else train_map[known_train]
+            s["correct"] = metrics.knn_correct(E_train, y_train[known_train].astype(str), E[known],
+                                               labels[known].astype(str))
             m["knn_accuracy"] = float(s["correct"].mean())
         report[name] = {**m, "transform_rows_per_s": rates[name], "size_bytes": int(size)}
         scores[name] = s
@@ -166,12 +186,26 @@ def write_report(directory, report: dict, png: bytes) -> str:
     gates = "\n".join(f"- {gate_line(g)}" for g in report["gates"]) + tried_markdown(report)
     md = (f"# Quality report\n\nArtifact `{art['version']}`, measured on {report['validation_rows']:,} validation "
           f"rows that no model saw (k={report['k']}).\n\n## Gates\n\n{gates}\n\n## Metrics\n\n"
-          f"{markdown_table(report)}\n\n{agreement}\n\n## Per label\n\n{per_class_markdown(report['per_class'])}\n\n"
+          f"{markdown_table(report)}\n\n{agreement}\n\n## Per label\n\n{unlabelled_note(report)}"
+          f"{per_class_markdown(report['per_class'])}\n\n"
           "![teacher, student and artifact maps, and the served model's](maps.png)\n")
     atomic_write_bytes(directory / "maps.png", png)
     atomic_write_bytes(directory / "quality_report.json", json.dumps(report, indent=2).encode())
     atomic_write_bytes(directory / "quality_report.md", md.encode())
     return md
+
+
+def unlabelled_note(report: dict) -> str:
+    """What the per-label table and kNN accuracy leave out: the rows without a label, and why
+    accuracy was not measured when it was not."""
+    out = ""
+    unlabelled = report["validation_rows"] - report.get("labelled_rows", 0)
+    if 0 < unlabelled < report["validation_rows"]:
+        out += (f"{unlabelled:,} of the {report['validation_rows']:,} validation rows have no label: they count in "
+                "every figure but kNN accuracy and this table.\n\n")
+    if why := report.get("unmeasured", {}).get("knn_accuracy_vs_teacher"):
+        out += f"kNN accuracy not measured: {why}.\n\n"
+    return out
 
 
 #: The student's settings the report names (``StudentConfig``'s fields; ``noise_std`` as chosen from the data).
@@ -209,14 +243,17 @@ def measure_candidate(store: ModelStore, warehouse: Warehouse, teacher_record: T
         "artifact": (projector.transform, None, artifact_path.stat().st_size),
     }
     k = min(quality_gates.k, (len(X) - 1) // 2)
-    report, maps, scores = measure(models, X, labels, (feature_rows(train), labels_of(train)), k)
+    y_train = labels_of(train)
+    report, maps, scores = measure(models, X, labels, (feature_rows(train), y_train), k, quality_gates.min_labelled_rows)
+    why = accuracy_rows(labels, y_train, quality_gates.min_labelled_rows)[2]
     art = report["artifact"]
     art.update(version=projector.version, path=str(store.versioned_artifact_path(projector.version)),
                knn_overlap_with_teacher=metrics.knn_overlap(maps["artifact"], maps["teacher"], k),
                displacement_vs_teacher=metrics.relative_displacement(maps["teacher"], maps["artifact"]),
                size_ratio_vs_teacher=report["teacher"]["size_bytes"] / art["size_bytes"])
     report.update(validation_rows=len(X), k=k, gates=gates_of(report, scores, maps, quality_gates, k),
-                  per_class=per_class(labels, scores))
+                  per_class=per_class(labels, scores), labelled_rows=int(labelled(labels).sum()),
+                  unmeasured={"knn_accuracy_vs_teacher": why} if why else {})
     panels = {"teacher (umap-learn transform)": maps["teacher"], "float student": maps["student"],
               "artifact": maps["artifact"]}
     previous = served_projector(store, X.shape[1], excluding=projector.version)

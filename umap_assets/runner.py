@@ -65,8 +65,50 @@ def check_run_config(defs, config: dict, jobs: tuple[str, ...] = JOBS) -> None:
             dg.validate_run_config(job, job_run_config(job, config))
         except dg.DagsterInvalidConfigError as exc:
             problems += [e.message for e in exc.errors]
+    if not problems:
+        problems += range_problems(defs, job_defs, config)
     if problems:
         raise ConfigError("; ".join(dict.fromkeys(problems)))
+
+
+def range_problems(defs, job_defs: list, config: dict) -> list[str]:
+    """Each value the config sets, checked against its field's range: Dagster's config check reads
+    the types, not the pydantic ``Field`` constraints (``gt``, ``le``, ...), which a run would only meet
+    at its start. Building each ``Config`` or resource from the values does; one problem per value."""
+    problems = []
+    for name, entry in (config.get("ops") or {}).items():
+        node = next(job.graph.node_dict[name] for job in job_defs if name in job.graph.node_dict)
+        problems += _out_of_range(f"ops: {name}", op_config_class(node.definition), entry)
+    for name, entry in (config.get("resources") or {}).items():
+        resource = (defs.resources or {}).get(name)
+        problems += _out_of_range(f"resources: {name}", type(resource) if resource is not None else None, entry)
+    return problems
+
+
+def op_config_class(op_def) -> type | None:
+    """The ``dg.Config`` class an asset's function takes as ``config``, if any."""
+    import typing
+
+    fn = getattr(getattr(op_def, "compute_fn", None), "decorated_fn", None)
+    try:
+        hint = typing.get_type_hints(fn).get("config") if fn is not None else None
+    except (NameError, TypeError):  # an annotation that does not resolve: nothing to check here
+        return None
+    return hint if isinstance(hint, type) and issubclass(hint, dg.Config) else None
+
+
+def _out_of_range(where: str, cls: type | None, entry) -> list[str]:
+    import pydantic
+
+    values = entry.get("config") if isinstance(entry, dict) else None
+    if cls is None or not isinstance(values, dict):
+        return []
+    try:
+        cls(**values)
+    except pydantic.ValidationError as exc:
+        return [f"{where}: {'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e['input']!r})"
+                for e in exc.errors()]
+    return []
 
 
 def has_job(defs, name: str) -> bool:

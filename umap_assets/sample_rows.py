@@ -155,9 +155,18 @@ def _labels_as_strings(table: pa.Table) -> pa.Table:
 
 
 def labels_of(table: pa.Table) -> np.ndarray | None:
-    if "label" not in table.column_names:
+    """Each row's label as a string (an object array), ``None`` for a row without one (its label is
+    null, or its slice has no label column); ``None`` when no row has a label."""
+    if "label" not in table.column_names or table.column("label").null_count == table.num_rows:
         return None
-    return np.asarray(table.column("label").to_pylist(), dtype=object).astype(str)
+    return np.asarray([None if v is None else str(v) for v in table.column("label").to_pylist()], dtype=object)
+
+
+def labelled(labels: np.ndarray | None) -> np.ndarray:
+    """Which rows of :func:`labels_of`'s answer have a label (none when it is ``None``)."""
+    if labels is None:
+        return np.zeros(0, bool)
+    return np.fromiter((v is not None for v in labels), bool, count=len(labels))
 
 
 def feature_rows(table: pa.Table) -> np.ndarray:

@@ -108,6 +108,77 @@ def test_config_file_is_checked_before_any_run(tmp_path, capsys):
     assert not list((home / "dagster").glob("history/runs/*")), "no run started"
 
 
+BAD_VALUES = {
+    "ops: {samples: {config: {rate: 0}}}": "ops: samples: rate: Input should be greater than 0 (got 0)",
+    "ops: {samples: {config: {rate: 1.5}}}": "ops: samples: rate: Input should be less than or equal to 1",
+    "ops: {samples: {config: {validation_fraction: 0}}}": "ops: samples: validation_fraction",
+    "ops: {coreset: {config: {budget: -5}}}": "ops: coreset: budget: Input should be greater than or equal to 1 (got -5)",
+    "ops: {student: {config: {steps: 0, hidden: [64, 0]}}}": "ops: student: steps",
+    "ops: {embeddings: {config: {keep_versions: 0}}}": "ops: embeddings: keep_versions",
+    "ops: {drift: {config: {max_uncovered_fraction: 2}}}": "ops: drift: max_uncovered_fraction",
+    "resources: {quality_gates: {config: {trust_tolerance: -0.1}}}": "resources: quality_gates: trust_tolerance",
+    "resources: {contract: {config: {dim: 0}}}": "resources: contract: dim",
+}
+
+
+@pytest.mark.parametrize("text", list(BAD_VALUES))
+def test_a_value_out_of_range_is_refused_before_any_run(tmp_path, capsys, text):
+    """Dagster's own check reads types, not ranges: the CLI builds each Config from the file, so a
+    bad value is one line and exit 2, with a slice waiting and no run on the instance."""
+    import dagster as dg
+
+    from .conftest import make_slice
+
+    home = tmp_path / "home"
+    make_slice(home / "incoming" / "a.parquet", n=120)
+    config = tmp_path / "bad.yaml"
+    config.write_text(text + "\n")
+    assert main(["run", "--home", str(home), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert BAD_VALUES[text] in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    if "hidden" in text:
+        assert "every hidden layer needs at least 1 unit" in err, "each value out of range is named"
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert instance.get_runs_count() == 0
+
+
+def test_every_setting_has_a_range():
+    """Each number a user can set is bounded (pydantic Field constraints), so none is unchecked."""
+    import typing
+
+    from umap_assets.defs.drift import DriftConfig
+    from umap_assets.defs.embeddings import EmbeddingsConfig
+    from umap_assets.defs.ingest import SampleConfig
+    from umap_assets.defs.model import ArtifactConfig, CoresetConfig, StudentTrainingConfig, TeacherConfig
+    from umap_assets.defs.resources import LocalEmbedding, QualityGates, SliceContract
+
+    unbounded = []
+    for cls in (SampleConfig, CoresetConfig, TeacherConfig, StudentTrainingConfig, ArtifactConfig, EmbeddingsConfig,
+                DriftConfig, QualityGates, SliceContract, LocalEmbedding):
+        for name, f in cls.model_fields.items():
+            kinds = set(typing.get_args(f.annotation)) or {f.annotation}
+            if kinds & {int, float} and not f.metadata:
+                unbounded.append(f"{cls.__name__}.{name}")
+    assert not unbounded
+
+
+def test_a_value_out_of_range_fails_a_run_from_the_ui_at_its_start(tmp_path):
+    """The same value in a run launched as the UI or a sensor launches it: the step fails at its
+    start, before it reads anything, and the failure names the field and its range."""
+    import dagster as dg
+
+    from umap_assets.defs.model import coreset
+    from umap_assets.defs.resources import WarehouseResource
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([coreset], instance=instance, raise_on_error=False,
+                                resources={"warehouse": WarehouseResource(home=str(tmp_path / "home"))},
+                                run_config={"ops": {"coreset": {"config": {"budget": -5}}}})
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.cause.message
+    assert "budget" in message and "greater than or equal to 1" in message and "-5" in message, message
+
+
 def test_failures_read_in_one_line_with_traces_in_a_log(tmp_path, capsys):
     home = tmp_path / "home"
     assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "1"]) == 0

@@ -78,6 +78,42 @@ def test_unlabelled_slice_is_stratified_by_clusters(instance, resources, layout)
     assert md["strata"].value == "kmeans"
 
 
+@pytest.mark.parametrize("kind", ["int", "string"])
+def test_a_partly_labelled_slice_ingests_its_null_labels_as_unlabelled_rows(kind, instance, resources, layout):
+    """A null label is an unlabelled row, not an error: the slice ingests, the nulls stay null, the
+    label counts name the labelled rows only, and the unlabelled rows are a stratum of their own."""
+    source = make_slice(layout.incoming / "part.parquet", n=400, n_labels=3)
+    table = pq.read_table(source)
+    labels = table.column("label").to_numpy()
+    missing = np.random.default_rng(1).random(400) < 0.3
+    values = [None if m else (int(v) if kind == "int" else f"c{v}") for v, m in zip(labels, missing)]
+    pq.write_table(table.set_column(2, "label", pa.array(values)), source)
+    add_partitions(instance, "part")
+    result = materialize_slice(instance, resources, "part", {"rate": 0.25, "floor": 5, "validation_fraction": 0.2})
+    assert result.success
+    raw = pq.read_table(layout.warehouse / "raw_slices" / "part.parquet")
+    assert raw.num_rows == 400 and raw.column("label").null_count == int(missing.sum())
+    md = result.asset_materializations_for_node("raw_slices")[0].metadata
+    assert md["unlabelled_rows"].value == int(missing.sum())
+    assert sum(md["label_counts"].value.values()) == 400 - int(missing.sum()) and "None" not in md["label_counts"].value
+    s = pq.read_table(layout.warehouse / "samples" / "part.parquet")
+    strata = s.column("stratum").to_pylist()
+    assert "(unlabelled)" in strata and "None" not in strata and len(set(strata)) == 4
+    assert s.column("label").null_count == strata.count("(unlabelled)")
+    assert result.asset_materializations_for_node("samples")[0].metadata["strata"].value == "label"
+
+
+def test_a_label_column_of_nulls_alone_is_an_unlabelled_slice(instance, resources, layout):
+    """Every label null (a column of the null type, as pandas writes one): ingested, stratified by clusters."""
+    source = make_slice(layout.incoming / "blank.parquet", n=300, n_labels=None)
+    pq.write_table(pq.read_table(source).append_column("label", pa.nulls(300)), source)
+    add_partitions(instance, "blank")
+    result = materialize_slice(instance, resources, "blank", {"rate": 0.25, "floor": 5, "n_clusters": 3})
+    assert result.success
+    assert pq.read_table(layout.warehouse / "raw_slices" / "blank.parquet").column("label").null_count == 300
+    assert result.asset_materializations_for_node("samples")[0].metadata["strata"].value == "kmeans"
+
+
 def _write(path, table):
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)

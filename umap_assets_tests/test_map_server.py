@@ -332,3 +332,28 @@ def test_a_damaged_file_is_named_and_the_served_map_stays(tmp_path):
         MapData.load(wh, max_points=400)
     assert source.current().version == "v1"
     assert "warehouse/embeddings/v2/a.parquet is damaged" in source.problem
+
+
+def test_rows_without_a_label_show_as_unlabelled(tmp_path):
+    """A null label, or a slice without a label column among labelled ones, is ``unlabelled`` in the
+    legend and in what ``/api/find`` answers, never ``None``."""
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    wh.embeddings_dir("v1").mkdir(parents=True, exist_ok=True)
+    xy = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    labelled = pa.table({"id": np.arange(100), "x": xy[:100, 0], "y": xy[:100, 1],
+                         "label": pa.array([None if i % 4 == 0 else i % 2 for i in range(100)], pa.int64()),
+                         "artifact_version": ["v1"] * 100})
+    pq.write_table(labelled, wh.embeddings_path("v1", "a"))
+    pq.write_table(pa.table({"id": np.arange(100, 200), "x": xy[100:, 0], "y": xy[100:, 1],
+                             "artifact_version": ["v1"] * 100}), wh.embeddings_path("v1", "b"))
+    for key in ("a", "b"):
+        record_slice(wh, key, {"rows": 100, "dim": 4, "bytes": 1, "path": f"warehouse/raw_slices/{key}.parquet",
+                               "source": f"incoming/{key}.parquet"})
+    assert publish_embeddings(wh, "v1", ["a", "b"], keep=2)
+    data = MapData.load(wh, max_points=1_000)
+    legend = data.meta()["legends"]["label"]
+    assert legend == ["0", "1", "unlabelled"]
+    codes = np.array(data.sample["categories"]["label"]["codes"])
+    assert (codes == legend.index("unlabelled")).sum() == 25 + 100
+    assert data.find("0", "a", 1)["label"] == "unlabelled" and data.find("150", "b", 1)["label"] == "unlabelled"
+    assert data.find("1", "a", 1)["label"] == "1"

@@ -155,6 +155,12 @@ def test_broken_student_fails_the_gate_reports_why_and_is_not_promoted(digits_ho
         assert not moved.passed and moved.severity == dg.AssetCheckSeverity.WARN and "WARNING" in moved.description
         # the report is the diagnostic: it materializes; the promotion (model) does not
         assert {"artifact", "quality_report"} <= materialized and "model" not in materialized
+        # `model` alone (from the UI, or a re-execution) promotes nothing that was not gated in its own run
+        alone = dg.materialize([model], instance=instance, raise_on_error=False,
+                               resources={"warehouse": WarehouseResource(home=str(digits_home))})
+        assert not alone.success and served.read_bytes() == before
+        failure = next(e for e in alone.all_events if e.is_step_failure).step_failure_data.error.message
+        assert "gated in the same run" in failure
     report = json.loads((digits_home / "reports" / "quality_report.json").read_text())
     failed = [g for g in report["gates"] if not g["passed"]]
     assert failed and failed[0]["margin"] < 0 and failed[0]["margin_ci95"][1] < 0

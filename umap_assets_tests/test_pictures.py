@@ -34,3 +34,10 @@ def test_an_empty_map_has_no_picture_and_the_scatter_draws_side_by_side(tmp_path
     assert map_extent(empty) is None and density_grid(empty) is None and density_png(empty) is None
     E = np.random.default_rng(1).normal(size=(50, 2))
     assert scatter_png({"a": E, "b": E + 1}, np.arange(50) % 3).startswith(PNG)
+
+
+def test_scatter_colours_rows_without_a_label_as_unlabelled():
+    """A validation row without a label (None) is drawn, coloured as one more label, never refused."""
+    E = np.random.default_rng(0).normal(size=(60, 2))
+    labels = np.array(["a", None, "b"] * 20, dtype=object)
+    assert scatter_png({"a": E}, labels).startswith(PNG)

@@ -8,6 +8,7 @@ import time
 
 import dagster as dg
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from ..contract import features_matrix
 from ..numerics.drift import drift_score
@@ -25,10 +26,10 @@ GROUP = MAPS
 class DriftConfig(dg.Config):
     """How a slice is scored, and where drift starts."""
 
-    max_rows: int = 5_000  # sample rows scored (a seeded subsample)
-    max_uncovered_fraction: float = 0.05  # rows like the training data leave about 1% uncovered
-    max_median_distance_ratio: float = 1.10  # and sit at about 1.00 times the held-out rows' median
-    seed: int = 0
+    max_rows: int = Field(5_000, ge=1)  # sample rows scored (a seeded subsample)
+    max_uncovered_fraction: float = Field(0.05, ge=0, le=1)  # rows like the training data leave about 1% uncovered
+    max_median_distance_ratio: float = Field(1.10, gt=0)  # and sit at about 1.00 times the held-out rows' median
+    seed: int = Field(0, ge=0)
 
 
 @dg.asset(

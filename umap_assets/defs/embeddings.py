@@ -1,6 +1,7 @@
 """``embeddings``: the map coordinates of every row of every slice."""
 
 import dagster as dg
+from pydantic import Field
 
 from ..planner import EMBED_JOB
 from ..pictures import density_png, png_markdown
@@ -19,7 +20,7 @@ class EmbeddingsConfig(dg.Config):
     """How many models' embeddings stay on disk: the one the view reads and the ones before it
     (a reader that opened the catalog before a switch reads the older version to its end)."""
 
-    keep_versions: int = 3
+    keep_versions: int = Field(3, ge=1)  # 0 would delete the embeddings the view reads
 
 
 @dg.asset(

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from ..discovery import SOURCE_IDENTITY
 from ..planner import INGEST_JOB
@@ -86,6 +87,7 @@ def raw_slices(
             SOURCE_IDENTITY: identity or "",
             "path": dg.MetadataValue.path(str(destination)),
             "label_counts": dg.MetadataValue.json(summary.label_counts),
+            "unlabelled_rows": summary.unlabelled,
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]
             ),
@@ -112,14 +114,15 @@ def settle_contract(source: Path, key: str, contract: SliceContract, path: Path)
 class SampleConfig(dg.Config):
     """How a slice is sampled."""
 
-    rate: float = 1.0
-    max_rows: int | None = 20_000  # per slice: a large slice is sampled at max_rows / n instead
-    floor: int = 50
-    validation_fraction: float = 0.1
-    seed: int = 0
-    n_clusters: int = 10
-    pca_dim: int = 16
-    max_fit_rows: int = 50_000  # rows the k-means strata are fitted on (unlabelled slices)
+    rate: float = Field(1.0, gt=0, le=1)
+    max_rows: int | None = Field(20_000, ge=1)  # per slice: a large slice is sampled at max_rows / n instead
+    floor: int = Field(50, ge=0)
+    # the quality report measures on validation rows: without them no model can pass its gates
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = Field(0, ge=0)
+    n_clusters: int = Field(10, ge=1)
+    pca_dim: int = Field(16, ge=1)
+    max_fit_rows: int = Field(50_000, ge=1)  # rows the k-means strata are fitted on (unlabelled slices)
 
 
 @dg.asset(
@@ -133,7 +136,8 @@ def samples(
 ) -> dg.MaterializeResult:
     """A stratified sample of one slice, with a fixed fraction held out as ``validation``.
 
-    Strata are the label when there is one, otherwise k-means clusters on a PCA projection. Each
+    Strata are the label when there is one (the unlabelled rows of a partly labelled slice make one
+    stratum of their own), otherwise k-means clusters on a PCA projection. Each
     stratum gets ``max(floor, round(rate * n))`` rows (capped at n), where the rate is lowered to
     ``max_rows / n`` for a slice of more than ``max_rows`` rows, drawn with a seed derived from
     the partition key, so the sample is identical on every re-run. Validation rows never train a
@@ -145,10 +149,11 @@ def samples(
     seed = derive_seed(config.seed, key)
     source_file = parquet_reader(source)
     n_rows = source_file.metadata.num_rows
-    if "label" in source_file.schema_arrow.names:
+    labels = read_verified(source, columns=["label"]).column("label") if "label" in source_file.schema_arrow.names else None
+    if labels is not None and labels.null_count < len(labels):
         strata_kind = "label"
-        strata = label_strata(read_verified(source, columns=["label"]).column("label"))
-    else:
+        strata = label_strata(labels)
+    else:  # no label column, or no row labelled
         strata_kind = "kmeans"
         strata = streamed_cluster_strata(source, n_rows, config, seed)
     rate = effective_rate(n_rows, config.rate, config.max_rows)
@@ -183,12 +188,17 @@ def samples(
     )
 
 
+#: The stratum of the rows without a label in a partly labelled slice.
+UNLABELLED_STRATUM = "(unlabelled)"
+
+
 def label_strata(labels: pa.ChunkedArray) -> np.ndarray:
     """The labels as a compact numpy array: integers as they are, strings through Arrow's
-    dictionary (never one Python object per row)."""
-    if pa.types.is_integer(labels.type):
+    dictionary (never one Python object per row). Null labels, when there are any, make the stratum
+    :data:`UNLABELLED_STRATUM` (and the labels are then strings)."""
+    if pa.types.is_integer(labels.type) and not labels.null_count:
         return labels.to_numpy()
-    encoded = pc.dictionary_encode(labels.cast(pa.string())).combine_chunks()
+    encoded = pc.dictionary_encode(pc.fill_null(labels.cast(pa.string()), UNLABELLED_STRATUM)).combine_chunks()
     values = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
     return values[encoded.indices.to_numpy()]
 

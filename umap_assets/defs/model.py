@@ -13,6 +13,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pydantic
+from pydantic import Field
 
 from ..artifacts import build_artifact
 from ..contract import read_verified
@@ -41,14 +42,14 @@ class CoresetConfig(dg.Config):
     """A random draw (density) plus greedy k-center (coverage) over the PCA projection of every
     slice's training rows."""
 
-    budget: int = 40_000  # the teacher's rows: 40k vs 20k lifts its 10-NN accuracy 0.755 -> 0.770 for +20 s (bench/RESULTS.md)
-    density_fraction: float = 0.8  # share of the budget drawn at random; k-center spends the rest
-    pca_dim: int = 32
+    budget: int = Field(40_000, ge=1)  # the teacher's rows: 40k vs 20k lifts its 10-NN accuracy 0.755 -> 0.770 for +20 s (bench/RESULTS.md)
+    density_fraction: float = Field(0.8, ge=0, le=1)  # share of the budget drawn at random; k-center spends the rest
+    pca_dim: int = Field(32, ge=1)
     warm_start: bool = True
-    max_candidates: int = 250_000
-    coverage_quantile: float = 0.99  # drift: rows beyond this quantile of distances are "uncovered"
-    coverage_rows: int = 5_000  # validation rows that calibrate the coverage radius
-    seed: int = 0
+    max_candidates: int = Field(250_000, ge=1)
+    coverage_quantile: float = Field(0.99, gt=0, le=1)  # drift: rows beyond this quantile of distances are "uncovered"
+    coverage_rows: int = Field(5_000, ge=1)  # validation rows that calibrate the coverage radius
+    seed: int = Field(0, ge=0)
 
 
 #: The fewest sampled training rows a model is trained on (umap-learn needs well over its 15 neighbours).
@@ -127,16 +128,16 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
 class TeacherConfig(dg.Config):
     """umap-learn parameters for the teacher."""
 
-    n_neighbors: int = 15
-    min_dist: float = 0.1
-    metric: str = "euclidean"
-    n_components: int = 2
+    n_neighbors: int = Field(15, ge=2)
+    min_dist: float = Field(0.1, ge=0, le=1)  # at most umap-learn's spread, 1
+    metric: str = Field("euclidean", min_length=1)
+    n_components: int = Field(2, ge=2)  # the map draws two
     # negative samples per positive edge in the layout's SGD (umap-learn's default is 5). 10 fits layouts that hold
     # up better on rows they never saw: on test rows via `transform`, Fashion-MNIST's trust@15 0.9735 -> 0.9763 and
     # 10-NN 0.768 -> 0.778; digits' trust@15 over four seeds 0.9636 -> 0.9662, its worst 0.9579 -> 0.9647
     # (bench/RESULTS.md, session 11)
-    negative_sample_rate: int = 10
-    seed: int | None = 0
+    negative_sample_rate: int = Field(10, ge=1)
+    seed: int | None = Field(0, ge=0)
     # keep the served model's map: record the similarity that carries the new layout of the coreset onto
     # the served model's map of it, for the student to fold in
     align_to_served: bool = True
@@ -148,13 +149,13 @@ class TeacherConfig(dg.Config):
     # map moved 0.30-0.50 of its spread with the similarity alone (its clusters laid out anew), 0.008 with
     # the layout kept (bench/RESULTS.md, sessions 10 and 11)
     keep_served_layout: bool = True
-    max_layout_trust_cost: float = 0.002
-    layout_check_rows: int = 5_000  # validation rows the two layouts are compared on
+    max_layout_trust_cost: float = Field(0.002, ge=0)
+    layout_check_rows: int = Field(5_000, ge=1)  # validation rows the two layouts are compared on
     # then refine the kept layout on the new graph, every row free, for this many epochs at this fraction of
     # the fit's learning rate. Off: on digits 100 epochs moved the map 0.019 instead of 0.008 and lifted
     # trust@15 only from 0.9558 to 0.9588 (bench/RESULTS.md, session 11)
-    refine_epochs: int = 0
-    refine_learning_rate: float = 0.05
+    refine_epochs: int = Field(0, ge=0)
+    refine_learning_rate: float = Field(0.05, gt=0)
     # start the layout from the served map (umap-learn's `init=`) instead of the seeded spectral layout:
     # umap-learn rescales it and re-optimises, which moved Fashion-MNIST's map 5x more (bench/RESULTS.md, session 9)
     init_from_served: bool = False
@@ -239,14 +240,21 @@ class _StudentTraining(dg.Config):
     trust@5 0.9755 -> 0.9772 on unseen rows, bench/RESULTS.md, session 8).
     """
 
-    extra_rows: int = 40_000
-    min_rows: int = 20_000
+    extra_rows: int = Field(40_000, ge=0)
+    min_rows: int = Field(20_000, ge=0)
     # pull each distillation row's target this far towards where the served model puts it (0: none,
     # 1: copy it), less for rows the new teacher moved more than `anchor_radius` median moves (a region
     # the served model did not know follows the teacher). Off by default: on Fashion-MNIST it moved the
     # map 0.0075 of its spread instead of 0.0083, on digits it cost the trust gate (bench/RESULTS.md, session 9)
-    anchor_weight: float = 0.0
-    anchor_radius: float | None = 3.0
+    anchor_weight: float = Field(0.0, ge=0, le=1)
+    anchor_radius: float | None = Field(3.0, gt=0)
+
+    @pydantic.field_validator("hidden", check_fields=False)
+    @classmethod
+    def _widths(cls, hidden: list[int]) -> list[int]:
+        if any(width < 1 for width in hidden):
+            raise ValueError(f"every hidden layer needs at least 1 unit, got {hidden}")
+        return hidden
 
     def student_config(self) -> StudentConfig:
         fields = self.model_dump()
@@ -256,20 +264,34 @@ class _StudentTraining(dg.Config):
         return StudentConfig(**fields)
 
 
-def _config_fields(declaration) -> dict:
-    """Pydantic field specs for a dataclass's fields (tuples become lists: Dagster config has no tuples)."""
+#: The range of each of :class:`~umap_assets.numerics.distill.StudentConfig`'s fields, as pydantic
+#: ``Field`` constraints: a value outside it is refused before any run (``umap-assets run --config``)
+#: and at the start of a run launched from the UI. Every field has one (test_cli checks).
+STUDENT_RANGES: dict[str, dict] = {
+    "hidden": {"min_length": 1}, "input_pca_dim": {"ge": 1}, "steps": {"ge": 1}, "batch_size": {"ge": 1},
+    "edge_batch_size": {"ge": 1}, "negative_samples": {"ge": 1}, "coord_weight": {"ge": 0},
+    "coord_loss": {"pattern": "^(squared|distance)$"}, "edge_coord_weight": {"ge": 0}, "graph_weight": {"ge": 0},
+    "repulsion_strength": {"ge": 0}, "learning_rate": {"gt": 0}, "weight_decay": {"ge": 0}, "noise_std": {"ge": 0},
+    "noise_to_neighbours": {"ge": 0}, "mix_weight": {"ge": 0}, "holdout_fraction": {"ge": 0, "lt": 1},
+    "eval_every": {"ge": 1}, "seed": {"ge": 0}, "threads": {"ge": 1},
+}
+
+
+def _config_fields(declaration, ranges: dict[str, dict]) -> dict:
+    """Pydantic field specs for a dataclass's fields, each with its range from ``ranges`` (tuples
+    become lists: Dagster config has no tuples)."""
     hints = typing.get_type_hints(declaration)
     fields = {}
     for f in dataclasses.fields(declaration):
         annotation, default = hints[f.name], f.default
         if typing.get_origin(annotation) is tuple:
             annotation, default = list[typing.get_args(annotation)[0]], list(default)
-        fields[f.name] = (annotation, default)
+        fields[f.name] = (annotation, Field(default, **ranges[f.name]))
     return fields
 
 
 StudentTrainingConfig = pydantic.create_model("StudentTrainingConfig", __base__=_StudentTraining,
-                                              __module__=__name__, **_config_fields(StudentConfig))
+                                              __module__=__name__, **_config_fields(StudentConfig, STUDENT_RANGES))
 
 
 @dg.asset(deps=[teacher, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"pytorch", "numpy"})
@@ -330,11 +352,11 @@ class ArtifactConfig(dg.Config):
     """Compression: optional magnitude-pruning sparsity and the fine-tuning that follows it; the
     landmarks of the training data that travel in the artifact, for each row's coverage figure."""
 
-    sparsity: float = 0.0  # int8 alone keeps the map; pruning 10% moved 2-D neighbours (bench/RESULTS.md)
-    finetune_steps: int = 300
-    finetune_learning_rate: float = 5e-4
-    coverage_landmarks: int = 512  # coreset rows kept by k-center: 32 KB in float16 at the coreset's 32-d PCA
-    coverage_rows: int = 5_000  # validation rows that calibrate the landmarks' distances
+    sparsity: float = Field(0.0, ge=0, lt=1)  # int8 alone keeps the map; pruning 10% moved 2-D neighbours (bench/RESULTS.md)
+    finetune_steps: int = Field(300, ge=0)
+    finetune_learning_rate: float = Field(5e-4, gt=0)
+    coverage_landmarks: int = Field(512, ge=1)  # coreset rows kept by k-center: 32 KB in float16 at the coreset's 32-d PCA
+    coverage_rows: int = Field(5_000, ge=1)  # validation rows that calibrate the landmarks' distances
 
 
 @dg.asset(deps=[student, coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"numpy"})

@@ -5,10 +5,10 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..history import metadata_of, promoted_versions, upstream
+from ..history import checks_in_run, in_run, metadata_of, promoted_versions
 from ..runtime import Projector
 from .model import artifact, coreset
-from .quality import quality_report
+from .quality import GATE_NAMES, quality_report
 from .resources import WarehouseResource
 from .groups import TRAINING, TRAINING_POOL
 
@@ -44,11 +44,10 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, warehouse: War
     if config.version and config.version not in (served := promoted_versions(context.instance)):
         raise dg.Failure(f"artifact {config.version} was never promoted; roll back to one of "
                          f"{served[:5]} (`umap-assets rollback --list`)")
-    report_version = metadata_of(upstream(context.instance, "quality_report", context.run.run_id), "report_version")
+    report_version = metadata_of(in_run(context.instance, context.run.run_id, "quality_report"), "report_version")
     candidate = None
     if not config.version:
-        if report_version is None:
-            raise dg.Failure("no quality report names a candidate; materialize `quality_report` first")
+        _refuse_unless_gated_here(context, report_version)
         try:
             candidate = store.candidate(report_version)
         except FileNotFoundError as exc:
@@ -76,3 +75,16 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, warehouse: War
         },
         data_version=dg.DataVersion(version),
     )
+
+
+def _refuse_unless_gated_here(context: dg.AssetExecutionContext, report_version: str | None) -> None:
+    """``model`` promotes only the candidate that this very run measured and whose gates passed in it."""
+    if report_version is None:
+        raise dg.Failure("`model` promotes only a candidate measured and gated in the same run: materialize "
+                         "`quality_report` with it (job `train_model`), or serve an earlier version "
+                         "(`umap-assets rollback`)")
+    verdicts = checks_in_run(context.instance, context.run.run_id, quality_report.key)
+    failed = [name for name in GATE_NAMES if verdicts.get(name) is not True]
+    if failed:
+        raise dg.Failure(f"candidate {report_version}: gate(s) {', '.join(failed)} did not pass in this run; "
+                         "not promoted")

@@ -2,6 +2,7 @@
 
 
 import dagster as dg
+from pydantic import Field
 
 from ..contract import CHUNK_ROWS, SliceSpec
 from ..engines import SPARK_MASTER
@@ -41,12 +42,12 @@ class SliceContract(dg.ConfigurableResource):
     """
 
     # the column defaults are SliceSpec's: one declaration for the resource, the CLI and the library
-    id_column: str = SliceSpec.id_column
-    features_column: str = SliceSpec.features_column
-    feature_columns: list[str] | None = None
-    label_column: str = SliceSpec.label_column
-    dim: int | None = None
-    id_type: str = "int64"
+    id_column: str = Field(SliceSpec.id_column, min_length=1)
+    features_column: str = Field(SliceSpec.features_column, min_length=1)
+    feature_columns: list[str] | None = Field(None, min_length=1)
+    label_column: str = Field(SliceSpec.label_column, min_length=1)
+    dim: int | None = Field(None, ge=1)
+    id_type: str = Field("int64", pattern="^(int64|string)$")
 
     def declared(self) -> HomeContract | None:
         if self.dim is None:
@@ -71,15 +72,18 @@ class QualityGates(dg.ConfigurableResource):
     # defaults from bench/RESULTS.md (session 5): on Fashion-MNIST, digits and a synthetic set the artifact
     # is 0.0012-0.0023 below its teacher at trust@15 (the product's promise is 0.005) and 0.012 below to
     # 0.006 above it in 10-NN accuracy
-    trust_tolerance: float = 0.005  # artifact trustworthiness@k >= teacher's - tolerance
-    knn_accuracy_tolerance: float = 0.02  # artifact 10-NN accuracy >= teacher's - tolerance (labelled data)
-    min_student_overlap: float = 0.95  # artifact kNN overlap with the float student
+    trust_tolerance: float = Field(0.005, ge=0)  # artifact trustworthiness@k >= teacher's - tolerance
+    knn_accuracy_tolerance: float = Field(0.02, ge=0)  # artifact 10-NN accuracy >= teacher's - tolerance (labelled data)
+    min_student_overlap: float = Field(0.95, ge=0, le=1)  # artifact kNN overlap with the float student
     # stable_vs_previous (warns, never blocks): the candidate's median displacement from the served
     # model's map of the same validation rows, as a fraction of that map's spread
-    stability_tolerance: float = 0.02
-    k: int = 15
-    max_rows: int = 10_000  # validation rows the report and the gates measure on (seeded subsample)
-    seed: int = 0
+    stability_tolerance: float = Field(0.02, ge=0)
+    k: int = Field(15, ge=1)
+    max_rows: int = Field(10_000, ge=1)  # validation rows the report and the gates measure on (seeded subsample)
+    # kNN accuracy (and its gate) is measured on the labelled rows alone, when there are at least this
+    # many labelled validation rows and as many labelled training rows; otherwise the gate says why not
+    min_labelled_rows: int = Field(50, ge=1)
+    seed: int = Field(0, ge=0)
 
 
 class SingleWriterMessageReader(dg.PipesTempFileMessageReader):
@@ -121,7 +125,7 @@ class EmbeddingEngine(dg.ConfigurableResource):
 class LocalEmbedding(EmbeddingEngine):
     """Streams each slice through the artifact, ``chunk_rows`` at a time, on this machine."""
 
-    chunk_rows: int = CHUNK_ROWS
+    chunk_rows: int = Field(CHUNK_ROWS, ge=1)
 
     def settings(self) -> dict:
         return {"engine": "local", "chunk_rows": self.chunk_rows}
@@ -135,7 +139,7 @@ class SparkEmbedding(EmbeddingEngine):
     pyarrow, not torch and not this package (see :mod:`umap_assets.engines`).
     """
 
-    master: str = SPARK_MASTER
+    master: str = Field(SPARK_MASTER, min_length=1)
     conf: dict[str, str] = {}
 
     def settings(self) -> dict:

@@ -4,7 +4,9 @@
 ``reports/quality_report.json``, the copy a person reads (the product never reads that copy back).
 Fields: ``artifact_version``, ``student_version`` and ``teacher_version`` (what was measured);
 ``validation_rows`` and ``k``; ``metrics`` (per model: ``teacher``, ``student``, ``artifact``);
-``gates`` (:class:`Gate`); ``per_class``; ``stability`` against the model served when it was measured
+``gates`` (:class:`Gate`); ``per_class`` (the labelled rows, per label); ``labelled_rows`` (of the
+validation rows); ``unmeasured`` (a gate that was not measured, and why: kNN accuracy without enough
+labelled rows); ``stability`` against the model served when it was measured
 (:class:`Stability`, or None). A report is named by a hash of its JSON and written once.
 """
 
@@ -57,6 +59,8 @@ class Report:
     gates: list[Gate]
     per_class: list[dict] = field(default_factory=list)
     stability: Stability | None = None
+    labelled_rows: int = 0
+    unmeasured: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, report: dict) -> "Report":
@@ -66,13 +70,14 @@ class Report:
                    teacher_version=report.get("teacher_version", ""), validation_rows=int(report["validation_rows"]),
                    k=int(report["k"]), metrics={m: dict(report[m]) for m in MODELS},
                    gates=[Gate(**g) for g in report["gates"]], per_class=list(report.get("per_class", [])),
-                   stability=None if stability is None else Stability(**stability))
+                   stability=None if stability is None else Stability(**stability),
+                   labelled_rows=int(report.get("labelled_rows", 0)), unmeasured=dict(report.get("unmeasured", {})))
 
     def to_dict(self) -> dict:
         out = {m: self.metrics[m] for m in MODELS}
         out.update(validation_rows=self.validation_rows, k=self.k, gates=[asdict(g) for g in self.gates],
                    per_class=self.per_class, student_version=self.student_version,
-                   teacher_version=self.teacher_version)
+                   teacher_version=self.teacher_version, labelled_rows=self.labelled_rows, unmeasured=self.unmeasured)
         if self.stability is not None:
             out["stability"] = asdict(self.stability)
         return out

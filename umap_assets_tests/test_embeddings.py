@@ -23,7 +23,7 @@ from umap_assets.warehouse import write_canonical_slice
 def projector_file(tmp_path_factory):
     X, _ = synthetic_chunk(0, 2000, dim=16, n_clusters=4, seed=2)
     Y = X[:, :2] * 0.5
-    result = train_student(X, Y, None, 1.0, 1.0, StudentConfig(hidden=(32, 32), input_pca_dim=None, steps=4,
+    result = train_student(X, Y, None, StudentConfig(hidden=(32, 32), input_pca_dim=None, steps=4,
                                                                graph_weight=0.0, seed=0))
     path = tmp_path_factory.mktemp("art") / "a.uart"
     path.write_bytes(build_artifact(compress.fold_layers(result)))

@@ -318,11 +318,10 @@ def student(
     similarity = teacher_record.similarity
     Y_fit, anchored_to = anchored_distillation_targets(store, teacher_record, X, Y, anchor_weight=config.anchor_weight,
                                                        anchor_radius=config.anchor_radius)
-    cfg = config.student_config()
-    a, b = teacher_record.a, teacher_record.b
-    result = train_student(X, Y_fit, teacher_record.graph, a, b, cfg, log=lambda r: context.log.debug(str(r)))
+    graph = teacher_record.fuzzy_graph
+    result = train_student(X, Y_fit, graph, config.student_config(), log=lambda r: context.log.debug(str(r)))
     result = align_student(result, similarity)  # into the served model's frame, when the teacher was aligned
-    record = Student.from_result(result, a=a, b=b, uids=uids, teacher_version=teacher_record.version,
+    record = Student.from_result(result, a=graph.a, b=graph.b, uids=uids, teacher_version=teacher_record.version,
                                  targets=similarity.apply(Y[: len(uids)]))  # the teacher's map of the real rows
     size = record.save(store.students_dir)
     last = result.history[-1]

@@ -66,6 +66,17 @@ class SliceContract(dg.ConfigurableResource):
         )
 
 
+class Seed(dg.ConfigurableResource):
+    """The project's one seed. Every step that draws at random uses it: ``samples`` (a seed per slice
+    derived from it and the partition key), ``coreset``, ``teacher``, ``student``, ``artifact``,
+    ``quality_report`` and ``drift``; so the same data and the same seed give the same artifact.
+
+    Set it once, for every step: ``resources: {seed: {config: {value: 7}}}``.
+    """
+
+    value: int = Field(0, ge=0, le=2**32 - 1)  # umap-learn's random_state takes a 32-bit seed
+
+
 class QualityGates(dg.ConfigurableResource):
     """Thresholds of the blocking gates on ``quality_report`` that decide whether ``model`` promotes the artifact."""
 
@@ -79,11 +90,10 @@ class QualityGates(dg.ConfigurableResource):
     # model's map of the same validation rows, as a fraction of that map's spread
     stability_tolerance: float = Field(0.02, ge=0)
     k: int = Field(15, ge=1)
-    max_rows: int = Field(10_000, ge=1)  # validation rows the report and the gates measure on (seeded subsample)
+    max_rows: int = Field(10_000, ge=1)  # validation rows the report and the gates measure on (a subsample drawn with Seed)
     # kNN accuracy (and its gate) is measured on the labelled rows alone, when there are at least this
     # many labelled validation rows and as many labelled training rows; otherwise the gate says why not
     min_labelled_rows: int = Field(50, ge=1)
-    seed: int = Field(0, ge=0)
 
 
 class SingleWriterMessageReader(dg.PipesTempFileMessageReader):
@@ -157,6 +167,6 @@ def embedding_engine_from_env() -> EmbeddingEngine:
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
-        resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "quality_gates": QualityGates(),
+        resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "quality_gates": QualityGates(), "seed": Seed(),
                    "embedding_engine": embedding_engine_from_env()}
     )

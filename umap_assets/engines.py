@@ -1,5 +1,10 @@
 """Embedding engines: ``local`` (streaming, in this process) and ``spark`` (pyspark ``mapInPandas``).
 
+An engine is one frozen dataclass, :class:`LocalEngine` or :class:`SparkEngine`, with its settings as
+fields and their defaults (the chunk size, the Spark master); :func:`embed` is the one entry point.
+The ``EmbeddingEngine`` resource builds the dataclass, and hands it to its own process as JSON
+(:func:`engine_settings`, :func:`engine_from_settings`).
+
 Both run the same numpy runtime and write the same single Parquet file per input. The Spark engine
 broadcasts the artifact's bytes once; each Python worker loads the :class:`Projector` once from the
 broadcast value and transforms Arrow batches. Executors need numpy and pandas, not torch and not
@@ -13,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -26,7 +31,8 @@ from .contract import (CHUNK_ROWS, SliceError, SliceSpec, check_schema, features
 from .embed import EmbedStats, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
 
-#: The default Spark master: two local cores (the one declaration; the resource and the CLI use it).
+#: The default Spark master: two local cores (the one declaration: ``SparkEngine.master``'s default,
+#: which the resource and the CLI take).
 SPARK_MASTER = "local[2]"
 RUNTIME_MODULE = "umap_assets_runtime"
 
@@ -171,44 +177,33 @@ class SparkEngine:
                           str(job.destination))
 
 
-#: The engines' names, as the CLI's ``--engine`` and the resource's ``engine`` take them.
-ENGINES: tuple[str, ...] = (LocalEngine.name, SparkEngine.name)
+#: The engines by name, as the CLI's ``--engine`` and :func:`engine_from_settings` take them.
+ENGINES: dict[str, type] = {LocalEngine.name: LocalEngine, SparkEngine.name: SparkEngine}
 
 
-def engine_named(name: str, *, chunk_rows: int = CHUNK_ROWS, master: str = SPARK_MASTER,
-                 conf: dict[str, str] | None = None) -> Engine:
-    """The engine called ``name`` (one of :data:`ENGINES`) with its own settings; the others are ignored."""
-    if name == LocalEngine.name:
-        return LocalEngine(chunk_rows)
-    if name == SparkEngine.name:
-        return SparkEngine(master, dict(conf or {}))
-    raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
+def engine_settings(engine: LocalEngine | SparkEngine) -> dict:
+    """``engine`` as JSON, for the process that runs it: its name and its fields (a live session stays here)."""
+    return {"engine": engine.name, **{f.name: getattr(engine, f.name) for f in fields(engine) if f.name != "spark"}}
 
 
-def embed(engine: str | Engine, artifact: str | Path, source: str | Path, destination: str | Path,
-          spec: SliceSpec = SliceSpec(), *, chunk_rows: int = CHUNK_ROWS, master: str = SPARK_MASTER,
-          conf: dict[str, str] | None = None, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
-    """Embed every row of ``source`` into ``destination`` with an :class:`Engine` (or one named in :data:`ENGINES`).
+def engine_from_settings(settings: dict) -> Engine:
+    """The engine that :func:`engine_settings` wrote; ``ValueError`` names the engines for another name."""
+    name = settings.get("engine")
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {tuple(ENGINES)}, got {name!r}")
+    return ENGINES[name](**{key: value for key, value in settings.items() if key != "engine"})
+
+
+def embed(engine: Engine, artifact: str | Path, source: str | Path, destination: str | Path,
+          spec: SliceSpec = SliceSpec(), *, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
+    """Embed every row of ``source`` into ``destination`` with ``engine``: the one way to run an engine.
 
     Every engine gets the same checked job (:func:`prepare_job`) and writes the same schema atomically.
     """
-    if isinstance(engine, str):
-        engine = engine_named(engine, chunk_rows=chunk_rows, master=master, conf=conf)
     return engine.run(prepare_job(artifact, source, destination, spec, models_dirs))
 
 
-def embed_local(artifact: str | Path, source: str | Path, destination: str | Path,
-                spec: SliceSpec = SliceSpec(), chunk_rows: int = CHUNK_ROWS) -> EmbedStats:
-    return embed(LocalEngine(chunk_rows), artifact, source, destination, spec)
-
-
-def embed_spark(artifact: str | Path, source: str | Path, destination: str | Path, *, spec: SliceSpec = SliceSpec(),
-                master: str = SPARK_MASTER, conf: dict[str, str] | None = None, spark=None) -> EmbedStats:
-    """Embed ``source`` on Spark; the result is written as one Parquet file like the local engine's."""
-    return embed(SparkEngine(master, dict(conf or {}), spark), artifact, source, destination, spec)
-
-
-def spark_session(master: str = SPARK_MASTER, conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
+def spark_session(master: str, conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
     """A SparkSession for ``master`` (``local[N]``, ``spark://host:port``, ``yarn``, ``k8s://...``) with ``conf`` on top.
 
     A quiet UI, Arrow transfers, and loopback networking when the master is on this machine. The
@@ -303,6 +298,5 @@ def _merge_parts(parts: list[Path], destination: Path) -> int:
     return rows
 
 
-__all__ = ["ENGINES", "EmbedJob", "Engine", "LocalEngine", "SparkEngine", "prepare_job", "engine_named", "embed", "embed_local", "embed_spark",
-           "spark_session", "check_output_path", "ArtifactError",
-           "OutputPathError"]
+__all__ = ["ENGINES", "EmbedJob", "Engine", "LocalEngine", "SparkEngine", "prepare_job", "embed", "engine_settings",
+           "engine_from_settings", "spark_session", "check_output_path", "ArtifactError", "OutputPathError"]

@@ -4,8 +4,8 @@
 import dagster as dg
 from pydantic import Field
 
-from ..contract import CHUNK_ROWS, SliceSpec
-from ..engines import SPARK_MASTER
+from ..contract import SliceSpec
+from ..engines import Engine, LocalEngine, SparkEngine, engine_settings
 from ..home import Layout
 from ..home_contract import HomeContract
 from ..model_store import ModelStore
@@ -117,15 +117,16 @@ class EmbeddingEngine(dg.ConfigurableResource):
     version) reach the run, and its memory is the embedding's alone, not the code location's.
     """
 
-    def settings(self) -> dict:
-        """The engine's name and settings, as :func:`umap_assets.engines.engine_named` takes them."""
+    def engine(self) -> Engine:
+        """The engine this resource declares (:mod:`umap_assets.engines`), with its settings."""
         raise NotImplementedError(f"{type(self).__name__} names no engine; bind LocalEmbedding or SparkEmbedding")
 
     def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
         """Embed ``source`` into ``destination``; returns the materialization's metadata."""
         import sys
 
-        extras = {"artifact": artifact, "source": source, "destination": destination, **self.settings()}
+        extras = {"artifact": artifact, "source": source, "destination": destination,
+                  "engine": engine_settings(self.engine())}
         # The op's context: given the asset's, Dagster 1.13's Pipes reads its deprecated ``run_id``.
         done = dg.PipesSubprocessClient(message_reader=SingleWriterMessageReader()).run(
             context=context.op_execution_context, extras=extras, command=[sys.executable, "-m", "umap_assets.embed_job"])
@@ -135,10 +136,10 @@ class EmbeddingEngine(dg.ConfigurableResource):
 class LocalEmbedding(EmbeddingEngine):
     """Streams each slice through the artifact, ``chunk_rows`` at a time, on this machine."""
 
-    chunk_rows: int = Field(CHUNK_ROWS, ge=1)
+    chunk_rows: int = Field(LocalEngine.chunk_rows, ge=1)
 
-    def settings(self) -> dict:
-        return {"engine": "local", "chunk_rows": self.chunk_rows}
+    def engine(self) -> LocalEngine:
+        return LocalEngine(self.chunk_rows)
 
 
 class SparkEmbedding(EmbeddingEngine):
@@ -149,11 +150,11 @@ class SparkEmbedding(EmbeddingEngine):
     pyarrow, not torch and not this package (see :mod:`umap_assets.engines`).
     """
 
-    master: str = Field(SPARK_MASTER, min_length=1)
+    master: str = Field(SparkEngine.master, min_length=1)
     conf: dict[str, str] = {}
 
-    def settings(self) -> dict:
-        return {"engine": "spark", "master": self.master, "conf": dict(self.conf)}
+    def engine(self) -> SparkEngine:
+        return SparkEngine(self.master, dict(self.conf))
 
 
 def embedding_engine_from_env() -> EmbeddingEngine:

@@ -5,9 +5,7 @@ by the number of rows in the slices. The numerics live in :mod:`umap_assets.nume
 functions only read inputs, call them, write outputs and report metadata.
 """
 
-import dataclasses
 import time
-import typing
 
 import dagster as dg
 import numpy as np
@@ -31,7 +29,7 @@ from ..training import (align_layout, anchored_distillation_targets, artifact_co
 from ..warehouse import write_table
 from ..warmup import cache_umap_kernels
 from .ingest import samples
-from .resources import Seed, WarehouseResource
+from .resources import Seed, WarehouseResource, config_fields
 from .groups import TRAINING, TRAINING_POOL
 
 GROUP = TRAINING
@@ -280,24 +278,9 @@ STUDENT_RANGES: dict[str, dict] = {
 }
 
 
-def _config_fields(declaration, ranges: dict[str, dict], *, leave_out: tuple[str, ...] = ()) -> dict:
-    """Pydantic field specs for a dataclass's fields but ``leave_out``, each with its range from ``ranges``
-    (tuples become lists: Dagster config has no tuples)."""
-    hints = typing.get_type_hints(declaration)
-    fields = {}
-    for f in dataclasses.fields(declaration):
-        if f.name in leave_out:
-            continue
-        annotation, default = hints[f.name], f.default
-        if typing.get_origin(annotation) is tuple:
-            annotation, default = list[typing.get_args(annotation)[0]], list(default)
-        fields[f.name] = (annotation, Field(default, **ranges[f.name]))
-    return fields
-
-
 StudentTrainingConfig = pydantic.create_model("StudentTrainingConfig", __base__=_StudentTraining,
-                                              __module__=__name__, **_config_fields(StudentConfig, STUDENT_RANGES,
-                                                                               leave_out=("seed",)))
+                                              __module__=__name__, **config_fields(StudentConfig, STUDENT_RANGES,
+                                                                                   leave_out=("seed",)))
 
 
 @dg.asset(deps=[teacher, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"pytorch", "numpy"})

@@ -1,7 +1,12 @@
 """Resources: where the data lives and how a slice is read."""
 
+import collections.abc
+import dataclasses
+import types
+import typing
 
 import dagster as dg
+import pydantic
 from pydantic import Field
 
 from ..contract import SliceSpec
@@ -32,20 +37,39 @@ class WarehouseResource(dg.ConfigurableResource):
         return ModelStore(self.layout())
 
 
-class SliceContract(dg.ConfigurableResource):
-    """Which columns of an incoming Parquet file hold the id, the features and the label, and the
-    home's contract (:mod:`umap_assets.home_contract`).
+def config_fields(declaration, ranges: dict[str, dict], *, leave_out: tuple[str, ...] = ()) -> dict:
+    """Pydantic field specs for a dataclass's fields but ``leave_out``, for a Dagster config or resource
+    made from it with ``pydantic.create_model``: one declaration of each field and its default, with
+    its range from ``ranges`` (``Field`` constraints). Dagster config has no tuples or sequences:
+    they become lists."""
+    hints = typing.get_type_hints(declaration)
+    fields = {}
+    for f in dataclasses.fields(declaration):
+        if f.name not in leave_out:
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            fields[f.name] = (_as_config_type(hints[f.name]), Field(default, **ranges[f.name]))
+    return fields
+
+
+def _as_config_type(annotation):
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, collections.abc.Sequence):
+        return list[typing.get_args(annotation)[0]]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_as_config_type(a) for a in typing.get_args(annotation))]
+    return annotation
+
+
+class _SliceContract(dg.ConfigurableResource):
+    """Which columns of an incoming Parquet file hold the id, the features and the label (the fields
+    of :class:`~umap_assets.contract.SliceSpec`, with its defaults), and the home's contract
+    (:mod:`umap_assets.home_contract`).
 
     Set ``feature_columns`` to read the features from numeric columns instead of one list column.
     Set ``dim`` (and ``id_type``, ``int64`` or ``string``) to declare the contract; otherwise the
     first slice ingested records it in ``<home>/contract.json``.
     """
 
-    # the column defaults are SliceSpec's: one declaration for the resource, the CLI and the library
-    id_column: str = Field(SliceSpec.id_column, min_length=1)
-    features_column: str = Field(SliceSpec.features_column, min_length=1)
-    feature_columns: list[str] | None = Field(None, min_length=1)
-    label_column: str = Field(SliceSpec.label_column, min_length=1)
     dim: int | None = Field(None, ge=1)
     id_type: str = Field("int64", pattern="^(int64|string)$")
 
@@ -58,12 +82,15 @@ class SliceContract(dg.ConfigurableResource):
         return HomeContract(features, self.dim, self.id_type, "config")
 
     def spec(self) -> SliceSpec:
-        return SliceSpec(
-            id_column=self.id_column,
-            features_column=self.features_column,
-            feature_columns=tuple(self.feature_columns) if self.feature_columns else None,
-            label_column=self.label_column,
-        )
+        spec = SliceSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SliceSpec)})
+        return dataclasses.replace(spec, feature_columns=tuple(spec.feature_columns) if spec.feature_columns else None)
+
+
+#: The resource's column fields are :class:`SliceSpec`'s own (one declaration for the resource, the CLI
+#: and the library), besides ``dim`` and ``id_type``.
+SliceContract = pydantic.create_model("SliceContract", __base__=_SliceContract, __module__=__name__,
+                                      __doc__=_SliceContract.__doc__,
+                                      **config_fields(SliceSpec, {f.name: {"min_length": 1} for f in dataclasses.fields(SliceSpec)}))
 
 
 class Seed(dg.ConfigurableResource):

@@ -99,6 +99,9 @@ def test_config_file_is_checked_before_any_run(tmp_path, capsys):
         "resources: {quality_gates: {config: {trust_tolerans: 0.1}}}\n": 'unexpected config entry "trust_tolerans"',
         "ops: {student: {config: {steps: lots}}}\n": "steps",
         "resources: {warehouse: {config: {home: /elsewhere}}}\n": "set by --home",
+        "ops: {teacher: {config: {seed: 3}}}\n": "ops: teacher: the project has one seed, for every step: set resources: "
+                                                  "{seed: {config: {value: N}}}",
+        "resources: {seed: {config: {value: many}}}\n": "value",
     }
     for text, expected in cases.items():
         config.write_text(text)

@@ -195,6 +195,6 @@ def embedding_engine_from_env() -> EmbeddingEngine:
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
-        resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "quality_gates": QualityGates(), "seed": Seed(),
-                   "embedding_engine": embedding_engine_from_env()}
+        resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "seed": Seed(),
+                   "quality_gates": QualityGates(), "embedding_engine": embedding_engine_from_env()}
     )

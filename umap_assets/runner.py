@@ -53,6 +53,9 @@ def check_run_config(defs, config: dict, jobs: tuple[str, ...] = JOBS) -> None:
     problems = [f"unknown section '{k}' (expected ops: and resources:)" for k in config if k not in ("ops", "resources")]
     if "warehouse" in (config.get("resources") or {}):
         problems.append("resources: warehouse is set by --home, not by the config file")
+    problems += [f"ops: {name}: the project has one seed, for every step: set resources: {{seed: {{config: {{value: N}}}}}}"
+                 for name, cfg in (config.get("ops") or {}).items()
+                 if isinstance(cfg, dict) and isinstance(cfg.get("config"), dict) and "seed" in cfg["config"]]
     job_defs = [defs.resolve_job_def(name) for name in jobs if has_job(defs, name)]
     known_ops = {n for job in job_defs for n in job.graph.node_dict}
     known_resources = {r for job in job_defs for r in job.required_resource_keys} - {"io_manager", "warehouse"}

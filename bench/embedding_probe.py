@@ -43,7 +43,6 @@ def line(name, s):
 
 def main():
     import umap
-    from umap.umap_ import find_ab_params
 
     name, recipes = sys.argv[1], sys.argv[2:]
     X_tr, y_tr, X_te, y_te = split(name)
@@ -75,7 +74,7 @@ def main():
     print(line("teacher", scores(Y_te_teacher, X_te, y_te, E_tr_teacher, y_tr[tr[knn]], extrap)), flush=True)
     ref = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1).fit(X_tr[tr])
     print(line("umap-learn", scores(ref.transform(X_te), X_te, y_te, ref.embedding_[knn], y_tr[tr[knn]], extrap)), flush=True)
-    a, b = find_ab_params(1.0, 0.1)
+    graph = distill.FuzzyGraph.with_curve_for(teacher.graph_, min_dist=0.1)
     for recipe in recipes:
         kv = dict(item.split("=", 1) for item in recipe.split()) if recipe else {}
         ood = int(kv.pop("ood_rows", 0))
@@ -96,7 +95,7 @@ def main():
         X = np.concatenate(Xs).astype(np.float32)
         Y = np.concatenate(Ys).astype(np.float32)
         t0 = time.time()
-        res = distill.train_student(X, Y, teacher.graph_, float(a), float(b), cfg)
+        res = distill.train_student(X, Y, graph, cfg)
         E = res.transform(X_te)
         print(line(recipe or "default", scores(E, X_te, y_te, res.transform(X_tr[tr[knn]]), y_tr[tr[knn]], extrap))
               + f"  ({time.time() - t0:.0f}s; coord {res.history[-1]['coord_loss']:.4f}, holdout mse {res.history[-1]['holdout_mse']:.4f})", flush=True)

@@ -32,7 +32,7 @@ else:
     lab = 0
 cfg = dataclasses.replace(StudentConfig(), **kw)
 st = time.time()
-r = train_student(X, Y, t.graph, p['a'], p['b'], cfg)
+r = train_student(X, Y, t.fuzzy_graph, cfg)
 knn = np.arange(len(X_tr))
 res = quality.score(r.transform(X_te), X_te, y_te, r.transform(X_tr), y_tr)
 out = {"home": name, "fill": fill, **kw, "label_s": round(lab), "train_s": round(time.time() - st), **{k: round(v, 4) for k, v in res.items()}}

@@ -52,7 +52,7 @@ def label(n: int) -> None:
 
 
 def train(kinds: str, overrides: list[str]) -> None:
-    from umap_assets.numerics.distill import StudentConfig, train_student
+    from umap_assets.numerics.distill import FuzzyGraph, StudentConfig, train_student
 
     D = dict(np.load(CACHE))
     X, idx = D["X"].astype(np.float32), np.concatenate([D["core"], D["extra"]])
@@ -65,7 +65,8 @@ def train(kinds: str, overrides: list[str]) -> None:
     n = len(D["core"])
     graph = sp.coo_matrix((D["g_data"], (D["g_row"], D["g_col"])), shape=(n, n))
     started = time.time()
-    result = train_student(Xd, Y, graph, student_probe.DEFAULTS["a"], student_probe.DEFAULTS["b"], StudentConfig(**kw))
+    result = train_student(Xd, Y, FuzzyGraph(graph, student_probe.DEFAULTS["a"], student_probe.DEFAULTS["b"]),
+                           StudentConfig(**kw))
     E = result.transform(X[D["te"]])
     print(json.dumps({"dataset": DATASET, "augment": kinds, **kw, "seconds": round(time.time() - started),
                       **student_probe.evaluate(D, E, result.transform(X[idx])),

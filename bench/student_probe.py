@@ -144,7 +144,7 @@ def parse_overrides(overrides: list[str]) -> dict:
 def product(D, dataset, overrides):
     """Train the product's own student (``distill.train_student``, ``StudentConfig`` plus overrides)."""
     import scipy.sparse as sp
-    from umap_assets.numerics.distill import StudentConfig, train_student
+    from umap_assets.numerics.distill import FuzzyGraph, StudentConfig, train_student
 
     key = "G" if "graph=full" in overrides else "g"  # the fuzzy kNN graph of every training row, not the teacher's
     kw = parse_overrides([kv for kv in overrides if not kv.startswith("graph=")])
@@ -155,7 +155,7 @@ def product(D, dataset, overrides):
     n = len(D["core"]) if key == "g" else len(idx)
     graph = sp.coo_matrix((D[f"{key}_data"], (D[f"{key}_row"], D[f"{key}_col"])), shape=(n, n))
     t0 = time.time()
-    result = train_student(X[idx], Y, graph, DEFAULTS["a"], DEFAULTS["b"], cfg)
+    result = train_student(X[idx], Y, FuzzyGraph(graph, DEFAULTS["a"], DEFAULTS["b"]), cfg)
     secs = time.time() - t0
     E = result.transform(X[D["te"]])
     print(json.dumps({"dataset": dataset, "mode": "product", "graph": "full" if key == "G" else "teacher", **kw, "seconds": round(secs),

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .contract import CHUNK_ROWS, SliceSpec
+from .contract import SliceSpec
 from .errors import os_error_line
 from .home import HOME_ENV, Layout, prepare_instance_home
 from .runner import Busy, ConfigError, rollback, run_pipeline
@@ -90,14 +90,14 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     """The same transform as the ``embeddings`` asset, for an existing batch job."""
     from .contract import SliceError
-    from .engines import OutputPathError, embed
+    from .engines import LocalEngine, OutputPathError, SparkEngine, embed
     from .runtime import ArtifactError
 
     spec = slice_spec_from_arguments(args)
-    conf = dict(args.spark_conf)
+    engine = (LocalEngine(args.chunk_rows) if args.engine == LocalEngine.name
+              else SparkEngine(args.spark_master, dict(args.spark_conf)))
     try:
-        stats = embed(args.engine, args.artifact, args.input, args.output, spec, chunk_rows=args.chunk_rows,
-                      master=args.spark_master, conf=conf, models_dirs=(Layout.at(args.home).models,))
+        stats = embed(engine, args.artifact, args.input, args.output, spec, models_dirs=(Layout.at(args.home).models,))
     except (ArtifactError, SliceError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -163,7 +163,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .engines import ENGINES, SPARK_MASTER
+    from .engines import ENGINES, LocalEngine, SparkEngine
 
     parser = argparse.ArgumentParser(prog="umap-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--output", required=True, help="output Parquet file (never the input, the artifact or under models/)")
     embed.add_argument("--home", default=None, help=f"project home whose models/ is protected (default ${HOME_ENV} or ./data)")
     embed.add_argument("--engine", choices=list(ENGINES), default="local")
-    embed.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, help="rows per chunk (local engine)")
-    embed.add_argument("--spark-master", default=SPARK_MASTER, help=f"Spark master URL (spark engine; default {SPARK_MASTER})")
+    embed.add_argument("--chunk-rows", type=int, default=LocalEngine.chunk_rows, help="rows per chunk (local engine)")
+    embed.add_argument("--spark-master", default=SparkEngine.master,
+                       help=f"Spark master URL (spark engine; default {SparkEngine.master})")
     embed.add_argument("--spark-conf", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help="Spark setting, repeatable")
     add_slice_spec_arguments(embed)
     embed.set_defaults(func=_cmd_embed)

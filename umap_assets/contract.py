@@ -20,6 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+# the features' stored form and their one decoder live in a module that Spark's executors import alone
+from .features import (VECTOR_ENCODING, columns_matrix, features_dim, features_list, features_matrix,
+                       features_type, is_vector_field, vector_field)
+
 #: Rows per chunk wherever a slice is streamed: 8,192 rows of 784 float32 features are 26 MB, so a
 #: reader holds a few of them whatever the size of the file (bench/RESULTS.md, issue 12).
 CHUNK_ROWS = 8_192
@@ -146,48 +150,6 @@ class RefusedRows:
                 f"(ids {ids}); an id is on the map once")
 
 
-#: Field metadata that marks a ``fixed_size_binary(4 * d)`` column as ``d`` float32 values a row,
-#: little-endian: the canonical, stored form of the features.
-VECTOR_ENCODING = {b"umap_assets.encoding": b"float32-le"}
-_F32 = np.dtype("<f4")
-
-
-def features_type(dim: int) -> pa.DataType:
-    """The contract's list form of the features: ``dim`` float32 values, none of them null
-    (how the demo and the benchmarks write a user's slice)."""
-    return pa.list_(pa.field("element", pa.float32(), nullable=False), dim)
-
-
-def features_list(X: np.ndarray) -> pa.FixedSizeListArray:
-    """The rows of ``X`` as a list-form ``features`` column (:func:`features_type`)."""
-    flat = pa.array(np.ascontiguousarray(X, dtype=np.float32).reshape(-1), type=pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, type=features_type(X.shape[1]))
-
-
-def vector_field(name: str, dim: int) -> pa.Field:
-    """The canonical ``features`` field: each row's ``dim`` float32 values as ``4 * dim`` bytes.
-
-    Parquet stores a list with a repetition and a definition level per value, and rebuilding the
-    list from them is what bounds reading: fixed-size bytes decode six times as fast, uncompressed,
-    and the bytes are the matrix (zero-copy). DuckDB reads the column as a BLOB (bench/RESULTS.md,
-    session 12).
-    """
-    return pa.field(name, pa.binary(4 * dim), nullable=False, metadata=VECTOR_ENCODING)
-
-
-def is_vector_field(f: pa.Field) -> bool:
-    """``f`` holds features as float32 bytes (:func:`vector_field`)."""
-    return (pa.types.is_fixed_size_binary(f.type) and f.type.byte_width % 4 == 0
-            and (f.metadata or {}).get(b"umap_assets.encoding") == VECTOR_ENCODING[b"umap_assets.encoding"])
-
-
-def features_dim(f: pa.Field) -> int | None:
-    """The dimension a features field declares; ``None`` for a variable-length list."""
-    if is_vector_field(f):
-        return f.type.byte_width // 4
-    return f.type.list_size if pa.types.is_fixed_size_list(f.type) else None
-
-
 def canonical_schema(dim: int, id_type: pa.DataType, label_type: pa.DataType | None) -> pa.Schema:
     fields = [pa.field("id", id_type, nullable=False), vector_field("features", dim)]
     if label_type is not None:
@@ -197,32 +159,13 @@ def canonical_schema(dim: int, id_type: pa.DataType, label_type: pa.DataType | N
 
 def canonical_batch(ids: pa.Array, features: np.ndarray, labels: pa.Array | None) -> pa.RecordBatch:
     n, d = features.shape
-    raw = np.ascontiguousarray(features, dtype=_F32)
+    raw = np.ascontiguousarray(features, dtype="<f4")
     feats = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * d), n, [None, pa.py_buffer(raw)])
     arrays = [ids, feats]
     schema = canonical_schema(d, ids.type, labels.type if labels is not None else None)
     if labels is not None:
         arrays.append(labels)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def _vectors(column: pa.FixedSizeBinaryArray) -> np.ndarray:
-    """A float32-bytes column as an (n, d) matrix, without a copy (read-only) on a little-endian host."""
-    width = column.type.byte_width
-    values = np.frombuffer(column.buffers()[1], dtype=_F32, count=len(column) * width // 4,
-                           offset=column.offset * width)
-    return values.reshape(len(column), width // 4).astype(np.float32, copy=False)
-
-
-def features_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A canonical ``features`` column (float32 bytes, or a fixed-size list) as an (n, d) float32 matrix."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_fixed_size_binary(column.type):
-        return _vectors(column)
-    d = column.type.list_size
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(values.reshape(-1, d), dtype=np.float32)
 
 
 def write_options(schema: pa.Schema) -> dict:
@@ -234,7 +177,8 @@ def write_options(schema: pa.Schema) -> dict:
     the disk. A list's values are LZ4, the fastest to decode of the list encodings measured. Other
     columns are zstd. Floats (coordinates, a list's values) are byte-stream-split: dictionary pages
     rarely pay for floats, and trying them costs the writer about 0.3 µs a row. Every other column
-    gets a dictionary.
+    gets a dictionary. Every page carries a CRC checksum, which every reader here verifies
+    (:func:`parquet_reader`, :func:`read_verified`): a byte changed after the write is named, never read.
     """
     leaves = _leaf_paths(schema)
     vectors = [f.name for f in schema if is_vector_field(f)]
@@ -245,6 +189,7 @@ def write_options(schema: pa.Schema) -> dict:
         "compression": codec,
         "use_dictionary": [path for path in leaves if path not in vectors + lists + floats],
         "use_byte_stream_split": floats,
+        "write_page_checksum": True,
     }
 
 
@@ -285,8 +230,31 @@ def iter_chunks(pf: pq.ParquetFile, columns: list[str], batch_rows: int = CHUNK_
 
 
 def parquet_reader(path: str | Path) -> pq.ParquetFile:
-    """A Parquet file opened for streaming: pages are read as they are decoded (bounded buffers)."""
-    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+    """A Parquet file opened for streaming: pages are read as they are decoded (bounded buffers), and
+    each page that carries a checksum (every page this project writes) is verified against it."""
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES, page_checksum_verification=True)
+
+
+class DamagedFile(OSError):
+    """A file this project wrote whose pages no longer match their checksums; the message names it."""
+
+    def __init__(self, path: str | Path, cause: BaseException):
+        self.path = str(path)
+        super().__init__(f"{path}: damaged: a page no longer matches its checksum ({cause})")
+
+
+def read_verified(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """``pq.read_table`` with every page's checksum verified (see :func:`parquet_reader`); a page that
+    fails raises :class:`DamagedFile`."""
+    try:
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except OSError as exc:
+        raise (DamagedFile(path, exc) if is_checksum_error(exc) else exc) from exc
+
+
+def is_checksum_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a reader's report of a page whose bytes do not match their checksum."""
+    return isinstance(exc, OSError) and "checksum verification failed" in str(exc)
 
 
 def open_parquet(path: Path) -> pq.ParquetFile:
@@ -349,20 +317,18 @@ def _check_features_column(path: Path, schema: pa.Schema, spec: SliceSpec) -> No
 
 def _features_from_batch(path: Path, batch: pa.RecordBatch, spec: SliceSpec, offset: int) -> np.ndarray:
     if spec.feature_columns:
-        cols = []
         for name in spec.feature_columns:
             col = batch.column(name)
             if col.null_count:
                 row = offset + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
                 raise SliceError(path, f"feature column '{name}' is null at row {row}")
-            cols.append(col.cast(pa.float64()).to_numpy(zero_copy_only=False))
-        return np.ascontiguousarray(np.column_stack(cols), dtype=np.float32) if cols else np.empty((0, 0))
+        return columns_matrix([batch.column(name) for name in spec.feature_columns])
     col = batch.column(spec.features_column)
     if col.null_count:
         row = offset + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         raise SliceError(path, f"column '{spec.features_column}' is null at row {row}")
     if pa.types.is_fixed_size_binary(col.type):  # checked to be float32 bytes by check_schema
-        return _vectors(col)
+        return features_matrix(col)
     if pa.types.is_fixed_size_list(col.type):
         d = col.type.list_size
     else:
@@ -380,9 +346,7 @@ def _features_from_batch(path: Path, batch: pa.RecordBatch, spec: SliceSpec, off
     if values.null_count:
         flat_row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]) // max(d, 1)
         raise SliceError(path, f"column '{spec.features_column}' has a null value at row {offset + flat_row}")
-    return np.ascontiguousarray(
-        values.cast(pa.float32()).to_numpy(zero_copy_only=False).reshape(-1, d), dtype=np.float32
-    )
+    return features_matrix(col)
 
 
 def iter_validated_batches(
@@ -426,6 +390,8 @@ def iter_validated_batches(
             yield SliceBatch(ids=ids, features=X, labels=labels, offset=offset)
             offset += batch.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
+        if is_checksum_error(exc):
+            raise SliceError(path, f"damaged: a page no longer matches its checksum ({exc})") from exc
         raise SliceError(path, f"unreadable Parquet data ({exc})") from exc
     if offset == 0:
         raise SliceError(path, "the file has no rows")

@@ -1,8 +1,8 @@
 """One slice's embeddings in a process of its own, launched by the ``embeddings`` asset with Dagster Pipes.
 
 ``python -m umap_assets.embed_job`` reads its job from the Pipes extras (``artifact``, ``source``,
-``destination``, ``engine`` and the engine's settings: ``chunk_rows`` for ``local``, ``master`` and
-``conf`` for ``spark``), runs it with :func:`umap_assets.engines.embed`, and reports its logs and the
+``destination``, and ``engine``: the engine's dataclass as :func:`umap_assets.engines.engine_settings`
+wrote it), runs it with :func:`umap_assets.engines.embed`, and reports its logs and the
 materialization's metadata (rows, rows/s, peak memory, artifact version) back to the run that
 launched it (:class:`umap_assets.defs.resources.EmbeddingEngine`).
 
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from dagster_pipes import open_dagster_pipes
 
-from .engines import embed, engine_named
+from .engines import embed, engine_from_settings
 
 
 def main() -> None:
     with open_dagster_pipes() as pipes:
         job = pipes.extras
-        engine = engine_named(job["engine"], **{k: job[k] for k in ("chunk_rows", "master", "conf") if job.get(k)})
-        where = f" on {job['master']}" if job.get("master") else ""
+        engine = engine_from_settings(job["engine"])
+        where = f" on {engine.master}" if hasattr(engine, "master") else ""
         pipes.log.info(f"{engine.name}: embedding {job['source']}{where}")
         stats = embed(engine, job["artifact"], job["source"], job["destination"])
         pipes.log.info(f"{engine.name}: {stats.rows:,} rows in {stats.seconds:.1f}s ({stats.rows_per_s:,.0f} rows/s, "

@@ -1,9 +1,15 @@
-"""Embedding engines: ``local`` (streaming, in this process) and ``spark`` (pyspark ``mapInPandas``).
+"""Embedding engines: ``local`` (streaming, in this process) and ``spark`` (pyspark ``mapInArrow``).
+
+An engine is one frozen dataclass, :class:`LocalEngine` or :class:`SparkEngine`, with its settings as
+fields and their defaults (the chunk size, the Spark master); :func:`embed` is the one entry point.
+The ``EmbeddingEngine`` resource builds the dataclass, and hands it to its own process as JSON
+(:func:`engine_settings`, :func:`engine_from_settings`).
 
 Both run the same numpy runtime and write the same single Parquet file per input. The Spark engine
 broadcasts the artifact's bytes once; each Python worker loads the :class:`Projector` once from the
-broadcast value and transforms Arrow batches. Executors need numpy and pandas, not torch and not
-this package: the runtime module is shipped to them with ``addPyFile``.
+broadcast value and transforms Arrow batches, their features decoded by the contract's own decoder.
+Executors need numpy and pyarrow, not torch and not this package: the runtime and the decoder
+(:mod:`umap_assets.features`) are shipped to them with ``addPyFile``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -21,14 +27,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, atomic_write_bytes
-from .contract import (CHUNK_ROWS, SliceError, SliceSpec, check_schema, features_dim, is_vector_field, open_parquet,
+from .contract import (CHUNK_ROWS, SliceError, SliceSpec, check_schema, features_dim, open_parquet,
                        parquet_reader, write_options)
 from .embed import EmbedStats, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
 
-#: The default Spark master: two local cores (the one declaration; the resource and the CLI use it).
+#: The default Spark master: two local cores (the one declaration: ``SparkEngine.master``'s default,
+#: which the resource and the CLI take).
 SPARK_MASTER = "local[2]"
 RUNTIME_MODULE = "umap_assets_runtime"
+FEATURES_MODULE = "umap_assets_features"
 
 
 class OutputPathError(ValueError):
@@ -124,17 +132,23 @@ class LocalEngine:
         return embed_file(job.projector, job.source, job.destination, spec=job.spec, chunk_rows=self.chunk_rows)
 
 
-def shipped_runtime() -> Path:
-    """The runtime module as ``umap_assets_runtime.py``, at a path named by its content.
+#: What Spark's executors import, shipped with ``addPyFile`` under these names: the runtime (the
+#: ``Projector``) and the contract's feature decoder. Each imports numpy and pyarrow, nothing of this package.
+SHIPPED_MODULES = {"runtime": RUNTIME_MODULE, "features": FEATURES_MODULE}
+
+
+def shipped_module(module: str) -> Path:
+    """This package's ``module`` (one of :data:`SHIPPED_MODULES`) as a file of its shipped name, at a
+    path named by its content.
 
     Spark registers a file name once per context, so every job of one session must ship the same
-    path; a changed runtime gets a new folder.
+    path; a changed module gets a new folder.
     """
     import hashlib
 
-    source = Path(__file__).with_name("runtime.py").read_bytes()
-    folder = Path(tempfile.gettempdir()) / f"umap-assets-runtime-{hashlib.sha256(source).hexdigest()[:16]}"
-    path = folder / f"{RUNTIME_MODULE}.py"
+    source = Path(__file__).with_name(f"{module}.py").read_bytes()
+    folder = Path(tempfile.gettempdir()) / f"umap-assets-{module}-{hashlib.sha256(source).hexdigest()[:16]}"
+    path = folder / f"{SHIPPED_MODULES[module]}.py"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, source)
@@ -143,10 +157,10 @@ def shipped_runtime() -> Path:
 
 @dataclass(frozen=True)
 class SparkEngine:
-    """Runs the artifact on Spark: its bytes broadcast once, partitions transformed with ``mapInPandas``.
+    """Runs the artifact on Spark: its bytes broadcast once, partitions transformed with ``mapInArrow``.
 
-    Executors need numpy and pandas, not torch and not this package: the runtime module is shipped
-    to them with ``addPyFile``. ``spark`` reuses a running session instead of building one from
+    Executors need numpy and pyarrow, not torch and not this package: the runtime and the contract's
+    feature decoder are shipped to them with ``addPyFile``. ``spark`` reuses a running session instead of building one from
     ``master`` and ``conf``.
     """
 
@@ -158,7 +172,8 @@ class SparkEngine:
     def run(self, job: EmbedJob) -> EmbedStats:
         started = time.perf_counter()
         spark = self.spark or spark_session(self.master, self.conf)
-        spark.sparkContext.addPyFile(str(shipped_runtime()))
+        for module in SHIPPED_MODULES:
+            spark.sparkContext.addPyFile(str(shipped_module(module)))
         scratch = Path(tempfile.mkdtemp(prefix="umap-assets-spark-out-", dir=job.destination.parent
                                         if job.destination.parent.exists() else None))
         try:
@@ -171,44 +186,33 @@ class SparkEngine:
                           str(job.destination))
 
 
-#: The engines' names, as the CLI's ``--engine`` and the resource's ``engine`` take them.
-ENGINES: tuple[str, ...] = (LocalEngine.name, SparkEngine.name)
+#: The engines by name, as the CLI's ``--engine`` and :func:`engine_from_settings` take them.
+ENGINES: dict[str, type] = {LocalEngine.name: LocalEngine, SparkEngine.name: SparkEngine}
 
 
-def engine_named(name: str, *, chunk_rows: int = CHUNK_ROWS, master: str = SPARK_MASTER,
-                 conf: dict[str, str] | None = None) -> Engine:
-    """The engine called ``name`` (one of :data:`ENGINES`) with its own settings; the others are ignored."""
-    if name == LocalEngine.name:
-        return LocalEngine(chunk_rows)
-    if name == SparkEngine.name:
-        return SparkEngine(master, dict(conf or {}))
-    raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
+def engine_settings(engine: LocalEngine | SparkEngine) -> dict:
+    """``engine`` as JSON, for the process that runs it: its name and its fields (a live session stays here)."""
+    return {"engine": engine.name, **{f.name: getattr(engine, f.name) for f in fields(engine) if f.name != "spark"}}
 
 
-def embed(engine: str | Engine, artifact: str | Path, source: str | Path, destination: str | Path,
-          spec: SliceSpec = SliceSpec(), *, chunk_rows: int = CHUNK_ROWS, master: str = SPARK_MASTER,
-          conf: dict[str, str] | None = None, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
-    """Embed every row of ``source`` into ``destination`` with an :class:`Engine` (or one named in :data:`ENGINES`).
+def engine_from_settings(settings: dict) -> Engine:
+    """The engine that :func:`engine_settings` wrote; ``ValueError`` names the engines for another name."""
+    name = settings.get("engine")
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {tuple(ENGINES)}, got {name!r}")
+    return ENGINES[name](**{key: value for key, value in settings.items() if key != "engine"})
+
+
+def embed(engine: Engine, artifact: str | Path, source: str | Path, destination: str | Path,
+          spec: SliceSpec = SliceSpec(), *, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
+    """Embed every row of ``source`` into ``destination`` with ``engine``: the one way to run an engine.
 
     Every engine gets the same checked job (:func:`prepare_job`) and writes the same schema atomically.
     """
-    if isinstance(engine, str):
-        engine = engine_named(engine, chunk_rows=chunk_rows, master=master, conf=conf)
     return engine.run(prepare_job(artifact, source, destination, spec, models_dirs))
 
 
-def embed_local(artifact: str | Path, source: str | Path, destination: str | Path,
-                spec: SliceSpec = SliceSpec(), chunk_rows: int = CHUNK_ROWS) -> EmbedStats:
-    return embed(LocalEngine(chunk_rows), artifact, source, destination, spec)
-
-
-def embed_spark(artifact: str | Path, source: str | Path, destination: str | Path, *, spec: SliceSpec = SliceSpec(),
-                master: str = SPARK_MASTER, conf: dict[str, str] | None = None, spark=None) -> EmbedStats:
-    """Embed ``source`` on Spark; the result is written as one Parquet file like the local engine's."""
-    return embed(SparkEngine(master, dict(conf or {}), spark), artifact, source, destination, spec)
-
-
-def spark_session(master: str = SPARK_MASTER, conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
+def spark_session(master: str, conf: dict[str, str] | None = None, app_name: str = "umap-assets"):
     """A SparkSession for ``master`` (``local[N]``, ``spark://host:port``, ``yarn``, ``k8s://...``) with ``conf`` on top.
 
     A quiet UI, Arrow transfers, and loopback networking when the master is on this machine. The
@@ -237,9 +241,12 @@ def spark_session(master: str = SPARK_MASTER, conf: dict[str, str] | None = None
 
 
 def _spark_frame(spark, job: EmbedJob):
-    """The job's input as a Spark DataFrame mapped through the broadcast artifact, in ``job.schema``."""
-    import numpy as np
-    import pandas as pd
+    """The job's input as a Spark DataFrame mapped through the broadcast artifact, in ``job.schema``.
+
+    Each partition's Arrow batches are decoded by the contract's own decoder
+    (:func:`umap_assets.features.features_matrix`, or ``columns_matrix`` for feature columns), shipped
+    to the executors with the runtime.
+    """
     from pyspark.sql.pandas.types import from_arrow_schema
 
     broadcast = spark.sparkContext.broadcast(job.artifact.read_bytes())
@@ -248,37 +255,34 @@ def _spark_frame(spark, job: EmbedJob):
     has_label = "label" in schema.names
     feature_cols = list(spec.feature_columns or [spec.features_column])
     cols = [spec.id_column, *feature_cols] + ([spec.label_column] if has_label else [])
-    as_bytes = not spec.feature_columns and is_vector_field(open_parquet(job.source).schema_arrow.field(feature_cols[0]))
-
-    def matrix(pdf) -> np.ndarray:  # the contract's three forms: columns, float32 bytes, a list
-        if spec.feature_columns:
-            return pdf[feature_cols].to_numpy(np.float32)
-        if as_bytes:
-            return np.frombuffer(b"".join(pdf[feature_cols[0]].to_numpy()), "<f4").reshape(len(pdf), -1)
-        return np.stack(pdf[feature_cols[0]].to_numpy()).astype(np.float32, copy=False)
 
     def transform_partition(batches):
+        import numpy as np
+        import pyarrow as pa
+        import umap_assets_features as features
         import umap_assets_runtime as rt
 
         cache = rt.__dict__.setdefault("_projectors", {})
         proj = cache.get(version)
         if proj is None:
             proj = cache[version] = rt.Projector.from_bytes(broadcast.value, source="broadcast artifact")
-        for pdf in batches:
-            if len(pdf) == 0:
+        for batch in batches:
+            if batch.num_rows == 0:
                 continue
-            X = matrix(pdf)
+            X = (features.columns_matrix([batch.column(c) for c in feature_cols]) if spec.feature_columns
+                 else features.features_matrix(batch.column(feature_cols[0])))
             if not np.isfinite(X).all():
                 raise ValueError("features hold NaN or inf")
             E = proj.outputs(X)
-            out = {"id": pdf[spec.id_column].to_numpy(), **{n: E[:, i] for i, n in enumerate(names)}}
+            arrays = [batch.column(spec.id_column).cast(schema.field("id").type)]
+            arrays += [pa.array(E[:, i], pa.float32()) for i in range(len(names))]
             if has_label:
-                out["label"] = pdf[spec.label_column].to_numpy()
-            out["artifact_version"] = version
-            yield pd.DataFrame(out)
+                arrays.append(batch.column(spec.label_column).cast(schema.field("label").type))
+            arrays.append(pa.array([version] * batch.num_rows, pa.string()))
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     frame = spark.read.parquet(str(job.source)).select(*cols)
-    return frame.mapInPandas(transform_partition, schema=from_arrow_schema(schema))
+    return frame.mapInArrow(transform_partition, schema=from_arrow_schema(schema))
 
 
 def _merge_parts(parts: list[Path], destination: Path) -> int:
@@ -303,6 +307,5 @@ def _merge_parts(parts: list[Path], destination: Path) -> int:
     return rows
 
 
-__all__ = ["ENGINES", "EmbedJob", "Engine", "LocalEngine", "SparkEngine", "prepare_job", "engine_named", "embed", "embed_local", "embed_spark",
-           "spark_session", "check_output_path", "ArtifactError",
-           "OutputPathError"]
+__all__ = ["ENGINES", "EmbedJob", "Engine", "LocalEngine", "SparkEngine", "prepare_job", "embed", "engine_settings",
+           "engine_from_settings", "spark_session", "check_output_path", "ArtifactError", "OutputPathError"]

@@ -51,7 +51,7 @@ def root_cause(err) -> str:
     head, sep, rest = message.partition(": ")
     if sep and head.rsplit(".", 1)[-1] == err.cls_name:
         message = rest  # "package.module.Class: text" -> "text"
-    return message if err.cls_name in ("Failure", "SliceError", "ArtifactError") else f"{err.cls_name}: {message}"
+    return message if err.cls_name in ("Failure", "SliceError", "ArtifactError", "DamagedFile") else f"{err.cls_name}: {message}"
 
 
 def is_contract_violation(failure_data) -> bool:

@@ -1,7 +1,10 @@
 """``umap-assets map``: the current embeddings in the browser.
 
-A small HTTP server over the home's DuckDB catalog (read-only; it never holds a lock that blocks
-ingest: :func:`umap_assets.warehouse.connect`). The page pans and zooms, colours by label, slice or
+A small HTTP server over the published embeddings (the files the DuckDB view ``embeddings`` reads,
+queried by DuckDB in memory: it never holds a lock that blocks ingest). It checks every file's pages
+before it serves them (DuckDB does not), and reloads when a new map is published
+(:class:`MapSource`): the page, its points and ``/api/find`` always answer from one model, and the page
+reloads itself when the model changes. A missing or damaged ``warehouse.duckdb`` is rebuilt first. The page pans and zooms, colours by label, slice or
 model version, finds a row by id and shows its nearest neighbours on the map. It draws a seeded
 sample of at most ``max_points`` rows as points over a density image of *every* row, rendered with
 datashader a row group at a time, so the picture is exact at any size and memory stays flat.
@@ -23,6 +26,7 @@ import ipaddress
 import json
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,11 +34,14 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
+from .contract import parquet_reader
+from .integrity import damaged_embeddings, rebuild_catalog
 from .pictures import map_columns, map_extent
-from .warehouse import Warehouse, connect, published_embeddings
+from .warehouse import Warehouse, published_embeddings
 
 #: What the page colours by: a column of the embeddings, as text. ``coverage`` (a row's distance to the
 #: training data over the held-out rows' median, written by ``embed``) is binned: about 1 is like the
@@ -66,25 +73,44 @@ class MapData:
     rows: int
     extent: tuple[float, float, float, float]
     columns: tuple[str, str]
+    files: tuple[Path, ...] = ()
     sample: dict = field(default_factory=dict)
+    max_points: int = 200_000
+    seed: int = 0
     _density: bytes | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def load(cls, wh: Warehouse, max_points: int, seed: int = 0) -> "MapData":
+        """The published version's map, every file of it checked first: DuckDB reads a damaged page
+        as if it were sound, so a file that fails its checksums is named here and nothing is served."""
         version = published_embeddings(wh).get("current")
         files = wh.embedding_files(version) if version else []
-        if not files or not wh.duckdb_path.exists():
+        if not files:
             raise MapUnavailable(f"no published embeddings under {wh.table_dir('embeddings')}; run `umap-assets run` first")
+        damaged = damaged_embeddings(wh, version)
+        if damaged:
+            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            raise MapUnavailable(f"{damaged[0].line(wh.duckdb_path.parent)}{more}; `umap-assets run` embeds it again")
         columns = map_columns(pq.read_schema(files[0]).names)
         extents = np.array([e for e in (map_extent(f, columns) for f in files) if e is not None])
         extent = (extents[:, 0].min(), extents[:, 1].max(), extents[:, 2].min(), extents[:, 3].max())
-        data = cls(wh, version, 0, tuple(float(v) for v in extent), columns)
+        data = cls(wh, version, 0, tuple(float(v) for v in extent), columns, tuple(files), max_points=max_points, seed=seed)
         data.rows, data.sample = data._sample(max_points, seed)
         return data
 
+    def _connect(self):
+        """A connection whose ``embeddings`` view reads this version's files, whatever the catalogue
+        has published since: every answer of one :class:`MapData` comes from one model."""
+        con = duckdb.connect()
+        paths = ", ".join(f"'{str(f).replace(chr(39), chr(39) * 2)}'" for f in self.files)
+        con.execute(f"""CREATE TEMP VIEW embeddings AS
+            SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename)
+            FROM read_parquet([{paths}], filename = true, union_by_name = true)""")
+        return con
+
     def _query(self, sql: str, params: list | None = None) -> list[tuple]:
-        with connect(self.warehouse) as con:
+        with self._connect() as con:
             return con.execute(sql, params or []).fetchall()
 
     def _names(self) -> set[str]:
@@ -97,7 +123,7 @@ class MapData:
         select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats])
         total = self._query("SELECT count(*) FROM embeddings")[0][0]
         sampling = f" USING SAMPLE reservoir({int(max_points)} ROWS) REPEATABLE ({int(seed)})" if total > max_points else ""
-        with connect(self.warehouse) as con:
+        with self._connect() as con:
             table = con.sql(f"SELECT {select} FROM embeddings{sampling}").to_arrow_table()
         out = {"x": np.round(table.column(0).to_numpy(), 4).tolist(), "y": np.round(table.column(1).to_numpy(), 4).tolist(),
                "id": table.column(2).to_pylist(), "categories": {}}
@@ -127,7 +153,7 @@ class MapData:
         if not found:
             return None
         keys = ["slice", "id", "x", "y", *extra]
-        row = dict(zip(keys, found[0]))
+        row = {**dict(zip(keys, found[0])), "version": self.version}
         near = self._query(f'SELECT {cols}, ("{x}" - ?) ** 2 + ("{y}" - ?) ** 2 AS d2 FROM embeddings '
                            f"WHERE NOT (slice = ? AND CAST(id AS VARCHAR) = ?) ORDER BY d2 LIMIT ?",
                            [row["x"], row["y"], row["slice"], row["id"], int(k)])
@@ -138,8 +164,50 @@ class MapData:
         """Every row of the current version as density, rendered with datashader (cached)."""
         with self._lock:
             if self._density is None:
-                self._density = render_density(self.warehouse.embedding_files(self.version), self.columns, self.extent)
+                self._density = render_density(list(self.files), self.columns, self.extent)
             return self._density
+
+
+class MapSource:
+    """The map the server answers from, reloaded when a new one is published.
+
+    At most every ``check_every_s`` seconds a request looks at what the catalogue publishes (the
+    version, and each of its files' size and time); when that changed, the map is loaded again and
+    swapped in whole. Each request takes one :class:`MapData` and answers from it alone, so the page,
+    its points, its density and ``/api/find`` name one model. A new map that cannot load (a damaged
+    file) leaves the one served before, until what is published changes again.
+    """
+
+    def __init__(self, data: MapData, check_every_s: float = 2.0):
+        self.data, self.check_every_s = data, check_every_s
+        self.problem: str | None = None
+        self._stamp: tuple | None = None
+        self._stamp, self._checked = self._published(), time.monotonic()
+        self._lock = threading.Lock()
+
+    def _published(self) -> tuple:
+        wh = self.data.warehouse
+        try:
+            version = published_embeddings(wh).get("current")
+            files = wh.embedding_files(version) if version else []
+            return version, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        except (OSError, ValueError):  # being replaced right now: look again at the next check
+            return self._stamp
+
+    def current(self) -> MapData:
+        with self._lock:
+            if time.monotonic() - self._checked < self.check_every_s:
+                return self.data
+            self._checked = time.monotonic()
+            stamp = self._published()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self.data = MapData.load(self.data.warehouse, self.data.max_points, self.data.seed)
+                    self.problem = None
+                except (MapUnavailable, OSError, duckdb.Error) as exc:
+                    self.problem = str(exc).splitlines()[0]
+            return self.data
 
 
 def padded(extent) -> tuple[float, float, float, float]:
@@ -162,7 +230,7 @@ def render_density(files: list[Path], columns: tuple[str, str], extent, pixels: 
     canvas = ds.Canvas(plot_width=pixels, plot_height=pixels, x_range=(x0, x1), y_range=(y0, y1))
     total = None
     for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1_000_000, columns=list(columns)):
+        for batch in parquet_reader(path).iter_batches(batch_size=1_000_000, columns=list(columns)):
             frame = pd.DataFrame({"x": batch.column(0).to_numpy(), "y": batch.column(1).to_numpy()})
             agg = canvas.points(frame, "x", "y", agg=ds.count())
             total = agg if total is None else total + agg
@@ -224,14 +292,17 @@ class MapServer(ThreadingHTTPServer):
         pass
 
 
-def make_server(data: MapData, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> MapServer:
-    """A server for ``data`` (port 0: a free one; read it from ``server.server_address``).
+def make_server(data: MapData | MapSource, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> MapServer:
+    """A server for ``data``, reloaded when a new map is published (:class:`MapSource`; port 0: a free
+    one; read it from ``server.server_address``).
 
     On a loopback address it answers only requests whose ``Host`` is that address, ``127.0.0.1``,
     ``localhost`` or ``[::1]`` with its port (no DNS rebinding). Given a ``token``, every request must
     carry it as ``?token=``; :func:`serve` always gives one off loopback.
     """
+    source = data if isinstance(data, MapSource) else MapSource(data)
     server = MapServer((host, port), None)
+    server.source = source
     bound = server.server_address[1]
     hosts = ({f"{name}:{bound}" for name in ("127.0.0.1", "localhost", "[::1]", host)} if is_loopback(host) else None)
     html = page()
@@ -278,10 +349,11 @@ def make_server(data: MapData, host: str = "127.0.0.1", port: int = 0, token: st
                                   HTTPStatus.FORBIDDEN)
             if url.path in ("/", "/index.html"):
                 return self._send(html, "text/html; charset=utf-8")
+            data = source.current()  # one map per request
             if url.path == "/api/meta":
-                return self._json(data.meta())
+                return self._json({**data.meta(), **({"problem": source.problem} if source.problem else {})})
             if url.path == "/api/points":
-                return self._json(data.sample)
+                return self._json({**data.sample, "version": data.version})
             if url.path == "/api/find":
                 row_id, slice_key, k = find_parameters(query)
                 found = data.find(row_id, slice_key, k)
@@ -315,6 +387,11 @@ def serve(wh: Warehouse, *, host: str = "127.0.0.1", port: int = 8765, max_point
         token = token or secrets.token_urlsafe(18)
     if token is not None and (len(token) < 8 or not token.isascii() or not token.isprintable()):
         raise MapUnavailable("--token must be at least 8 printable ASCII characters")
+    try:
+        if line := rebuild_catalog(wh):
+            say(line)
+    except (OSError, duckdb.Error) as exc:  # a read-only home, a full disk, another process's lock
+        raise MapUnavailable(f"cannot rebuild {wh.duckdb_path}: {str(exc).splitlines()[0]}") from None
     data = MapData.load(wh, max_points)
     data.density_png()  # fail here, in one line, when the extra is missing; and the first page is quick
     try:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .contract import features_matrix
+from .contract import features_matrix, parquet_reader, read_verified
 from .home import Layout
 from .numerics.drift import CoverageReference
 from .records import Candidate, Student, Teacher
@@ -124,7 +123,7 @@ class ModelStore:
         path = self.versioned_layout_path(version)
         if not path.exists():
             return None
-        table = pq.read_table(path)
+        table = read_verified(path)
         coords = [name for name in table.column_names if name != "uid"]
         return table.column("uid").to_pylist(), np.column_stack([table.column(c).to_numpy() for c in coords])
 
@@ -135,11 +134,12 @@ class ModelStore:
         """The drift reference stored in the current coreset file (the newest training run's)."""
         if not self.coreset_path.exists():
             raise FileNotFoundError(f"no coreset at {self.coreset_path}; materialize `coreset` first")
-        pf = pq.ParquetFile(self.coreset_path)
+        pf = parquet_reader(self.coreset_path)
         blob = (pf.schema_arrow.metadata or {}).get(COVERAGE_KEY)
         if blob is None:
             raise FileNotFoundError(f"{self.coreset_path} holds no coverage reference; re-materialize `coreset`")
-        return CoverageReference.from_bytes(blob, features_matrix(pf.read(columns=["features"]).column("features")))
+        return CoverageReference.from_bytes(blob, features_matrix(read_verified(self.coreset_path, ["features"])
+                                                                  .column("features")))
 
     def load_coverage(self) -> CoverageReference:
         """The drift reference of the promoted artifact: the coverage of the data it was trained on."""

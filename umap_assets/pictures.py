@@ -60,9 +60,9 @@ def map_extent(path, columns: tuple[str, str] | None = None) -> tuple[float, flo
     """``(xmin, xmax, ymin, ymax)`` of a Parquet file's two coordinate columns (:func:`map_columns`
     by default), from its row-group statistics when every group has them (no data read), else from
     one streamed pass. None for a file without rows."""
-    import pyarrow.parquet as pq
+    from .contract import parquet_reader
 
-    return _extent(pq.ParquetFile(path), columns)
+    return _extent(parquet_reader(path), columns)
 
 
 def _extent(pf, columns: tuple[str, str] | None) -> tuple[float, float, float, float] | None:
@@ -94,9 +94,9 @@ def _streamed_extent(pf, columns) -> tuple[float, float, float, float] | None:
 def density_grid(path, bins: int = 200) -> tuple[np.ndarray, tuple] | None:
     """Rows per cell of a ``bins`` x ``bins`` grid over a Parquet file's map, streamed a million
     rows at a time; with its extent. None for a file without rows."""
-    import pyarrow.parquet as pq
+    from .contract import parquet_reader
 
-    pf = pq.ParquetFile(path)
+    pf = parquet_reader(path)
     columns = map_columns(pf.schema_arrow.names)
     extent = _extent(pf, columns)
     if extent is None:

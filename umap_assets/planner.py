@@ -189,10 +189,13 @@ def coverage_summary(measured: dict[str, dict]) -> str:
 # ---- maps
 
 
-def plan_maps(instance: dg.DagsterInstance, keys: list[str], served_version: str | None) -> list[Step]:
-    """The slices among ``keys`` whose ``embeddings`` are missing, older than their ``raw_slices``,
-    or made by another model than ``served_version``: ``embed_slice`` for each, only ``embeddings``
-    where ``drift`` is current (measured after the slice's samples and the served model)."""
+def plan_maps(instance: dg.DagsterInstance, keys: list[str], served_version: str | None, *,
+              present: set[str] | None = None) -> list[Step]:
+    """The slices among ``keys`` (every slice in the home, wherever its file is now) whose ``embeddings``
+    are missing, older than their ``raw_slices``, made by another model than ``served_version``, or,
+    given ``present`` (the keys whose embeddings file by ``served_version`` is on disk), whose file is
+    gone: ``embed_slice`` for each, only ``embeddings`` where ``drift`` is current (measured after the
+    slice's samples and the served model)."""
     if served_version is None:
         return []
     promoted = latest(instance, "model")
@@ -200,7 +203,8 @@ def plan_maps(instance: dg.DagsterInstance, keys: list[str], served_version: str
     for key in keys:
         made, raw = latest(instance, "embeddings", key), latest(instance, "raw_slices", key)
         if (made is not None and (raw is None or raw.storage_id < made.storage_id)
-                and metadata_of(made, "artifact_version") == served_version):
+                and metadata_of(made, "artifact_version") == served_version
+                and (present is None or key in present)):
             continue
         measured, sampled = latest(instance, "drift", key), latest(instance, "samples", key)
         current = (measured is not None and promoted is not None and measured.storage_id > promoted.storage_id

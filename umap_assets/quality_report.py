@@ -149,19 +149,19 @@ def measure(models: dict, X: np.ndarray, labels, train_rows, k: int,
     return report, maps, scores
 
 
-def gates_of(report: dict, scores: dict, maps: dict, gates, k: int) -> list[dict]:
-    """The blocking gates, measured on the same rows as the report."""
+def gates_of(report: dict, scores: dict, maps: dict, gates, k: int, seed: int) -> list[dict]:
+    """The blocking gates, measured on the same rows as the report (``seed`` draws their bootstrap)."""
     art, tea = scores["artifact"], scores["teacher"]
     out = [gate("trustworthiness_vs_teacher", "teacher", report["artifact"]["trustworthiness"],
                 report["teacher"]["trustworthiness"], report["teacher"]["trustworthiness"] - gates.trust_tolerance,
-                art["trust_rows"] - tea["trust_rows"], gates.seed)]
+                art["trust_rows"] - tea["trust_rows"], seed)]
     if "correct" in art:
         out.append(gate("knn_accuracy_vs_teacher", "teacher", report["artifact"]["knn_accuracy"],
                         report["teacher"]["knn_accuracy"],
                         report["teacher"]["knn_accuracy"] - gates.knn_accuracy_tolerance,
-                        art["correct"].astype(float) - tea["correct"].astype(float), gates.seed))
+                        art["correct"].astype(float) - tea["correct"].astype(float), seed))
     overlap = metrics.knn_overlap(maps["artifact"], maps["student"], k)
-    out.append(gate("knn_overlap_with_student", "student", overlap, 1.0, gates.min_student_overlap, None, gates.seed))
+    out.append(gate("knn_overlap_with_student", "student", overlap, 1.0, gates.min_student_overlap, None, seed))
     return out
 
 
@@ -229,12 +229,13 @@ def tried_markdown(report: dict) -> str:
 
 
 def measure_candidate(store: ModelStore, warehouse: Warehouse, teacher_record: Teacher, distilled: Student,
-                      artifact_path, quality_gates) -> tuple[dict, dict, np.ndarray | None]:
+                      artifact_path, quality_gates, seed: int) -> tuple[dict, dict, np.ndarray | None]:
     """Teacher vs float student vs the artifact at ``artifact_path``, on at most ``quality_gates.max_rows``
-    validation rows: the report (the layout of ``quality_report.json``), the maps to draw, the labels."""
-    X, labels = validation_rows(warehouse, quality_gates.max_rows, quality_gates.seed)
+    validation rows: the report (the layout of ``quality_report.json``), the maps to draw, the labels.
+    ``seed`` (the project's) draws the validation rows; ``seed + 1``, the training rows."""
+    X, labels = validation_rows(warehouse, quality_gates.max_rows, seed)
     projector = Projector.load(artifact_path)
-    pick = metrics.subsample(len(distilled.uids), quality_gates.max_rows, seed=1)
+    pick = metrics.subsample(len(distilled.uids), quality_gates.max_rows, seed=seed + 1)
     train = read_sample_rows(warehouse, "train", uids=[distilled.uids[i] for i in pick]).table
     models = {
         "teacher": (teacher_record.map, distilled.targets[pick],
@@ -251,7 +252,7 @@ def measure_candidate(store: ModelStore, warehouse: Warehouse, teacher_record: T
                knn_overlap_with_teacher=metrics.knn_overlap(maps["artifact"], maps["teacher"], k),
                displacement_vs_teacher=metrics.relative_displacement(maps["teacher"], maps["artifact"]),
                size_ratio_vs_teacher=report["teacher"]["size_bytes"] / art["size_bytes"])
-    report.update(validation_rows=len(X), k=k, gates=gates_of(report, scores, maps, quality_gates, k),
+    report.update(validation_rows=len(X), k=k, gates=gates_of(report, scores, maps, quality_gates, k, seed),
                   per_class=per_class(labels, scores), labelled_rows=int(labelled(labels).sum()),
                   unmeasured={"knn_accuracy_vs_teacher": why} if why else {})
     panels = {"teacher (umap-learn transform)": maps["teacher"], "float student": maps["student"],

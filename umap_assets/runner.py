@@ -53,6 +53,9 @@ def check_run_config(defs, config: dict, jobs: tuple[str, ...] = JOBS) -> None:
     problems = [f"unknown section '{k}' (expected ops: and resources:)" for k in config if k not in ("ops", "resources")]
     if "warehouse" in (config.get("resources") or {}):
         problems.append("resources: warehouse is set by --home, not by the config file")
+    problems += [f"ops: {name}: the project has one seed, for every step: set resources: {{seed: {{config: {{value: N}}}}}}"
+                 for name, cfg in (config.get("ops") or {}).items()
+                 if isinstance(cfg, dict) and isinstance(cfg.get("config"), dict) and "seed" in cfg["config"]]
     job_defs = [defs.resolve_job_def(name) for name in jobs if has_job(defs, name)]
     known_ops = {n for job in job_defs for n in job.graph.node_dict}
     known_resources = {r for job in job_defs for r in job.required_resource_keys} - {"io_manager", "warehouse"}
@@ -238,21 +241,72 @@ def run_pipeline(home: str | None = None, *, say=print, force: bool = False, ret
             raise Busy(f"another `umap-assets run` is using {layout.home}; wait for it to finish")
         if swept := sum(sweep_stale_temps(d) for d in layout.writable_dirs()):
             say(f"  removed {swept} temp file(s) left by killed writers")
+        _repair(run, layout)
         # the CLI's cursor: the samples before this run are decided on, unless nothing is served yet
         handled = getattr(latest(instance, "samples"), "storage_id", 0) if _served(layout) else 0
-        keys = _ingest(run, layout, force)
+        _ingest(run, layout, force)
+        keys = home_slices(instance, layout)
         if not keys:
             say("no slice was ingested; nothing to train on")
         elif until != "ingest" and has_job(defs, planner.TRAIN_JOB) and _train(run, layout, handled, retrain) \
                 and until != "train" and has_job(defs, planner.EMBED_JOB):
-            say("embed: embeddings and drift, per slice")
-            steps = {s.partition: s for s in planner.plan_maps(instance, keys, _served(layout))}
-            for key in keys:
-                if key in steps:
-                    run.execute(steps[key])
-                else:
-                    say(f"  up to date  embeddings[{key}]")
+            _embed(run, layout, keys)
     return summary
+
+
+def home_slices(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
+    """Every slice in the home: the ``slices`` partitions whose rows are in the warehouse, whether or
+    not their file is still in ``incoming/``."""
+    from .repair import warehouse_of
+
+    return sorted(set(warehouse_of(layout).keys("raw_slices")) & set(instance.get_dynamic_partitions(SLICES)))
+
+
+def _repair(run: Runner, layout: Layout) -> None:
+    """Put the home's own files right before planning (:mod:`umap_assets.repair`): the served artifact,
+    the DuckDB catalogue, and each damaged warehouse file, re-derived from its source or named."""
+    from .integrity import rebuild_catalog
+    from .repair import plan_repairs, restore_records, restore_served, warehouse_of
+
+    for line in (restore_served(run.instance, layout), restore_records(run.instance, layout),
+                 rebuild_catalog(warehouse_of(layout))):
+        if line:
+            run.say(f"  {line}")
+    plan = plan_repairs(layout, _served(layout))
+    if plan.notes or plan.named:
+        run.say("check: the warehouse files, each page against its checksum")
+    for line in plan.notes:
+        run.say(f"  {line}")
+    for label, reason in plan.named.items():
+        run.summary.failed[label] = reason
+        run.say(f"  FAILED  {label}: {reason}")
+    for step in plan.steps:
+        run.execute(step)
+
+
+def _embed(run: Runner, layout: Layout, keys: list[str]) -> None:
+    """Embed every slice of the home that is stale against the served model, publish the map once
+    all are done, and say in one line where the map stands; a map that is not complete fails the run."""
+    from .defs.embeddings import EmbeddingsConfig
+    from .repair import warehouse_of
+    from .warehouse import map_status, publish_embeddings
+
+    served, wh = _served(layout), warehouse_of(layout)
+    run.say("embed: embeddings and drift, per slice")
+    steps = {s.partition: s for s in planner.plan_maps(run.instance, keys, served, present=set(wh.embedded_keys(served)))}
+    for key in keys:
+        if key in steps:
+            run.execute(steps[key])
+        else:
+            run.say(f"  up to date  embeddings[{key}]")
+    status = map_status(wh, served, keys)
+    if not status.stale and status.view != served:  # every file is there, but no embedding ran to publish them
+        keep = (((run.config or {}).get("ops") or {}).get("embeddings") or {}).get("config", {}).get("keep_versions")
+        publish_embeddings(wh, served, keys, keep=keep or EmbeddingsConfig().keep_versions)
+        status = map_status(wh, served, keys)
+    run.say(f"  {status.line()}")
+    if not status.complete:
+        run.summary.failed["map"] = status.line()
 
 
 def _ingest(run: Runner, layout: Layout, force: bool) -> list[str]:
@@ -283,13 +337,6 @@ def _ingest(run: Runner, layout: Layout, force: bool) -> list[str]:
     return sorted(set(done) | set(plan.up_to_date) | set(home_slices(run.instance, layout)))
 
 
-def home_slices(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
-    """The slices of the home: the ``slices`` partitions whose rows are in the warehouse, whether or
-    not their files are still in ``incoming`` (deleting an ingested file is safe)."""
-    return sorted(k for k in instance.get_dynamic_partitions(SLICES)
-                  if (layout.warehouse / "raw_slices" / f"{k}.parquet").exists())
-
-
 def _train(run: Runner, layout: Layout, handled: int, retrain: bool) -> bool:
     """Measure the drift the planner asks for, then train when it says so; True when a model is served."""
     measured: set[str] = set()
@@ -317,8 +364,13 @@ def _served(layout: Layout) -> str | None:
     from .model_store import ModelStore
     from .runtime import Projector
 
+    from .runtime import ArtifactError
+
     path = ModelStore(layout).artifact_path
-    return Projector.load(path).version if path.exists() else None
+    try:
+        return Projector.load(path).version if path.exists() else None
+    except ArtifactError:  # unreadable, and its version gone from models/artifacts (repair.restore_served said so)
+        return None
 
 
 def _unready(waiting: dict[str, str]) -> dict[str, str]:
@@ -347,8 +399,5 @@ def rollback(home: str | None = None, to: str | None = None, *, say=print) -> Ru
         say(f"rollback: serve artifact {to} (now serving {versions[0] if versions else 'nothing'})")
         if run.execute(planner.Step(planner.TRAIN_JOB, "model", assets=("model",)),
                        config={"ops": {"model": {"config": {"version": to}}}}):
-            keys = [k for k in instance.get_dynamic_partitions(SLICES)
-                    if (layout.warehouse / "raw_slices" / f"{k}.parquet").exists()]
-            for step in planner.plan_maps(instance, keys, to):
-                run.execute(step)
+            _embed(run, layout, home_slices(instance, layout))
     return summary

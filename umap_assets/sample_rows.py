@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .contract import features_matrix
+from .contract import features_matrix, read_verified
 from .warehouse import Warehouse, take_rows
 
 
@@ -105,7 +105,7 @@ class _FilePlan:
 
 def _plan_file(path: Path, split: str | None, wanted: tuple[list[str], list[int]] | None) -> _FilePlan:
     """Read one file's ``id`` and ``split`` columns and find the requested rows in it."""
-    head = pq.read_table(path, columns=["id", "split"])
+    head = read_verified(path, columns=["id", "split"])
     in_split = (np.ones(head.num_rows, bool) if split is None
                 else pc.equal(head.column("split"), split).to_numpy(zero_copy_only=False))
     n_in_split = int(in_split.sum())

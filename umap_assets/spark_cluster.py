@@ -3,7 +3,7 @@
 For the tests, the benchmarks and a first try of the Spark engine without a cluster of one's own::
 
     with standalone_cluster(workers=2) as master:      # "spark://127.0.0.1:PORT"
-        embed("spark", artifact, source, destination, master=master)
+        embed(SparkEngine(master), artifact, source, destination)
 
 The master and each worker are ``spark-class org.apache.spark.deploy.master.Master`` and
 ``...worker.Worker`` from the installed pyspark package (``SPARK_HOME`` is the package itself),

@@ -20,7 +20,7 @@ from .warehouse import Warehouse
 
 
 def carry_served_layout(model, uids: list[str], E_served: np.ndarray, previous: tuple | None,
-                        X_check: np.ndarray, config) -> tuple[np.ndarray, dict]:
+                        X_check: np.ndarray, config, *, seed: int) -> tuple[np.ndarray, dict]:
     """The layout of the fitted ``model`` (a ``umap.UMAP`` of the coreset rows ``uids``): the served map
     of the coreset, unless it costs more than ``config.max_layout_trust_cost`` of trustworthiness
     against the fresh layout with 95% confidence (the lower bound of the cost's interval above it),
@@ -33,7 +33,6 @@ def carry_served_layout(model, uids: list[str], E_served: np.ndarray, previous: 
     (:func:`~umap_assets.numerics.align.place_new_rows`), from where the served model puts them.
     ``model.embedding_`` is left as fitted.
     """
-    seed = config.seed or 0
     carried = np.array(E_served, np.float32)
     known = np.zeros(len(carried), bool)
     if previous is not None:
@@ -106,14 +105,15 @@ def anchored_distillation_targets(store: ModelStore, teacher: Teacher, X: np.nda
     return anchored_targets(Y, served.transform(X), to_native, anchor_weight, anchor_radius), served.version
 
 
-def coverage_calibration_rows(held_out: pa.Table, X: np.ndarray, distances: np.ndarray, config) -> np.ndarray:
+def coverage_calibration_rows(held_out: pa.Table, X: np.ndarray, distances: np.ndarray, max_rows: int,
+                              seed: int) -> np.ndarray:
     """The rows that calibrate the coverage radius: validation rows, or, when there are none, a
-    random subset of the training rows the coreset did not choose."""
+    random subset of at most ``max_rows`` of the training rows the coreset did not choose."""
     if held_out.num_rows:
         return feature_rows(held_out)
     rest = np.flatnonzero(distances > 0)
     rest = rest if len(rest) else np.arange(len(X))  # the coreset is every row: radius 0
-    return X[rest[subsample(len(rest), config.coverage_rows, config.seed)]]
+    return X[rest[subsample(len(rest), max_rows, seed)]]
 
 
 def loss_table(history: list[dict]) -> str:
@@ -124,8 +124,8 @@ def loss_table(history: list[dict]) -> str:
     return "| step | coordinate | graph | holdout MSE | seconds |\n|---|---|---|---|---|\n" + rows
 
 
-def artifact_coverage(store: ModelStore, warehouse: Warehouse, config):
+def artifact_coverage(store: ModelStore, warehouse: Warehouse, config, seed: int):
     """The coreset's coverage reference cut to ``coverage_landmarks`` centers, calibrated on
     validation rows (the coreset's own asset refuses to train without them)."""
-    held_out = read_sample_rows(warehouse, "validation", fill_to=config.coverage_rows, seed=0)
+    held_out = read_sample_rows(warehouse, "validation", fill_to=config.coverage_rows, seed=seed)
     return store.coreset_coverage().landmarks(config.coverage_landmarks, feature_rows(held_out.table))

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, held_lock, is_temp_name, sweep_stale_temps, temp_path_for
-from .contract import (CHUNK_ROWS, RefusedRows, SliceError, SliceSpec, SliceSummary, iter_validated_batches,
+from .contract import (CHUNK_ROWS, DamagedFile, RefusedRows, SliceError, SliceSpec, SliceSummary, is_checksum_error,
+                       iter_validated_batches,
                        parquet_reader, write_options)
 
 @dataclass(frozen=True)
@@ -203,6 +204,13 @@ def take_rows(
     if len(positions) and (np.any(np.diff(positions) <= 0) or positions[0] < 0
                            or positions[-1] >= pf.metadata.num_rows):
         raise ValueError(f"{path}: positions must be sorted, unique and below {pf.metadata.num_rows}")
+    try:
+        return _take(pf, positions, columns, batch_rows)
+    except OSError as exc:
+        raise (DamagedFile(path, exc) if is_checksum_error(exc) else exc) from exc
+
+
+def _take(pf: pq.ParquetFile, positions: np.ndarray, columns: list[str] | None, batch_rows: int) -> pa.Table:
     pieces: list[pa.Table] = []
     start = 0
     for group in range(pf.num_row_groups):
@@ -291,7 +299,11 @@ def published_embeddings(wh: Warehouse) -> dict:
     """``{"current": version, "history": [versions, oldest first]}``: which model's embeddings the
     ``embeddings`` view reads, and every version it has read (``{}`` before the first)."""
     path = wh.table_dir(EMBEDDINGS) / PUBLISHED
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or damaged: `umap-assets run` publishes the served model's maps again
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def publish_embeddings(wh: Warehouse, version: str, slice_keys: list[str], *, keep: int,
@@ -319,6 +331,36 @@ def publish_embeddings(wh: Warehouse, version: str, slice_keys: list[str], *, ke
     publish_catalog(wh, timeout_s=timeout_s)
     _prune_embeddings(wh, keep, building=version)
     return True
+
+
+@dataclass(frozen=True)
+class MapStatus:
+    """How the published map stands against the served model: which of the home's slices have their
+    embeddings by ``served``, and which model's maps the ``embeddings`` view reads."""
+
+    served: str
+    view: str | None
+    current: tuple[str, ...]
+    stale: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.view == self.served and not self.stale
+
+    def line(self) -> str:
+        total = len(self.current) + len(self.stale)
+        head = f"map on model {self.view or 'none'}"
+        if self.view != self.served:
+            head += f" (served: {self.served})"
+        stale = f"; stale: {', '.join(self.stale[:10])}{' ...' if len(self.stale) > 10 else ''}" if self.stale else ""
+        return f"{head}: {len(self.current)} of {total} slices current{stale}"
+
+
+def map_status(wh: Warehouse, served: str, slice_keys: list[str]) -> MapStatus:
+    """Where the map stands: the slices among ``slice_keys`` with and without embeddings by ``served``."""
+    done = set(wh.embedded_keys(served))
+    return MapStatus(served, published_embeddings(wh).get("current"), tuple(k for k in slice_keys if k in done),
+                     tuple(k for k in slice_keys if k not in done))
 
 
 def _prune_embeddings(wh: Warehouse, keep: int, *, building: str) -> None:

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from umap_assets.defs.partitions import slices_partitions
-from umap_assets.defs.resources import SliceContract, WarehouseResource
+from umap_assets.defs.resources import Seed, SliceContract, WarehouseResource
 from umap_assets.home import Layout
 
 os.environ.setdefault("UMAP_ASSETS_OFFLINE", "1")  # tests never download
@@ -51,7 +51,7 @@ def layout(tmp_path) -> Layout:
 
 @pytest.fixture
 def resources(layout):
-    return {"warehouse": WarehouseResource(home=str(layout.home)), "contract": SliceContract()}
+    return {"warehouse": WarehouseResource(home=str(layout.home)), "contract": SliceContract(), "seed": Seed()}
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from umap_assets.defs.ingest import raw_slices, samples
-from umap_assets.defs.resources import SliceContract, WarehouseResource
+from umap_assets.defs.resources import Seed, SliceContract, WarehouseResource
 
 
 def multiprocess_ingest_job() -> dg.JobDefinition:
@@ -17,7 +17,7 @@ def multiprocess_ingest_job() -> dg.JobDefinition:
     defs = dg.Definitions(
         assets=[raw_slices, samples],
         jobs=[job],
-        resources={"warehouse": WarehouseResource(), "contract": SliceContract()},
+        resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "seed": Seed()},
     )
     return defs.resolve_job_def("ingest_multiprocess")
 

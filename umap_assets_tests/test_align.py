@@ -61,7 +61,7 @@ def test_align_student_folds_the_similarity_into_its_output():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, 12)).astype(np.float32)
     Y = X[:, :2] * 3.0
-    result = train_student(X, Y, None, 1.0, 1.0, StudentConfig(hidden=(16,), input_pca_dim=None, steps=30,
+    result = train_student(X, Y, None, StudentConfig(hidden=(16,), input_pca_dim=None, steps=30,
                                                                  batch_size=64, threads=1))
     similarity = Similarity(1.7, rotation(2.0, mirrored=True), np.array([-4.0, 0.5]))
     aligned = align_student(result, similarity)

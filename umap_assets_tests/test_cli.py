@@ -99,6 +99,9 @@ def test_config_file_is_checked_before_any_run(tmp_path, capsys):
         "resources: {quality_gates: {config: {trust_tolerans: 0.1}}}\n": 'unexpected config entry "trust_tolerans"',
         "ops: {student: {config: {steps: lots}}}\n": "steps",
         "resources: {warehouse: {config: {home: /elsewhere}}}\n": "set by --home",
+        "ops: {teacher: {config: {seed: 3}}}\n": "ops: teacher: the project has one seed, for every step: set resources: "
+                                                  "{seed: {config: {value: N}}}",
+        "resources: {seed: {config: {value: many}}}\n": "value",
     }
     for text, expected in cases.items():
         config.write_text(text)
@@ -150,11 +153,11 @@ def test_every_setting_has_a_range():
     from umap_assets.defs.embeddings import EmbeddingsConfig
     from umap_assets.defs.ingest import SampleConfig
     from umap_assets.defs.model import ArtifactConfig, CoresetConfig, StudentTrainingConfig, TeacherConfig
-    from umap_assets.defs.resources import LocalEmbedding, QualityGates, SliceContract
+    from umap_assets.defs.resources import LocalEmbedding, QualityGates, Seed, SliceContract
 
     unbounded = []
     for cls in (SampleConfig, CoresetConfig, TeacherConfig, StudentTrainingConfig, ArtifactConfig, EmbeddingsConfig,
-                DriftConfig, QualityGates, SliceContract, LocalEmbedding):
+                DriftConfig, QualityGates, SliceContract, LocalEmbedding, Seed):
         for name, f in cls.model_fields.items():
             kinds = set(typing.get_args(f.annotation)) or {f.annotation}
             if kinds & {int, float} and not f.metadata:
@@ -168,11 +171,11 @@ def test_a_value_out_of_range_fails_a_run_from_the_ui_at_its_start(tmp_path):
     import dagster as dg
 
     from umap_assets.defs.model import coreset
-    from umap_assets.defs.resources import WarehouseResource
+    from umap_assets.defs.resources import Seed, WarehouseResource
 
     with dg.instance_for_test() as instance:
         result = dg.materialize([coreset], instance=instance, raise_on_error=False,
-                                resources={"warehouse": WarehouseResource(home=str(tmp_path / "home"))},
+                                resources={"warehouse": WarehouseResource(home=str(tmp_path / "home")), "seed": Seed()},
                                 run_config={"ops": {"coreset": {"config": {"budget": -5}}}})
     assert not result.success
     message = result.get_step_failure_events()[0].step_failure_data.error.cause.message

@@ -17,7 +17,7 @@ def trained():
     X = rng.normal(size=(600, 20)).astype(np.float32) * rng.uniform(0.1, 5, 20).astype(np.float32) + 3
     Y = np.stack([np.sin(X[:, 0]) + X[:, 1], X[:, 2] * 0.5 - X[:, 3]], 1).astype(np.float32) * 4 + 10
     cfg = StudentConfig(hidden=(32, 16), input_pca_dim=12, steps=25, batch_size=128, graph_weight=0.0, seed=1)
-    return X, Y, train_student(X, Y, None, 1.0, 1.0, cfg)
+    return X, Y, train_student(X, Y, None, cfg)
 
 
 def test_quantization_round_trip_error_is_bounded():
@@ -175,8 +175,8 @@ def test_training_is_reproducible():
     X = rng.normal(size=(200, 6)).astype(np.float32)
     Y = X[:, :2] * 2
     cfg = StudentConfig(hidden=(8,), input_pca_dim=None, steps=8, batch_size=64, graph_weight=0.0, seed=3)
-    a = train_student(X, Y, None, 1.0, 1.0, cfg)
-    b = train_student(X, Y, None, 1.0, 1.0, cfg)
+    a = train_student(X, Y, None, cfg)
+    b = train_student(X, Y, None, cfg)
     for pa_, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(pa_, pb)
 

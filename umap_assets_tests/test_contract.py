@@ -80,3 +80,31 @@ def test_the_quick_finite_check_still_names_the_row_and_lets_huge_finite_values_
         path = write_slice(tmp_path / "bad.parquet", np.arange(6), X, None)
         with pytest.raises(SliceError, match=f"features hold {bad} at row 4 \\(id 4\\)"):
             list(iter_validated_batches(path))
+
+
+def test_one_decoder_reads_every_form_of_the_features_and_travels_alone():
+    """``features_matrix`` reads the stored bytes, the variable-width bytes and lists Spark hands over, and
+    a fixed-size list, alike (sliced too); the Spark engine ships its module, which imports numpy and
+    pyarrow and nothing of this package."""
+    import subprocess
+    import sys
+
+    from umap_assets.engines import shipped_module
+
+    X = _rows(50, d=6)
+    stored = canonical_batch(pa.array(np.arange(50)), X, None).column(1)
+    spark_bytes = pa.array([row.tobytes() for row in X], pa.binary())
+    spark_lists = pa.array(X.tolist(), pa.list_(pa.float32()))
+    for column in (stored, spark_bytes, spark_lists, features_list(X)):
+        np.testing.assert_array_equal(features_matrix(column), X)
+        np.testing.assert_array_equal(features_matrix(column.slice(10, 20)), X[10:30])
+    with pytest.raises(ValueError, match="different lengths"):
+        features_matrix(pa.array([X[0].tobytes(), X[1, :3].tobytes()], pa.binary()))
+    shipped = shipped_module("features")
+    code = (f"import sys; sys.path.insert(0, {str(shipped.parent)!r}); import numpy as np, pyarrow as pa; "
+            "import umap_assets_features as f; "
+            "assert f.features_matrix(pa.array([np.ones(3, '<f4').tobytes()], pa.binary())).shape == (1, 3); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('umap_assets', 'torch', 'dagster', 'sklearn')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    assert shipped.name == "umap_assets_features.py"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -10,7 +10,7 @@ import torch
 from umap_assets.artifacts import build_artifact
 from umap_assets.demo_data import synthetic_chunk
 from umap_assets.numerics import compress
-from umap_assets.numerics.distill import StudentConfig, train_student
+from umap_assets.numerics.distill import FuzzyGraph, StudentConfig, train_student
 from umap_assets.runtime import Projector
 
 
@@ -28,13 +28,13 @@ CFG = StudentConfig(hidden=(32, 32), input_pca_dim=8, steps=60, batch_size=128, 
 
 
 def _version(X, Y, graph) -> str:
-    result = train_student(X, Y, graph, 1.58, 0.9, CFG)
+    result = train_student(X, Y, FuzzyGraph(graph, 1.58, 0.9), CFG)
     return Projector.from_bytes(build_artifact(compress.fold_layers(result))).version
 
 
 def test_training_length_is_counted_in_steps():
     X, _ = synthetic_chunk(0, 600, dim=16, n_clusters=4, seed=1)
-    result = train_student(X, X[:, :2], _graph(300), 1.58, 0.9, CFG)
+    result = train_student(X, X[:, :2], FuzzyGraph(_graph(300), 1.58, 0.9), CFG)
     assert [h["step"] for h in result.history] == [20, 40, 60]
     assert result.steps == 60 and "max_seconds" not in result.config
 
@@ -57,8 +57,8 @@ def test_same_data_and_config_give_the_same_artifact_under_load():
 
 def test_another_seed_gives_another_model():
     X, _ = synthetic_chunk(0, 600, dim=16, n_clusters=4, seed=1)
-    a = train_student(X, X[:, :2], None, 1.58, 0.9, CFG)
-    b = train_student(X, X[:, :2], None, 1.58, 0.9, StudentConfig(**{**CFG.__dict__, "seed": 5}))
+    a = train_student(X, X[:, :2], None, CFG)
+    b = train_student(X, X[:, :2], None, StudentConfig(**{**CFG.__dict__, "seed": 5}))
     assert not torch.equal(a.model[0].weight, b.model[0].weight)
 
 
@@ -66,21 +66,21 @@ def test_another_seed_gives_another_model():
 def test_a_zero_step_schedule_is_refused(bad):
     X, _ = synthetic_chunk(0, 200, dim=8, n_clusters=2, seed=1)
     with pytest.raises(ValueError, match="steps"):
-        train_student(X, X[:, :2], None, 1.58, 0.9, StudentConfig(**{**CFG.__dict__, "steps": bad}))
+        train_student(X, X[:, :2], None, StudentConfig(**{**CFG.__dict__, "steps": bad}))
 
 
 def test_interpolation_uses_the_graph_without_the_cross_entropy():
     X, _ = synthetic_chunk(0, 600, dim=16, n_clusters=4, seed=1)
     Y, graph = X[:, :2] * 3, _graph(300)
     only = {**CFG.__dict__, "graph_weight": 0.0, "coord_weight": 0.0}  # nothing but the interpolation term
-    still = train_student(X, Y, graph, 1.58, 0.9, StudentConfig(**{**only, "mix_weight": 0.0}))
-    mixed = train_student(X, Y, graph, 1.58, 0.9, StudentConfig(**{**only, "mix_weight": 1.0}))
+    still = train_student(X, Y, FuzzyGraph(graph, 1.58, 0.9), StudentConfig(**{**only, "mix_weight": 0.0}))
+    mixed = train_student(X, Y, FuzzyGraph(graph, 1.58, 0.9), StudentConfig(**{**only, "mix_weight": 1.0}))
     assert all(h["graph_loss"] == 0.0 for h in mixed.history)  # no cross-entropy was computed
     assert not torch.equal(still.model[0].weight, mixed.model[0].weight)  # the interpolation term trained it
 
 
 def test_edge_ends_join_the_coordinate_loss_with_their_weight():
-    from umap_assets.numerics.distill import build_mlp, step_loss
+    from umap_assets.numerics.distill import LossInputs, build_mlp, step_loss
 
     torch.manual_seed(0)
     model = build_mlp(8, (16,), 2)
@@ -94,7 +94,8 @@ def test_edge_ends_join_the_coordinate_loss_with_their_weight():
         base = StudentConfig(noise_std=0.0, mix_weight=0.0, graph_weight=1.0, coord_loss=kind)
         for w in (0.0, 1.0, 3.0):
             cfg = StudentConfig(**{**base.__dict__, "edge_coord_weight": w})
-            _, parts = step_loss(model, Z, T, rows, edges, cfg, 1.58, 0.9, 1.0, torch.Generator().manual_seed(0))
+            _, parts = step_loss(model, LossInputs(Z, T, 1.0, 1.58, 0.9), rows, edges, config=cfg,
+                                 gen=torch.Generator().manual_seed(0))
             weights = torch.cat([torch.ones(10), torch.full((10,), w)])
             assert np.isclose(parts["coord"], float((err * weights).sum() / weights.sum()), rtol=1e-5)
 
@@ -130,5 +131,5 @@ def test_the_input_noise_follows_the_datas_neighbourhoods():
     assert neighbour_noise(Z[:10], 1.0) == 0.0
     X = rng.normal(size=(400, 12)).astype(np.float32)
     Y = X[:, :2] * 3
-    result = train_student(X, Y, _graph(400), 1.58, 0.9, CFG)
+    result = train_student(X, Y, FuzzyGraph(_graph(400), 1.58, 0.9), CFG)
     assert CFG.noise_std is None and result.config["noise_std"] > 0

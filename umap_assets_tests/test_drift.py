@@ -12,7 +12,7 @@ from umap_assets.defs.ingest import raw_slices, samples
 from umap_assets.defs.model import artifact, coreset, student, teacher
 from umap_assets.defs.promotion import model
 from umap_assets.defs.quality import quality_report_gates, quality_report
-from umap_assets.defs.resources import QualityGates, SliceContract, WarehouseResource
+from umap_assets.defs.resources import QualityGates, Seed, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
 from umap_assets.model_store import ModelStore
 from umap_assets.home import Layout
@@ -107,7 +107,7 @@ def test_drift_asset_and_training_sensor_retrain_only_on_drift(tmp_path, monkeyp
     _permuted_copy(paths[3], home / "incoming" / "permuted.parquet")
     keys = [p.stem for p in paths[:3]] + ["permuted"]
     resources = {"warehouse": WarehouseResource(home=str(home)), "contract": SliceContract(),
-                 "quality_gates": OPEN_GATES}
+                 "quality_gates": OPEN_GATES, "seed": Seed()}
     fast = {"ops": {"samples": {"config": {"rate": 1.0, "floor": 1, "validation_fraction": 0.2}}}}
     store = ModelStore(Layout.at(home))
     monkeypatch.setattr(automation, "QUIET_SECONDS", 0.0)

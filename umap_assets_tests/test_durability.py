@@ -147,7 +147,9 @@ def test_a_kill_at_each_stage_loses_nothing(tmp_path, capsys):
     # the next run recovers the dead runs and sweeps their temp files; with gates that no model can
     # pass, serving survives the failed training and the slices are still embedded
     served = store.artifact_path.read_bytes()
-    config.write_text(config.read_text().replace("trust_tolerance: 1.0", "trust_tolerance: -1.0"))
+    config.write_text(config.read_text().replace(  # within the gates' ranges: an int8 artifact never agrees
+        "trust_tolerance: 1.0, knn_accuracy_tolerance: 1.0, min_student_overlap: 0.0",  # with its float student on every neighbour
+        "trust_tolerance: 0.0, knn_accuracy_tolerance: 0.0, min_student_overlap: 1.0"))
     capsys.readouterr()
     assert main(args) == 1
     out = capsys.readouterr().out

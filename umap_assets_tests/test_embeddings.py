@@ -23,7 +23,7 @@ from umap_assets.warehouse import write_canonical_slice
 def projector_file(tmp_path_factory):
     X, _ = synthetic_chunk(0, 2000, dim=16, n_clusters=4, seed=2)
     Y = X[:, :2] * 0.5
-    result = train_student(X, Y, None, 1.0, 1.0, StudentConfig(hidden=(32, 32), input_pca_dim=None, steps=4,
+    result = train_student(X, Y, None, StudentConfig(hidden=(32, 32), input_pca_dim=None, steps=4,
                                                                graph_weight=0.0, seed=0))
     path = tmp_path_factory.mktemp("art") / "a.uart"
     path.write_bytes(build_artifact(compress.fold_layers(result)))
@@ -131,10 +131,10 @@ def test_cli_embed_good_and_bad_input(projector_file, tmp_path, capsys):
         main(["embed", "--artifact", str(projector_file), "--input", str(src), "--output", str(out),
               "--engine", "spark", "--spark-conf", "spark.executor.memory"])
     assert "expected KEY=VALUE, got 'spark.executor.memory'" in capsys.readouterr().err
-    from umap_assets.engines import embed
+    from umap_assets.engines import engine_from_settings
 
     with pytest.raises(ValueError, match=r"engine must be one of \('local', 'spark'\), got 'dask'"):
-        embed("dask", projector_file, src, tmp_path / "bad.parquet")
+        engine_from_settings({"engine": "dask"})
 
 
 def test_cli_embed_refuses_outputs_it_must_not_overwrite(projector_file, tmp_path, capsys):
@@ -182,11 +182,11 @@ def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, t
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("a Spark cluster needs Java, and this machine has none")
-    from umap_assets.engines import SparkEngine, embed, embed_local, spark_session
+    from umap_assets.engines import LocalEngine, SparkEngine, embed, spark_session
     from umap_assets.spark_cluster import standalone_cluster
 
     src, X = _slice(tmp_path / "in.parquet", 20_000)
-    embed_local(projector_file, src, tmp_path / "local.parquet")
+    embed(LocalEngine(), projector_file, src, tmp_path / "local.parquet")
     wide = tmp_path / "wide.parquet"  # the same rows with one column per feature (SliceSpec.feature_columns)
     table = pq.read_table(src)
     columns = {"id": table.column("id"), **{f"f{i}": X[:, i] for i in range(X.shape[1])}, "label": table.column("label")}
@@ -257,13 +257,13 @@ def test_embeddings_asset_runs_spark_in_its_own_process_through_pipes(projector_
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java, and this machine has none")
     from umap_assets.defs.resources import SparkEmbedding
-    from umap_assets.engines import embed_local
+    from umap_assets.engines import LocalEngine, embed
 
-    metadata, logs, source, output = _materialize_embeddings(projector_file, tmp_path, SparkEmbedding(master="local[2]"))
+    metadata, logs, source, output = _materialize_embeddings(projector_file, tmp_path, SparkEmbedding())
     assert metadata["engine"].value == "spark" and metadata["dagster/row_count"].value == 3000
     assert metadata["artifact_version"].value == Projector.load(projector_file).version
     assert any("spark: embedding" in m for m in logs) and any("rows/s" in m for m in logs)
-    embed_local(projector_file, source, tmp_path / "local.parquet")
+    embed(LocalEngine(), projector_file, source, tmp_path / "local.parquet")
     a = pq.read_table(tmp_path / "local.parquet").to_pandas().sort_values("id").reset_index(drop=True)
     b = pq.read_table(output).to_pandas().sort_values("id").reset_index(drop=True)
     np.testing.assert_allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-6, rtol=0)

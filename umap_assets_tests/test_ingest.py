@@ -66,6 +66,35 @@ def test_ingest_and_sample_one_slice(instance, resources, layout):
     assert s2[["id", "split"]].equals(s[["id", "split"]])
 
 
+def test_one_seed_drives_every_step_that_draws(instance, resources, layout):
+    """The project's seed is declared once (the ``Seed`` resource): no step's config has a seed of its own,
+    every step that draws at random reads it, and setting it draws another sample of the same slice."""
+    from umap_assets.defs.resources import Seed
+    from umap_assets.definitions import load_definitions
+    from umap_assets.numerics.sampling import derive_seed
+
+    graph = load_definitions().resolve_asset_graph()
+    drawing = {"samples", "coreset", "teacher", "student", "artifact", "quality_report", "drift"}
+    for key in graph.get_all_asset_keys():
+        schema = graph.get(key).assets_def.node_def.config_schema
+        fields = getattr(schema.config_type, "fields", None) if schema else None
+        assert "seed" not in (fields or {}), f"{key.to_user_string()} declares a seed of its own"
+        if key.to_user_string() in drawing:
+            assert "seed" in graph.get(key).assets_def.required_resource_keys, key.to_user_string()
+    make_slice(layout.incoming / "part_a.parquet", n=600, n_labels=3)
+    add_partitions(instance, "part_a")
+    config = {"rate": 0.1, "floor": 20, "validation_fraction": 0.2}
+    drawn = {}
+    for value in (0, 7, 7):
+        result = materialize_slice(instance, {**resources, "seed": Seed(value=value)}, "part_a", config)
+        assert result.success
+        assert result.asset_materializations_for_node("samples")[0].metadata["seed"].value == derive_seed(value, "part_a")
+        drawn.setdefault(value, []).append(pq.read_table(layout.warehouse / "samples" / "part_a.parquet",
+                                                         columns=["id", "split"]))
+    assert drawn[7][0].equals(drawn[7][1])  # the same seed: the same sample
+    assert not drawn[0][0].equals(drawn[7][0])  # another seed: another sample
+
+
 def test_unlabelled_slice_is_stratified_by_clusters(instance, resources, layout):
     make_slice(layout.incoming / "nolabel.parquet", n=400, n_labels=None)
     add_partitions(instance, "nolabel")

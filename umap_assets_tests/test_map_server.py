@@ -265,6 +265,75 @@ def test_the_page_has_no_innerhtml_and_a_strict_content_security_policy(served):
     assert "script-src 'sha256-" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
 
 
+# --- a new model published while the map is served (issue 30) ----------------------------------------
+
+
+def _coords(wh: Warehouse, version: str, key: str, row_id: int) -> tuple[float, float]:
+    table = pq.read_table(wh.embeddings_path(version, key)).to_pandas().set_index("id")
+    return float(table.loc[row_id, "x"]), float(table.loc[row_id, "y"])
+
+
+def test_the_server_reloads_a_new_published_map_and_answers_each_request_from_one_model(tmp_path):
+    """While ``umap-assets map`` serves, a retraining publishes a new map: the next requests see it
+    whole (meta, points and /api/find name the same model, and find's coordinates are that model's);
+    a server that has not looked again yet still answers every request from the model it shows."""
+    from umap_assets.map_server import MapSource
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 600, "b": 500})
+    watching = make_server(MapSource(MapData.load(wh, max_points=400), check_every_s=0.0), port=0)
+    sleeping = make_server(MapSource(MapData.load(wh, max_points=400), check_every_s=3600.0), port=0)
+    for server in (watching, sleeping):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    urls = [f"http://127.0.0.1:{s.server_address[1]}" for s in (watching, sleeping)]
+    try:
+        assert [json.loads(get(u + "/api/meta")[2])["version"] for u in urls] == ["v1", "v1"]
+        write_version(wh, "v2", {"a": 600, "b": 500}, seed=1)  # publishes v2: the DuckDB view now reads it
+
+        new, old = urls
+        assert json.loads(get(new + "/api/meta")[2])["version"] == "v2"
+        assert json.loads(get(new + "/api/points")[2])["version"] == "v2"
+        found = json.loads(get(new + "/api/find?id=7&slice=a")[2])
+        assert found["version"] == "v2" and (found["x"], found["y"]) == pytest.approx(_coords(wh, "v2", "a", 7))
+
+        assert json.loads(get(old + "/api/meta")[2])["version"] == "v1"
+        found = json.loads(get(old + "/api/find?id=7&slice=a")[2])
+        assert found["version"] == "v1" and (found["x"], found["y"]) == pytest.approx(_coords(wh, "v1", "a", 7))
+        assert _coords(wh, "v1", "a", 7) != pytest.approx(_coords(wh, "v2", "a", 7))
+    finally:
+        for server in (watching, sleeping):
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_damaged_file_is_named_and_the_served_map_stays(tmp_path):
+    """DuckDB reads a page whose bytes were zeroed as if it were sound; the map checks every page's
+    checksum first: a damaged map is never loaded, and a server keeps the one it had, saying why."""
+    import duckdb
+
+    from umap_assets.map_server import MapSource
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 600})
+    source = MapSource(MapData.load(wh, max_points=400), check_every_s=0.0)
+    wh.embeddings_dir("v2").mkdir(parents=True)
+    table = pq.read_table(wh.embeddings_path("v1", "a"))
+    path = wh.embeddings_path("v2", "a")
+    pq.write_table(table.set_column(4, "artifact_version", pa.array(["v2"] * 600)), path, write_page_checksum=True,
+                   compression="none", use_dictionary=False)
+    assert publish_embeddings(wh, "v2", ["a"], keep=2)
+    with open(path, "r+b") as fh:
+        fh.seek(path.stat().st_size // 3)
+        fh.write(b"\0" * 1_000)
+    with duckdb.connect() as con:
+        assert con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0] == 600
+    with pytest.raises(MapUnavailable, match=r"^warehouse/embeddings/v2/a\.parquet is damaged: a page no longer "
+                                             r"matches its checksum.*`umap-assets run` embeds it again$"):
+        MapData.load(wh, max_points=400)
+    assert source.current().version == "v1"
+    assert "warehouse/embeddings/v2/a.parquet is damaged" in source.problem
+
+
 def test_rows_without_a_label_show_as_unlabelled(tmp_path):
     """A null label, or a slice without a label column among labelled ones, is ``unlabelled`` in the
     legend and in what ``/api/find`` answers, never ``None``."""

@@ -11,7 +11,7 @@ from umap_assets.defs.embeddings import embeddings
 from umap_assets.defs.model import artifact, coreset, student, teacher
 from umap_assets.defs.promotion import model
 from umap_assets.defs.quality import quality_report_gates, quality_report, stable_vs_previous
-from umap_assets.defs.resources import LocalEmbedding, QualityGates, SliceContract, WarehouseResource
+from umap_assets.defs.resources import LocalEmbedding, QualityGates, Seed, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
 from umap_assets.warehouse import Warehouse, connect
 from umap_assets.runtime import Projector
@@ -36,7 +36,7 @@ def digits_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("digits")
     paths = write_demo_slices(home / "incoming", "digits", 3, allow_download=False, say=lambda _: None)
     keys = [p.stem for p in paths]
-    resources = {"warehouse": WarehouseResource(home=str(home)), "contract": SliceContract()}
+    resources = {"warehouse": WarehouseResource(home=str(home)), "contract": SliceContract(), "seed": Seed()}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("slices", keys)
         for key in keys:
@@ -51,8 +51,8 @@ DIGITS_GATES = QualityGates(trust_tolerance=0.06, knn_accuracy_tolerance=0.1, mi
 
 
 def _train(home, instance, run_config, gates=DIGITS_GATES, selection=(coreset, teacher, student, artifact,
-                                                                         quality_report, model)):
-    resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": gates}
+                                                                         quality_report, model), seed=Seed()):
+    resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": gates, "seed": seed}
     return dg.materialize(
         TRAIN,
         instance=instance,
@@ -96,12 +96,12 @@ def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
     home, _ = digits_home
 
     def retrain(seed: int = 1, promote: bool = False, **teacher_config) -> tuple[dict, dict]:
-        """Another teacher seed: a retraining that is not the served model again."""
-        teacher_config = {**TRAIN_CONFIG["teacher"]["config"], **teacher_config, "seed": seed}
+        """Another seed (the project's one): a retraining that is not the served model again."""
+        teacher_config = {**TRAIN_CONFIG["teacher"]["config"], **teacher_config}
         config = {**TRAIN_CONFIG, "teacher": {"config": teacher_config}}
         steps = [coreset, teacher, student, artifact, quality_report] + ([model] if promote else [])
         with dg.instance_for_test() as instance:
-            result = _train(home, instance, config, selection=steps)
+            result = _train(home, instance, config, selection=steps, seed=Seed(value=seed))
             assert result.success, [c.description for c in result.get_asset_check_evaluations()]
             fitted = result.asset_materializations_for_node("teacher")[0].metadata
         return fitted, json.loads((home / "reports" / "quality_report.json").read_text())
@@ -180,7 +180,7 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
 
     home, keys = digits_home
     resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": DIGITS_GATES,
-                 "embedding_engine": LocalEmbedding(chunk_rows=100), "contract": SliceContract()}
+                 "embedding_engine": LocalEmbedding(chunk_rows=100), "contract": SliceContract(), "seed": Seed()}
     all_assets = dg.Definitions(assets=[raw_slices, samples, *TRAIN, embeddings], resources=resources)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("slices", keys)
@@ -269,7 +269,7 @@ def test_a_pickle_planted_in_the_home_does_not_run(digits_home, tmp_path):
         (models / kind).mkdir(parents=True, exist_ok=True)
         with open(models / kind / f"{version}.npz", "wb") as fh:
             np.savez(fh, __header__=np.frombuffer(b'{"kind": "x"}', np.uint8), rows=planted)
-    resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": DIGITS_GATES}
+    resources = {"warehouse": WarehouseResource(home=str(home)), "quality_gates": DIGITS_GATES, "seed": Seed()}
     try:
         with dg.instance_for_test() as instance:
             for asset in (student, quality_report):  # alone, with nothing upstream on this instance

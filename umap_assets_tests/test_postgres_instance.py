@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from umap_assets.defs.ingest import raw_slices
-from umap_assets.defs.resources import SliceContract, WarehouseResource
+from umap_assets.defs.resources import Seed, SliceContract, WarehouseResource
 from umap_assets.defs.sensors import new_slices_sensor
 
 from .conftest import make_slice
@@ -26,7 +26,7 @@ def postgres_url():
 
 
 def test_twenty_thousand_slices_on_a_postgres_instance(postgres_url, layout):
-    resources = {"warehouse": WarehouseResource(home=str(layout.home)), "contract": SliceContract()}
+    resources = {"warehouse": WarehouseResource(home=str(layout.home)), "contract": SliceContract(), "seed": Seed()}
     with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": postgres_url}}}) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         known = [f"day_{i:05d}" for i in range(20_000)]

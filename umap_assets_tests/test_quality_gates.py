@@ -49,7 +49,7 @@ def test_an_unlabelled_slice_among_labelled_ones_is_no_class_and_stays_out_of_th
     from umap_assets.defs.ingest import raw_slices, samples
     from umap_assets.defs.model import artifact, coreset, student, teacher
     from umap_assets.defs.quality import quality_report, quality_report_gates
-    from umap_assets.defs.resources import QualityGates, SliceContract, WarehouseResource
+    from umap_assets.defs.resources import QualityGates, Seed, SliceContract, WarehouseResource
     from umap_assets.demo_data import write_demo_slices
 
     home = tmp_path / "home"
@@ -60,7 +60,7 @@ def test_an_unlabelled_slice_among_labelled_ones_is_no_class_and_stays_out_of_th
     partly = partly.set_column(partly.schema.get_field_index("label"), "label",
                                pa.array([None if i % 5 == 0 else v for i, v in enumerate(column)], pa.int64()))
     pq.write_table(partly, paths[1])
-    resources = {"warehouse": WarehouseResource(home=str(home)), "contract": SliceContract()}
+    resources = {"warehouse": WarehouseResource(home=str(home)), "contract": SliceContract(), "seed": Seed()}
     fast = {"samples": {"config": {"rate": 1.0, "floor": 1, "validation_fraction": 0.2}},
             "coreset": {"config": {"budget": 600, "pca_dim": 16}}, "teacher": {"config": {"n_neighbors": 10}},
             "student": {"config": {"steps": 300, "hidden": [64, 64], "input_pca_dim": 32, "min_rows": 0,

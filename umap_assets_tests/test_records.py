@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from umap_assets.numerics.align import Similarity
+from umap_assets.numerics.distill import FuzzyGraph
 from umap_assets.records import Report, Student, Teacher
 
 
@@ -39,6 +40,12 @@ def test_a_teacher_round_trips_and_its_rebuilt_estimator_transforms_like_the_fit
     assert loaded.version == record.version and loaded.uids == uids and loaded.aligned_to == "abc"
     assert (loaded.graph != model.graph_).nnz == 0 and np.array_equal(loaded.embedding, model.embedding_)
     assert (loaded.a, loaded.b) == (model._a, model._b)
+    # the student learns from the fit's own curve: the record hands its graph with its a and b
+    graph = loaded.fuzzy_graph
+    assert (graph.edges != model.graph_).nnz == 0 and (graph.a, graph.b) == (model._a, model._b)
+    # and a graph of another origin gets the curve umap-learn fits for its min_dist, from one place
+    derived = FuzzyGraph.with_curve_for(graph.edges, min_dist=model.min_dist, spread=model.spread)
+    assert (derived.a, derived.b) == pytest.approx((model._a, model._b))
     new = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
     assert np.array_equal(loaded.transform(new), model.transform(new))  # the exact kNN path: the same map
     assert np.allclose(loaded.map(new), loaded.transform(new))

@@ -17,7 +17,7 @@ from ..warehouse import take_rows
 from .ingest import samples
 from .promotion import model
 from .partitions import slices_partitions
-from .resources import WarehouseResource
+from .resources import Seed, WarehouseResource
 from .groups import MAPS
 
 GROUP = MAPS
@@ -26,10 +26,9 @@ GROUP = MAPS
 class DriftConfig(dg.Config):
     """How a slice is scored, and where drift starts."""
 
-    max_rows: int = Field(5_000, ge=1)  # sample rows scored (a seeded subsample)
+    max_rows: int = Field(5_000, ge=1)  # sample rows scored (a subsample drawn with the project's Seed)
     max_uncovered_fraction: float = Field(0.05, ge=0, le=1)  # rows like the training data leave about 1% uncovered
     max_median_distance_ratio: float = Field(1.10, gt=0)  # and sit at about 1.00 times the held-out rows' median
-    seed: int = Field(0, ge=0)
 
 
 @dg.asset(
@@ -39,7 +38,8 @@ class DriftConfig(dg.Config):
     kinds={"numpy"},
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )
-def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: WarehouseResource,
+          seed: Seed) -> dg.MaterializeResult:
     """The share of a slice's sampled rows that the served model's training data does not cover.
 
     A row is uncovered when it lies farther from every row of the promoted artifact's coreset (in
@@ -56,7 +56,7 @@ def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: War
         raise dg.Failure(f"slice '{key}': cannot score drift: {exc}") from exc
     path = warehouse.warehouse().table_path("samples", key)
     n = pq.ParquetFile(path).metadata.num_rows
-    rows = take_rows(path, subsample(n, config.max_rows, config.seed), ["features"])
+    rows = take_rows(path, subsample(n, config.max_rows, seed.value), ["features"])
     try:
         score = drift_score(reference, features_matrix(rows.column("features")))
     except ValueError as exc:

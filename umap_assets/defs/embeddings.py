@@ -6,7 +6,7 @@ from pydantic import Field
 from ..planner import EMBED_JOB
 from ..pictures import density_png, png_markdown
 from ..runtime import Projector
-from ..warehouse import publish_embeddings, published_embeddings
+from ..warehouse import map_status, publish_embeddings, published_embeddings
 from .ingest import raw_slices
 from .promotion import MAP_FRESHNESS, model
 from .partitions import slices_partitions
@@ -57,14 +57,15 @@ def embeddings(
     metadata = embedding_engine.embed(context, str(artifact if artifact.exists() else store.artifact_path),
                                       str(wh.table_path("raw_slices", key)), str(destination))
     published = publish_embeddings(wh, version, wh.keys("raw_slices"), keep=config.keep_versions)
-    context.log.info(f"the embeddings view reads {published_embeddings(wh).get('current')}"
-                     + ("" if published else f"; {version} is published once every slice is embedded with it"))
+    status = map_status(wh, version, wh.keys("raw_slices"))
+    context.log.info(status.line() + ("" if published else f"; {version} is published once every slice is embedded with it"))
     picture = {}
     png = density_png(destination, title=key)
     if png is not None:
         picture["map"] = dg.MetadataValue.md(png_markdown(png, key))
     return dg.MaterializeResult(
         metadata={**metadata, **picture, "view_version": published_embeddings(wh).get("current", ""),
+                  "map_status": status.line(),
                   "path": dg.MetadataValue.path(str(destination))},
         data_version=dg.DataVersion(f"{version}:{key}"),
     )

@@ -16,13 +16,14 @@ from pydantic import Field
 from ..discovery import SOURCE_IDENTITY
 from ..planner import INGEST_JOB
 from ..atomic import is_temp_name
-from ..contract import CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, partition_key_for
+from ..contract import (CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader,
+                        partition_key_for, read_verified)
 from ..errors import CONTRACT_VIOLATION, NOTICE, describe_os_error
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
 from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, held_out_ids, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
 from .partitions import slices_partitions
-from .resources import SliceContract, WarehouseResource
+from .resources import Seed, SliceContract, WarehouseResource
 from .groups import INGEST
 
 GROUP = INGEST
@@ -145,7 +146,6 @@ class SampleConfig(dg.Config):
     floor: int = Field(50, ge=0)
     # the quality report measures on validation rows: without them no model can pass its gates
     validation_fraction: float = Field(0.1, gt=0, lt=1)
-    seed: int = Field(0, ge=0)
     n_clusters: int = Field(10, ge=1)
     pca_dim: int = Field(16, ge=1)
     max_fit_rows: int = Field(50_000, ge=1)  # rows the k-means strata are fitted on (unlabelled slices)
@@ -158,34 +158,34 @@ class SampleConfig(dg.Config):
     kinds={"parquet", "numpy"},
 )
 def samples(
-    context: dg.AssetExecutionContext, config: SampleConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, config: SampleConfig, warehouse: WarehouseResource, seed: Seed
 ) -> dg.MaterializeResult:
     """A stratified sample of one slice, with a fixed fraction held out as ``validation``.
 
     Strata are the label when there is one (the unlabelled rows of a partly labelled slice make one
     stratum of their own), otherwise k-means clusters on a PCA projection. Each
     stratum gets ``max(floor, round(rate * n))`` rows (capped at n), where the rate is lowered to
-    ``max_rows / n`` for a slice of more than ``max_rows`` rows, drawn with a seed derived from
-    the partition key, so the sample is identical on every re-run. Validation rows never train a
+    ``max_rows / n`` for a slice of more than ``max_rows`` rows, drawn with a seed derived from the
+    project's (:class:`~umap_assets.defs.resources.Seed`) and the partition key, so the sample is identical on every re-run. Validation rows never train a
     model; the quality report measures on them.
     """
     key = context.partition_key
     wh = warehouse.warehouse()
     source = wh.table_path("raw_slices", key)
-    seed = derive_seed(config.seed, key)
+    slice_seed = derive_seed(seed.value, key)
     source_file = parquet_reader(source)
     n_rows = source_file.metadata.num_rows
-    labels = pq.read_table(source, columns=["label"]).column("label") if "label" in source_file.schema_arrow.names else None
+    labels = read_verified(source, columns=["label"]).column("label") if "label" in source_file.schema_arrow.names else None
     if labels is not None and labels.null_count < len(labels):
         strata_kind = "label"
         strata = label_strata(labels)
     else:  # no label column, or no row labelled
         strata_kind = "kmeans"
-        strata = streamed_cluster_strata(source, n_rows, config, seed)
+        strata = streamed_cluster_strata(source, n_rows, config, slice_seed)
     rate = effective_rate(n_rows, config.rate, config.max_rows)
-    held = held_out_ids(pq.read_table(source, columns=["id"]).column("id"), config.validation_fraction, config.seed)
+    held = held_out_ids(read_verified(source, columns=["id"]).column("id"), config.validation_fraction, seed.value)
     sample = stratified_sample(strata, rate=rate, floor=config.floor, validation_fraction=config.validation_fraction,
-                               seed=seed, held_out=held)
+                               seed=slice_seed, held_out=held)
     picked = take_rows(source, sample.indices)  # only the sampled rows are ever in memory
     n = len(sample.indices)
     out = picked.append_column("stratum", pa.array(strata[sample.indices].astype(str)))
@@ -205,7 +205,7 @@ def samples(
             "sample_rate": rate,
             "floor": config.floor,
             "strata": strata_kind,
-            "seed": seed,
+            "seed": slice_seed,
             "bytes": size,
             "counts_per_stratum": dg.MetadataValue.md(
                 "| stratum | rows | sampled | validation |\n|---|---|---|---|\n" + rows

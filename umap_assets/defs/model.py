@@ -5,9 +5,7 @@ by the number of rows in the slices. The numerics live in :mod:`umap_assets.nume
 functions only read inputs, call them, write outputs and report metadata.
 """
 
-import dataclasses
 import time
-import typing
 
 import dagster as dg
 import numpy as np
@@ -16,6 +14,7 @@ import pydantic
 from pydantic import Field
 
 from ..artifacts import build_artifact
+from ..contract import read_verified
 from ..history import upstream_version
 from ..model_store import COVERAGE_KEY, served_projector
 from ..sample_rows import feature_rows, read_sample_rows
@@ -31,7 +30,7 @@ from ..training import (align_layout, anchored_distillation_targets, artifact_co
 from ..warehouse import write_table
 from ..warmup import cache_umap_kernels
 from .ingest import samples
-from .resources import WarehouseResource
+from .resources import Seed, WarehouseResource, config_fields
 from .groups import TRAINING, TRAINING_POOL
 
 GROUP = TRAINING
@@ -48,7 +47,6 @@ class CoresetConfig(dg.Config):
     max_candidates: int = Field(250_000, ge=1)
     coverage_quantile: float = Field(0.99, gt=0, le=1)  # drift: rows beyond this quantile of distances are "uncovered"
     coverage_rows: int = Field(5_000, ge=1)  # validation rows that calibrate the coverage radius
-    seed: int = Field(0, ge=0)
 
 
 #: The fewest sampled training rows a model is trained on (umap-learn needs well over its 15 neighbours).
@@ -67,7 +65,8 @@ def check_enough_rows(n_train: int, n_validation: int) -> None:
 
 
 @dg.asset(deps=[samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"parquet", "numpy"})
-def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource,
+            seed: Seed) -> dg.MaterializeResult:
     """A representative subset of the training rows of all samples (never validation rows).
 
     A seeded random draw keeps the data's density (``density_fraction`` of the budget); greedy
@@ -81,24 +80,22 @@ def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse:
     store = warehouse.store()
     previous: list[str] = []
     if config.warm_start and store.coreset_path.exists():
-        import pyarrow.parquet as pq
-
-        previous = pq.read_table(store.coreset_path, columns=["uid"]).column("uid").to_pylist()
+        previous = read_verified(store.coreset_path, columns=["uid"]).column("uid").to_pylist()
     # bound the cost by a budget, not by N: the previous coreset's rows that are still there, then
     # a seeded subsample of the other training rows, read file by file
     rows = read_sample_rows(warehouse.warehouse(), "train", uids=previous, fill_to=config.max_candidates,
-                            seed=config.seed, missing="skip")
-    held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=config.seed)
+                            seed=seed.value, missing="skip")
+    held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.coverage_rows, seed=seed.value)
     check_enough_rows(rows.available, held_out.available)
     table, X = rows.table, feature_rows(rows.table)
     initial = np.arange(rows.n_requested)
     n_candidates = rows.available
-    pca = fit_pca_projection(X, config.pca_dim, seed=config.seed)
+    pca = fit_pca_projection(X, config.pca_dim, seed=seed.value)
     Z = pca.transform(X).astype(np.float32)
     result = density_coverage_coreset(Z, config.budget, density_fraction=config.density_fraction,
-                                      initial=initial, seed=config.seed)
+                                      initial=initial, seed=seed.value)
     # the coverage reference travels in the coreset file's own metadata: one atomic write for both
-    calibration = coverage_calibration_rows(held_out.table, X, result.distances, config)
+    calibration = coverage_calibration_rows(held_out.table, X, result.distances, config.coverage_rows, seed.value)
     reference = coverage_reference(pca, Z[result.indices], calibration, config.coverage_quantile)
     chosen = table.take(pa.array(result.indices))
     metadata = {**(chosen.schema.metadata or {}), COVERAGE_KEY: reference.to_bytes(include_centers=False)}
@@ -138,7 +135,6 @@ class TeacherConfig(dg.Config):
     # 10-NN 0.768 -> 0.778; digits' trust@15 over four seeds 0.9636 -> 0.9662, its worst 0.9579 -> 0.9647
     # (bench/RESULTS.md, session 11)
     negative_sample_rate: int = Field(10, ge=1)
-    seed: int | None = Field(0, ge=0)
     # keep the served model's map: record the similarity that carries the new layout of the coreset onto
     # the served model's map of it, for the student to fold in
     align_to_served: bool = True
@@ -163,7 +159,8 @@ class TeacherConfig(dg.Config):
 
 
 @dg.asset(deps=[coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"umap", "numpy"})
-def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource,
+            seed: Seed) -> dg.MaterializeResult:
     """umap-learn's ``UMAP`` fitted on the coreset, kept as a :class:`~umap_assets.records.Teacher`
     record (its layout, fuzzy graph, ``a``, ``b``, parameters and rows: no pickled estimator),
     ``models/teachers/<version>.npz``; its ``version`` metadata names it for the steps after it.
@@ -177,12 +174,11 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
     It reads validation samples to compare the two layouts. Its size grows with the coreset, which
     is why the product ships the distilled artifact instead.
     """
-    import pyarrow.parquet as pq
     import umap
 
     cache_umap_kernels()
     store = warehouse.store()
-    table = pq.read_table(store.coreset_path)
+    table = read_verified(store.coreset_path)
     X = feature_rows(table)
     uids = table.column("uid").to_pylist()
     served = served_projector(store, X.shape[1]) if config.align_to_served else None
@@ -194,17 +190,18 @@ def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse:
         metric=config.metric,
         n_components=config.n_components,
         negative_sample_rate=config.negative_sample_rate,
-        random_state=config.seed,
-        n_jobs=1 if config.seed is not None else -1,  # a seed makes umap-learn single-threaded anyway
+        random_state=seed.value,
+        n_jobs=1,  # a seed makes umap-learn single-threaded anyway
         init=E_served if E_served is not None and config.init_from_served else "spectral",
     ).fit(X)
     fit_seconds = time.perf_counter() - started
     embedding, layout = model.embedding_, ({"layout": "fresh"} if served is not None else {})
     if served is not None and config.keep_served_layout:
         held_out = read_sample_rows(warehouse.warehouse(), "validation", fill_to=config.layout_check_rows,
-                                    seed=config.seed or 0)
+                                    seed=seed.value)
         embedding, layout = carry_served_layout(model, uids, E_served, store.load_layout(served.version),
-                                                feature_rows(held_out.table) if held_out.available else X, config)
+                                                feature_rows(held_out.table) if held_out.available else X, config,
+                                                seed=seed.value)
     similarity, alignment = None, {}
     if served is not None:
         similarity, figures = align_layout(embedding, E_served, served.version, kept=layout.get("layout") == "served")
@@ -258,12 +255,12 @@ class _StudentTraining(dg.Config):
             raise ValueError(f"every hidden layer needs at least 1 unit, got {hidden}")
         return hidden
 
-    def student_config(self) -> StudentConfig:
+    def student_config(self, seed: int) -> StudentConfig:
         fields = self.model_dump()
         for own in ("extra_rows", "min_rows", "anchor_weight", "anchor_radius"):
             fields.pop(own)
         fields["hidden"] = tuple(fields["hidden"])
-        return StudentConfig(**fields)
+        return StudentConfig(**fields, seed=seed)
 
 
 #: The range of each of :class:`~umap_assets.numerics.distill.StudentConfig`'s fields, as pydantic
@@ -279,26 +276,14 @@ STUDENT_RANGES: dict[str, dict] = {
 }
 
 
-def _config_fields(declaration, ranges: dict[str, dict]) -> dict:
-    """Pydantic field specs for a dataclass's fields, each with its range from ``ranges`` (tuples
-    become lists: Dagster config has no tuples)."""
-    hints = typing.get_type_hints(declaration)
-    fields = {}
-    for f in dataclasses.fields(declaration):
-        annotation, default = hints[f.name], f.default
-        if typing.get_origin(annotation) is tuple:
-            annotation, default = list[typing.get_args(annotation)[0]], list(default)
-        fields[f.name] = (annotation, Field(default, **ranges[f.name]))
-    return fields
-
-
 StudentTrainingConfig = pydantic.create_model("StudentTrainingConfig", __base__=_StudentTraining,
-                                              __module__=__name__, **_config_fields(StudentConfig, STUDENT_RANGES))
+                                              __module__=__name__, **config_fields(StudentConfig, STUDENT_RANGES,
+                                                                                   leave_out=("seed",)))
 
 
 @dg.asset(deps=[teacher, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"pytorch", "numpy"})
 def student(
-    context: dg.AssetExecutionContext, config: StudentTrainingConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, config: StudentTrainingConfig, warehouse: WarehouseResource, seed: Seed
 ) -> dg.MaterializeResult:
     """A torch MLP distilled from the teacher with the parametric-UMAP loss plus a coordinate term,
     kept as a :class:`~umap_assets.records.Student` record (``models/students/<version>.npz``).
@@ -313,16 +298,15 @@ def student(
     teacher_record = store.teacher(upstream_version(context.instance, "teacher", context.run.run_id))
     started = time.perf_counter()
     X, Y, uids = distillation_set(warehouse.warehouse(), teacher_record, extra_rows=config.extra_rows,
-                                  min_rows=config.min_rows, seed=config.seed)
+                                  min_rows=config.min_rows, seed=seed.value)
     label_seconds = time.perf_counter() - started
     similarity = teacher_record.similarity
     Y_fit, anchored_to = anchored_distillation_targets(store, teacher_record, X, Y, anchor_weight=config.anchor_weight,
                                                        anchor_radius=config.anchor_radius)
-    cfg = config.student_config()
-    a, b = teacher_record.a, teacher_record.b
-    result = train_student(X, Y_fit, teacher_record.graph, a, b, cfg, log=lambda r: context.log.debug(str(r)))
+    graph = teacher_record.fuzzy_graph
+    result = train_student(X, Y_fit, graph, config.student_config(seed.value), log=lambda r: context.log.debug(str(r)))
     result = align_student(result, similarity)  # into the served model's frame, when the teacher was aligned
-    record = Student.from_result(result, a=a, b=b, uids=uids, teacher_version=teacher_record.version,
+    record = Student.from_result(result, a=graph.a, b=graph.b, uids=uids, teacher_version=teacher_record.version,
                                  targets=similarity.apply(Y[: len(uids)]))  # the teacher's map of the real rows
     size = record.save(store.students_dir)
     last = result.history[-1]
@@ -363,7 +347,7 @@ class ArtifactConfig(dg.Config):
 
 @dg.asset(deps=[student, coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"numpy"})
 def artifact(
-    context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource, seed: Seed
 ) -> dg.MaterializeResult:
     """The compressed student: int8-quantized in groups of 32 inputs (output layer float32),
     optionally pruned, with input normalisation and output scaling folded in.
@@ -396,7 +380,7 @@ def artifact(
             "distillation_rows": len(record.uids),
         },
         extra={"sparsity": config.sparsity},
-        coverage=artifact_coverage(store, warehouse.warehouse(), config),
+        coverage=artifact_coverage(store, warehouse.warehouse(), config, seed.value),
     )
     projector = Projector.from_bytes(blob, source="new artifact")
     version = projector.version

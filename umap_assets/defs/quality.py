@@ -15,7 +15,7 @@ from ..quality_report import NoValidationRows, measure_candidate, write_report
 from ..records import Report
 from .ingest import samples
 from .model import artifact, student, teacher
-from .resources import QualityGates, WarehouseResource
+from .resources import QualityGates, Seed, WarehouseResource
 from .groups import TRAINING, TRAINING_POOL
 
 GROUP = TRAINING
@@ -24,7 +24,7 @@ GROUP = TRAINING
 @dg.asset(deps=[teacher, student, artifact, samples], group_name=GROUP, pool=TRAINING_POOL,
           kinds={"scikit-learn", "markdown"})
 def quality_report(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates, seed: Seed
 ) -> dg.MaterializeResult:
     """Teacher vs float student vs the newest artifact, on validation rows that no model saw.
 
@@ -48,7 +48,8 @@ def quality_report(
     teacher_record = store.teacher(distilled.teacher_version)
     try:
         report, panels, labels = measure_candidate(store, warehouse.warehouse(), teacher_record, distilled,
-                                                   store.versioned_artifact_path(artifact_version), quality_gates)
+                                                   store.versioned_artifact_path(artifact_version), quality_gates,
+                                                   seed.value)
     except NoValidationRows as exc:
         raise dg.Failure(str(exc)) from exc
     record = Report.from_dict(report)

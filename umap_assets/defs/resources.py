@@ -1,11 +1,16 @@
 """Resources: where the data lives and how a slice is read."""
 
+import collections.abc
+import dataclasses
+import types
+import typing
 
 import dagster as dg
+import pydantic
 from pydantic import Field
 
-from ..contract import CHUNK_ROWS, SliceSpec
-from ..engines import SPARK_MASTER
+from ..contract import SliceSpec
+from ..engines import Engine, LocalEngine, SparkEngine, engine_settings
 from ..home import Layout
 from ..home_contract import HomeContract
 from ..model_store import ModelStore
@@ -32,20 +37,39 @@ class WarehouseResource(dg.ConfigurableResource):
         return ModelStore(self.layout())
 
 
-class SliceContract(dg.ConfigurableResource):
-    """Which columns of an incoming Parquet file hold the id, the features and the label, and the
-    home's contract (:mod:`umap_assets.home_contract`).
+def config_fields(declaration, ranges: dict[str, dict], *, leave_out: tuple[str, ...] = ()) -> dict:
+    """Pydantic field specs for a dataclass's fields but ``leave_out``, for a Dagster config or resource
+    made from it with ``pydantic.create_model``: one declaration of each field and its default, with
+    its range from ``ranges`` (``Field`` constraints). Dagster config has no tuples or sequences:
+    they become lists."""
+    hints = typing.get_type_hints(declaration)
+    fields = {}
+    for f in dataclasses.fields(declaration):
+        if f.name not in leave_out:
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            fields[f.name] = (_as_config_type(hints[f.name]), Field(default, **ranges[f.name]))
+    return fields
+
+
+def _as_config_type(annotation):
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, collections.abc.Sequence):
+        return list[typing.get_args(annotation)[0]]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_as_config_type(a) for a in typing.get_args(annotation))]
+    return annotation
+
+
+class _SliceContract(dg.ConfigurableResource):
+    """Which columns of an incoming Parquet file hold the id, the features and the label (the fields
+    of :class:`~umap_assets.contract.SliceSpec`, with its defaults), and the home's contract
+    (:mod:`umap_assets.home_contract`).
 
     Set ``feature_columns`` to read the features from numeric columns instead of one list column.
     Set ``dim`` (and ``id_type``, ``int64`` or ``string``) to declare the contract; otherwise the
     first slice ingested records it in ``<home>/contract.json``.
     """
 
-    # the column defaults are SliceSpec's: one declaration for the resource, the CLI and the library
-    id_column: str = Field(SliceSpec.id_column, min_length=1)
-    features_column: str = Field(SliceSpec.features_column, min_length=1)
-    feature_columns: list[str] | None = Field(None, min_length=1)
-    label_column: str = Field(SliceSpec.label_column, min_length=1)
     dim: int | None = Field(None, ge=1)
     id_type: str = Field("int64", pattern="^(int64|string)$")
 
@@ -58,12 +82,26 @@ class SliceContract(dg.ConfigurableResource):
         return HomeContract(features, self.dim, self.id_type, "config")
 
     def spec(self) -> SliceSpec:
-        return SliceSpec(
-            id_column=self.id_column,
-            features_column=self.features_column,
-            feature_columns=tuple(self.feature_columns) if self.feature_columns else None,
-            label_column=self.label_column,
-        )
+        spec = SliceSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SliceSpec)})
+        return dataclasses.replace(spec, feature_columns=tuple(spec.feature_columns) if spec.feature_columns else None)
+
+
+#: The resource's column fields are :class:`SliceSpec`'s own (one declaration for the resource, the CLI
+#: and the library), besides ``dim`` and ``id_type``.
+SliceContract = pydantic.create_model("SliceContract", __base__=_SliceContract, __module__=__name__,
+                                      __doc__=_SliceContract.__doc__,
+                                      **config_fields(SliceSpec, {f.name: {"min_length": 1} for f in dataclasses.fields(SliceSpec)}))
+
+
+class Seed(dg.ConfigurableResource):
+    """The project's one seed. Every step that draws at random uses it: ``samples`` (a seed per slice
+    derived from it and the partition key), ``coreset``, ``teacher``, ``student``, ``artifact``,
+    ``quality_report`` and ``drift``; so the same data and the same seed give the same artifact.
+
+    Set it once, for every step: ``resources: {seed: {config: {value: 7}}}``.
+    """
+
+    value: int = Field(0, ge=0, le=2**32 - 1)  # umap-learn's random_state takes a 32-bit seed
 
 
 class QualityGates(dg.ConfigurableResource):
@@ -79,11 +117,10 @@ class QualityGates(dg.ConfigurableResource):
     # model's map of the same validation rows, as a fraction of that map's spread
     stability_tolerance: float = Field(0.02, ge=0)
     k: int = Field(15, ge=1)
-    max_rows: int = Field(10_000, ge=1)  # validation rows the report and the gates measure on (seeded subsample)
+    max_rows: int = Field(10_000, ge=1)  # validation rows the report and the gates measure on (a subsample drawn with Seed)
     # kNN accuracy (and its gate) is measured on the labelled rows alone, when there are at least this
     # many labelled validation rows and as many labelled training rows; otherwise the gate says why not
     min_labelled_rows: int = Field(50, ge=1)
-    seed: int = Field(0, ge=0)
 
 
 class SingleWriterMessageReader(dg.PipesTempFileMessageReader):
@@ -107,15 +144,16 @@ class EmbeddingEngine(dg.ConfigurableResource):
     version) reach the run, and its memory is the embedding's alone, not the code location's.
     """
 
-    def settings(self) -> dict:
-        """The engine's name and settings, as :func:`umap_assets.engines.engine_named` takes them."""
+    def engine(self) -> Engine:
+        """The engine this resource declares (:mod:`umap_assets.engines`), with its settings."""
         raise NotImplementedError(f"{type(self).__name__} names no engine; bind LocalEmbedding or SparkEmbedding")
 
     def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
         """Embed ``source`` into ``destination``; returns the materialization's metadata."""
         import sys
 
-        extras = {"artifact": artifact, "source": source, "destination": destination, **self.settings()}
+        extras = {"artifact": artifact, "source": source, "destination": destination,
+                  "engine": engine_settings(self.engine())}
         # The op's context: given the asset's, Dagster 1.13's Pipes reads its deprecated ``run_id``.
         done = dg.PipesSubprocessClient(message_reader=SingleWriterMessageReader()).run(
             context=context.op_execution_context, extras=extras, command=[sys.executable, "-m", "umap_assets.embed_job"])
@@ -125,10 +163,10 @@ class EmbeddingEngine(dg.ConfigurableResource):
 class LocalEmbedding(EmbeddingEngine):
     """Streams each slice through the artifact, ``chunk_rows`` at a time, on this machine."""
 
-    chunk_rows: int = Field(CHUNK_ROWS, ge=1)
+    chunk_rows: int = Field(LocalEngine.chunk_rows, ge=1)
 
-    def settings(self) -> dict:
-        return {"engine": "local", "chunk_rows": self.chunk_rows}
+    def engine(self) -> LocalEngine:
+        return LocalEngine(self.chunk_rows)
 
 
 class SparkEmbedding(EmbeddingEngine):
@@ -139,11 +177,11 @@ class SparkEmbedding(EmbeddingEngine):
     pyarrow, not torch and not this package (see :mod:`umap_assets.engines`).
     """
 
-    master: str = Field(SPARK_MASTER, min_length=1)
+    master: str = Field(SparkEngine.master, min_length=1)
     conf: dict[str, str] = {}
 
-    def settings(self) -> dict:
-        return {"engine": "spark", "master": self.master, "conf": dict(self.conf)}
+    def engine(self) -> SparkEngine:
+        return SparkEngine(self.master, dict(self.conf))
 
 
 def embedding_engine_from_env() -> EmbeddingEngine:
@@ -157,6 +195,6 @@ def embedding_engine_from_env() -> EmbeddingEngine:
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
-        resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "quality_gates": QualityGates(),
-                   "embedding_engine": embedding_engine_from_env()}
+        resources={"warehouse": WarehouseResource(), "contract": SliceContract(), "seed": Seed(),
+                   "quality_gates": QualityGates(), "embedding_engine": embedding_engine_from_env()}
     )

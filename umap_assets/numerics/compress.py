@@ -144,7 +144,7 @@ def prune(result: StudentResult, X: np.ndarray, sparsity: float, steps: int, lea
         return pruned
     fields = {**result.config, "hidden": tuple(result.config["hidden"]), "steps": steps,
               "learning_rate": learning_rate, "graph_weight": 0.0, "noise_std": 0.0, "mix_weight": 0.0}
-    return train_student(X, result.transform(X), None, 1.0, 1.0, StudentConfig(**fields), init=pruned, masks=masks)
+    return train_student(X, result.transform(X), None, StudentConfig(**fields), init=pruned, masks=masks)
 
 
 def sparsity_of(model: nn.Sequential) -> dict[str, float]:

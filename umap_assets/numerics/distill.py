@@ -478,7 +478,60 @@ def coordinate_error(out: torch.Tensor, target: torch.Tensor, kind: str) -> torc
     raise ValueError(f"coord_loss must be 'squared' or 'distance', got {kind!r}")
 
 
-def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: float, scale: float,
+@dataclass(frozen=True)
+class FuzzyGraph:
+    """The teacher's fuzzy graph, with the curve ``q = 1 / (1 + a d^(2b))`` its layout was fitted with.
+
+    The cross-entropy needs both, so they travel together: from a :class:`~umap_assets.records.Teacher`
+    record (``teacher.fuzzy_graph``, the fit's own ``a`` and ``b``), or, for a graph of another origin,
+    with the curve umap-learn derives from ``min_dist`` and ``spread`` (:meth:`with_curve_for`).
+
+    Attributes
+    ----------
+    edges : sparse matrix of shape (n, n)
+        Edge weights over the first ``n`` distillation rows.
+    a, b : float
+        UMAP's curve parameters.
+    """
+
+    edges: sp.spmatrix
+    a: float
+    b: float
+
+    @classmethod
+    def with_curve_for(cls, edges: sp.spmatrix, min_dist: float, spread: float = 1.0) -> "FuzzyGraph":
+        """``edges`` with the curve that umap-learn fits for ``min_dist`` and ``spread`` (``find_ab_params``)."""
+        from umap.umap_ import find_ab_params
+
+        a, b = find_ab_params(spread, min_dist)
+        return cls(edges, float(a), float(b))
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """What every step's loss reads besides the step's own draws.
+
+    Attributes
+    ----------
+    Z : Tensor of float32, shape (n, k)
+        Preprocessed inputs of every row.
+    T : Tensor of float32, shape (n, n_components)
+        Normalised teacher coordinates of every row.
+    scale : float
+        Factor applied to the outputs before the cross-entropy (``prep.y_scale``), so that it sees
+        distances in the teacher's units.
+    a, b : float
+        UMAP's curve parameters (read only with edges).
+    """
+
+    Z: torch.Tensor
+    T: torch.Tensor
+    scale: float = 1.0
+    a: float = 1.0
+    b: float = 1.0
+
+
+def step_loss(model, inputs: LossInputs, rows, edges, *, config: StudentConfig,
               gen: torch.Generator) -> tuple[torch.Tensor, dict]:
     """One step's loss: coordinates of ``rows``; UMAP cross-entropy and neighbour interpolation on ``edges``.
 
@@ -486,10 +539,8 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
     ----------
     model : nn.Module
         The student network.
-    Z : Tensor of float32, shape (n, k)
-        Preprocessed inputs of every row.
-    T : Tensor of float32, shape (n, n_components)
-        Normalised teacher coordinates of every row.
+    inputs : LossInputs
+        Every row's inputs and targets, the output scale and the curve.
     rows : Tensor of int64, shape (batch_size,)
         Rows for the coordinate loss.
     edges : (ndarray, ndarray) or None
@@ -497,11 +548,6 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
         cross-entropy and interpolation terms.
     config : StudentConfig
         Loss weights, ``negative_samples``, ``repulsion_strength`` and ``noise_std``.
-    a, b : float
-        UMAP's curve parameters.
-    scale : float
-        Factor applied to the outputs before the cross-entropy (``prep.y_scale``), so that it sees
-        distances in the teacher's units.
     gen : torch.Generator
         Source of the input noise, interpolation points and negative shuffle.
 
@@ -513,6 +559,7 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
         ``{"coord": float, "graph": float}``: the unweighted coordinate and cross-entropy losses
         (``"graph"`` is 0.0 without edges).
     """
+    Z, T = inputs.Z, inputs.T
     graph_on = edges is not None and config.graph_weight > 0
     mix_on = edges is not None and config.mix_weight > 0
     parts = [Z[rows]]
@@ -539,7 +586,7 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
     rest = out[nr:]
     if graph_on:
         ne = len(heads)
-        graph = umap_cross_entropy(rest[:ne] * scale, rest[ne : 2 * ne] * scale, a, b,
+        graph = umap_cross_entropy(rest[:ne] * inputs.scale, rest[ne : 2 * ne] * inputs.scale, inputs.a, inputs.b,
                                    config.negative_samples, config.repulsion_strength, gen)
         loss = loss + config.graph_weight * graph
         parts_out["graph"] = graph.item()
@@ -552,9 +599,7 @@ def step_loss(model, Z, T, rows, edges, config: StudentConfig, a: float, b: floa
 def train_student(
     X: np.ndarray,
     Y: np.ndarray,
-    graph: sp.spmatrix | None,
-    a: float,
-    b: float,
+    graph: FuzzyGraph | None = None,
     config: StudentConfig = StudentConfig(),
     log=None,
     *,
@@ -569,10 +614,9 @@ def train_student(
         Distillation rows; the first ``graph.shape[0]`` of them are the rows of ``graph``.
     Y : ndarray of shape (n, n_components)
         The teacher's coordinates of ``X``.
-    graph : sparse matrix or None
-        The teacher's fuzzy graph over the first rows of ``X``; None trains on coordinates only.
-    a, b : float
-        UMAP's curve parameters (``umap.umap_.find_ab_params``).
+    graph : FuzzyGraph or None
+        The teacher's fuzzy graph over the first rows of ``X``, with its curve; None trains on
+        coordinates only.
     config : StudentConfig
         Network and schedule; ``StudentConfig()`` by default.
     log : callable, optional
@@ -598,10 +642,10 @@ def train_student(
     if config.steps < 1:
         raise ValueError(f"steps must be at least 1, got {config.steps}")
     with deterministic_torch(config.threads, config.seed):
-        return _train(X, Y, graph, a, b, config, log, init, masks or {})
+        return _train(X, Y, graph, config, log, init, masks or {})
 
 
-def _train(X, Y, graph, a, b, config: StudentConfig, log, init, masks) -> StudentResult:
+def _train(X, Y, graph: FuzzyGraph | None, config: StudentConfig, log, init, masks) -> StudentResult:
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -614,7 +658,9 @@ def _train(X, Y, graph, a, b, config: StudentConfig, log, init, masks) -> Studen
     order = rng.permutation(len(X))
     hold, train = torch.from_numpy(order[:n_hold]), order[n_hold:]
     uses_edges = config.graph_weight > 0 or config.mix_weight > 0
-    edges = EdgeSampler.of(graph) if graph is not None and uses_edges else None
+    edges = EdgeSampler.of(graph.edges) if graph is not None and uses_edges else None
+    curve = {"a": graph.a, "b": graph.b} if graph is not None else {}
+    inputs = LossInputs(Z, T, prep.y_scale, **curve)
     model = copy.deepcopy(init.model) if init is not None else build_mlp(Z.shape[1], tuple(config.hidden), Y.shape[1])
     params = dict(model.named_parameters())
 
@@ -634,7 +680,7 @@ def _train(X, Y, graph, a, b, config: StudentConfig, log, init, masks) -> Studen
         model.train()
         rows = next(batches)
         drawn = edges.draw(rng, config.edge_batch_size) if edges is not None else None
-        loss, parts = step_loss(model, Z, T, rows, drawn, config, a, b, prep.y_scale, gen)
+        loss, parts = step_loss(model, inputs, rows, drawn, config=config, gen=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse
 
 from ..numerics.align import Similarity
+from ..numerics.distill import FuzzyGraph
 from ._files import content_version, read, strings, write_once
 
 KIND = "teacher"
@@ -74,6 +75,11 @@ class Teacher:
 
     def replace(self, **changes) -> "Teacher":
         return dataclasses.replace(self, _estimator=[], **changes)
+
+    @property
+    def fuzzy_graph(self) -> FuzzyGraph:
+        """The graph and the curve (``a``, ``b``) the student's cross-entropy learns from."""
+        return FuzzyGraph(self.graph, self.a, self.b)
 
     @property
     def n_components(self) -> int:

@@ -95,7 +95,7 @@ def catalog_damage(wh: Warehouse) -> str | None:
     """Why ``warehouse.duckdb`` must be rebuilt (missing, not a DuckDB file, or without the tables and
     view the files call for); None when it is sound."""
     if not wh.duckdb_path.exists():
-        return "missing"
+        return "missing" if wh.files("raw_slices") else None  # a new home has nothing to catalogue yet
     try:
         with connect(wh) as con:
             con.execute("SELECT count(*) FROM slices").fetchone()

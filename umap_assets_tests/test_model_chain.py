@@ -8,7 +8,7 @@ import pytest
 
 from umap_assets.defs.ingest import raw_slices, samples
 from umap_assets.defs.embeddings import embeddings
-from umap_assets.defs.model import artifact, coreset, student, teacher
+from umap_assets.defs.model import TeacherConfig, artifact, coreset, student, teacher
 from umap_assets.defs.promotion import model
 from umap_assets.defs.quality import quality_report_gates, quality_report, stable_vs_previous
 from umap_assets.defs.resources import LocalEmbedding, QualityGates, Seed, SliceContract, WarehouseResource
@@ -95,19 +95,20 @@ def test_train_chain_end_to_end_with_gates(digits_home):
 def test_a_retraining_keeps_the_served_map_when_aligned(digits_home):
     home, _ = digits_home
 
-    def retrain(seed: int = 1, promote: bool = False, **teacher_config) -> tuple[dict, dict]:
-        """Another seed (the project's one): a retraining that is not the served model again."""
-        teacher_config = {**TRAIN_CONFIG["teacher"]["config"], **teacher_config}
+    def retrain(promote: bool = False, **teacher_config) -> tuple[dict, dict]:
+        """Another teacher fit of the same coreset (the project's seed, so the coreset, stay): a retraining
+        that is not the served model again. Its layout differs by its SGD (5 negative samples, not 10)."""
+        teacher_config = {**TRAIN_CONFIG["teacher"]["config"], "negative_sample_rate": 5, **teacher_config}
         config = {**TRAIN_CONFIG, "teacher": {"config": teacher_config}}
         steps = [coreset, teacher, student, artifact, quality_report] + ([model] if promote else [])
         with dg.instance_for_test() as instance:
-            result = _train(home, instance, config, selection=steps, seed=Seed(value=seed))
+            result = _train(home, instance, config, selection=steps, seed=Seed(value=0))
             assert result.success, [c.description for c in result.get_asset_check_evaluations()]
             fitted = result.asset_materializations_for_node("teacher")[0].metadata
         return fitted, json.loads((home / "reports" / "quality_report.json").read_text())
 
-    if not (home / "models" / "artifact.uart").exists():
-        retrain(seed=0, promote=True, align_to_served=False)  # something to be served, when this test runs alone
+    if not (home / "models" / "artifact.uart").exists():  # something to be served, when this test runs alone
+        retrain(promote=True, align_to_served=False, negative_sample_rate=TeacherConfig().negative_sample_rate)
     served = Projector.load(home / "models" / "artifact.uart").version
     _, unaligned = retrain(align_to_served=False)
     fitted, similar = retrain(keep_served_layout=False)

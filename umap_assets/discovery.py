@@ -28,7 +28,7 @@ import dagster as dg
 from .atomic import is_temp_name
 from .contract import file_identity, partition_key_for
 from .errors import is_contract_violation, root_cause
-from .history import latest_metadata
+from .history import latest_metadata, materializations, metadata_of
 
 #: The dynamic partitions: one per slice file.
 SLICES = "slices"
@@ -45,12 +45,17 @@ def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
 
 def home_identities(instance: dg.DagsterInstance) -> dict[str, str]:
     """Identity -> key of the file each slice of the home was ingested from (its newest ``raw_slices``).
-    The slices of the home are the ``slices`` partitions: a removed slice is no longer one."""
+    The slices of the home are the ``slices`` partitions: a removed slice is no longer one. One paged
+    read of the history, newest first, not a query per slice (a home may hold tens of thousands)."""
+    slices, newest = set(instance.get_dynamic_partitions(SLICES)), {}
+    for record in materializations(instance, "raw_slices"):
+        key = record.partition_key
+        if key in slices and key not in newest:
+            newest[key] = metadata_of(record, SOURCE_IDENTITY)
     found: dict[str, str] = {}
-    for key in sorted(instance.get_dynamic_partitions(SLICES)):
-        identity = ingested_identity(instance, key)
-        if identity:
-            found.setdefault(identity, key)
+    for key in sorted(newest):
+        if newest[key]:
+            found.setdefault(newest[key], key)
     return found
 
 

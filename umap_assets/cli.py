@@ -116,10 +116,13 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     with dg.DagsterInstance.get() as instance:
         limit_training(instance)  # the UI's queue then starts one training run at a time
-    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    # the `dagster` beside this interpreter: works with no virtualenv activated
-    dagster = Path(sys.executable).parent / "dagster"
-    cmd = [str(dagster) if dagster.exists() else "dagster", "dev", "-w", str(workspace), *args.dagster_args]
+    # `dg dev` in the project (its pyproject's [tool.dg]); the `dg` beside this interpreter, and this
+    # interpreter's virtualenv named, so it works with none activated
+    bin_dir = Path(sys.executable).parent
+    dg_cli = bin_dir / "dg"
+    cmd = [str(dg_cli) if dg_cli.exists() else "dg", "dev", *args.dagster_args]
+    os.environ["VIRTUAL_ENV"] = str(bin_dir.parent)
+    os.chdir(Path(__file__).resolve().parent.parent)
     print(f"DAGSTER_HOME={layout.dagster_home} {' '.join(cmd)}")
     os.execvpe(cmd[0], cmd, os.environ)
     return 0
@@ -219,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
     explore.set_defaults(func=_cmd_map)
 
-    ui = sub.add_parser("ui", help="run `dagster dev` on the instance under <home>/dagster")
+    ui = sub.add_parser("ui", help="run `dg dev` (the Dagster UI) on the instance under <home>/dagster")
     ui.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
-    ui.add_argument("dagster_args", nargs=argparse.REMAINDER, help="extra arguments for dagster dev")
+    ui.add_argument("dagster_args", nargs=argparse.REMAINDER, help="extra arguments for dg dev")
     ui.set_defaults(func=_cmd_ui)
     return parser
 

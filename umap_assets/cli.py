@@ -135,7 +135,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
 
     layout = Layout.at(args.home)
     try:
-        serve(Warehouse(root=layout.warehouse, duckdb_path=layout.duckdb_path), host=args.host, port=args.port,
+        serve(Warehouse.of(layout), host=args.host, port=args.port,
               max_points=args.max_points, open_browser=not args.no_browser, public=args.public, token=args.token)
     except MapUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

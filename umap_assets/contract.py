@@ -450,9 +450,18 @@ def _checked_labels(batch: pa.RecordBatch, spec: SliceSpec, counts: dict[str, in
     the labelled rows to ``counts``."""
     labels = batch.column(spec.label_column)
     labels = labels.cast(pa.int64()) if _label_type(labels.type) == "int64" else labels.cast(pa.string())
+    count_labels(labels, counts)
+    return labels
+
+
+def count_labels(labels: pa.Array | pa.ChunkedArray, counts: dict[str, int]) -> int:
+    """Add the counts of the labelled rows of ``labels`` to ``counts`` (by label, as text); the number
+    of unlabelled (null) rows."""
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks()
     for value, count in zip(*_value_counts(labels.drop_null())):
         counts[str(value)] = counts.get(str(value), 0) + count
-    return labels
+    return labels.null_count
 
 
 def _check_unique(path: Path, all_ids: pa.ChunkedArray, spec: SliceSpec) -> None:

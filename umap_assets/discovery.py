@@ -113,6 +113,11 @@ def look(incoming: Path) -> dict[str, str | None]:
     }
 
 
+def files_for_key(incoming: Path, key: str) -> list[Path]:
+    """The files of ``incoming`` whose partition key is ``key`` (one, unless two names collide)."""
+    return [p for p in sorted(incoming.glob("*.parquet")) if not is_temp_name(p.name) and partition_key_for(p) == key]
+
+
 def rejection(instance: dg.DagsterInstance, key: str, identity: str) -> str | None:
     """Why this very file broke the data contract, if its newest ingest did. A failure of the machine
     (a kill, a full disk, a read-only home) is no verdict on the file: None, it is retried."""

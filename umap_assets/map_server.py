@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from .contract import parquet_reader
 from .integrity import damaged_embeddings, rebuild_catalog
 from .pictures import map_columns, map_extent
-from .warehouse import Warehouse, published_embeddings
+from .warehouse import Warehouse, embeddings_view, published_embeddings
 
 #: What the page colours by: a column of the embeddings, as text. ``coverage`` (a row's distance to the
 #: training data over the held-out rows' median, written by ``embed``) is binned: about 1 is like the
@@ -103,10 +103,7 @@ class MapData:
         """A connection whose ``embeddings`` view reads this version's files, whatever the catalogue
         has published since: every answer of one :class:`MapData` comes from one model."""
         con = duckdb.connect()
-        paths = ", ".join(f"'{str(f).replace(chr(39), chr(39) * 2)}'" for f in self.files)
-        con.execute(f"""CREATE TEMP VIEW embeddings AS
-            SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename)
-            FROM read_parquet([{paths}], filename = true, union_by_name = true)""")
+        con.execute(embeddings_view([str(f) for f in self.files], temp=True))
         return con
 
     def _query(self, sql: str, params: list | None = None) -> list[tuple]:

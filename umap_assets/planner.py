@@ -29,7 +29,7 @@ from .discovery import IDENTITY_TAG, SLICES, discover_slices, failed_attempts, i
 from .history import latest, materializations, metadata_of
 from .home import TRAINING_POOL
 
-INGEST_JOB, TRAIN_JOB, EMBED_JOB = "ingest_slice", "train_model", "embed_slice"
+INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB = "ingest_slice", "train_model", "embed_slice", "remove_slice"
 #: Why a ``train_model`` run was requested.
 RETRAIN_TAG = "umap_assets/retrain_reason"
 #: The process that launched a run in-process (``host:pid``), so a later run can tell a dead one.
@@ -94,7 +94,8 @@ def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str
         if resume or (time.time() if now is None else now) >= ended + retry_after(failed):
             steps.append(Step(INGEST_JOB, f.path.name, partition=f.key, tags=ingest_tags(f),
                               run_key=f"{f.key}:{f.identity}" + (f":retry-{failed}" if failed else "")))
-    ready = [f for f in ready if f.key in {s.partition for s in steps}]
+    started = {s.partition for s in steps}
+    ready = [f for f in ready if f.key in started]
     copies = {name: f"same content as slice '{key}' ({up_to_date.get(key, key)}); not ingested twice"
               for name, key in found.copies.items()}
     return IngestPlan(steps, sorted({f.key for f in ready} - known), up_to_date, found.waiting, found.rejected,

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .atomic import is_temp_name
-from .contract import file_identity, partition_key_for
+from .contract import file_identity
 from .history import latest_metadata
 from .home import Layout
 from .integrity import find_damage
@@ -35,10 +34,6 @@ class RepairPlan:
     steps: list[Step] = field(default_factory=list)  # runs that re-derive damaged files
     notes: list[str] = field(default_factory=list)  # what was put right here, one line each
     named: dict[str, str] = field(default_factory=dict)  # label -> why it cannot be put right
-
-
-def warehouse_of(layout: Layout) -> Warehouse:
-    return Warehouse(root=layout.warehouse, duckdb_path=layout.duckdb_path)
 
 
 def restore_served(instance: dg.DagsterInstance, layout: Layout) -> str:
@@ -74,7 +69,7 @@ def restore_records(instance: dg.DagsterInstance, layout: Layout) -> str:
     one line on it, or ""."""
     from .history import latest
 
-    wh, restored = warehouse_of(layout), []
+    wh, restored = Warehouse.of(layout), []
     for key in wh.keys("raw_slices"):
         if (wh.table_dir(CATALOG) / f"{key}.json").exists() or (record := latest(instance, "raw_slices", key)) is None:
             continue
@@ -92,16 +87,18 @@ def restore_records(instance: dg.DagsterInstance, layout: Layout) -> str:
 
 
 def source_of(incoming: Path, key: str) -> Path | None:
-    """The file in ``incoming`` whose partition key is ``key``, if one is there."""
-    found = [p for p in sorted(incoming.glob("*.parquet")) if not is_temp_name(p.name) and partition_key_for(p) == key]
+    """The file in ``incoming`` whose partition key is ``key``, if exactly one is there."""
+    from .discovery import files_for_key
+
+    found = files_for_key(incoming, key)
     return found[0] if len(found) == 1 else None
 
 
 def plan_repairs(layout: Layout, served: str | None) -> RepairPlan:
     """Find the damaged warehouse files and say how each is re-derived (or why it cannot be)."""
-    from .discovery import IDENTITY_TAG
+    from .discovery import SliceFile, ingest_tags
 
-    wh, plan = warehouse_of(layout), RepairPlan()
+    wh, plan = Warehouse.of(layout), RepairPlan()
     damage = find_damage(wh, (published_embeddings(wh).get("current"), served))
     reingest = {d.key for d in damage if d.table == "raw_slices"}
     for d in damage:
@@ -113,8 +110,9 @@ def plan_repairs(layout: Layout, served: str | None) -> RepairPlan:
                                                       "/: put it back there to ingest it again")
                 continue
             plan.notes.append(f"{line}; ingesting it again from {source.name}")
+            item = SliceFile(d.key, source, file_identity(source) or "")
             plan.steps.append(Step(INGEST_JOB, f"{source.name} (again: its warehouse copy was damaged)", partition=d.key,
-                                   tags={"umap_assets/source": str(source), IDENTITY_TAG: file_identity(source) or ""}))
+                                   tags=ingest_tags(item)))
         elif d.table == "samples" and d.key not in reingest:
             plan.notes.append(f"{line}; drawing it again from its slice")
             plan.steps.append(Step(INGEST_JOB, f"samples[{d.key}]", partition=d.key, assets=("samples",)))

@@ -257,19 +257,20 @@ def run_pipeline(home: str | None = None, *, say=print, force: bool = False, ret
 def home_slices(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
     """Every slice in the home: the ``slices`` partitions whose rows are in the warehouse, whether or
     not their file is still in ``incoming/``."""
-    from .repair import warehouse_of
+    from .warehouse import Warehouse
 
-    return sorted(set(warehouse_of(layout).keys("raw_slices")) & set(instance.get_dynamic_partitions(SLICES)))
+    return sorted(set(Warehouse.of(layout).keys("raw_slices")) & set(instance.get_dynamic_partitions(SLICES)))
 
 
 def _repair(run: Runner, layout: Layout) -> None:
     """Put the home's own files right before planning (:mod:`umap_assets.repair`): the served artifact,
     the DuckDB catalogue, and each damaged warehouse file, re-derived from its source or named."""
     from .integrity import rebuild_catalog
-    from .repair import plan_repairs, restore_records, restore_served, warehouse_of
+    from .repair import plan_repairs, restore_records, restore_served
+    from .warehouse import Warehouse
 
     for line in (restore_served(run.instance, layout), restore_records(run.instance, layout),
-                 rebuild_catalog(warehouse_of(layout))):
+                 rebuild_catalog(Warehouse.of(layout))):
         if line:
             run.say(f"  {line}")
     plan = plan_repairs(layout, _served(layout))
@@ -288,10 +289,9 @@ def _embed(run: Runner, layout: Layout, keys: list[str]) -> None:
     """Embed every slice of the home that is stale against the served model, publish the map once
     all are done, and say in one line where the map stands; a map that is not complete fails the run."""
     from .defs.embeddings import EmbeddingsConfig
-    from .repair import warehouse_of
-    from .warehouse import map_status, publish_embeddings
+    from .warehouse import Warehouse, map_status, publish_embeddings
 
-    served, wh = _served(layout), warehouse_of(layout)
+    served, wh = _served(layout), Warehouse.of(layout)
     run.say("embed: embeddings and drift, per slice")
     steps = {s.partition: s for s in planner.plan_maps(run.instance, keys, served, present=set(wh.embedded_keys(served)))}
     for key in keys:
@@ -301,25 +301,26 @@ def _embed(run: Runner, layout: Layout, keys: list[str]) -> None:
             run.say(f"  up to date  embeddings[{key}]")
     status = map_status(wh, served, keys)
     if not status.stale and status.view != served:  # every file is there, but no embedding ran to publish them
-        keep = (((run.config or {}).get("ops") or {}).get("embeddings") or {}).get("config", {}).get("keep_versions")
-        publish_embeddings(wh, served, keys, keep=keep or EmbeddingsConfig().keep_versions)
+        config = EmbeddingsConfig(**(((run.config or {}).get("ops") or {}).get("embeddings") or {}).get("config", {}))
+        publish_embeddings(wh, served, keys, keep=config.keep_versions)
         status = map_status(wh, served, keys)
     run.say(f"  {status.line()}")
     if not status.complete:
         run.summary.failed["map"] = status.line()
 
 
-def _ingest(run: Runner, layout: Layout, force: bool) -> list[str]:
+def _ingest(run: Runner, layout: Layout, force: bool) -> None:
     """Look at ``incoming`` twice (a file must be unchanged between the looks) and ingest what the
-    planner finds ready; the keys of the slices ingested now or before."""
-    previous, done = {}, []
+    planner finds ready; one line for each file of ``incoming``."""
+    previous = {}
     while True:
         plan = planner.plan_ingest(run.instance, layout.incoming, previous, force=force, resume=True)
         if plan.new_partitions:
             run.instance.add_dynamic_partitions(SLICES, plan.new_partitions)
         if plan.steps:
             run.say("ingest: raw_slices + samples, per slice")
-        done += [step.partition for step in plan.steps if run.execute(step)]
+        for step in plan.steps:
+            run.execute(step)
         if previous or not plan.waiting:
             break
         previous = plan.seen
@@ -334,7 +335,6 @@ def _ingest(run: Runner, layout: Layout, force: bool) -> list[str]:
     for name, reason in {**plan.rejected, **_unready(plan.waiting)}.items():
         run.summary.failed[name] = reason
         run.say(f"  skipped {name}: {reason}")
-    return sorted(set(done) | set(plan.up_to_date) | set(home_slices(run.instance, layout)))
 
 
 def _train(run: Runner, layout: Layout, handled: int, retrain: bool) -> bool:
@@ -362,9 +362,7 @@ def _train(run: Runner, layout: Layout, handled: int, retrain: bool) -> bool:
 def _served(layout: Layout) -> str | None:
     """The version of the served model, or None."""
     from .model_store import ModelStore
-    from .runtime import Projector
-
-    from .runtime import ArtifactError
+    from .runtime import ArtifactError, Projector
 
     path = ModelStore(layout).artifact_path
     try:

@@ -11,9 +11,7 @@ from .contract import partition_key_for
 from .discovery import SLICES
 from .home import HOME_ENV, Layout, prepare_instance_home
 from .runner import Busy, Runner, RunSummary
-from .planner import Step, busy
-
-REMOVE_JOB = "remove_slice"
+from .planner import REMOVE_JOB, Step, busy
 
 
 def slice_key(name: str) -> str:

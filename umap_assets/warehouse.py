@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, held_lock, is_temp_name, sweep_stale_temps, temp_path_for
-from .contract import (CHUNK_ROWS, DamagedFile, RefusedRows, SliceError, SliceSpec, SliceSummary, is_checksum_error,
-                       iter_validated_batches,
-                       parquet_reader, write_options)
+from .contract import (CHUNK_ROWS, DamagedFile, RefusedRows, SliceError, SliceSpec, SliceSummary, count_labels,
+                       is_checksum_error, iter_validated_batches, parquet_reader, write_options)
+from .home import Layout
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -31,6 +31,11 @@ class Warehouse:
 
     root: Path
     duckdb_path: Path
+
+    @classmethod
+    def of(cls, layout: Layout) -> Warehouse:
+        """The warehouse of a home: ``<home>/warehouse`` and ``<home>/warehouse.duckdb``."""
+        return cls(root=layout.warehouse, duckdb_path=layout.duckdb_path)
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -158,10 +163,7 @@ def _write_without(staged: Path, tmp: Path, refused: tuple[pa.Array, str], batch
         for table in regrouped(kept, batch_rows):
             writer.write_table(table)
             if "label" in table.column_names:
-                labels = table.column("label")
-                unlabelled += labels.null_count
-                for item in pc.value_counts(labels.drop_null().combine_chunks()).to_pylist():
-                    counts[str(item["values"])] = counts.get(str(item["values"]), 0) + item["counts"]
+                unlabelled += count_labels(table.column("label"), counts)
     summary.rows -= len(ids)
     if "label" in reader.schema_arrow.names:  # the labels of the rows kept
         summary.label_counts, summary.unlabelled = dict(sorted(counts.items())), unlabelled
@@ -271,10 +273,7 @@ def publish_catalog(wh: Warehouse, *, timeout_s: float = 60.0) -> Path:
                              json.dumps(r.get("label_counts", {})), r["ingested_at"]])
             current = published_embeddings(wh).get("current")
             if current and wh.embedded_keys(current):
-                glob = _sql_text(str(wh.embeddings_dir(current).relative_to(home) / "*.parquet"))
-                con.execute(f"""CREATE VIEW embeddings AS
-                    SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename)
-                    FROM read_parquet('{glob}', filename = true, union_by_name = true)""")
+                con.execute(embeddings_view([str(wh.embeddings_dir(current).relative_to(home) / "*.parquet")]))
         finally:
             con.close()
     return wh.duckdb_path
@@ -397,6 +396,15 @@ def home_relative(path: Path, home: Path) -> str:
 
 def _sql_text(text: str) -> str:
     return text.replace("'", "''")
+
+
+def embeddings_view(paths: list[str], *, temp: bool = False) -> str:
+    """The one definition of the ``embeddings`` view: the rows of the files (or globs) ``paths``, each
+    with its ``slice``, the name of its file."""
+    files = ", ".join(f"'{_sql_text(p)}'" for p in paths)
+    return (f"CREATE {'TEMP ' if temp else ''}VIEW embeddings AS "
+            "SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename) "
+            f"FROM read_parquet([{files}], filename = true, union_by_name = true)")
 
 
 SLICES_DDL = """CREATE TABLE slices (

@@ -13,11 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ..discovery import SOURCE_IDENTITY
+from ..discovery import SOURCE_IDENTITY, files_for_key
 from ..planner import INGEST_JOB
-from ..atomic import is_temp_name
-from ..contract import (CHUNK_ROWS, SliceError, features_matrix, file_identity, iter_chunks, parquet_reader,
-                        partition_key_for, read_verified)
+from ..contract import SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, read_verified
 from ..errors import CONTRACT_VIOLATION, NOTICE, describe_os_error
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
 from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, held_out_ids, stratified_sample
@@ -31,11 +29,7 @@ GROUP = INGEST
 
 def find_incoming_file(incoming: Path, key: str) -> Path:
     """The file in ``incoming`` whose partition key is ``key``."""
-    matches = [
-        p
-        for p in sorted(incoming.glob("*.parquet"))
-        if not is_temp_name(p.name) and partition_key_for(p) == key
-    ]
+    matches = files_for_key(incoming, key)
     if not matches:
         raise dg.Failure(f"slice '{key}': no Parquet file in {incoming} has this partition key")
     if len(matches) > 1:
@@ -175,7 +169,9 @@ def samples(
     slice_seed = derive_seed(seed.value, key)
     source_file = parquet_reader(source)
     n_rows = source_file.metadata.num_rows
-    labels = read_verified(source, columns=["label"]).column("label") if "label" in source_file.schema_arrow.names else None
+    has_label = "label" in source_file.schema_arrow.names
+    columns = read_verified(source, columns=["id", "label"] if has_label else ["id"])
+    labels = columns.column("label") if has_label else None
     if labels is not None and labels.null_count < len(labels):
         strata_kind = "label"
         strata = label_strata(labels)
@@ -183,7 +179,7 @@ def samples(
         strata_kind = "kmeans"
         strata = streamed_cluster_strata(source, n_rows, config, slice_seed)
     rate = effective_rate(n_rows, config.rate, config.max_rows)
-    held = held_out_ids(read_verified(source, columns=["id"]).column("id"), config.validation_fraction, seed.value)
+    held = held_out_ids(columns.column("id"), config.validation_fraction, seed.value)
     sample = stratified_sample(strata, rate=rate, floor=config.floor, validation_fraction=config.validation_fraction,
                                seed=slice_seed, held_out=held)
     picked = take_rows(source, sample.indices)  # only the sampled rows are ever in memory

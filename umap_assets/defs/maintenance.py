@@ -2,14 +2,11 @@
 
 import dagster as dg
 
-from ..contract import partition_key_for
-from ..discovery import SLICES
+from ..discovery import SLICES, files_for_key
+from ..planner import REMOVE_JOB
 from ..warehouse import home_relative, remove_slice_files
 from .partitions import slices_partitions
 from .resources import WarehouseResource
-
-REMOVE_JOB = "remove_slice"
-
 
 @dg.op
 def remove_slice_rows(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
@@ -21,9 +18,9 @@ def remove_slice_rows(context: dg.OpExecutionContext, warehouse: WarehouseResour
     """
     key = context.partition_key
     layout = warehouse.layout()
-    present = [p.name for p in sorted(layout.incoming.glob("*.parquet")) if partition_key_for(p) == key]
+    present = files_for_key(layout.incoming, key)
     if present:
-        raise dg.Failure(f"slice '{key}': its file {present[0]} is still in {layout.incoming}; move or delete it "
+        raise dg.Failure(f"slice '{key}': its file {present[0].name} is still in {layout.incoming}; move or delete it "
                          "first, or the next run ingests it again")
     removed = remove_slice_files(warehouse.warehouse(), key)
     context.instance.delete_dynamic_partition(SLICES, key)

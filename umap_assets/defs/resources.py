@@ -29,8 +29,7 @@ class WarehouseResource(dg.ConfigurableResource):
         return Layout.at(self.home).ensure()
 
     def warehouse(self) -> Warehouse:
-        layout = self.layout()
-        return Warehouse(root=layout.warehouse, duckdb_path=layout.duckdb_path)
+        return Warehouse.of(self.layout())
 
     def store(self) -> ModelStore:
         """Where the training chain keeps its records and artifacts."""

@@ -2,7 +2,8 @@
 
 ``python -m umap_assets.embed_job`` reads its job from the Pipes extras (``artifact``, ``source``,
 ``destination``, and ``engine``: the engine's dataclass as :func:`umap_assets.engines.engine_settings`
-wrote it), runs it with :func:`umap_assets.engines.embed`, and reports its logs and the
+wrote it; ``ordered``: sort the file along the map's curve, :mod:`umap_assets.spatial`), runs it with
+:func:`umap_assets.engines.embed`, and reports its logs and the
 materialization's metadata (rows, rows/s, peak memory, artifact version) back to the run that
 launched it (:class:`umap_assets.defs.resources.EmbeddingEngine`).
 
@@ -23,7 +24,7 @@ def main() -> None:
         engine = engine_from_settings(job["engine"])
         where = f" on {engine.master}" if hasattr(engine, "master") else ""
         pipes.log.info(f"{engine.name}: embedding {job['source']}{where}")
-        stats = embed(engine, job["artifact"], job["source"], job["destination"])
+        stats = embed(engine, job["artifact"], job["source"], job["destination"], ordered=bool(job.get("ordered")))
         pipes.log.info(f"{engine.name}: {stats.rows:,} rows in {stats.seconds:.1f}s ({stats.rows_per_s:,.0f} rows/s, "
                        f"peak {stats.peak_rss_bytes / 2**20:,.0f} MB) with artifact {stats.artifact_version}")
         pipes.report_asset_materialization(metadata=stats.metadata(engine.name))

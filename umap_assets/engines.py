@@ -204,12 +204,30 @@ def engine_from_settings(settings: dict) -> Engine:
 
 
 def embed(engine: Engine, artifact: str | Path, source: str | Path, destination: str | Path,
-          spec: SliceSpec = SliceSpec(), *, models_dirs: tuple[Path, ...] = ()) -> EmbedStats:
+          spec: SliceSpec = SliceSpec(), *, models_dirs: tuple[Path, ...] = (), ordered: bool = False) -> EmbedStats:
     """Embed every row of ``source`` into ``destination`` with ``engine``: the one way to run an engine.
 
     Every engine gets the same checked job (:func:`prepare_job`) and writes the same schema atomically.
+    With ``ordered`` (the warehouse's embeddings), whatever engine ran, the file is finalised in one
+    place: its rows sorted along the curve of the version's frame, with its id index
+    (:func:`umap_assets.spatial.write_ordered`; the frame lives in ``destination``'s folder).
     """
-    return engine.run(prepare_job(artifact, source, destination, spec, models_dirs))
+    job = prepare_job(artifact, source, destination, spec, models_dirs)
+    if not ordered:
+        return engine.run(job)
+    from dataclasses import replace
+
+    from .atomic import temp_path_for
+    from .spatial import version_frame, write_ordered
+
+    staged = temp_path_for(job.destination)
+    try:
+        stats = engine.run(replace(job, destination=staged))
+        frame = version_frame(job.destination.parent, job.projector, staged)
+        order = write_ordered(staged, job.destination, frame)
+    finally:
+        staged.unlink(missing_ok=True)
+    return replace(stats, output=str(job.destination), seconds=stats.seconds + order.seconds)
 
 
 def spark_session(master: str, conf: dict[str, str] | None = None, app_name: str = "umap-assets"):

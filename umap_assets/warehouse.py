@@ -59,6 +59,12 @@ class Warehouse:
     def embeddings_path(self, version: str, key: str) -> Path:
         return self.embeddings_dir(version) / f"{key}.parquet"
 
+    def slice_map_files(self, version: str, key: str) -> list[Path]:
+        """One slice's files of one version: its embeddings, their id index and their partial tiles
+        (``ids/<key>.parquet``, ``tiles/<key>.parquet``: :mod:`umap_assets.spatial`, :mod:`umap_assets.tiles`)."""
+        directory = self.embeddings_dir(version)
+        return [directory / f"{key}.parquet", directory / "ids" / f"{key}.parquet", directory / "tiles" / f"{key}.parquet"]
+
     def embedded_keys(self, version: str) -> list[str]:
         directory = self.embeddings_dir(version)
         return sorted(p.stem for p in directory.glob("*.parquet") if not is_temp_name(p.name)) if directory.exists() else []
@@ -285,7 +291,7 @@ def remove_slice_files(wh: Warehouse, key: str, *, timeout_s: float = 60.0) -> l
     the ``embeddings`` view no longer hold it. Returns the files deleted."""
     files = [wh.table_path("raw_slices", key), wh.table_path("samples", key), wh.table_dir(CATALOG) / f"{key}.json"]
     if wh.table_dir(EMBEDDINGS).exists():
-        files += [d / f"{key}.parquet" for d in sorted(wh.table_dir(EMBEDDINGS).iterdir()) if d.is_dir()]
+        files += [f for d in sorted(wh.table_dir(EMBEDDINGS).iterdir()) if d.is_dir() for f in wh.slice_map_files(d.name, key)]
     removed = [path for path in files if path.exists()]
     with _catalog_lock(wh, timeout_s):  # no rebuild lists the record while it goes
         for path in removed:

@@ -247,7 +247,14 @@ def test_embeddings_asset_embeds_in_its_own_process_through_pipes(projector_file
     assert 0 < metadata["peak_rss_mb"].value < 400, "the embedding process holds no torch, umap-learn or Dagster"
     assert metadata["map"].value.startswith("![s1](data:image/png;base64,"), "the asset page shows the slice's map"
     assert any("local: embedding" in m for m in logs) and any("rows/s" in m for m in logs), "its logs reach the run"
-    np.testing.assert_array_equal(pq.read_table(output).column("id").to_numpy(), np.arange(3000))
+    ids = pq.read_table(output).column("id").to_numpy()
+    np.testing.assert_array_equal(np.sort(ids), np.arange(3000))  # every row once, in the map's spatial order:
+    from umap_assets.spatial import MapFrame, id_index_path, is_ordered
+
+    assert is_ordered(output, MapFrame.load(output.parent / "frame.json")) and not np.array_equal(ids, np.arange(3000))
+    index = pq.read_table(id_index_path(output))
+    np.testing.assert_array_equal(index.column("id").to_numpy(), np.arange(3000))
+    np.testing.assert_array_equal(ids[index.column("row").to_numpy()], np.arange(3000)), "the id index finds each row"
 
 
 @pytest.mark.spark

@@ -55,7 +55,7 @@ def embeddings(
     artifact = store.versioned_artifact_path(version)  # immutable: a promotion meanwhile cannot mix versions
     destination = wh.embeddings_path(version, key)
     metadata = embedding_engine.embed(context, str(artifact if artifact.exists() else store.artifact_path),
-                                      str(wh.table_path("raw_slices", key)), str(destination))
+                                      str(wh.table_path("raw_slices", key)), str(destination), ordered=True)
     published = publish_embeddings(wh, version, wh.keys("raw_slices"), keep=config.keep_versions)
     status = map_status(wh, version, wh.keys("raw_slices"))
     context.log.info(status.line() + ("" if published else f"; {version} is published once every slice is embedded with it"))

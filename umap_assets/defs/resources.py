@@ -147,12 +147,14 @@ class EmbeddingEngine(dg.ConfigurableResource):
         """The engine this resource declares (:mod:`umap_assets.engines`), with its settings."""
         raise NotImplementedError(f"{type(self).__name__} names no engine; bind LocalEmbedding or SparkEmbedding")
 
-    def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str) -> dict:
-        """Embed ``source`` into ``destination``; returns the materialization's metadata."""
+    def embed(self, context: dg.AssetExecutionContext, artifact: str, source: str, destination: str,
+              ordered: bool = False) -> dict:
+        """Embed ``source`` into ``destination``; returns the materialization's metadata. ``ordered``:
+        in the map's spatial order, with an id index (:mod:`umap_assets.spatial`)."""
         import sys
 
         extras = {"artifact": artifact, "source": source, "destination": destination,
-                  "engine": engine_settings(self.engine())}
+                  "engine": engine_settings(self.engine()), "ordered": ordered}
         # The op's context: given the asset's, Dagster 1.13's Pipes reads its deprecated ``run_id``.
         done = dg.PipesSubprocessClient(message_reader=SingleWriterMessageReader()).run(
             context=context.op_execution_context, extras=extras, command=[sys.executable, "-m", "umap_assets.embed_job"])

@@ -191,12 +191,14 @@ def coverage_summary(measured: dict[str, dict]) -> str:
 
 
 def plan_maps(instance: dg.DagsterInstance, keys: list[str], served_version: str | None, *,
-              present: set[str] | None = None) -> list[Step]:
+              present: set[str] | None = None, tiled: set[str] | None = None) -> list[Step]:
     """The slices among ``keys`` (every slice in the home, wherever its file is now) whose ``embeddings``
     are missing, older than their ``raw_slices``, made by another model than ``served_version``, or,
     given ``present`` (the keys whose embeddings file by ``served_version`` is on disk), whose file is
-    gone: ``embed_slice`` for each, only ``embeddings`` where ``drift`` is current (measured after the
-    slice's samples and the served model)."""
+    gone: ``embed_slice`` for each, only ``embeddings`` and ``map_tiles`` where ``drift`` is current
+    (measured after the slice's samples and the served model). Given ``tiled`` (the keys whose partial
+    tiles by ``served_version`` are on disk), a slice whose map is current but whose tiles are not
+    gets ``map_tiles`` alone."""
     if served_version is None:
         return []
     promoted = latest(instance, "model")
@@ -206,12 +208,14 @@ def plan_maps(instance: dg.DagsterInstance, keys: list[str], served_version: str
         if (made is not None and (raw is None or raw.storage_id < made.storage_id)
                 and metadata_of(made, "artifact_version") == served_version
                 and (present is None or key in present)):
+            if tiled is not None and key not in tiled:
+                steps.append(Step(EMBED_JOB, f"map_tiles[{key}]", partition=key, assets=("map_tiles",)))
             continue
         measured, sampled = latest(instance, "drift", key), latest(instance, "samples", key)
         current = (measured is not None and promoted is not None and measured.storage_id > promoted.storage_id
                    and (sampled is None or measured.storage_id > sampled.storage_id))
         steps.append(Step(EMBED_JOB, f"embeddings[{key}]", partition=key,
-                          assets=("embeddings",) if current else None))
+                          assets=("embeddings", "map_tiles") if current else None))
     return steps
 
 

@@ -289,11 +289,13 @@ def _embed(run: Runner, layout: Layout, keys: list[str]) -> None:
     """Embed every slice of the home that is stale against the served model, publish the map once
     all are done, and say in one line where the map stands; a map that is not complete fails the run."""
     from .defs.embeddings import EmbeddingsConfig
+    from .tiles import tiled_keys
     from .warehouse import Warehouse, map_status, publish_embeddings
 
     served, wh = _served(layout), Warehouse.of(layout)
-    run.say("embed: embeddings and drift, per slice")
-    steps = {s.partition: s for s in planner.plan_maps(run.instance, keys, served, present=set(wh.embedded_keys(served)))}
+    run.say("embed: embeddings, tiles and drift, per slice")
+    steps = {s.partition: s for s in planner.plan_maps(run.instance, keys, served, present=set(wh.embedded_keys(served)),
+                                                        tiled=set(tiled_keys(wh.embeddings_dir(served))))}
     for key in keys:
         if key in steps:
             run.execute(steps[key])

@@ -1,0 +1,198 @@
+"""The map at any scale: spatial order, viewport/neighbour/selection queries and the tile pyramid."""
+
+import shutil
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from umap_assets.artifacts import build_artifact
+from umap_assets.demo_data import synthetic_chunk, write_slice
+from umap_assets.engines import LocalEngine, embed
+from umap_assets.map_index import MapIndex, Region
+from umap_assets.numerics import compress
+from umap_assets.numerics.distill import StudentConfig, train_student
+from umap_assets.spatial import MapFrame, hilbert_keys, id_index_path, is_ordered, write_ordered
+from umap_assets.tiles import TILE_BINS, TileIndex, tiles_path, write_partial_tiles
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    X, _ = synthetic_chunk(0, 2000, dim=16, n_clusters=4, seed=2)
+    result = train_student(X, X[:, :2] * 0.5, None, StudentConfig(hidden=(32, 32), input_pca_dim=None, steps=4,
+                                                                   graph_weight=0.0, seed=0))
+    path = tmp_path_factory.mktemp("art") / "a.uart"
+    path.write_bytes(build_artifact(compress.fold_layers(result)))
+    return path
+
+
+def _slice(path, n, first_id):
+    X, y = synthetic_chunk(first_id, n, dim=16, n_clusters=4, seed=2)
+    return write_slice(path, np.arange(n) + first_id, X, y)
+
+
+@pytest.fixture(scope="module")
+def version_dir(artifact, tmp_path_factory):
+    """A version's folder as the warehouse holds it: two slices of 30,000 rows, ordered, with id indexes."""
+    root = tmp_path_factory.mktemp("home")
+    for number, key in enumerate(("s1", "s2")):
+        src = _slice(root / f"{key}-in.parquet", 30_000, number * 1_000_000)
+        embed(LocalEngine(chunk_rows=4096), artifact, src, root / "v" / f"{key}.parquet", ordered=True)
+    return root / "v"
+
+
+@pytest.fixture(scope="module")
+def fine_dir(version_dir):
+    """The same version with row groups of 1,024 rows (59 of them), so pruning shows on small slices."""
+    fine = version_dir.parent / "fine"
+    fine.mkdir()
+    shutil.copy(version_dir / "frame.json", fine / "frame.json")
+    for key in ("s1", "s2"):
+        write_ordered(version_dir / f"{key}.parquet", fine / f"{key}.parquet", MapFrame.load(fine / "frame.json"),
+                      row_group_rows=1024)
+    return fine
+
+
+def _all(version_dir):
+    return duckdb.sql(f"SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * FROM "
+                      f"read_parquet('{version_dir}/*.parquet', filename = true)").df()
+
+
+def test_hilbert_keys_visit_every_cell_once_by_steps_to_a_neighbour():
+    cx, cy = np.meshgrid(np.arange(16), np.arange(16))
+    keys = hilbert_keys(cx.ravel(), cy.ravel(), bits=4)
+    assert sorted(keys) == list(range(256))
+    order = np.argsort(keys)
+    steps = np.abs(np.diff(cx.ravel()[order])) + np.abs(np.diff(cy.ravel()[order]))
+    assert (steps == 1).all(), "each next cell on the curve touches the one before"
+
+
+def test_ordered_embeddings_hold_the_same_rows_in_curve_order(artifact, version_dir, tmp_path):
+    plain = embed(LocalEngine(chunk_rows=4096), artifact, version_dir.parent / "s1-in.parquet", tmp_path / "plain.parquet")
+    a = pq.read_table(tmp_path / "plain.parquet").to_pandas().sort_values("id").reset_index(drop=True)
+    ordered = version_dir / "s1.parquet"
+    b = pq.read_table(ordered).to_pandas()
+    assert plain.rows == len(b) == 30_000 and not b["id"].is_monotonic_increasing
+    b = b.sort_values("id").reset_index(drop=True)
+    assert (a == b).all().all(), "the same rows, values and schema, only reordered"
+    assert pq.read_schema(ordered).equals(pq.read_schema(tmp_path / "plain.parquet"))
+    frame = MapFrame.load(version_dir / "frame.json")
+    assert is_ordered(ordered, frame) and not is_ordered(tmp_path / "plain.parquet", frame)
+    md = pq.read_metadata(ordered)
+    assert md.num_row_groups == -(-30_000 // 8192) and max(md.row_group(g).num_rows for g in range(md.num_row_groups)) <= 8192
+    index = pq.read_table(id_index_path(ordered))
+    ids = pq.read_table(ordered).column("id").to_numpy()
+    np.testing.assert_array_equal(ids[index.column("row").to_numpy()], index.column("id").to_numpy())
+    assert (np.diff(index.column("id").to_numpy()) > 0).all()
+
+
+def test_a_viewport_reads_only_the_row_groups_in_view_and_matches_a_full_scan(fine_dir):
+    index = MapIndex(sorted(fine_dir.glob("*.parquet")))
+    rows = _all(fine_dir)
+    cx, cy = rows["x"].median(), rows["y"].median()
+    w = (rows["x"].max() - rows["x"].min()) / 40
+    got = index.viewport(cx - w, cy - w, cx + w, cy + w, cap=100_000)
+    truth = rows[(rows.x >= cx - w) & (rows.x <= cx + w) & (rows.y >= cy - w) & (rows.y <= cy + w)]
+    assert len(truth) > 50 and got.complete
+    assert sorted(zip(got.table.column("slice").to_pylist(), got.table.column("id").to_pylist())) == \
+        sorted(zip(truth["slice"], truth["id"]))
+    assert got.groups_total == 60 and got.groups_read <= 12, "the spatial order prunes the row groups out of view"
+    assert set(got.table.column_names) >= {"slice", "id", "x", "y", "label"}
+    capped = index.viewport(rows.x.min(), rows.y.min(), rows.x.max(), rows.y.max(), cap=1000)
+    assert capped.table.num_rows == 1000 and not capped.complete
+    empty = index.viewport(1e6, 1e6, 1e6 + 1, 1e6 + 1)
+    assert empty.table.num_rows == 0 and empty.groups_read == 0
+
+
+def test_neighbours_come_from_a_small_box_and_equal_brute_force(fine_dir):
+    index = MapIndex(sorted(fine_dir.glob("*.parquet")))
+    rows = _all(fine_dir)
+    for row_id in (1_000_017, 5):
+        found = index.neighbours(str(row_id), k=12)
+        me = rows[rows.id == row_id].iloc[0]
+        d = np.hypot(rows.x.to_numpy(np.float64) - me.x, rows.y.to_numpy(np.float64) - me.y)
+        d[(rows.id == row_id).to_numpy()] = np.inf
+        want = rows.id.to_numpy()[np.argsort(d, kind="stable")[:12]]
+        assert found.row["id"] == row_id and found.row["slice"] == me.slice
+        assert [n["id"] for n in found.neighbours] == list(want)
+        assert found.groups_read < 15, "not a scan of every row group"
+    assert index.neighbours("999999999") is None and index.neighbours("not-a-number") is None
+
+
+def test_a_selection_counts_per_label_and_exports_what_the_pasted_sql_returns(fine_dir, tmp_path):
+    index = MapIndex(sorted(fine_dir.glob("*.parquet")))
+    rows = _all(fine_dir)
+    cx, cy, w = rows.x.median(), rows.y.median(), (rows.x.max() - rows.x.min()) / 10
+    region = Region(polygon=((cx - w, cy - w), (cx + w, cy - w), (cx + w / 2, cy + w), (cx - w, cy)))
+    inside = region.contains(rows.x.to_numpy(), rows.y.to_numpy())
+    selection = index.select(region)
+    assert selection.count == inside.sum() > 100
+    assert selection.per_label == {str(k): int(v) for k, v in rows[inside].label.value_counts().items()}
+    assert sorted(selection.ids) == sorted(rows[inside].id)
+    pasted = duckdb.sql(index.sql(region)).df()
+    assert sorted(pasted.id) == sorted(rows[inside].id), "the query to paste returns the same rows"
+    assert index.export(region, tmp_path / "sel.parquet") == selection.count
+    assert sorted(pq.read_table(tmp_path / "sel.parquet").column("id").to_pylist()) == sorted(rows[inside].id)
+    assert index.export(region, tmp_path / "sel.csv", "csv") == selection.count
+    assert len((tmp_path / "sel.csv").read_text().splitlines()) == selection.count + 1
+    with pytest.raises(ValueError, match="3 to 64 vertices"):
+        Region(polygon=((0, 0), (1, 1)))
+
+
+def _histogram(rows, frame: MapFrame, z: int, tx: int, ty: int) -> dict:
+    n = TILE_BINS << z
+    gx, gy = frame.cells(rows.x.to_numpy(), rows.y.to_numpy(), n)
+    here = (gx // TILE_BINS == tx) & (gy // TILE_BINS == ty)
+    bins, counts = np.unique((gy[here] % TILE_BINS) * TILE_BINS + gx[here] % TILE_BINS, return_counts=True)
+    return dict(zip(bins.tolist(), counts.tolist()))
+
+
+def test_partial_tiles_sum_to_the_density_of_every_row(version_dir):
+    frame = MapFrame.load(version_dir / "frame.json")
+    for key in ("s1", "s2"):
+        write_partial_tiles(version_dir / f"{key}.parquet", frame, max_zoom=3)
+    tiles, rows = TileIndex(version_dir), _all(version_dir)
+    assert tiles.slices == ["s1", "s2"]
+    top = tiles.tile(0, 0, 0)
+    assert top.count.sum() == len(rows) == 60_000
+    assert dict(zip(top.labels, top.label_totals)) == {str(k): int(v) for k, v in rows.label.value_counts().items()}
+    gx, gy = frame.cells(rows.x.to_numpy(), rows.y.to_numpy(), TILE_BINS << 3)
+    tx, ty = int(np.median(gx) // TILE_BINS), int(np.median(gy) // TILE_BINS)
+    deep = tiles.tile(3, tx, ty)
+    assert dict(zip((deep.by * TILE_BINS + deep.bx).tolist(), deep.count.tolist())) == _histogram(rows, frame, 3, tx, ty)
+    assert deep.groups_read <= 4, "a tile reads only the row groups whose statistics can hold it"
+    corner = tiles.tile(3, 7, 7)  # the frame's padding: few rows or none
+    assert corner.count.sum() == sum(_histogram(rows, frame, 3, 7, 7).values())
+
+
+def test_map_tiles_is_built_slice_by_slice_by_dagster(artifact, tmp_path):
+    """``embeddings`` then ``map_tiles`` for one slice, then a second: the first partial stays as it was."""
+    from umap_assets.defs.embeddings import embeddings
+    from umap_assets.defs.map_tiles import map_tiles
+    from umap_assets.defs.resources import LocalEmbedding, WarehouseResource
+    from umap_assets.warehouse import write_canonical_slice
+
+    warehouse = WarehouseResource(home=str(tmp_path / "home"))
+    store, wh = warehouse.store(), warehouse.warehouse()
+    store.artifact_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(artifact, store.artifact_path)
+    resources = {"warehouse": warehouse, "embedding_engine": LocalEmbedding(chunk_rows=1000)}
+    stamps = {}
+    with dg.instance_for_test() as instance:
+        for number, key in enumerate(("s1", "s2")):
+            source = wh.table_path("raw_slices", key)
+            source.parent.mkdir(parents=True, exist_ok=True)
+            write_canonical_slice(_slice(tmp_path / f"{key}.parquet", 3000, number * 10_000), source)
+            instance.add_dynamic_partitions("slices", [key])
+            result = dg.materialize([embeddings, map_tiles], partition_key=key, instance=instance, resources=resources,
+                                    run_config={"ops": {"map_tiles": {"config": {"max_zoom": 4}}}})
+            assert result.success
+            meta = result.asset_materializations_for_node("map_tiles")[0].metadata
+            version = meta["artifact_version"].value
+            stamps[key] = tiles_path(wh.embeddings_path(version, key)).stat().st_mtime_ns
+            assert meta["slices"].value == number + 1 and meta["tiles"].value > 5 and meta["bytes"].value > 0
+            assert meta["seconds"].value > 0 and meta["max_zoom"].value == 4
+    assert tiles_path(wh.embeddings_path(version, "s1")).stat().st_mtime_ns == stamps["s1"], "s2 left s1's partial alone"
+    assert TileIndex(wh.embeddings_dir(version)).tile(0, 0, 0).count.sum() == 6000

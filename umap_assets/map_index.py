@@ -211,10 +211,17 @@ class MapIndex:
         """The row with id ``row_id`` (text or number, as the ids are) and the id-index groups read."""
         read = 0
         for number, f in enumerate(self.files):
-            if f.id_metadata is None or (slice_key is not None and f.slice != slice_key):
+            if slice_key is not None and f.slice != slice_key:
                 continue
-            wanted = _as_id(row_id, f.id_metadata.schema.to_arrow_schema().field("id").type)
+            wanted = _as_id(row_id, f.metadata.schema.to_arrow_schema().field("id").type)
             if wanted is None:
+                continue
+            if f.id_metadata is None:  # embedded before the id index existed: scan its ids
+                read += f.metadata.num_row_groups
+                ids = pq.ParquetFile(f.path, metadata=f.metadata, page_checksum_verification=True).read(columns=["id"])
+                at = pc.index(ids.column("id"), wanted).as_py()
+                if at >= 0:
+                    return self._row(number, at), read
                 continue
             for g, (lo, hi) in enumerate(f.id_bounds):
                 if lo is None or not lo <= wanted <= hi:

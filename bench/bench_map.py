@@ -1,0 +1,216 @@
+"""The map at any scale (issue 33): tiles, viewport points and neighbours against today's full scans.
+
+    .venv/bin/python bench/bench_map.py --rows 10_000_000            # a quick pass
+    .venv/bin/python bench/bench_map.py                               # 100M rows (the seed's scale)
+
+Builds (or reuses, under ``--work``) a home of ``--rows`` published rows in slices of ``--slice-rows``:
+each slice's map coordinates are generated as bench/bench_scale.py generates its rows
+(:func:`umap_assets.demo_data.synthetic_chunk`: 12 clusters on a low-dimensional manifold, here
+drawn in 2-d, its cluster as the label), then finalised exactly as the embed job finalises a slice:
+sorted along the curve with its id index (:func:`umap_assets.spatial.write_ordered`) and its partial
+tiles (:func:`umap_assets.tiles.write_partial_tiles`), recorded and published. The time to add a
+slice's tiles is measured for the first slice and for the last (the home then N-1 slices larger).
+
+Then it starts the map server in a child process (its peak RSS sampled: ``VmHWM``) and measures,
+side by side, the new routes and the same questions answered by a full scan (today's way):
+
+- first paint: ``/`` + ``/api/meta`` + the first tiles (z 0 and the 4 of z 1), against ``/`` +
+  ``/api/meta`` + ``/api/points`` (the 200k sample) + ``/density.png`` (today's page);
+- a tile (random tiles at zoom 0..8 that hold rows): ``/api/tile`` against DuckDB aggregating the
+  tile's bins over every row (the predicate kept out of the Parquet scan's statistics: ``x + 0``);
+- a deep-zoom viewport's points (a box of 1/256 of the frame around a random row, cap 10,000):
+  ``/api/viewport`` against DuckDB's scan of every row for the box;
+- a row's 10 neighbours: ``/api/neighbours`` against ``/api/find`` (today's: every row by distance).
+
+Writes bench/out/map.json and prints the table for bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def build_home(home: Path, rows: int, slice_rows: int) -> dict:
+    """The home's published version ``bench``; reused when its slices are all there."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from umap_assets.atomic import temp_path_for
+    from umap_assets.demo_data import synthetic_chunk
+    from umap_assets.spatial import version_frame, write_ordered
+    from umap_assets.tiles import tiles_path, write_partial_tiles
+    from umap_assets.warehouse import Warehouse, publish_embeddings, record_slice
+
+    wh = Warehouse(root=home / "warehouse", duckdb_path=home / "warehouse.duckdb")
+    keys = [f"synthetic_{i:04d}" for i in range(-(-rows // slice_rows))]
+    tile_s, order_s = [], []
+    for i, key in enumerate(keys):
+        destination = wh.embeddings_path("bench", key)
+        if destination.exists() and tiles_path(destination).exists():
+            continue
+        start, n = i * slice_rows, min(slice_rows, rows - i * slice_rows)
+        X, y = synthetic_chunk(start, n, dim=2, n_clusters=12, intrinsic_dim=2, seed=0)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staged = temp_path_for(destination)
+        pq.write_table(pa.table({"id": np.arange(start, start + n), "x": X[:, 0].astype(np.float32),
+                                 "y": X[:, 1].astype(np.float32), "label": y.astype(np.int64),
+                                 "artifact_version": pa.repeat(pa.scalar("bench"), n)}), staged)
+        frame = version_frame(destination.parent, first_file=staged)
+        t = time.perf_counter()
+        write_ordered(staged, destination, frame)
+        order_s.append(time.perf_counter() - t)
+        staged.unlink()
+        t = time.perf_counter()
+        write_partial_tiles(destination, frame)
+        tile_s.append(time.perf_counter() - t)
+        record_slice(wh, key, {"rows": n, "dim": 2, "bytes": destination.stat().st_size,
+                               "path": str(destination.relative_to(home)), "source": f"incoming/{key}.parquet"})
+        print(f"  {key}: order {order_s[-1]:.1f}s, tiles {tile_s[-1]:.1f}s", flush=True)
+    publish_embeddings(wh, "bench", keys, keep=1)
+    return {"slices": len(keys), "order_first_s": round(order_s[0], 2) if order_s else None,
+            "tiles_first_slice_s": round(tile_s[0], 2) if tile_s else None,
+            "tiles_last_slice_s": round(tile_s[-1], 2) if tile_s else None}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path, port: int) -> subprocess.Popen:
+    code = ("import sys; from pathlib import Path; from umap_assets.map_server import serve; "
+            "from umap_assets.warehouse import Warehouse; h = Path(sys.argv[1]); "
+            "serve(Warehouse(root=h / 'warehouse', duckdb_path=h / 'warehouse.duckdb'), port=int(sys.argv[2]), "
+            "open_browser=False, say=lambda line: print(line, flush=True))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(home), str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    for line in proc.stdout:
+        print("  server:", line.strip(), flush=True)
+        if "http://" in line:
+            return proc
+    raise SystemExit("the map server did not start")
+
+
+def peak_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return int(fh.read().split("VmHWM:")[1].split()[0]) / 1024
+
+
+def timed_get(url: str) -> tuple[float, bytes]:
+    t = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=600) as r:
+        body = r.read()
+    return time.perf_counter() - t, body
+
+
+def pct(values: list[float]) -> dict:
+    return {"p50_ms": round(float(np.percentile(values, 50)) * 1000, 1),
+            "p95_ms": round(float(np.percentile(values, 95)) * 1000, 1), "n": len(values)}
+
+
+def measure(home: Path, base: str, samples: int, seed: int = 0) -> dict:
+    import duckdb
+
+    from umap_assets.spatial import MapFrame
+
+    glob = str(home / "warehouse" / "embeddings" / "bench" / "*.parquet")
+    frame = MapFrame.load(home / "warehouse" / "embeddings" / "bench" / "frame.json")
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    rng = np.random.default_rng(seed)
+    picks = con.sql(f"SELECT id, x, y FROM read_parquet('{glob}') USING SAMPLE {samples * 3} ROWS (reservoir, {seed})").fetchall()
+    out = {}
+    new_paint = sum(timed_get(base + p)[0] for p in ["/", "/api/meta", "/api/frame", "/api/tile?z=0&x=0&y=0"]
+                    + [f"/api/tile?z=1&x={x}&y={y}" for x in (0, 1) for y in (0, 1)])
+    old_paint = sum(timed_get(base + p)[0] for p in ["/", "/api/meta", "/api/points", "/density.png"])
+    out["first_paint"] = {"new_s": round(new_paint, 2), "old_s": round(old_paint, 2)}
+    tiles_new, tiles_old = [], []
+    for i, (_, x, y) in enumerate(picks[:samples]):
+        z = int(rng.integers(0, 9))
+        n = 256 << z
+        tx, ty = (int(v) for v in np.asarray(frame.cells(np.array([x]), np.array([y]), n)).ravel() // 256)
+        tiles_new.append(timed_get(base + f"/api/tile?z={z}&x={tx}&y={ty}")[0])
+        if i < max(5, samples // 5):
+            side = frame.size / 2**z
+            x0, y0 = frame.x0 + tx * side, frame.y0 + ty * side
+            t = time.perf_counter()
+            con.sql(f"SELECT floor((x - {x0}) / {side / 256}) AS bx, floor((y - {y0}) / {side / 256}) AS by, label, "
+                    f"count(*) FROM read_parquet('{glob}') WHERE x + 0 >= {x0} AND x + 0 < {x0 + side} "
+                    f"AND y + 0 >= {y0} AND y + 0 < {y0 + side} GROUP BY ALL").fetchall()
+            tiles_old.append(time.perf_counter() - t)
+    out["tile"] = {"new": pct(tiles_new), "old_scan": pct(tiles_old)}
+    view_new, view_old, sizes = [], [], []
+    half = frame.size / 512
+    for i, (_, x, y) in enumerate(picks[samples:2 * samples]):
+        q = f"x0={x - half}&y0={y - half}&x1={x + half}&y1={y + half}&cap=10000"
+        seconds, body = timed_get(base + "/api/viewport?" + q)
+        view_new.append(seconds)
+        sizes.append(json.loads(body)["rows"])
+        if i < max(5, samples // 5):
+            t = time.perf_counter()
+            con.sql(f"SELECT * FROM read_parquet('{glob}') WHERE x + 0 BETWEEN {x - half} AND {x + half} "
+                    f"AND y + 0 BETWEEN {y - half} AND {y + half} LIMIT 10000").fetchall()
+            view_old.append(time.perf_counter() - t)
+    out["viewport"] = {"new": pct(view_new), "old_scan": pct(view_old), "median_rows": int(np.median(sizes))}
+    near_new, near_old = [], []
+    for i, (row_id, _, _) in enumerate(picks[2 * samples:3 * samples]):
+        near_new.append(timed_get(base + f"/api/neighbours?id={row_id}&k=10")[0])
+        if i < max(3, samples // 10):
+            near_old.append(timed_get(base + f"/api/find?id={row_id}&k=10")[0])
+    out["neighbours"] = {"new": pct(near_new), "old_find": pct(near_old)}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=lambda s: int(s.replace("_", "")), default=100_000_000)
+    p.add_argument("--slice-rows", type=lambda s: int(s.replace("_", "")), default=1_000_000)
+    p.add_argument("--samples", type=int, default=40, help="queries of each kind")
+    p.add_argument("--work", default=str(ROOT / "bench" / "out" / "map"))
+    args = p.parse_args()
+    home = Path(args.work) / f"n{args.rows}"
+    t = time.perf_counter()
+    built = build_home(home, args.rows, args.slice_rows)
+    built["build_s"] = round(time.perf_counter() - t, 1)
+    print(json.dumps(built), flush=True)
+    port = free_port()
+    t = time.perf_counter()
+    server = start_server(home, port)
+    started_s = time.perf_counter() - t
+    try:
+        result = {"rows": args.rows, "slice_rows": args.slice_rows, **built, "server_start_s": round(started_s, 1),
+                  **measure(home, f"http://127.0.0.1:{port}", args.samples)}
+        result["server_peak_rss_mb"] = round(peak_mb(server.pid))
+    finally:
+        server.terminate()
+        server.wait()
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "map.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    r = result
+    print(f"\n| measure ({r['rows']:,} rows, {r['slices']} slices) | new | full scan (today) |\n|---|---|---|")
+    print(f"| first paint | {r['first_paint']['new_s']} s | {r['first_paint']['old_s']} s |")
+    for name, old in (("tile", "old_scan"), ("viewport", "old_scan"), ("neighbours", "old_find")):
+        print(f"| {name} p50 / p95 | {r[name]['new']['p50_ms']} / {r[name]['new']['p95_ms']} ms | "
+              f"{r[name][old]['p50_ms']} / {r[name][old]['p95_ms']} ms |")
+    print(f"| server peak RSS | {r['server_peak_rss_mb']} MB (with today's sample and density image) | |")
+    print(f"| a 1M-row slice's tiles | first slice {r['tiles_first_slice_s']} s, last {r['tiles_last_slice_s']} s | |")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    main()

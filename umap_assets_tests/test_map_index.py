@@ -196,3 +196,23 @@ def test_map_tiles_is_built_slice_by_slice_by_dagster(artifact, tmp_path):
             assert meta["seconds"].value > 0 and meta["max_zoom"].value == 4
     assert tiles_path(wh.embeddings_path(version, "s1")).stat().st_mtime_ns == stamps["s1"], "s2 left s1's partial alone"
     assert TileIndex(wh.embeddings_dir(version)).tile(0, 0, 0).count.sum() == 6000
+
+
+def test_rows_outside_the_frame_count_in_its_edge_bins(version_dir, tmp_path):
+    shutil.copy(version_dir / "s1.parquet", tmp_path / "s1.parquet")
+    rows = pq.read_table(tmp_path / "s1.parquet").to_pandas()
+    small = MapFrame(float(rows.x.median()), float(rows.y.median()), float(rows.x.std()) / 4)  # most rows lie outside
+    write_partial_tiles(tmp_path / "s1.parquet", small, max_zoom=2)
+    tiles = TileIndex(tmp_path)
+    assert tiles.tile(0, 0, 0).count.sum() == len(rows) == sum(
+        tiles.tile(2, x, y).count.sum() for x in range(4) for y in range(4)), "clamped, never dropped"
+    edge = tiles.tile(0, 0, 0)
+    assert edge.count[(edge.bx == 0) & (edge.by == 0)].sum() > len(rows) / 10, "the rows below and left: the corner bin"
+
+
+def test_a_file_without_its_id_index_is_found_by_a_scan_of_its_ids(version_dir, tmp_path):
+    shutil.copy(version_dir / "s2.parquet", tmp_path / "s2.parquet")  # as embedded before the id index existed
+    index = MapIndex([tmp_path / "s2.parquet"])
+    row, read = index.find("1000123")
+    assert row["id"] == 1_000_123 and row["slice"] == "s2" and read == index.groups_total
+    assert index.neighbours("1000123", k=3).neighbours[0]["id"] != 1_000_123

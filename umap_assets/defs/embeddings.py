@@ -43,7 +43,9 @@ def embeddings(
     artifact makes every slice stale, and automation re-embeds them. Each model's maps go to their
     own folder, ``embeddings/<version>/<key>.parquet``; the DuckDB view ``embeddings`` in
     ``warehouse.duckdb`` switches to a new version only once every slice has it
-    (:func:`umap_assets.warehouse.publish_embeddings`), and the last ``keep_versions`` stay. The
+    (:func:`umap_assets.warehouse.publish_embeddings`), and the last ``keep_versions`` stay. Each file
+    is sorted along a Hilbert curve over the version's fixed frame, with an id index beside it
+    (:mod:`umap_assets.spatial`), so the map server reads only the row groups in view. The
     materialization shows the slice's map: every row, as density (:func:`umap_assets.pictures.density_png`).
     """
     key = context.partition_key

@@ -28,7 +28,7 @@ from .spatial import SORT_MEMORY, MapFrame, coordinate_columns
 
 TILE_BINS = 256
 MAX_ZOOM = 8
-TILE_GROUP_ROWS = 16_384
+TILE_GROUP_ROWS = 4_096
 TILES_DIR = "tiles"
 SCHEMA = pa.schema([pa.field("z", pa.int8()), pa.field("tx", pa.int32()), pa.field("ty", pa.int32()),
                     pa.field("bx", pa.int16()), pa.field("by", pa.int16()), pa.field("label", pa.string()),
@@ -181,16 +181,13 @@ def _summed(z: int, x: int, y: int, table: pa.Table | None, read: int) -> Tile:
         labels.append(None)
     bins = table.column("by").to_numpy().astype(np.int64) * TILE_BINS + table.column("bx").to_numpy()
     counts = table.column("count").to_numpy()
-    per = np.zeros((TILE_BINS * TILE_BINS, len(labels)), np.int64) if len(labels) * TILE_BINS**2 <= 2**24 else None
-    if per is None:  # very many labels in one tile: the count per bin only, the top label by a sort
-        order = np.lexsort((-counts, bins))
-        first = np.unique(bins[order], return_index=True)[1]
-        filled = bins[order][first]
-        total = np.bincount(bins, counts, TILE_BINS * TILE_BINS)[filled].astype(np.int64)
-        top = codes[order][first]
-    else:
-        np.add.at(per, (bins, codes), counts)
-        filled = np.flatnonzero(per.sum(1))
-        total, top = per[filled].sum(1), per[filled].argmax(1)
+    cells = bins * len(labels) + codes  # one (bin, label) pair: summed over the partials
+    pairs, at = np.unique(cells, return_inverse=True)
+    summed = np.bincount(at, counts, len(pairs)).astype(np.int64)
+    pair_bins, pair_codes = pairs // len(labels), pairs % len(labels)
+    filled, first = np.unique(pair_bins, return_index=True)
+    total = np.add.reduceat(summed, first)
+    order = np.lexsort((-summed, pair_bins))  # within a bin, the largest count first
+    top = pair_codes[order][first]
     totals = np.bincount(codes, counts, len(labels)).astype(np.int64).tolist()
     return Tile(z, x, y, filled % TILE_BINS, filled // TILE_BINS, total, top, labels, totals, read)

@@ -292,8 +292,12 @@ def test_a_deleted_file_stays_and_a_removed_slice_leaves_the_map(tmp_path, capsy
                                "list(DISTINCT slice ORDER BY slice) FROM embeddings").fetchone()
 
     assert view() == (1797, 1797, 1, ["digits_000", "digits_001"])
+    maps = home / "warehouse" / "embeddings"
+    assert {p.relative_to(maps).parts[1:] for p in maps.glob("*/*/digits_000.parquet")} == {("ids", "digits_000.parquet"),
+                                                                                             ("tiles", "digits_000.parquet")}
     assert main(["remove", "digits_000", "--home", str(home)]) == 0
     assert view() == (1797 - len(gone_ids), 1797 - len(gone_ids), 1, ["digits_001"])
+    assert not list(maps.glob("**/digits_000.parquet")), "its id index and its tiles go with it"
     with duckdb.connect() as con:
         left = {r[0] for r in con.execute("SELECT id FROM read_parquet(?)",
                                           [str(home / "warehouse" / "samples" / "*.parquet")]).fetchall()}

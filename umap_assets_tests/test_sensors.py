@@ -144,8 +144,9 @@ def test_automation_sensor_runs_by_default_and_drives_drift_and_embeddings():
 
     assert automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = load_definitions().resolve_asset_graph()
-    assert automation_sensor.asset_selection.resolve(graph) == {dg.AssetKey("drift"), dg.AssetKey("embeddings")}
-    for key in (dg.AssetKey("drift"), dg.AssetKey("embeddings")):
+    maps = {dg.AssetKey("drift"), dg.AssetKey("embeddings"), dg.AssetKey("map_tiles")}
+    assert automation_sensor.asset_selection.resolve(graph) == maps
+    for key in maps:
         assert graph.get(key).automation_condition is not None
 
 

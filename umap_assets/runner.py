@@ -297,10 +297,10 @@ def _embed(run: Runner, layout: Layout, keys: list[str]) -> None:
     steps = {s.partition: s for s in planner.plan_maps(run.instance, keys, served, present=set(wh.embedded_keys(served)),
                                                         tiled=set(tiled_keys(wh.embeddings_dir(served))))}
     for key in keys:
-        if key in steps:
-            run.execute(steps[key])
-        else:
+        if key not in steps or steps[key].assets == ("map_tiles",):
             run.say(f"  up to date  embeddings[{key}]")
+        if key in steps:  # a map that is current may still need its tiles
+            run.execute(steps[key])
     status = map_status(wh, served, keys)
     if not status.stale and status.view != served:  # every file is there, but no embedding ran to publish them
         config = EmbeddingsConfig(**(((run.config or {}).get("ops") or {}).get("embeddings") or {}).get("config", {}))

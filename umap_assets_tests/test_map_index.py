@@ -217,3 +217,34 @@ def test_a_file_without_its_id_index_is_found_by_a_scan_of_its_ids(version_dir, 
     row, read = index.find("1000123")
     assert row["id"] == 1_000_123 and row["slice"] == "s2" and read == index.groups_total
     assert index.neighbours("1000123", k=3).neighbours[0]["id"] != 1_000_123
+
+
+def test_run_tiles_every_slice_and_puts_back_missing_tiles_alone(tmp_path, capsys):
+    """`umap-assets run` (the demo's path): each slice is embedded in curve order and tiled; a slice
+    whose tiles are gone gets `map_tiles` alone, its map untouched; the server answers from both."""
+    from umap_assets.cli import main
+    from umap_assets.map_server import MapData, scale_index
+
+    home = tmp_path / "home"
+    assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
+    config = tmp_path / "run.yaml"
+    config.write_text("ops: {student: {config: {steps: 100, hidden: [32, 32], input_pca_dim: 16, min_rows: 0}}}\n"
+                      "resources: {quality_gates: {config: {trust_tolerance: 1.0, knn_accuracy_tolerance: 1.0, "
+                      "min_student_overlap: 0.0}}}\n")
+    args = ["run", "--home", str(home), "--config", str(config)]
+    assert main(args) == 0, capsys.readouterr().out[-2000:]
+    (version,) = [p for p in (home / "warehouse" / "embeddings").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in (version / "tiles").glob("*.parquet")) == ["digits_000.parquet", "digits_001.parquet"]
+    assert is_ordered(version / "digits_000.parquet", MapFrame.load(version / "frame.json"))
+    made = (version / "digits_000.parquet").stat().st_mtime_ns
+    (version / "tiles" / "digits_001.parquet").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "up to date  embeddings[digits_001]" in out and "ok      map_tiles[digits_001]" in out, out[-2000:]
+    assert "map_tiles[digits_000]" not in out and (version / "digits_000.parquet").stat().st_mtime_ns == made
+    from umap_assets.warehouse import Warehouse
+    from umap_assets.home import Layout
+
+    scale = scale_index(MapData.load(Warehouse.of(Layout.at(home)), max_points=100))
+    assert scale.tile(0, 0, 0)["version"] == version.name and sum(scale.tile(0, 0, 0)["count"]) == 1797

@@ -17,6 +17,7 @@ Framework-free: pyarrow and numpy; DuckDB only runs the pasted query in tests.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .contract import DamagedFile, is_checksum_error
 from .spatial import coordinate_columns, id_index_path
 
 MAX_CAP = 200_000  # rows a viewport returns at most
@@ -169,12 +171,13 @@ class MapIndex:
         """The rows of ``groups`` inside ``region``: x and y first, the other columns only where a row matched."""
         def one(box: int) -> pa.Table | None:
             f, group = self.files[int(self.boxes[box, 0])], int(self.boxes[box, 1])
-            pf = pq.ParquetFile(f.path, metadata=f.metadata, page_checksum_verification=True)
-            xy = pf.read_row_group(group, columns=[self.x, self.y])
-            mask = region.contains(xy.column(0).to_numpy(), xy.column(1).to_numpy())
-            if not mask.any():
-                return None
-            table = pf.read_row_group(group, columns=columns or self.names).filter(pa.array(mask))
+            with reading(f.path):
+                pf = pq.ParquetFile(f.path, metadata=f.metadata, page_checksum_verification=True)
+                xy = pf.read_row_group(group, columns=[self.x, self.y])
+                mask = region.contains(xy.column(0).to_numpy(), xy.column(1).to_numpy())
+                if not mask.any():
+                    return None
+                table = pf.read_row_group(group, columns=columns or self.names).filter(pa.array(mask))
             return table.add_column(0, "slice", pa.repeat(pa.scalar(f.slice), table.num_rows))
 
         if len(groups) <= 2:
@@ -218,7 +221,8 @@ class MapIndex:
                 continue
             if f.id_metadata is None:  # embedded before the id index existed: scan its ids
                 read += f.metadata.num_row_groups
-                ids = pq.ParquetFile(f.path, metadata=f.metadata, page_checksum_verification=True).read(columns=["id"])
+                with reading(f.path):
+                    ids = pq.ParquetFile(f.path, metadata=f.metadata, page_checksum_verification=True).read(columns=["id"])
                 at = pc.index(ids.column("id"), wanted).as_py()
                 if at >= 0:
                     return self._row(number, at), read
@@ -227,7 +231,9 @@ class MapIndex:
                 if lo is None or not lo <= wanted <= hi:
                     continue
                 read += 1
-                ids = pq.ParquetFile(f.id_index, metadata=f.id_metadata, page_checksum_verification=True).read_row_group(g)
+                with reading(f.id_index):
+                    ids = pq.ParquetFile(f.id_index, metadata=f.id_metadata,
+                                         page_checksum_verification=True).read_row_group(g)
                 at = pc.index(ids.column("id"), wanted).as_py()
                 if at >= 0:
                     return self._row(number, int(ids.column("row")[at].as_py())), read
@@ -236,8 +242,9 @@ class MapIndex:
     def _row(self, number: int, row: int) -> dict:
         f = self.files[number]
         group = int(np.searchsorted(f.starts, row, side="right") - 1)
-        pf = pq.ParquetFile(f.path, metadata=f.metadata, page_checksum_verification=True)
-        table = pf.read_row_group(group, columns=self.names).slice(row - int(f.starts[group]), 1)
+        with reading(f.path):
+            pf = pq.ParquetFile(f.path, metadata=f.metadata, page_checksum_verification=True)
+            table = pf.read_row_group(group, columns=self.names).slice(row - int(f.starts[group]), 1)
         return {"slice": f.slice, **{k: v[0] for k, v in table.to_pydict().items()}}
 
     def neighbours(self, row_id, k: int = 10, slice_key: str | None = None) -> Neighbours | None:
@@ -321,6 +328,17 @@ class MapIndex:
         return ("SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename) "
                 f"FROM read_parquet([{files}], filename = true, union_by_name = true) "
                 f"WHERE {region.sql_predicate(self.x, self.y)}")
+
+
+@contextlib.contextmanager
+def reading(path: Path):
+    """Name ``path`` when a page read inside fails its checksum (:class:`~umap_assets.contract.DamagedFile`)."""
+    try:
+        yield
+    except OSError as exc:
+        if is_checksum_error(exc):
+            raise DamagedFile(path, exc) from exc
+        raise
 
 
 def _as_id(value, id_type: pa.DataType):

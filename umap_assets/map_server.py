@@ -543,7 +543,21 @@ def _columns(table) -> dict:
 
 
 def scale_route(handler, data: MapData, path: str, query: dict[str, list[str]]) -> None:
-    """Answer one of :data:`SCALE_ROUTES` through ``handler`` (its ``_json`` and ``_send``)."""
+    """Answer one of :data:`SCALE_ROUTES` through ``handler`` (its ``_json`` and ``_send``); a damaged
+    id index or partial tile file is named in one line (the embeddings' own pages were checked at load)."""
+    from .contract import DamagedFile
+    from .warehouse import home_relative
+
+    try:
+        return _scale_answer(handler, data, path, query)
+    except DamagedFile as exc:
+        where = home_relative(Path(exc.path), data.warehouse.duckdb_path.parent)
+        return handler._json({"error": f"{where} is damaged: a page no longer matches its checksum; delete it, "
+                                       "and `umap-assets run` tiles the slice again (an id index: its rows are "
+                                       "then found by a scan)"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+def _scale_answer(handler, data: MapData, path: str, query: dict[str, list[str]]) -> None:
     scale = scale_index(data)
     if path == "/api/frame":
         _only(query, set())

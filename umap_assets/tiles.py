@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, is_temp_name, sweep_stale_temps
 from .contract import write_options
+from .map_index import reading
 from .spatial import SORT_MEMORY, MapFrame, coordinate_columns
 
 TILE_BINS = 256
@@ -154,8 +155,9 @@ class TileIndex:
             if not len(groups):
                 continue
             read += len(groups)
-            t = pq.ParquetFile(path, metadata=md, page_checksum_verification=True).read_row_groups(
-                [int(g) for g in groups], columns=["z", "tx", "ty", "bx", "by", "label", "count"])
+            with reading(path):
+                t = pq.ParquetFile(path, metadata=md, page_checksum_verification=True).read_row_groups(
+                    [int(g) for g in groups], columns=["z", "tx", "ty", "bx", "by", "label", "count"])
             mask = ((t.column("z").to_numpy() == z) & (t.column("tx").to_numpy() == x) & (t.column("ty").to_numpy() == y))
             if mask.any():
                 pieces.append(t.filter(pa.array(mask)).select(["bx", "by", "label", "count"]))

@@ -129,3 +129,16 @@ def test_every_bad_parameter_gets_one_clear_400_line(scaled, path, says):
     assert status == 400 and kind == "application/json"
     error = json.loads(body)["error"]
     assert says in error and "\n" not in error
+
+
+def test_a_damaged_tile_file_is_named_in_one_line(scaled):
+    base, wh = scaled
+    path = wh.embeddings_dir("v1") / "tiles" / "b.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table, path, write_page_checksum=True, compression="none", use_dictionary=False)
+    with open(path, "r+b") as fh:  # zero the middle of the data pages: the footer still reads
+        fh.seek(path.stat().st_size // 3)
+        fh.write(b"\0" * 200)
+    status, kind, body = get(base + "/api/tile?z=0&x=0&y=0")
+    error = json.loads(body)["error"]
+    assert status == 500 and error.startswith("warehouse/embeddings/v1/tiles/b.parquet is damaged") and "\n" not in error

@@ -542,6 +542,10 @@ def _columns(table) -> dict:
     return out
 
 
+def _finite(row: dict) -> dict:
+    return {n: None if isinstance(v, float) and not np.isfinite(v) else v for n, v in row.items()}
+
+
 def scale_route(handler, data: MapData, path: str, query: dict[str, list[str]]) -> None:
     """Answer one of :data:`SCALE_ROUTES` through ``handler`` (its ``_json`` and ``_send``); a damaged
     id index or partial tile file is named in one line (the embeddings' own pages were checked at load)."""
@@ -584,9 +588,8 @@ def _scale_answer(handler, data: MapData, path: str, query: dict[str, list[str]]
         found = scale.index.neighbours(row_id, k, slice_key)
         if found is None:
             return handler._json({"error": f"no row with id {row_id[:100]!r}"}, HTTPStatus.NOT_FOUND)
-        clean = lambda row: {n: None if isinstance(v, float) and not np.isfinite(v) else v for n, v in row.items()}  # noqa: E731
-        return handler._json({"version": data.version, "row": clean(found.row),
-                              "neighbours": [clean(n) for n in found.neighbours], "groups_read": found.groups_read})
+        return handler._json({"version": data.version, "row": _finite(found.row),
+                              "neighbours": [_finite(n) for n in found.neighbours], "groups_read": found.groups_read})
     _only(query, {"box", "polygon", "format"})
     region = select_region(query)
     fmt = query.get("format", ["json"])[0]

@@ -8,8 +8,9 @@ each slice's map coordinates are generated as bench/bench_scale.py generates its
 (:func:`umap_assets.demo_data.synthetic_chunk`: 12 clusters on a low-dimensional manifold, here
 drawn in 2-d, its cluster as the label), then finalised exactly as the embed job finalises a slice:
 sorted along the curve with its id index (:func:`umap_assets.spatial.write_ordered`) and its partial
-tiles (:func:`umap_assets.tiles.write_partial_tiles`), recorded and published. The time to add a
-slice's tiles is measured for the first slice and for the last (the home then N-1 slices larger).
+tiles (:func:`umap_assets.tiles.write_partial_tiles`, then :func:`umap_assets.tiles.merge_low_zooms`),
+recorded and published. The time to add a slice's tiles is measured for the first slice and for the
+last (the home then N-1 slices larger).
 
 Then it starts the map server in a child process (its peak RSS sampled: ``VmHWM``) and measures,
 side by side, the new routes and the same questions answered by a full scan (today's way):
@@ -50,12 +51,12 @@ def build_home(home: Path, rows: int, slice_rows: int) -> dict:
     from umap_assets.atomic import temp_path_for
     from umap_assets.demo_data import synthetic_chunk
     from umap_assets.spatial import version_frame, write_ordered
-    from umap_assets.tiles import tiles_path, write_partial_tiles
+    from umap_assets.tiles import merge_low_zooms, tiles_path, write_partial_tiles
     from umap_assets.warehouse import Warehouse, publish_embeddings, record_slice
 
     wh = Warehouse(root=home / "warehouse", duckdb_path=home / "warehouse.duckdb")
     keys = [f"synthetic_{i:04d}" for i in range(-(-rows // slice_rows))]
-    tile_s, order_s = [], []
+    tile_s, order_s, merge_s = [], [], []
     for i, key in enumerate(keys):
         destination = wh.embeddings_path("bench", key)
         if destination.exists() and tiles_path(destination).exists():
@@ -64,7 +65,8 @@ def build_home(home: Path, rows: int, slice_rows: int) -> dict:
             t = time.perf_counter()
             write_partial_tiles(destination, version_frame(destination.parent))
             tile_s.append(time.perf_counter() - t)
-            print(f"  {key}: tiles {tile_s[-1]:.1f}s", flush=True)
+            merge_s.append(merge_low_zooms(destination.parent))
+            print(f"  {key}: tiles {tile_s[-1]:.1f}s, merge {merge_s[-1]:.1f}s", flush=True)
             continue
         start, n = i * slice_rows, min(slice_rows, rows - i * slice_rows)
         X, y = synthetic_chunk(start, n, dim=2, n_clusters=12, intrinsic_dim=2, seed=0)
@@ -81,13 +83,17 @@ def build_home(home: Path, rows: int, slice_rows: int) -> dict:
         t = time.perf_counter()
         write_partial_tiles(destination, frame)
         tile_s.append(time.perf_counter() - t)
+        merge_s.append(merge_low_zooms(destination.parent))
         record_slice(wh, key, {"rows": n, "dim": 2, "bytes": destination.stat().st_size,
                                "path": str(destination.relative_to(home)), "source": f"incoming/{key}.parquet"})
         print(f"  {key}: order {order_s[-1]:.1f}s, tiles {tile_s[-1]:.1f}s", flush=True)
+    merge_low_zooms(wh.embeddings_dir("bench"))  # a no-op when every partial is merged
     publish_embeddings(wh, "bench", keys, keep=1)
     return {"slices": len(keys), "order_first_s": round(order_s[0], 2) if order_s else None,
             "tiles_first_slice_s": round(tile_s[0], 2) if tile_s else None,
-            "tiles_last_slice_s": round(tile_s[-1], 2) if tile_s else None}
+            "tiles_last_slice_s": round(tile_s[-1], 2) if tile_s else None,
+            "merge_first_slice_s": round(merge_s[0], 2) if merge_s else None,
+            "merge_last_slice_s": round(merge_s[-1], 2) if merge_s else None}
 
 
 def free_port() -> int:
@@ -215,6 +221,8 @@ def main() -> None:
               f"{r[name][old]['p50_ms']} / {r[name][old]['p95_ms']} ms |")
     print(f"| server peak RSS | {r['server_peak_rss_mb']} MB (with today's sample and density image) | |")
     print(f"| a 1M-row slice's tiles | first slice {r['tiles_first_slice_s']} s, last {r['tiles_last_slice_s']} s | |")
+    print(f"| adding them to the merged low zooms | first slice {r['merge_first_slice_s']} s, "
+          f"last {r['merge_last_slice_s']} s | |")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from umap_assets.map_index import MapIndex, Region
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, train_student
 from umap_assets.spatial import MapFrame, hilbert_keys, id_index_path, is_ordered, write_ordered
-from umap_assets.tiles import TILE_BINS, TileIndex, tiles_path, write_partial_tiles
+from umap_assets.tiles import TILE_BINS, TileIndex, merge_low_zooms, tiles_path, write_partial_tiles
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +154,37 @@ def test_partial_tiles_sum_to_the_density_of_every_row(version_dir):
     for key in ("s1", "s2"):
         write_partial_tiles(version_dir / f"{key}.parquet", frame, max_zoom=3)
     tiles, rows = TileIndex(version_dir), _all(version_dir)
+    assert not tiles.merged
+    _check_tiles(tiles, rows, frame, version_dir)
+    merge_low_zooms(version_dir)
+    assert tiles.merged, "the merged low zooms name both partials"
+    _check_tiles(tiles, rows, frame, version_dir)
+
+
+def test_the_merged_low_zooms_follow_the_partials_on_disk(version_dir, tmp_path):
+    frame = MapFrame.load(version_dir / "frame.json")
+    for key in ("s1", "s2"):
+        shutil.copy(version_dir / f"{key}.parquet", tmp_path / f"{key}.parquet")
+    write_partial_tiles(tmp_path / "s1.parquet", frame, max_zoom=3)
+    merge_low_zooms(tmp_path)
+    tiles = TileIndex(tmp_path)
+    assert tiles.merged and tiles.tile(0, 0, 0).count.sum() == 30_000
+    write_partial_tiles(tmp_path / "s2.parquet", frame, max_zoom=3)
+    summed = tiles.tile(0, 0, 0)
+    assert not tiles.merged and summed.count.sum() == 60_000, "not merged yet: summed from the partials"
+    merge_low_zooms(tmp_path)
+    merged = tiles.tile(0, 0, 0)
+    assert tiles.merged and merged.count.sum() == 60_000 and merged.groups_read < summed.groups_read
+    assert np.array_equal(merged.count, summed.count) and merged.labels == summed.labels
+    write_partial_tiles(tmp_path / "s1.parquet", frame, max_zoom=3)  # replaced (a slice embedded again)
+    assert not tiles.merged and tiles.tile(0, 0, 0).count.sum() == 60_000
+    merge_low_zooms(tmp_path)
+    assert tiles.merged and tiles.tile(0, 0, 0).count.sum() == 60_000, "merged again from every partial, not twice"
+    (tmp_path / "tiles" / "s2.parquet").unlink()  # removed
+    assert not tiles.merged and tiles.tile(0, 0, 0).count.sum() == 30_000
+
+
+def _check_tiles(tiles, rows, frame, version_dir):
     assert tiles.slices == ["s1", "s2"]
     top = tiles.tile(0, 0, 0)
     assert top.count.sum() == len(rows) == 60_000

@@ -15,7 +15,7 @@ import pytest
 from umap_assets.atomic import temp_path_for
 from umap_assets.map_server import MapData, make_server
 from umap_assets.spatial import version_frame, write_ordered
-from umap_assets.tiles import write_partial_tiles
+from umap_assets.tiles import merge_low_zooms, write_partial_tiles
 from umap_assets.warehouse import Warehouse, publish_embeddings, record_slice
 
 
@@ -46,6 +46,7 @@ def write_ordered_version(wh: Warehouse, version: str, sizes: dict[str, int], se
         write_partial_tiles(destination, frame, max_zoom=3)
         record_slice(wh, key, {"rows": n, "dim": 4, "bytes": 1, "path": f"warehouse/raw_slices/{key}.parquet",
                                "source": f"incoming/{key}.parquet"})
+        merge_low_zooms(destination.parent)
         first += n
     assert publish_embeddings(wh, version, list(sizes), keep=2)
 
@@ -135,7 +136,8 @@ def test_a_damaged_tile_file_is_named_in_one_line(scaled):
     base, wh = scaled
     path = wh.embeddings_dir("v1") / "tiles" / "b.parquet"
     table = pq.read_table(path)
-    pq.write_table(table, path, write_page_checksum=True, compression="none", use_dictionary=False)
+    pq.write_table(table, path, write_page_checksum=True, compression="none", use_dictionary=False)  # no longer
+    # the partial the merged low zooms name: tiles are summed from the partials, this one included
     with open(path, "r+b") as fh:  # zero the middle of the data pages: the footer still reads
         fh.seek(path.stat().st_size // 3)
         fh.write(b"\0" * 200)

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from ..history import latest, metadata_of
 from ..spatial import version_frame
-from ..tiles import MAX_ZOOM, tiled_keys, write_partial_tiles
+from ..tiles import MAX_ZOOM, merge_low_zooms, tiled_keys, write_partial_tiles
 from .embeddings import embeddings
 from .groups import MAPS
 from .partitions import slices_partitions
@@ -33,8 +33,9 @@ def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehou
     The version is the one this slice's ``embeddings`` were made with, and the frame the version's
     own (``frame.json``), so every partial of a version lines up; the map server sums the partials of
     the version it serves, the one the ``embeddings`` view reads, so its tiles and its points always
-    come from one model. A new slice adds its partial and rebuilds no other; a new model's maps get
-    their own pyramid in their own folder, published and pruned with them.
+    come from one model. A new slice adds its partial and rebuilds no other, and adds its low zooms
+    to the version's merged low zooms (``tiles/merged/low.parquet``), so a tile of the whole map reads
+    one file; a new model's maps get their own pyramid in their own folder, published and pruned with them.
     """
     key = context.partition_key
     wh = warehouse.warehouse()
@@ -44,11 +45,12 @@ def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehou
         raise dg.Failure(f"slice '{key}': no embeddings file to tile{f' at {source}' if source else ''}; "
                          "materialize `embeddings` for it first")
     stats = write_partial_tiles(source, version_frame(source.parent, first_file=source), config.max_zoom)
+    merged_s = merge_low_zooms(source.parent)  # the low zooms, summed over every partial, gain this slice's
     slices = tiled_keys(source.parent)
     context.log.info(f"{key}: {stats.tiles:,} tiles ({stats.rows:,} filled bins) in {stats.seconds:.1f}s; "
                      f"{len(slices)} slice(s) of {version} tiled")
     return dg.MaterializeResult(
-        metadata={"tiles": stats.tiles, "bins": stats.rows, "bytes": stats.bytes, "seconds": round(stats.seconds, 3),
+        metadata={"tiles": stats.tiles, "bins": stats.rows, "bytes": stats.bytes, "seconds": round(stats.seconds, 3), "merge_seconds": round(merged_s, 3),
                   "slices": len(slices), "max_zoom": config.max_zoom, "artifact_version": version,
                   "path": dg.MetadataValue.path(str(source.parent / "tiles" / source.name))},
         data_version=dg.DataVersion(f"{version}:{key}:{config.max_zoom}"),

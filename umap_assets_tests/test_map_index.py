@@ -227,7 +227,9 @@ def test_map_tiles_is_built_slice_by_slice_by_dagster(artifact, tmp_path):
             assert meta["slices"].value == number + 1 and meta["tiles"].value > 5 and meta["bytes"].value > 0
             assert meta["seconds"].value > 0 and meta["max_zoom"].value == 4
     assert tiles_path(wh.embeddings_path(version, "s1")).stat().st_mtime_ns == stamps["s1"], "s2 left s1's partial alone"
-    assert TileIndex(wh.embeddings_dir(version)).tile(0, 0, 0).count.sum() == 6000
+    tiles = TileIndex(wh.embeddings_dir(version))
+    assert tiles.merged and tiles.tile(0, 0, 0).count.sum() == 6000, "each slice was added to the merged low zooms"
+    assert meta["merge_seconds"].value >= 0
 
 
 def test_rows_outside_the_frame_count_in_its_edge_bins(version_dir, tmp_path):

@@ -111,8 +111,13 @@ def screenshot(pg, name: str) -> None:
     out = os.environ.get("UMAP_ASSETS_SCREENSHOTS")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
+        from PIL import Image  # the map extra's datashader brings Pillow
+
         pg.mouse.move(0, 0)
-        pg.screenshot(path=str(Path(out) / name))
+        settle(pg)
+        path = Path(out) / name
+        pg.screenshot(path=str(path))
+        Image.open(path).convert("RGB").quantize(colors=96).save(path, optimize=True)  # a small PNG for the README
 
 
 def world_of(pg, meta: dict, px: float, py: float) -> tuple[float, float]:

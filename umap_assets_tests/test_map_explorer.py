@@ -343,12 +343,41 @@ def test_displacement_joins_rows_by_slice_and_id(tmp_path):
     assert px[:2].tolist() == [2.0, 0.0] and moved[:2].tolist() == [0.0, 5.0] and np.isnan(moved[2])
 
 
-def test_a_malformed_selection_is_one_line_and_a_400(served):
-    base, _ = served
-    for query, words in [("", "give one of"), ("box=1,2,3", "x0,y0,x1,y1"), ("box=1,2,3,nan", "finite"),
-                         ("lasso=1,2,3,4", "3 to 200"), ("box=a,b,c,d", "comma-separated"), ("box=0,0,1,1&x=1", "unknown")]:
-        try:
-            urllib.request.urlopen(f"{base}/api/selection?{query}", timeout=30)
-            raise AssertionError(query)
-        except urllib.error.HTTPError as err:
-            assert err.code == 400 and words in json.loads(err.read())["error"], query
+def test_a_malformed_selection_is_one_line_and_a_400(tmp_path):
+    from umap_assets_tests.test_map_server import write_version
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 50})
+    server = make_server(MapData.load(wh, max_points=100), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for query, words in [("", "give one of"), ("box=1,2,3", "x0,y0,x1,y1"), ("box=1,2,3,nan", "finite"),
+                             ("lasso=1,2,3,4", "3 to 200"), ("lasso=" + ",".join(["1"] * 402), "3 to 200"),
+                             ("box=0,0,1,1&lasso=0,0,1,1,1,0", "give one of"), ("box=a,b,c,d", "comma-separated"),
+                             ("box=0,0,1,1&x=1", "unknown"), ("box=0,0,1,1&box=0,0,1,1", "repeated")]:
+            try:
+                urllib.request.urlopen(f"{base}/api/selection?{query}", timeout=30)
+                raise AssertionError(query)
+            except urllib.error.HTTPError as err:
+                assert err.code == 400 and words in json.loads(err.read())["error"], query
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_sampled_map_counts_its_drawn_rows_and_a_lone_version_has_nothing_to_compare(tmp_path):
+    """On a map larger than its sample the selection is counted over the drawn rows, and says so; with
+    one version on disk, /api/compare answers that there is no previous one."""
+    from umap_assets_tests.test_map_server import write_version
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 600, "b": 500})
+    sampled, whole = MapData.load(wh, max_points=300), MapData.load(wh, max_points=5_000)
+    shape = map_explore.Shape("box", ((-1.0, -1.0), (6.0, 6.0)))
+    part, every = map_explore.select(sampled, shape), map_explore.select(whole, shape)
+    x, y = np.asarray(sampled.sample["x"]), np.asarray(sampled.sample["y"])
+    assert not part.exact and part.total == map_explore.inside(x, y, shape).sum() == sum(n for _, n in part.counts)
+    assert every.exact and 0 < part.total < every.total and every.sql == part.sql
+    assert {id_ for _, id_ in part.rows} <= {id_ for _, id_ in every.rows}
+    assert map_explore.answer("/api/compare", {}, whole)["previous"] is None

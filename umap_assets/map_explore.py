@@ -310,5 +310,8 @@ def answer(path: str, query: dict[str, list[str]], data: "MapData") -> dict:
         found = select(data, parse_shape(query))
         return {"version": data.version, **asdict(found)}
     if path == "/api/compare":
-        return asdict(compare(data)) | {"version": data.version}
+        cached = getattr(data, "_comparison", None)
+        if cached is None:  # one join over the previous version's files per map, not per page load
+            cached = data._comparison = asdict(compare(data)) | {"version": data.version}
+        return cached
     raise BadQuery(f"no explorer route {path[:100]}")

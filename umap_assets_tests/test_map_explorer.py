@@ -55,7 +55,9 @@ def served(trained):  # noqa: F811 - the imported fixture
 
 
 @pytest.fixture(scope="module")
-def browser(served):  # after the home is trained: Dagster runs outside playwright's event loop
+def browser():
+    """One Chromium for the module. Tests that also need the trained home ask for it first (``page``):
+    Dagster's runs then happen before playwright's event loop starts, never inside it."""
     executable = chromium()
     sync_playwright = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright").sync_playwright
     with sync_playwright() as p:
@@ -65,7 +67,7 @@ def browser(served):  # after the home is trained: Dagster runs outside playwrig
 
 
 @pytest.fixture
-def page(browser, served):
+def page(served, browser):
     base, _ = served
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     pg = context.new_page()
@@ -383,39 +385,36 @@ def test_a_sampled_map_counts_its_drawn_rows_and_a_lone_version_has_nothing_to_c
     assert map_explore.answer("/api/compare", {}, whole)["previous"] is None
 
 
-def test_markup_in_labels_and_ids_stays_text_in_the_explorers_panels(tmp_path):
+def test_markup_in_labels_and_ids_stays_text_in_the_explorers_panels(tmp_path, browser):
     """The labels drawn on the map, the tooltip and the selection's counts insert every value as text,
     with the page's CSP bypassed (as test_map_server's test of the legend and the row panel)."""
     from umap_assets_tests.test_map_server import HOSTILE, write_hostile_version
 
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     write_hostile_version(wh)
-    executable = chromium()
-    sync_playwright = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright").sync_playwright
     server = make_server(MapData.load(wh, max_points=400), port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-            pg = b.new_context(viewport=VIEWPORT, bypass_csp=True).new_page()
-            pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-            pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
-            placed = label_names(pg)
-            pg.click("#box")
-            box = canvas_box(pg)
-            drag(pg, [(2, 2), (box["width"] - 4, box["height"] - 4)])
-            pg.wait_for_selector("#selcounts")
-            selection = pg.inner_text("#selection")
-            pg.click("#pan")
-            found = pg.evaluate("(() => { for (let i = 0; i < pts.x.length; i++) { const [sx, sy] = toScreen(pts.x[i], pts.y[i]);"
-                                " if (sx > 5 && sy > 5 && sx < canvas.width - 5 && sy < canvas.height - 5) return [sx, sy, pts.id[i]]; } })()")
-            pg.mouse.move(box["left"] + found[0], box["top"] + found[1])
-            pg.wait_for_selector("#tip", state="visible")
-            tip = pg.inner_text("#tip")
-            made = pg.evaluate("['img', 'script'].map(t => document.querySelectorAll('#labels ' + t + ', #selection ' + t"
-                               " + ', #tip ' + t + ', #sql ' + t).length)")
-            pwned = pg.evaluate("window.__pwned")
-            b.close()
+        context = browser.new_context(viewport=VIEWPORT, bypass_csp=True)
+        pg = context.new_page()
+        pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        placed = label_names(pg)
+        pg.click("#box")
+        box = canvas_box(pg)
+        drag(pg, [(2, 2), (box["width"] - 4, box["height"] - 4)])
+        pg.wait_for_selector("#selcounts")
+        selection = pg.inner_text("#selection")
+        pg.click("#pan")
+        found = pg.evaluate("(() => { for (let i = 0; i < pts.x.length; i++) { const [sx, sy] = toScreen(pts.x[i], pts.y[i]);"
+                            " if (sx > 5 && sy > 5 && sx < canvas.width - 5 && sy < canvas.height - 5) return [sx, sy, pts.id[i]]; } })()")
+        pg.mouse.move(box["left"] + found[0], box["top"] + found[1])
+        pg.wait_for_selector("#tip", state="visible")
+        tip = pg.inner_text("#tip")
+        made = pg.evaluate("['img', 'script'].map(t => document.querySelectorAll('#labels ' + t + ', #selection ' + t"
+                           " + ', #tip ' + t + ', #sql ' + t).length)")
+        pwned = pg.evaluate("window.__pwned")
+        context.close()
     finally:
         server.shutdown()
         server.server_close()

@@ -38,6 +38,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
+from . import map_explore
 from .contract import parquet_reader
 from .integrity import damaged_embeddings, rebuild_catalog
 from .pictures import map_columns, map_extent
@@ -360,6 +361,13 @@ def make_server(data: MapData | MapSource, host: str = "127.0.0.1", port: int = 
                 return self._send(data.density_png(), "image/png")
             if url.path in SCALE_ROUTES:  # tiles, viewport, neighbours, selection: the block at the end
                 return scale_route(self, data, url.path, query)
+            # ---- the explorer's routes (issue 33, umap_assets/map_explore.py): labels, selections, versions
+            if url.path in map_explore.ROUTES:
+                try:
+                    return self._json(map_explore.answer(url.path, query, data))
+                except map_explore.BadQuery as exc:
+                    raise BadRequest(str(exc)) from None
+            # ---- end of the explorer's routes
             return self._json({"error": f"no such page {url.path[:100]}"}, HTTPStatus.NOT_FOUND)
 
     server.RequestHandlerClass = Handler

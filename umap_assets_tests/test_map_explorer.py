@@ -1,0 +1,423 @@
+"""The explorer of ``umap-assets map`` (issue 33), in headless Chromium over a trained digits home.
+
+The home is test_home_state's: trained twice (two promoted versions, both maps on disk), so the page
+can compare versions. Every check reads what the page shows (its text, its canvas's pixels, the file
+it downloads) against the home's own files, read with DuckDB or pyarrow. Set
+``UMAP_ASSETS_SCREENSHOTS=DIR`` to save the README's screenshots there.
+"""
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from umap_assets import map_explore
+from umap_assets.home import Layout
+from umap_assets.map_server import MapData, make_server
+from umap_assets.warehouse import Warehouse, connect, published_embeddings
+from umap_assets_tests.test_home_state import trained  # noqa: F401 - the module's trained home (a fixture)
+
+VIEWPORT = {"width": 1100, "height": 650}
+CANVAS_STATS = """() => { const c = document.getElementById('map'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let h = 0, ink = 0, red = 0;
+  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) >>> 0;
+    if (d[i] + d[i + 1] + d[i + 2] < 700) ink++; if (d[i] > 140 && d[i + 1] < 120 && d[i + 2] < 120) red++; }
+  return [h, ink, red]; }"""
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(trained):  # noqa: F811 - the imported fixture
+    """The map server over the trained home (read only: nothing here writes to it)."""
+    wh = Warehouse.of(Layout.at(trained))
+    server = make_server(MapData.load(wh, max_points=200_000), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", wh
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module. Tests that also need the trained home ask for it first (``page``):
+    Dagster's runs then happen before playwright's event loop starts, never inside it."""
+    executable = chromium()
+    sync_playwright = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright").sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(served, browser):
+    base, _ = served
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(base + "/")
+    pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    settle(pg)
+    yield pg
+    context.close()
+    assert errors == []
+
+
+def settle(pg) -> None:
+    """Wait for the page's next two frames (it draws in requestAnimationFrame)."""
+    pg.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def stats(pg) -> tuple[int, int, int]:
+    settle(pg)
+    return tuple(pg.evaluate(CANVAS_STATS))
+
+
+def view(pg) -> tuple[float, float, float]:
+    """``(zoom, cx, cy)`` as the page writes them under the map."""
+    settle(pg)
+    text = pg.inner_text("#viewinfo")
+    z, cx, cy = re.match(r"zoom ([\d.]+)× · centre (-?[\d.]+), (-?[\d.]+)", text).groups()
+    return float(z), float(cx), float(cy)
+
+
+def label_names(pg) -> list[str]:
+    settle(pg)
+    return pg.eval_on_selector_all("#labels div", "ds => ds.map(d => d.textContent)")
+
+
+def canvas_box(pg) -> dict:
+    return pg.evaluate("(() => { const r = document.getElementById('map').getBoundingClientRect();"
+                       " return {left: r.left, top: r.top, width: r.width, height: r.height}; })()")
+
+
+def screenshot(pg, name: str) -> None:
+    out = os.environ.get("UMAP_ASSETS_SCREENSHOTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        from PIL import Image  # the map extra's datashader brings Pillow
+
+        pg.mouse.move(0, 0)
+        settle(pg)
+        path = Path(out) / name
+        pg.screenshot(path=str(path))
+        Image.open(path).convert("RGB").quantize(colors=96).save(path, optimize=True)  # a small PNG for the README
+
+
+def world_of(pg, meta: dict, px: float, py: float) -> tuple[float, float]:
+    """A canvas pixel in map units, at the fitted view (the page's fit, written again here)."""
+    box = canvas_box(pg)
+    x0, x1, y0, y1 = meta["image_extent"]
+    s = min(box["width"] / (x1 - x0), box["height"] / (y1 - y0))
+    return (x0 + x1) / 2 + (px - box["width"] / 2) / s, (y0 + y1) / 2 - (py - box["height"] / 2) / s
+
+
+def drag(pg, points: list[tuple[float, float]]) -> None:
+    box = canvas_box(pg)
+    pg.mouse.move(box["left"] + points[0][0], box["top"] + points[0][1])
+    pg.mouse.down()
+    for x, y in points[1:]:
+        pg.mouse.move(box["left"] + x, box["top"] + y, steps=4)
+    pg.mouse.up()
+
+
+def shown_counts(pg) -> dict[str, int]:
+    pg.wait_for_selector("#selcounts")
+    rows = pg.eval_on_selector_all("#selcounts tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    return {name: int(n) for name, n in rows}
+
+
+def label_counts(wh: Warehouse, sql: str) -> dict[str, int]:
+    with connect(wh) as con:
+        got = con.execute(f"SELECT COALESCE(CAST(m.label AS VARCHAR), 'unlabelled'), count(*) FROM ({sql}) s "
+                          "JOIN embeddings m USING (slice, id) GROUP BY 1").fetchall()
+    return dict(got)
+
+
+def exported(pg) -> set[tuple[str, str]]:
+    with pg.expect_download() as info:
+        pg.click("#csv")
+    with open(info.value.path(), newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["slice", "id"]
+    return {(s, i) for s, i in rows[1:]}
+
+
+def meta_of(base: str) -> dict:
+    with urllib.request.urlopen(base + "/api/meta", timeout=30) as r:
+        return json.loads(r.read())
+
+
+# ---- the page in the browser ------------------------------------------------------------------
+
+
+def test_pan_zoom_and_the_zoom_buttons_move_the_map(page):
+    z0, cx0, cy0 = view(page)
+    before = stats(page)
+    assert z0 == 1.0 and before[1] > 1_000, "the fitted map shows its points"
+    drag(page, [(400, 300), (500, 340)])
+    z, cx, cy = view(page)
+    box, meta = canvas_box(page), meta_of(page.url.rstrip("/"))
+    s = min(box["width"] / (meta["image_extent"][1] - meta["image_extent"][0]),
+            box["height"] / (meta["image_extent"][3] - meta["image_extent"][2]))
+    assert (cx, cy) == pytest.approx((cx0 - 100 / s, cy0 + 40 / s), abs=2e-3) and z == 1.0
+    assert stats(page)[0] != before[0], "the points moved on the canvas"
+    page.mouse.move(box["left"] + 300, box["top"] + 300)
+    page.mouse.wheel(0, -400)
+    assert view(page)[0] == pytest.approx(math.exp(400 / 500), abs=0.01)
+    page.click("#zoomin")
+    assert view(page)[0] == pytest.approx(math.exp(400 / 500) * 1.5, abs=0.01)
+    page.click("#zoomout")
+    page.click("#zoomout")
+    assert view(page)[0] == pytest.approx(math.exp(400 / 500) / 1.5, abs=0.01)
+    page.click("#fit")
+    assert view(page) == (z0, cx0, cy0) and stats(page)[0] == before[0], "fit draws the first picture again"
+
+
+def test_colour_by_changes_the_points_and_the_legend(page, served):
+    _, wh = served
+    by_label = stats(page)
+    assert page.inner_text("#legend").split() == [str(d) for d in range(10)]
+    page.select_option("#colour", "slice")
+    assert page.inner_text("#legend").split() == wh.embedded_keys(published_embeddings(wh)["current"])
+    by_slice = stats(page)
+    page.select_option("#colour", "coverage")
+    assert page.inner_text("#legend").startswith("1 like the training rows")
+    assert len({by_label[0], by_slice[0], stats(page)[0]}) == 3, "each colouring draws another picture"
+
+
+def test_find_centres_a_row_lists_its_neighbours_and_hover_names_it(page, served):
+    _, wh = served
+    with connect(wh) as con:
+        x, y, label = con.execute("SELECT x, y, CAST(label AS VARCHAR) FROM embeddings "
+                                  "WHERE slice = 'digits_001' AND id = 105").fetchone()
+    page.fill("#rowid", "105")
+    page.fill("#slice", "digits_001")
+    page.click("#search button")
+    page.wait_for_selector("#row table")
+    assert len(page.query_selector_all("#row table:nth-of-type(2) tr")) == 10
+    z, cx, cy = view(page)
+    assert z >= 4 and (cx, cy) == pytest.approx((x, y), abs=1e-3), "the row is at the centre"
+    box = canvas_box(page)
+    page.mouse.move(box["left"] + box["width"] / 2, box["top"] + box["height"] / 2)
+    page.wait_for_selector("#tip", state="visible")
+    tip = page.inner_text("#tip").splitlines()
+    assert "id 105" in tip and "slice digits_001" in tip and f"label {label}" in tip
+    assert any(line.startswith("coverage ") for line in tip) and any(line.startswith("moved ") for line in tip)
+
+
+def test_a_box_selection_counts_what_duckdb_counts_and_exports_those_ids(page, served):
+    base, wh = served
+    meta = meta_of(base)
+    corners = [(250, 180), (520, 420)]
+    page.click("#box")
+    drag(page, corners)
+    counts = shown_counts(page)
+    (ax, ay), (bx, by) = (world_of(page, meta, *c) for c in corners)
+    sql = page.input_value("#sql")
+    numbers = [float(v) for v in re.findall(r"BETWEEN (\S+) AND (\S+)", sql) for v in v]
+    assert numbers == pytest.approx([ax, bx, by, ay], rel=1e-9, abs=1e-9), "the query is the box the user drew"
+    with connect(wh) as con:
+        ours = dict(con.execute("SELECT CAST(label AS VARCHAR), count(*) FROM embeddings "
+                                "WHERE x BETWEEN ? AND ? AND y BETWEEN ? AND ? GROUP BY 1", [ax, bx, by, ay]).fetchall())
+        ids = {(s, str(i)) for s, i in con.execute("SELECT slice, id FROM embeddings WHERE x BETWEEN ? AND ? "
+                                                   "AND y BETWEEN ? AND ?", [ax, bx, by, ay]).fetchall()}
+    assert counts == ours and sum(ours.values()) > 20
+    assert page.inner_text("#seltotal").startswith(f"{sum(ours.values()):,} rows in the box, over every row")
+    assert exported(page) == ids
+    screenshot(page, "explore_box.png")
+
+
+def test_a_lasso_selection_agrees_with_its_query_and_with_every_row(page, served):
+    _, wh = served
+    path = [(300, 200), (470, 170), (560, 330), (430, 470), (290, 400), (350, 300), (305, 210)]
+    page.click("#lasso")
+    drag(page, path)
+    counts = shown_counts(page)
+    sql = page.input_value("#sql")
+    assert sql.startswith("WITH edge") and counts == label_counts(wh, sql)
+    # every row of the served map, tested in numpy against the lasso the page sent
+    sent = [float(v) for v in page.evaluate("selection.params.lasso").split(",")]
+    assert len(sent) >= 2 * len(path), "the lasso follows the pointer"
+    shape = map_explore.Shape("lasso", tuple(zip(sent[0::2], sent[1::2])))
+    table = pa.concat_tables([pq.read_table(f).append_column("slice", pa.array([f.stem] * pq.read_metadata(f).num_rows))
+                              for f in wh.embedding_files(published_embeddings(wh)["current"])])
+    hit = map_explore.inside(table.column("x").to_numpy().astype(float), table.column("y").to_numpy().astype(float), shape)
+    assert hit.sum() == sum(counts.values()) > 20
+    assert exported(page) == {(s, str(i)) for s, i in zip(np.asarray(table.column("slice"))[hit], np.asarray(table.column("id"))[hit])}
+    assert int(page.evaluate("document.getElementById('map').classList.contains('select') ? 1 : 0")) == 1
+    screenshot(page, "explore_lasso.png")
+
+
+def test_labels_sit_where_their_rows_are_and_more_appear_deeper(page, served):
+    base, _ = served
+    names = label_names(page)
+    assert sorted(names) == [str(d) for d in range(10)], "each label once on the whole map"
+    screenshot(page, "explore.png")
+    with urllib.request.urlopen(base + "/api/labels", timeout=30) as r:
+        levels = json.loads(r.read())["levels"]
+    assert [len(level) for level in levels] == sorted(len(level) for level in levels) and len(levels[-1]) > len(levels[0])
+    for _ in range(5):
+        page.click("#zoomin")  # 7.6x: level 3
+    deeper = label_names(page)
+    assert view(page)[0] == pytest.approx(1.5 ** 5, abs=0.01)
+    in_view_at_0 = page.evaluate(
+        "(levels) => levels[0].filter(p => { const [sx, sy] = toScreen(p.x, p.y);"
+        " return sx >= 0 && sy >= 0 && sx <= canvas.width && sy <= canvas.height; }).length", levels)
+    assert len(deeper) > in_view_at_0, (deeper, in_view_at_0)
+    page.uncheck("#showlabels")
+    assert label_names(page) == []
+
+
+def test_compare_versions_switches_maps_and_shows_each_rows_displacement(page, served):
+    _, wh = served
+    current, previous = published_embeddings(wh)["current"], published_embeddings(wh)["history"][-2]
+
+    def frame(version):
+        return pa.concat_tables([pq.read_table(f, columns=["id", "x", "y"]).append_column(
+            "slice", pa.array([f.stem] * pq.read_metadata(f).num_rows)) for f in wh.embedding_files(version)]).to_pandas()
+
+    both = frame(current).merge(frame(previous), on=["slice", "id"], suffixes=("", "_prev"))
+    moved = np.hypot(both.x - both.x_prev, both.y - both.y_prev)
+    shown = dict(page.eval_on_selector_all("#cmptable tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"))
+    assert shown["previous"] == previous and int(shown["rows in both"]) == len(both)
+    assert float(shown["median displacement"]) == pytest.approx(np.median(moved), abs=2e-4)
+    served_picture = stats(page)
+    page.select_option("#version", "previous")
+    settle(page)
+    assert "previous version " + previous in page.inner_text("#viewinfo")
+    assert stats(page)[0] != served_picture[0] and label_names(page) == []
+    page.select_option("#version", "served")
+    plain_red = stats(page)[2]
+    page.check("#moves")
+    page.select_option("#colour", "displacement")
+    assert stats(page)[2] > plain_red + 500, "a red line from each row's previous place"
+    assert page.inner_text("#legend").startswith("light: not moved")
+    screenshot(page, "explore_compare.png")
+
+
+# ---- map_explore without a browser ----------------------------------------------------------
+
+
+def test_label_placements_put_each_name_on_its_densest_place_and_add_more_deeper():
+    rng = np.random.default_rng(0)
+    centres = {0: [(0, 0), (8, 8)], 1: [(8, 0)], 2: [(0, 8)]}  # label 0 has two clusters, the first fuller
+    xs, ys, codes = [], [], []
+    for code, places in centres.items():
+        for k, (cx, cy) in enumerate(places):
+            n = 300 if k == 0 else 150
+            xy = rng.normal(size=(n, 2)) * 0.4 + (cx, cy)
+            xs += list(xy[:, 0]); ys += list(xy[:, 1]); codes += [code] * n
+    xs += [4.0] * 50; ys += [4.0] * 50; codes += [3] * 50  # unlabelled rows, never written
+    x, y, codes = np.array(xs), np.array(ys), np.array(codes)
+    levels = map_explore.label_placements(x, y, codes, ["a", "b", "c", "unlabelled"], (-2, 10, -2, 10))
+    first = {p.name: (p.x, p.y) for p in levels[0]}
+    assert sorted(first) == ["a", "b", "c"] and len(levels[0]) == 3
+    assert first["a"] == pytest.approx((0, 0), abs=0.5) and first["b"] == pytest.approx((8, 0), abs=0.5)
+    assert any(p.name == "a" and abs(p.x - 8) < 0.8 and abs(p.y - 8) < 0.8 for p in levels[1]), "a's second cluster"
+    sizes = [len(level) for level in levels]
+    assert sizes == sorted(sizes) and all(set(levels[i]) <= set(levels[i + 1]) for i in range(len(levels) - 1))
+
+
+def test_displacement_joins_rows_by_slice_and_id(tmp_path):
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "x": [0.0, 1.0, 2.0], "y": [0.0, 0.0, 0.0]}), path)
+    px, py, moved = map_explore.displacement(["3", "1", "9"], ["s", "s", "s"], np.array([2.0, 3.0, 0.0]),
+                                             np.array([0.0, 4.0, 0.0]), [path])
+    assert px[:2].tolist() == [2.0, 0.0] and moved[:2].tolist() == [0.0, 5.0] and np.isnan(moved[2])
+
+
+def test_a_malformed_selection_is_one_line_and_a_400(tmp_path):
+    from umap_assets_tests.test_map_server import write_version
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 50})
+    server = make_server(MapData.load(wh, max_points=100), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for query, words in [("", "give one of"), ("box=1,2,3", "x0,y0,x1,y1"), ("box=1,2,3,nan", "finite"),
+                             ("lasso=1,2,3,4", "3 to 200"), ("lasso=" + ",".join(["1"] * 402), "3 to 200"),
+                             ("box=0,0,1,1&lasso=0,0,1,1,1,0", "give one of"), ("box=a,b,c,d", "comma-separated"),
+                             ("box=0,0,1,1&x=1", "unknown"), ("box=0,0,1,1&box=0,0,1,1", "repeated")]:
+            try:
+                urllib.request.urlopen(f"{base}/api/selection?{query}", timeout=30)
+                raise AssertionError(query)
+            except urllib.error.HTTPError as err:
+                assert err.code == 400 and words in json.loads(err.read())["error"], query
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_sampled_map_counts_its_drawn_rows_and_a_lone_version_has_nothing_to_compare(tmp_path):
+    """On a map larger than its sample the selection is counted over the drawn rows, and says so; with
+    one version on disk, /api/compare answers that there is no previous one."""
+    from umap_assets_tests.test_map_server import write_version
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_version(wh, "v1", {"a": 600, "b": 500})
+    sampled, whole = MapData.load(wh, max_points=300), MapData.load(wh, max_points=5_000)
+    shape = map_explore.Shape("box", ((-1.0, -1.0), (6.0, 6.0)))
+    part, every = map_explore.select(sampled, shape), map_explore.select(whole, shape)
+    x, y = np.asarray(sampled.sample["x"]), np.asarray(sampled.sample["y"])
+    assert not part.exact and part.total == map_explore.inside(x, y, shape).sum() == sum(n for _, n in part.counts)
+    assert every.exact and 0 < part.total < every.total and every.sql == part.sql
+    assert {id_ for _, id_ in part.rows} <= {id_ for _, id_ in every.rows}
+    assert map_explore.answer("/api/compare", {}, whole)["previous"] is None
+
+
+def test_markup_in_labels_and_ids_stays_text_in_the_explorers_panels(tmp_path, browser):
+    """The labels drawn on the map, the tooltip and the selection's counts insert every value as text,
+    with the page's CSP bypassed (as test_map_server's test of the legend and the row panel)."""
+    from umap_assets_tests.test_map_server import HOSTILE, write_hostile_version
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_hostile_version(wh)
+    server = make_server(MapData.load(wh, max_points=400), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        context = browser.new_context(viewport=VIEWPORT, bypass_csp=True)
+        pg = context.new_page()
+        pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        placed = label_names(pg)
+        pg.click("#box")
+        box = canvas_box(pg)
+        drag(pg, [(2, 2), (box["width"] - 4, box["height"] - 4)])
+        pg.wait_for_selector("#selcounts")
+        selection = pg.inner_text("#selection")
+        pg.click("#pan")
+        found = pg.evaluate("(() => { for (let i = 0; i < pts.x.length; i++) { const [sx, sy] = toScreen(pts.x[i], pts.y[i]);"
+                            " if (sx > 5 && sy > 5 && sx < canvas.width - 5 && sy < canvas.height - 5) return [sx, sy, pts.id[i]]; } })()")
+        pg.mouse.move(box["left"] + found[0], box["top"] + found[1])
+        pg.wait_for_selector("#tip", state="visible")
+        tip = pg.inner_text("#tip")
+        made = pg.evaluate("['img', 'script'].map(t => document.querySelectorAll('#labels ' + t + ', #selection ' + t"
+                           " + ', #tip ' + t + ', #sql ' + t).length)")
+        pwned = pg.evaluate("window.__pwned")
+        context.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(placed) == sorted(HOSTILE), "each label's markup written as its name"
+    assert all(value in selection for value in HOSTILE) and "30 rows in the box" in selection
+    assert f"id {found[2]}" in tip and made == [0, 0] and pwned is None

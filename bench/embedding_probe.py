@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,27 +55,38 @@ def main():
     val, tr = order[:n_val], order[n_val:]
     Z = fit_pca_projection(X_tr[tr], 32).transform(X_tr[tr]).astype(np.float32)
     core = tr[np.sort(density_coverage_coreset(Z, min(40_000, len(tr)), density_fraction=0.8).indices)]
-    t0 = time.time()
-    teacher = umap.UMAP(n_neighbors=15, min_dist=0.1, negative_sample_rate=10, random_state=0, n_jobs=1).fit(X_tr[core])
-    print(f"teacher fit {time.time() - t0:.0f}s on {len(core)} rows", flush=True)
-    # coverage: the product's figure (landmarks of the coreset, PCA-32 plus the residual), over the
-    # validation rows' 0.99 quantile
-    from umap_assets.numerics.drift import coverage_reference
-    pca = fit_pca_projection(X_tr[core], 32)
-    reference = coverage_reference(pca, pca.transform(X_tr[core]).astype(np.float32), X_tr[val]).landmarks(512, X_tr[val])
-    extrap = reference.distances(X_te) > reference.radius
-    print(f"extrapolated test rows: {extrap.sum()} of {len(X_te)}", flush=True)
     knn = metrics.subsample(len(tr), 20_000, 1)
     rest = np.setdiff1d(tr, core)[:40_000]
-    t0 = time.time()
-    Y_rest = teacher.transform(X_tr[rest]) if len(rest) else np.empty((0, 2), np.float32)
-    Y_te_teacher = teacher.transform(X_te)
-    print(f"teacher transform {time.time() - t0:.0f}s", flush=True)
-    E_tr_teacher = teacher.transform(X_tr[tr[knn]])
-    print(line("teacher", scores(Y_te_teacher, X_te, y_te, E_tr_teacher, y_tr[tr[knn]], extrap)), flush=True)
-    ref = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1).fit(X_tr[tr])
-    print(line("umap-learn", scores(ref.transform(X_te), X_te, y_te, ref.embedding_[knn], y_tr[tr[knn]], extrap)), flush=True)
-    graph = distill.FuzzyGraph.with_curve_for(teacher.graph_, min_dist=0.1)
+    cache = ROOT / "bench" / ".cache" / f"probe-{name}.npz"
+    teacher = None
+    if cache.exists():  # the teacher, its transforms and umap-learn's scores, from an earlier probe of this set
+        with np.load(cache, allow_pickle=False) as f:
+            c = {k: f[k] for k in f.files}
+        teacher_graph = scipy.sparse.csr_matrix((c["g_data"], c["g_indices"], c["g_indptr"]), shape=tuple(c["g_shape"]))
+        teacher_embedding, extrap, Y_rest = c["embedding"], c["extrap"], c["y_rest"]
+        print(f"cached teacher and references from {cache}:\n{c['lines']}", flush=True)
+    else:
+        t0 = time.time()
+        teacher = umap.UMAP(n_neighbors=15, min_dist=0.1, negative_sample_rate=10, random_state=0, n_jobs=1).fit(X_tr[core])
+        print(f"teacher fit {time.time() - t0:.0f}s on {len(core)} rows", flush=True)
+        teacher_graph, teacher_embedding = teacher.graph_.tocsr(), teacher.embedding_
+        # coverage: the product's figure (landmarks of the coreset, PCA-32 plus the residual), over the
+        # validation rows' 0.99 quantile
+        from umap_assets.numerics.drift import coverage_reference
+        pca = fit_pca_projection(X_tr[core], 32)
+        reference = coverage_reference(pca, pca.transform(X_tr[core]).astype(np.float32), X_tr[val]).landmarks(512, X_tr[val])
+        extrap = reference.distances(X_te) > reference.radius
+        lines = [f"extrapolated test rows: {extrap.sum()} of {len(X_te)}"]
+        Y_te_teacher = teacher.transform(X_te)
+        Y_rest = teacher.transform(X_tr[rest]) if len(rest) else np.empty((0, 2), np.float32)
+        E_tr_teacher = teacher.transform(X_tr[tr[knn]])
+        lines.append(line("teacher", scores(Y_te_teacher, X_te, y_te, E_tr_teacher, y_tr[tr[knn]], extrap)))
+        ref = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1).fit(X_tr[tr])
+        lines.append(line("umap-learn", scores(ref.transform(X_te), X_te, y_te, ref.embedding_[knn], y_tr[tr[knn]], extrap)))
+        print("\n".join(lines), flush=True)
+        np.savez(cache, g_data=teacher_graph.data, g_indices=teacher_graph.indices, g_indptr=teacher_graph.indptr,
+                 g_shape=np.array(teacher_graph.shape), embedding=teacher_embedding, extrap=extrap, y_rest=Y_rest, lines="\n".join(lines))
+    graph = distill.FuzzyGraph.with_curve_for(teacher_graph.tocoo(), min_dist=0.1)
     for recipe in recipes:
         kv = dict(item.split("=", 1) for item in recipe.split()) if recipe else {}
         ood = int(kv.pop("ood_rows", 0))
@@ -88,10 +100,10 @@ def main():
                        else type(cur)(v) if cur is not None else int(v))
         cfg = dataclasses.replace(cfg, **over)
         X_core = X_tr[core]
-        X_new = distill.neighbour_mixup(X_core, teacher.graph_, min_rows - len(core) - len(rest), 0)
+        X_new = distill.neighbour_mixup(X_core, teacher_graph.tocoo(), min_rows - len(core) - len(rest), 0)
         X_o = ood_rows(X_tr[tr], ood, ood_kind)
         Xs = [X_core, X_tr[rest], X_new, X_o]
-        Ys = [teacher.embedding_, Y_rest] + [teacher.transform(x) if len(x) else np.empty((0, 2)) for x in (X_new, X_o)]
+        Ys = [teacher_embedding, Y_rest] + [teacher.transform(x) if len(x) else np.empty((0, 2)) for x in (X_new, X_o)]
         X = np.concatenate(Xs).astype(np.float32)
         Y = np.concatenate(Ys).astype(np.float32)
         t0 = time.time()

@@ -156,9 +156,10 @@ def exported(pg) -> set[tuple[str, str]]:
     with pg.expect_download() as info:
         pg.click("#csv")
     with open(info.value.path(), newline="") as fh:
-        rows = list(csv.reader(fh))
-    assert rows[0] == ["slice", "id"]
-    return {(s, i) for s, i in rows[1:]}
+        rows = list(csv.DictReader(fh))
+    assert rows, "the export holds the selected rows"
+    assert {"slice", "id"} <= set(rows[0]), "every exported row names its slice and id"
+    return {(r["slice"], r["id"]) for r in rows}
 
 
 def meta_of(base: str) -> dict:

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from ..history import latest, metadata_of
 from ..spatial import version_frame
-from ..tiles import MAX_ZOOM, merge_low_zooms, tiled_keys, write_partial_tiles
+from ..tiles import MAX_ZOOM, merge_low_zooms, merge_runs, tiled_keys, write_partial_tiles
 from .embeddings import embeddings
 from .groups import MAPS
 from .partitions import slices_partitions
@@ -46,6 +46,7 @@ def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehou
                          "materialize `embeddings` for it first")
     stats = write_partial_tiles(source, version_frame(source.parent, first_file=source), config.max_zoom)
     merged_s = merge_low_zooms(source.parent)  # the low zooms, summed over every partial, gain this slice's
+    merged_s += merge_runs(source.parent)  # every zoom: partials merged in levels, so a tile reads few files
     slices = tiled_keys(source.parent)
     context.log.info(f"{key}: {stats.tiles:,} tiles ({stats.rows:,} filled bins) in {stats.seconds:.1f}s; "
                      f"{len(slices)} slice(s) of {version} tiled")

@@ -223,7 +223,7 @@ def main() -> None:
     for name, old in (("tile", "old_scan"), ("viewport", "old_scan"), ("neighbours", "old_find")):
         print(f"| {name} p50 / p95 | {r[name]['new']['p50_ms']} / {r[name]['new']['p95_ms']} ms | "
               f"{r[name][old]['p50_ms']} / {r[name][old]['p95_ms']} ms |")
-    print(f"| server peak RSS | {r['server_peak_rss_mb']} MB (with today's sample and density image) | |")
+    print(f"| server peak RSS | {r['server_peak_rss_mb']} MB (server start {r['server_start_s']} s) | |")
     print(f"| a 1M-row slice's tiles | first slice {r['tiles_first_slice_s']} s, last {r['tiles_last_slice_s']} s | |")
     print(f"| adding them to the merged low zooms | first slice {r['merge_first_slice_s']} s, "
           f"last {r['merge_last_slice_s']} s | |")

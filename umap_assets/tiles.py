@@ -14,6 +14,14 @@ low levels to it, at a cost bounded by the low levels' bins, not by the home's r
 then reads one file instead of every partial. When the merged file does not name exactly the
 partials on disk (one replaced, removed, or not merged yet), tiles are summed from the partials.
 
+Every zoom is also merged in levels (:func:`merge_runs`, log-structured): ``FANOUT`` partials that no
+run holds become a level-1 run (``tiles/runs/L1_<first>_<last>.parquet``), ``FANOUT`` level-1 runs a
+level-2 run, and so on; a run folded into a larger one is removed. A run names its partials as the
+merged file does, and a tile reads the :func:`cover`: the runs that name exactly partials on disk,
+the highest level first, and each partial no chosen run holds, so O(FANOUT x levels) files, each
+sorted by tile with small row groups. A slice is merged once per level: adding one costs its partial
+plus amortised merges, about its size times the levels.
+
 A row outside the frame counts in the nearest edge bin. DuckDB aggregates under a memory limit.
 """
 

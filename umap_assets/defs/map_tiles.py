@@ -35,7 +35,7 @@ def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehou
     the version it serves, the one the ``embeddings`` view reads, so its tiles and its points always
     come from one model. A new slice adds its partial and rebuilds no other, and adds its low zooms
     to the version's merged low zooms (``tiles/merged/low.parquet``), so a tile of the whole map reads
-    one file; a new model's maps get their own pyramid in their own folder, published and pruned with them.
+    one file, and merges the partials in levels (``tiles/runs/``: ten partials a level-1 run, ten of those a level-2 run), so a deeper tile reads a few files, not one a slice; a new model's maps get their own pyramid in their own folder, published and pruned with them.
     """
     key = context.partition_key
     wh = warehouse.warehouse()

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from . import map_explore, map_scale
-from .contract import parquet_reader
+from .contract import carried_columns, parquet_reader
 from .integrity import damaged_embeddings, rebuild_catalog
 from .pictures import map_columns, map_extent
 from .warehouse import Warehouse, embeddings_view, published_embeddings
@@ -63,6 +63,7 @@ DENSITY_PIXELS = 1024
 DENSITY_ZOOM = 3  # a tiled map's density image: its tiles at this zoom (2,048 bins a side over the frame)
 SAMPLE_READ = 4  # a tiled map's sample reads row groups holding about this many times max_points rows
 MAX_K = 1_000  # neighbours /api/find returns at most
+SAMPLE_TEXT_CHARS = 80  # of a carried column's text, per sampled row (hover); the row panel shows it whole
 MAX_PARAMETER = 1_000  # characters of an id or a slice key
 
 
@@ -145,7 +146,9 @@ class MapData:
         with self._connect() as con:
             names = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE embeddings)").fetchall()}
             cats = [c for c in CATEGORIES if c in names]
-            select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats])
+            carried = [c for c in carried_columns(sorted(names)) if c in names]
+            select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats]
+                               + [_sample_text(c) for c in carried])
             if self.tiled and self.rows > max_points:
                 con.register("drawn", group_sample(self.files, max_points, seed))
                 relation = "drawn"
@@ -160,6 +163,7 @@ class MapData:
             values = np.asarray(table.column(i).to_pylist(), dtype=object).astype(str)
             legend = np.array(sorted(set(fixed.get(name, [])) | set(values.tolist())))
             out["categories"][name] = {"legend": legend.tolist(), "codes": np.searchsorted(legend, values).tolist()}
+        out["extra"] = {name: table.column(3 + len(cats) + i).to_pylist() for i, name in enumerate(carried)}
         return out
 
     def legends(self) -> dict[str, list[str]]:
@@ -185,7 +189,7 @@ class MapData:
         if slice_key:
             where, params = where + " AND slice = ?", params + [slice_key]
         names = self._names()
-        extra = [c for c in ("label", "artifact_version") if c in names]
+        extra = [c for c in ("label", "artifact_version") if c in names] + [c for c in carried_columns(sorted(names))]
         cols = ", ".join(["slice", "CAST(id AS VARCHAR)", f'"{x}"', f'"{y}"']
                          + [CATEGORIES.get(c, f'CAST("{c}" AS VARCHAR)') for c in extra])
         found = self._query(f"SELECT {cols} FROM embeddings WHERE {where} LIMIT 1", params)
@@ -249,6 +253,12 @@ class MapSource:
                 except (MapUnavailable, OSError, duckdb.Error) as exc:
                     self.problem = str(exc).splitlines()[0]
             return self.data
+
+
+def _sample_text(column: str) -> str:
+    """A carried column in the sample the page draws: its text cut to :data:`SAMPLE_TEXT_CHARS` (the row
+    panel and the deep-zoom viewport show it whole)."""
+    return f'left(CAST("{column}" AS VARCHAR), {SAMPLE_TEXT_CHARS})'
 
 
 def is_tiled(directory: Path, files: list[Path]) -> bool:

@@ -205,9 +205,11 @@ class MapIndex:
         schema = self.schema
         return pa.schema([pa.field("slice", pa.string())] + [schema.field(n) for n in (columns or self.names)]).empty_table()
 
-    def viewport(self, x0: float, y0: float, x1: float, y1: float, cap: int = 10_000) -> Rows:
-        """The rows in the box, at most ``cap``; when more lie in it, the groups are read spread over the
-        box (every n-th along the curve) until the cap, so the rows shown cover the view."""
+    def viewport(self, x0: float, y0: float, x1: float, y1: float, cap: int = 10_000,
+                 columns: list[str] | None = None) -> Rows:
+        """The rows in the box, at most ``cap``, with ``columns`` (every one by default); when more lie in
+        it, the groups are read spread over the box (every n-th along the curve) until the cap, so the
+        rows shown cover the view."""
         region = Region(box=(x0, y0, x1, y1))
         groups = self.groups_in(x0, y0, x1, y1)
         cap = int(min(max(cap, 1), MAX_CAP))
@@ -217,13 +219,13 @@ class MapIndex:
             groups = np.concatenate([groups[i::stride] for i in range(stride)])
         tables, read, total = [], 0, 0
         for start in range(0, len(groups), 8):
-            batch = self._read(groups[start:start + 8], region, None)
+            batch = self._read(groups[start:start + 8], region, columns)
             read += min(8, len(groups) - start)
             tables += batch
             total += sum(t.num_rows for t in batch)
             if total >= cap:
                 break
-        table = pa.concat_tables(tables).slice(0, cap) if tables else self._empty()
+        table = pa.concat_tables(tables).slice(0, cap) if tables else self._empty(columns)
         return Rows(table, read, self.groups_total, complete=read == len(groups) and total <= cap)
 
     def find(self, row_id, slice_key: str | None = None) -> tuple[dict, int] | None:

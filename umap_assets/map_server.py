@@ -92,6 +92,7 @@ class MapData:
     _sample: dict | None = None
     _legends: dict | None = None
     _density: bytes | None = None
+    _carried: dict | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sample_lock: threading.Lock = field(default_factory=threading.Lock)
     _legend_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -176,11 +177,27 @@ class MapData:
                 self._legends = tiled_legends(self)
             return self._legends
 
+    def carried(self) -> dict[str, str]:
+        """The carried columns (``SliceContract.carry``) of the version's files, each ``text`` or
+        ``number``, read once from their schemas: the page offers the text ones to name clusters by."""
+        if self._carried is None:
+            import pyarrow as pa
+
+            kinds: dict[str, str] = {}
+            for f in self.files:
+                schema = pq.read_schema(f)
+                for name in carried_columns(schema.names):
+                    kinds.setdefault(name, "text" if pa.types.is_string(schema.field(name).type) else "number")
+            self._carried = kinds
+        return self._carried
+
     def meta(self) -> dict:
         legends = self.legends()
         shown = min(self.max_points, self.rows) if self.tiled else len(self.sample["x"])
+        carried = self.carried()
         return {"version": self.version, "rows": self.rows, "shown": shown, "extent": self.extent,
-                "image_extent": padded(self.extent), "categories": list(legends), "legends": legends}
+                "image_extent": padded(self.extent), "categories": list(legends), "legends": legends,
+                "carried": list(carried), "text_columns": [n for n, kind in carried.items() if kind == "text"]}
 
     def find(self, row_id: str, slice_key: str | None, k: int) -> dict | None:
         """The row with ``row_id`` (in ``slice_key`` when given) and its ``k`` nearest rows on the map."""

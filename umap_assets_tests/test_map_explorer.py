@@ -459,3 +459,47 @@ def test_markup_in_labels_and_ids_stays_text_in_the_explorers_panels(tmp_path, b
     assert sorted(placed) == sorted(HOSTILE), "each label's markup written as its name"
     assert all(value in selection for value in HOSTILE) and "30 rows in the box" in selection
     assert f"id {found[2]}" in tip and made == [0, 0] and pwned is None
+
+
+def test_an_unlabelled_map_names_its_clusters_by_a_text_column_and_hover_shows_carried_columns(tmp_path, browser):
+    """A map without labels whose rows carry a word, a title and a URL (``SliceContract.carry``): the page
+    names its clusters by the first text column, lists them, shows the carried columns on hover, and
+    the row panel links the URL (http(s) only, ``rel=noopener``)."""
+    from umap_assets_tests.test_map_clusters import WORDS, nearest_word, write_worded_version
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_worded_version(wh)
+    server = make_server(MapData.load(wh, max_points=500), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        context = browser.new_context(viewport=VIEWPORT)
+        pg = context.new_page()
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        names = label_names(pg)
+        placed = pg.evaluate("labels[0].map(p => [p.name, p.x, p.y])")
+        listed = pg.eval_on_selector_all("#clustertable tr", "rows => rows.map(r => r.cells[0].textContent)")
+        chosen = pg.input_value("#clustercol")
+        box = canvas_box(pg)
+        found = pg.evaluate("(() => { for (let i = 0; i < pts.x.length; i++) { const [sx, sy] = toScreen(pts.x[i], pts.y[i]);"
+                            " if (sx > 5 && sy > 5 && sx < canvas.width - 5 && sy < canvas.height - 5) return [sx, sy, pts.id[i]]; } })()")
+        pg.mouse.move(box["left"] + found[0], box["top"] + found[1])
+        pg.wait_for_selector("#tip", state="visible")
+        tip = pg.inner_text("#tip").splitlines()
+        screenshot(pg, "explore_clusters.png")
+        pg.mouse.click(box["left"] + found[0], box["top"] + found[1])
+        pg.wait_for_selector("#rowtable a")
+        link = pg.eval_on_selector("#rowtable a", "a => [a.getAttribute('href'), a.rel, a.textContent]")
+        context.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert chosen == "kind" and sorted(names) == sorted(WORDS) and listed[1:] and sorted(listed[1:]) == sorted(WORDS)
+    assert all(nearest_word(x, y) == name for name, x, y in placed), "each name sits on its cluster"
+    row_id = int(found[2])
+    row = pq.read_table(wh.embeddings_path("v1", "a" if row_id < 2000 else "b")).to_pandas().set_index("id").loc[row_id]
+    assert f"title {row['title']}" in tip and f"url https://example.org/{row_id}" in tip and f"kind {row['kind']}" in tip
+    assert link == [f"https://example.org/{row_id}", "noopener noreferrer", f"https://example.org/{row_id}"]
+    assert errors == []

@@ -64,6 +64,7 @@ DENSITY_ZOOM = 3  # a tiled map's density image: its tiles at this zoom (2,048 b
 SAMPLE_READ = 4  # a tiled map's sample reads row groups holding about this many times max_points rows
 MAX_K = 1_000  # neighbours /api/find returns at most
 SAMPLE_TEXT_CHARS = 80  # of a carried column's text, per sampled row (hover); the row panel shows it whole
+SAMPLE_CARRIED = 3  # carried columns in the sample (hover), the first ones; the row panel shows every one
 MAX_PARAMETER = 1_000  # characters of an id or a slice key
 
 
@@ -147,7 +148,7 @@ class MapData:
         with self._connect() as con:
             names = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE embeddings)").fetchall()}
             cats = [c for c in CATEGORIES if c in names]
-            carried = [c for c in carried_columns(sorted(names)) if c in names]
+            carried = [c for c in self.carried() if c in names][:SAMPLE_CARRIED]
             select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats]
                                + [_sample_text(c) for c in carried])
             if self.tiled and self.rows > max_points:
@@ -206,7 +207,7 @@ class MapData:
         if slice_key:
             where, params = where + " AND slice = ?", params + [slice_key]
         names = self._names()
-        extra = [c for c in ("label", "artifact_version") if c in names] + [c for c in carried_columns(sorted(names))]
+        extra = [c for c in ("label", "artifact_version") if c in names] + [c for c in self.carried() if c in names]
         cols = ", ".join(["slice", "CAST(id AS VARCHAR)", f'"{x}"', f'"{y}"']
                          + [CATEGORIES.get(c, f'CAST("{c}" AS VARCHAR)') for c in extra])
         found = self._query(f"SELECT {cols} FROM embeddings WHERE {where} LIMIT 1", params)

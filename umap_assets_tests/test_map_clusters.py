@@ -28,30 +28,38 @@ WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 CENTRES = {w: (10 * np.cos(2 * np.pi * k / 10), 10 * np.sin(2 * np.pi * k / 10)) for k, w in enumerate(WORDS)}
 
 
+def write_tiled_version(wh: Warehouse, version: str, tables: dict[str, pa.Table]) -> None:
+    """A version as the embed job leaves it: each slice's rows in curve order with its id index and
+    partial tiles, then published."""
+    for key, table in tables.items():
+        destination = wh.embeddings_path(version, key)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staged = temp_path_for(destination)
+        pq.write_table(table, staged)
+        frame = version_frame(destination.parent, first_file=staged)
+        write_ordered(staged, destination, frame, row_group_rows=256)
+        staged.unlink()
+        write_partial_tiles(destination, frame, max_zoom=3)
+        record_slice(wh, key, {"rows": table.num_rows, "dim": 4, "bytes": 1, "path": f"warehouse/raw_slices/{key}.parquet",
+                               "source": f"incoming/{key}.parquet"})
+        merge_low_zooms(destination.parent)
+    assert publish_embeddings(wh, version, list(tables), keep=2)
+
+
 def write_worded_version(wh: Warehouse, version: str = "v1", sizes: dict[str, int] | None = None, seed: int = 0) -> None:
     """Slices of an unlabelled map: rows around each word's centre, 10% of their texts another word's."""
     rng = np.random.default_rng(seed)
-    first = 0
+    first, tables = 0, {}
     for key, n in (sizes or {"a": 2000, "b": 1500}).items():
         digit = rng.integers(0, 10, n)
         xy = np.array([CENTRES[WORDS[d]] for d in digit]) + rng.normal(scale=0.7, size=(n, 2))
         said = np.where(rng.random(n) < 0.1, rng.integers(0, 10, n), digit)  # the noise a real column has
         ids = np.arange(first, first + n)
-        destination = wh.embeddings_path(version, key)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staged = temp_path_for(destination)
-        pq.write_table(pa.table({"id": ids, "x": xy[:, 0].astype(np.float32), "y": xy[:, 1].astype(np.float32),
-                                 "kind": [WORDS[d] for d in said], "title": [f"the {WORDS[d]} of row {i}" for d, i in zip(said, ids)],
-                                 "url": [f"https://example.org/{i}" for i in ids], "artifact_version": [version] * n}), staged)
-        frame = version_frame(destination.parent, first_file=staged)
-        write_ordered(staged, destination, frame, row_group_rows=256)
-        staged.unlink()
-        write_partial_tiles(destination, frame, max_zoom=3)
-        record_slice(wh, key, {"rows": n, "dim": 4, "bytes": 1, "path": f"warehouse/raw_slices/{key}.parquet",
-                               "source": f"incoming/{key}.parquet"})
-        merge_low_zooms(destination.parent)
+        tables[key] = pa.table({"id": ids, "x": xy[:, 0].astype(np.float32), "y": xy[:, 1].astype(np.float32),
+                                "kind": [WORDS[d] for d in said], "title": [f"the {WORDS[d]} of row {i}" for d, i in zip(said, ids)],
+                                "url": [f"https://example.org/{i}" for i in ids], "artifact_version": [version] * n})
         first += n
-    assert publish_embeddings(wh, version, list(sizes or {"a": 0, "b": 0}), keep=2)
+    write_tiled_version(wh, version, tables)
 
 
 @pytest.fixture

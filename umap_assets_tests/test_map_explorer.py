@@ -503,3 +503,32 @@ def test_an_unlabelled_map_names_its_clusters_by_a_text_column_and_hover_shows_c
     assert f"title {row['title']}" in tip and f"url https://example.org/{row_id}" in tip and f"kind {row['kind']}" in tip
     assert link == [f"https://example.org/{row_id}", "noopener noreferrer", f"https://example.org/{row_id}"]
     assert errors == []
+
+
+def test_the_digits_map_without_its_labels_names_each_cluster_by_its_rows_digit_word(trained, tmp_path):  # noqa: F811
+    """The trained digits home's served map, its labels dropped and each row given its digit's word
+    (``kind``), written as an unlabelled tiled version: every cluster found is named by the word most
+    of its rows carry (counted here over every row), and at least 7 words name a cluster."""
+    from umap_assets import map_clusters
+    from umap_assets_tests.test_map_clusters import WORDS, write_tiled_version
+
+    wh = Warehouse.of(Layout.at(trained))
+    tables = {}
+    for f in wh.embedding_files(published_embeddings(wh)["current"]):
+        table = pq.read_table(f)
+        words = [WORDS[int(v)] for v in table.column("label").to_pylist()]
+        tables[f.stem] = table.drop_columns(["label"]).append_column("kind", pa.array(words))
+    out = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_tiled_version(out, "v1", tables)
+    data = MapData.load(out, max_points=500)
+    assert data.tiled and data.rows == 1797 > 500 and "label" not in data.meta()["categories"]
+    found = map_clusters.cluster_labels(data, "kind", "values")
+    grid = map_clusters.find_clusters(*map_clusters.weighted_points(data), data.extent)
+    every = pa.concat_tables(tables.values())
+    cluster = grid.cluster_of(every.column("x").to_numpy(), every.column("y").to_numpy())
+    words = np.asarray(every.column("kind").to_pylist())
+    counts = [{w: int(((cluster == k) & (words == w)).sum()) for w in WORDS} for k in range(len(found.clusters))]
+    named = [c.name.split(" · ")[0] for c in found.clusters]
+    assert all(count[name] == max(count.values()) > 0 for name, count in zip(named, counts)), (named, counts)
+    assert len(set(named)) >= 7, named  # this short-trained map runs 1, 3, 8 and 9 into one dense region
+    assert {p["name"] if isinstance(p, dict) else p.name for p in found.levels[0]} == {c.name for c in found.clusters}

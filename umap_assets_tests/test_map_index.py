@@ -15,7 +15,8 @@ from umap_assets.map_index import MapIndex, Region
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, train_student
 from umap_assets.spatial import MapFrame, hilbert_keys, id_index_path, is_ordered, write_ordered
-from umap_assets.tiles import TILE_BINS, TileIndex, cover, merge_low_zooms, merge_runs, tiles_path, write_partial_tiles
+from umap_assets.tiles import (TILE_BINS, TileIndex, compact, compaction_due, cover, merge_low_zooms, merge_runs, tiles_path,
+                               write_partial_tiles)
 
 
 @pytest.fixture(scope="module")
@@ -388,3 +389,28 @@ def test_map_tiles_writes_no_run_and_map_tile_runs_merges_them_after_with_the_sa
         again = dg.materialize([map_tile_runs], instance=instance, resources=resources)
         assert again.asset_materializations_for_node("map_tile_runs")[0].metadata["runs_written"].value == 0
     assert map_tile_runs.op.pool == TILE_RUNS_POOL and "default_limit: 1" in DAGSTER_YAML, "one compaction at a time"
+
+
+def test_a_compaction_cut_short_leaves_the_rest_due_and_a_removed_partial_voids_its_run(version_dir, tmp_path):
+    """`compact(max_merges=1)` writes one run and says merges are left; the next writes the rest (the
+    level-1 runs folded into the level-2 one); a partial removed voids the run that held it, and the
+    tiles stay the sum of the partials on disk throughout."""
+    frame = MapFrame.load(version_dir / "frame.json")
+    rows = pq.read_table(version_dir / "s1.parquet")
+    for number in range(4):
+        pq.write_table(rows.slice(number * 7_500, 7_500), tmp_path / f"q{number}.parquet")
+        write_partial_tiles(tmp_path / f"q{number}.parquet", frame, max_zoom=4)
+    tiles = TileIndex(tmp_path)
+    first = compact(tmp_path, fanout=2, max_merges=1)
+    assert first.written == ("L1_q0_q1.parquet",) and first.levels == (1,) and first.pending
+    assert (first.files_before, first.files_after) == (4, 3) and compaction_due(tmp_path, fanout=2)
+    assert tiles.tile(0, 0, 0).count.sum() == 30_000
+    rest = compact(tmp_path, fanout=2)
+    assert rest.written == ("L1_q2_q3.parquet", "L2_q0_q3.parquet") and rest.levels == (1, 2) and not rest.pending
+    assert rest.removed == 2 and (rest.files_before, rest.files_after) == (3, 1) and not compaction_due(tmp_path, fanout=2)
+    assert rest.bytes > (tmp_path / "tiles" / "runs" / "L2_q0_q3.parquet").stat().st_size, "both runs written count"
+    tiles_path(tmp_path / "q3.parquet").unlink()  # a slice removed
+    assert compaction_due(tmp_path, fanout=2) and tiles.tile(0, 0, 0).count.sum() == 22_500
+    after = compact(tmp_path, fanout=2)
+    assert after.removed == 1 and after.written == ("L1_q0_q1.parquet",) and after.files_after == 2
+    assert tiles.files_read == 2 and tiles.tile(0, 0, 0).count.sum() == 22_500

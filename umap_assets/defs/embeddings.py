@@ -75,6 +75,6 @@ def embeddings(
 
 embed_job = dg.define_asset_job(
     EMBED_JOB,
-    selection=dg.AssetSelection.groups(MAPS),
-    description="Embed one slice with the promoted artifact, and measure its drift against the current coreset.",
+    selection=dg.AssetSelection.groups(MAPS) - dg.AssetSelection.assets("map_tile_runs"),  # per slice only
+    description="Embed one slice with the promoted artifact, tile it, and measure its drift against the current coreset.",
 )

@@ -147,14 +147,18 @@ def test_the_spark_engine_carries_the_same_columns_as_the_local_one(tmp_path, ar
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java, and this machine has none")
-    from umap_assets.engines import LocalEngine, SparkEngine, embed
+    from umap_assets.engines import SPARK_MASTER, LocalEngine, SparkEngine, embed, spark_session
 
     carried_slice(tmp_path / "in.parquet", n=400)
     canonical = tmp_path / "canonical.parquet"
     write_canonical_slice(tmp_path / "in.parquet", canonical, SliceSpec(carry=("title", "url")))
     spec = canonical_spec(canonical)
     embed(LocalEngine(), artifact, canonical, tmp_path / "local.parquet", spec)
-    embed(SparkEngine(), artifact, canonical, tmp_path / "spark.parquet", spec)
+    spark = spark_session(SPARK_MASTER)  # its own session, stopped after: a later test builds its own on a cluster
+    try:
+        embed(SparkEngine(spark=spark), artifact, canonical, tmp_path / "spark.parquet", spec)
+    finally:
+        spark.stop()
     a = pq.read_table(tmp_path / "local.parquet").sort_by("id")
     b = pq.read_table(tmp_path / "spark.parquet").sort_by("id")
     assert a.schema.equals(b.schema) and "url" in a.column_names

@@ -193,6 +193,10 @@ def test_spark_standalone_cluster_of_two_workers_matches_local(projector_file, t
     pq.write_table(pa.table(columns), wide)
     canonical = tmp_path / "canonical.parquet"  # float32 bytes, as the embeddings asset hands a slice to Spark
     write_canonical_slice(src, canonical)
+    from pyspark.sql import SparkSession
+
+    if (left := SparkSession.getActiveSession()) is not None:  # another test's session would be reused, not the cluster
+        left.stop()
     with standalone_cluster(workers=2, log_dir=tmp_path / "spark") as master:
         spark = spark_session(master, {"spark.default.parallelism": "4"})
         try:

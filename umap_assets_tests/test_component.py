@@ -96,6 +96,12 @@ def test_a_map_with_a_name_of_its_own_is_refused_in_one_line_until_it_is_wired()
     assert "\n" not in str(e.value)
 
 
+def test_a_source_other_than_the_homes_incoming_is_refused_in_one_line_until_it_is_wired(tmp_path):
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="UmapMap 'default': source 's3://b/p': only") as e:
+        dg.component_defs(component=UmapMap(home=str(tmp_path), source="s3://b/p"))
+    assert "\n" not in str(e.value)
+
+
 def new_project(root: Path) -> Path:
     """The minimal layout `dg` expects of a project (pyproject's [tool.dg], a root module, its defs folder):
     the venv holds neither `create-dagster` nor `dg scaffold project`."""

@@ -29,11 +29,12 @@ from .atomic import is_temp_name
 from .contract import file_identity, partition_key_for
 from .errors import is_contract_violation, root_cause
 from .history import latest_metadata, materializations, metadata_of
+from .map_names import DEFAULT_NAMES
 
 #: The dynamic partitions: one per slice file.
-SLICES = "slices"
+SLICES = DEFAULT_NAMES.partitions
 #: Run tag with the identity of the file a run ingests (rejections are remembered by it).
-IDENTITY_TAG = "umap_assets/source_identity"
+IDENTITY_TAG = DEFAULT_NAMES.tag("source_identity")
 #: Metadata key of ``raw_slices``: the identity (size and content hash) of the file it ingested.
 SOURCE_IDENTITY = "source_identity"
 
@@ -199,4 +200,4 @@ def _same_content(found: Discovery, item: SliceFile, slice_key: str, present: se
 
 def ingest_tags(item: SliceFile) -> dict[str, str]:
     """Tags of a run that ingests ``item``."""
-    return {"umap_assets/source": str(item.path), IDENTITY_TAG: item.identity}
+    return {DEFAULT_NAMES.tag("source"): str(item.path), IDENTITY_TAG: item.identity}

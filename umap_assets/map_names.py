@@ -8,10 +8,14 @@ pool ``products/training``, partitions ``products__slices``, tag ``umap_assets/p
 resource ``products__warehouse``. Two maps with different names therefore share no name.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import re
+from typing import TYPE_CHECKING
 
-import dagster as dg
+if TYPE_CHECKING:
+    import dagster as dg
 
 #: The name of the map whose names are today's, unprefixed.
 DEFAULT_MAP = "default"
@@ -35,6 +39,8 @@ class MapNames:
         return self.name == DEFAULT_MAP
 
     def asset_key(self, asset: str) -> dg.AssetKey:
+        import dagster as dg  # here, so that home.py and the numerics' callers import no Dagster
+
         return dg.AssetKey(asset) if self.is_default else dg.AssetKey([self.name, asset])
 
     def group(self, group: str) -> str:
@@ -67,3 +73,8 @@ class MapNames:
     def tag(self, tag: str) -> str:
         """A run tag of this map: ``umap_assets/<tag>``, or ``umap_assets/<name>/<tag>``."""
         return f"umap_assets/{tag}" if self.is_default else f"umap_assets/{self.name}/{tag}"
+
+
+#: The names of the map called ``default``: today's, which the modules' constants (``SLICES``, ``TRAINING_POOL``, the
+#: planner's job names and tags) are.
+DEFAULT_NAMES = MapNames()

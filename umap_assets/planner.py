@@ -28,12 +28,14 @@ import dagster as dg
 from .discovery import IDENTITY_TAG, SLICES, discover_slices, failed_attempts, ingest_tags, retry_after
 from .history import latest, materializations, metadata_of
 from .home import TRAINING_POOL
+from .map_names import DEFAULT_NAMES
 
-INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB = "ingest_slice", "train_model", "embed_slice", "remove_slice"
+INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB = (DEFAULT_NAMES.job(j) for j in ("ingest_slice", "train_model", "embed_slice",
+                                                                          "remove_slice"))
 #: Why a ``train_model`` run was requested.
-RETRAIN_TAG = "umap_assets/retrain_reason"
+RETRAIN_TAG = DEFAULT_NAMES.tag("retrain_reason")
 #: The process that launched a run in-process (``host:pid``), so a later run can tell a dead one.
-LAUNCHER_TAG = "umap_assets/launched_by"
+LAUNCHER_TAG = DEFAULT_NAMES.tag("launched_by")
 #: Seconds between two looks at ``incoming`` when nothing else runs meanwhile (a file must be unchanged).
 LOOK_AGAIN_S = 0.5
 

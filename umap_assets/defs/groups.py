@@ -7,7 +7,6 @@
 """
 
 from ..home import TRAINING_POOL  # noqa: F401 - the pool whose one slot the instance counts per run
+from ..map_names import DEFAULT_NAMES
 
-INGEST = "ingest"
-TRAINING = "training"
-MAPS = "maps"
+INGEST, TRAINING, MAPS = (DEFAULT_NAMES.group(g) for g in ("ingest", "training", "maps"))

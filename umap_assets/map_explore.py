@@ -1,17 +1,14 @@
-"""What the explorer page asks of ``umap-assets map`` beyond points and density (issue 33).
+"""What the explorer page asks of ``umap-assets map`` beyond points, density and the scale routes (issue 33).
 
-Framework-free (numpy and DuckDB): the server's routes ``/api/labels``, ``/api/selection`` and
-``/api/compare`` call :func:`answer`, which reads the map the request was given (a ``MapData``:
-its sample, its files, its warehouse) and nothing else.
+Framework-free (numpy and DuckDB): the server's routes ``/api/labels`` and ``/api/compare`` call
+:func:`answer`, which reads the map the request was given (a ``MapData``: its sample, its files, its
+warehouse) and nothing else. A box or lasso selection is not here: the page asks ``/api/select``
+(:mod:`umap_assets.map_scale` over :class:`umap_assets.map_index.MapIndex`), one rule for every row.
 
 - **Labels at zoom levels** (:func:`label_placements`): each label's name where its rows are
   densest, more places as the user zooms in. Computed once per map over the seeded sample (a
   uniform draw of every row, so its dense places are every row's), here rather than in the page:
   one answer for every browser, tested in Python, and the page only draws the level it is at.
-- **Selections** (:func:`select`): a box or a lasso, the count per label of the rows in it, their
-  ids for export and the DuckDB query that selects them, for the user to paste. When the sample is
-  every row the counts and ids come from that very query over the map's files (exact); on a
-  sampled map, from the drawn sample, marked so (the query still selects every row).
 - **Compare versions** (:func:`compare`): the previous published version that still has its
   embeddings, each sampled row's position in it, and its displacement.
 """
@@ -33,9 +30,7 @@ if TYPE_CHECKING:  # the server imports this module: no import back at run time
 
 LEVELS = 6  # zoom levels of label placements: level z is a grid of 4 * 2**z cells a side
 MIN_ROWS = 5  # a place holds at least this many of the label's sampled rows
-MAX_LASSO = 200  # vertices of a lasso
-MAX_EXPORT = 100_000  # ids a selection returns for the page's CSV; past it, the query selects them
-ROUTES = ("/api/labels", "/api/selection", "/api/compare")
+ROUTES = ("/api/labels", "/api/compare")
 
 
 class BadQuery(ValueError):
@@ -92,129 +87,6 @@ def label_placements(x: np.ndarray, y: np.ndarray, codes: np.ndarray, legend: li
                     found.append(place)
         out.append(sorted(found, key=lambda pl: -pl.rows))
     return out
-
-
-# ---- selections --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A box ``(x0, y0, x1, y1)`` or a lasso (a closed polygon of ``(x, y)`` vertices), in map units."""
-
-    kind: str  # "box" or "lasso"
-    points: tuple[tuple[float, float], ...]
-
-    @property
-    def polygon(self) -> tuple[tuple[float, float], ...]:
-        if self.kind == "lasso":
-            return self.points
-        (x0, y0), (x1, y1) = self.points
-        return ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
-
-
-def _numbers(text: str, name: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise BadQuery(f"{name} must be comma-separated numbers, not {text[:40]!r}") from None
-    if not all(math.isfinite(v) for v in values):
-        raise BadQuery(f"{name} must hold finite numbers")
-    return values
-
-
-def parse_shape(query: dict[str, list[str]]) -> Shape:
-    """``box=x0,y0,x1,y1`` or ``lasso=x,y,x,y,...`` (3 to MAX_LASSO vertices), checked."""
-    unknown = sorted(set(query) - {"box", "lasso", "token"})
-    repeated = sorted(name for name, values in query.items() if len(values) > 1)
-    if unknown or repeated:
-        raise BadQuery(f"unknown parameter {unknown[0]!r}" if unknown else f"parameter {repeated[0]!r} is repeated")
-    if ("box" in query) == ("lasso" in query):
-        raise BadQuery("give one of box=x0,y0,x1,y1 or lasso=x,y,x,y,...")
-    if "box" in query:
-        v = _numbers(query["box"][0], "box")
-        if len(v) != 4:
-            raise BadQuery("box must be x0,y0,x1,y1")
-        return Shape("box", ((min(v[0], v[2]), min(v[1], v[3])), (max(v[0], v[2]), max(v[1], v[3]))))
-    v = _numbers(query["lasso"][0], "lasso")
-    if len(v) % 2 or not 3 <= len(v) // 2 <= MAX_LASSO:
-        raise BadQuery(f"lasso must be 3 to {MAX_LASSO} x,y pairs")
-    return Shape("lasso", tuple(zip(v[0::2], v[1::2])))
-
-
-def inside(x: np.ndarray, y: np.ndarray, shape: Shape) -> np.ndarray:
-    """Which points lie in ``shape``: a box with its edges, a lasso by the crossing rule (the one
-    :func:`selection_sql` writes, so both agree on every row)."""
-    if shape.kind == "box":
-        (x0, y0), (x1, y1) = shape.points
-        return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
-    crossings = np.zeros(len(x), np.int64)
-    poly = shape.points
-    for (ax, ay), (bx, by) in zip(poly, poly[1:] + poly[:1]):
-        if ay == by:
-            continue
-        straddles = (ay > y) != (by > y)
-        crossings += straddles & (x < (bx - ax) * (y - ay) / (by - ay) + ax)
-    return crossings % 2 == 1
-
-
-def selection_sql(shape: Shape, columns: tuple[str, str] = ("x", "y")) -> str:
-    """A DuckDB query over the ``embeddings`` view that selects the rows in ``shape``: paste it into
-    ``duckdb warehouse.duckdb`` in the home (numbers written with ``repr``: nothing else is spliced)."""
-    x, y = columns
-    if shape.kind == "box":
-        (x0, y0), (x1, y1) = shape.points
-        return (f'SELECT slice, id FROM embeddings\nWHERE "{x}" BETWEEN {x0!r} AND {x1!r}\n'
-                f'  AND "{y}" BETWEEN {y0!r} AND {y1!r}\nORDER BY slice, id')
-    poly = shape.points
-    edges = ",\n  ".join(f"({ax!r}, {ay!r}, {bx!r}, {by!r})" for (ax, ay), (bx, by) in zip(poly, poly[1:] + poly[:1])
-                         if ay != by)  # a horizontal edge never crosses a row's rightward ray
-    xs, ys = [p[0] for p in poly], [p[1] for p in poly]
-    return (f"WITH edge(ax, ay, bx, bz) AS (VALUES\n  {edges})  -- bz: the end's y (BY is a keyword)\n"
-            f"SELECT e.slice, e.id FROM embeddings e, edge\n"
-            f'WHERE e."{x}" BETWEEN {min(xs)!r} AND {max(xs)!r} AND e."{y}" BETWEEN {min(ys)!r} AND {max(ys)!r}\n'
-            f'  AND (edge.ay > e."{y}") <> (edge.bz > e."{y}")\n'
-            f'  AND e."{x}" < (edge.bx - edge.ax) * (e."{y}" - edge.ay) / (edge.bz - edge.ay) + edge.ax\n'
-            f"GROUP BY e.slice, e.id HAVING count(*) % 2 = 1\nORDER BY e.slice, e.id")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The rows in a shape: ``counts`` per label (fullest first), ``rows`` of ``(slice, id)`` for
-    export (at most MAX_EXPORT), and the query that selects every one of them."""
-
-    total: int
-    counts: list[tuple[str, int]]
-    rows: list[tuple[str, str]]
-    sql: str
-    exact: bool  # False: counted over the drawn sample of a larger map
-
-
-def _label_counts(labels: list[str]) -> list[tuple[str, int]]:
-    names, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-    order = np.lexsort((names, -counts))
-    return [(str(names[i]), int(counts[i])) for i in order]
-
-
-def select(data: "MapData", shape: Shape) -> Selection:
-    """The selection in ``data``: over every row with the query itself when the sample is every row,
-    else over the sample."""
-    sql = selection_sql(shape, data.columns)
-    if data.rows <= len(data.sample["x"]):
-        with data._connect() as con:
-            names = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE embeddings)").fetchall()}
-            label = """COALESCE(CAST(m."label" AS VARCHAR), 'unlabelled')""" if "label" in names else "'unlabelled'"
-            found = con.execute(f"SELECT s.slice, CAST(s.id AS VARCHAR), {label} FROM ({sql}) s "
-                                "JOIN embeddings m USING (slice, id) ORDER BY 1, 2").fetchall()
-        return Selection(len(found), _label_counts([r[2] for r in found]), [(r[0], r[1]) for r in found[:MAX_EXPORT]],
-                         sql, True)
-    sample = data.sample
-    hit = np.flatnonzero(inside(np.asarray(sample["x"]), np.asarray(sample["y"]), shape))
-    cats = sample["categories"]
-    labels = (np.asarray(cats["label"]["legend"], dtype=object)[np.asarray(cats["label"]["codes"])[hit]]
-              if "label" in cats else ["unlabelled"] * len(hit))
-    slices = np.asarray(cats["slice"]["legend"], dtype=object)[np.asarray(cats["slice"]["codes"])[hit]]
-    rows = [(str(s), sample["id"][i]) for s, i in zip(slices, hit)][:MAX_EXPORT]
-    return Selection(len(hit), _label_counts(list(labels)), rows, sql, False)
 
 
 # ---- compare versions ------------------------------------------------------------------------
@@ -306,9 +178,6 @@ def answer(path: str, query: dict[str, list[str]], data: "MapData") -> dict:
     """The JSON body of one explorer route (``path`` in :data:`ROUTES`) for the map ``data``."""
     if path == "/api/labels":
         return {"version": data.version, "levels": [[asdict(p) for p in level] for level in _placements(data)]}
-    if path == "/api/selection":
-        found = select(data, parse_shape(query))
-        return {"version": data.version, **asdict(found)}
     if path == "/api/compare":
         cached = getattr(data, "_comparison", None)
         if cached is None:  # one join over the previous version's files per map, not per page load

@@ -24,6 +24,7 @@ import pytest
 
 from umap_assets import map_explore
 from umap_assets.home import Layout
+from umap_assets.map_index import Region
 from umap_assets.map_server import MapData, make_server
 from umap_assets.warehouse import Warehouse, connect, published_embeddings
 from umap_assets_tests.test_home_state import trained  # noqa: F401 - the module's trained home (a fixture)
@@ -145,11 +146,24 @@ def shown_counts(pg) -> dict[str, int]:
     return {name: int(n) for name, n in rows}
 
 
-def label_counts(wh: Warehouse, sql: str) -> dict[str, int]:
-    with connect(wh) as con:
-        got = con.execute(f"SELECT COALESCE(CAST(m.label AS VARCHAR), 'unlabelled'), count(*) FROM ({sql}) s "
-                          "JOIN embeddings m USING (slice, id) GROUP BY 1").fetchall()
-    return dict(got)
+def pasted(sql: str) -> tuple[dict[str, int], set[tuple[str, str]]]:
+    """The query the page shows, run as a user pastes it (DuckDB, no catalog): its count per label and its rows."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.execute(f"SELECT slice, CAST(id AS VARCHAR), COALESCE(CAST(label AS VARCHAR), 'unlabelled') "
+                           f"FROM ({sql})").fetchall()
+    counts: dict[str, int] = {}
+    for _, _, label in rows:
+        counts[label] = counts.get(label, 0) + 1
+    assert len({(s, i) for s, i, _ in rows}) == len(rows), "each row once"
+    return counts, {(s, i) for s, i, _ in rows}
+
+
+def every_row(wh: Warehouse) -> pa.Table:
+    """Every row of the served version, with its slice (the file's name)."""
+    return pa.concat_tables([pq.read_table(f).append_column("slice", pa.array([f.stem] * pq.read_metadata(f).num_rows))
+                             for f in wh.embedding_files(published_embeddings(wh)["current"])], promote_options="default")
 
 
 def exported(pg) -> set[tuple[str, str]]:
@@ -242,6 +256,7 @@ def test_a_box_selection_counts_what_duckdb_counts_and_exports_those_ids(page, s
         ids = {(s, str(i)) for s, i in con.execute("SELECT slice, id FROM embeddings WHERE x BETWEEN ? AND ? "
                                                    "AND y BETWEEN ? AND ?", [ax, bx, by, ay]).fetchall()}
     assert counts == ours and sum(ours.values()) > 20
+    assert pasted(sql) == (ours, ids), "the pasted query returns exactly the counted rows"
     assert page.inner_text("#seltotal").startswith(f"{sum(ours.values()):,} rows in the box, over every row")
     assert exported(page) == ids
     screenshot(page, "explore_box.png")
@@ -254,16 +269,22 @@ def test_a_lasso_selection_agrees_with_its_query_and_with_every_row(page, served
     drag(page, path)
     counts = shown_counts(page)
     sql = page.input_value("#sql")
-    assert sql.startswith("WITH edge") and counts == label_counts(wh, sql)
-    # every row of the served map, tested in numpy against the lasso the page sent
-    sent = [float(v) for v in page.evaluate("selection.params.lasso").split(",")]
+    # every row of the served map, tested in numpy by map_index's rule against the polygon the page sent
+    sent = [float(v) for v in page.evaluate("selection.q.polygon").split(",")]
     assert len(sent) >= 2 * len(path), "the lasso follows the pointer"
-    shape = map_explore.Shape("lasso", tuple(zip(sent[0::2], sent[1::2])))
-    table = pa.concat_tables([pq.read_table(f).append_column("slice", pa.array([f.stem] * pq.read_metadata(f).num_rows))
-                              for f in wh.embedding_files(published_embeddings(wh)["current"])])
-    hit = map_explore.inside(table.column("x").to_numpy().astype(float), table.column("y").to_numpy().astype(float), shape)
-    assert hit.sum() == sum(counts.values()) > 20
-    assert exported(page) == {(s, str(i)) for s, i in zip(np.asarray(table.column("slice"))[hit], np.asarray(table.column("id"))[hit])}
+    table = every_row(wh)
+    hit = Region(polygon=tuple(zip(sent[0::2], sent[1::2]))).contains(table.column("x").to_numpy().astype(float),
+                                                                         table.column("y").to_numpy().astype(float))
+    rows = {(s, str(i)) for s, i in zip(np.asarray(table.column("slice"))[hit], np.asarray(table.column("id"))[hit])}
+    labels = [str(v) for v in np.asarray(table.column("label"), dtype=object)[hit]]
+    assert counts == {name: labels.count(name) for name in set(labels)} and hit.sum() == sum(counts.values()) > 20
+    assert pasted(sql) == (counts, rows), "the pasted query returns exactly the counted rows"
+    assert page.inner_text("#seltotal").startswith(f"{len(rows):,} rows in the lasso, over every row")
+    assert exported(page) == rows
+    with page.expect_download() as info:
+        page.click("#parquet")
+    got = pq.read_table(info.value.path(), columns=["slice", "id"])
+    assert got.num_rows == len(rows) and {(s, str(i)) for s, i in zip(*got.to_pydict().values())} == rows
     assert int(page.evaluate("document.getElementById('map').classList.contains('select') ? 1 : 0")) == 1
     screenshot(page, "explore_lasso.png")
 
@@ -347,6 +368,7 @@ def test_displacement_joins_rows_by_slice_and_id(tmp_path):
 
 
 def test_a_malformed_selection_is_one_line_and_a_400(tmp_path):
+    """The cases of /api/select that test_map_scale_server's table of bad parameters leaves out."""
     from umap_assets_tests.test_map_server import write_version
 
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
@@ -355,35 +377,50 @@ def test_a_malformed_selection_is_one_line_and_a_400(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        for query, words in [("", "give one of"), ("box=1,2,3", "x0,y0,x1,y1"), ("box=1,2,3,nan", "finite"),
-                             ("lasso=1,2,3,4", "3 to 200"), ("lasso=" + ",".join(["1"] * 402), "3 to 200"),
-                             ("box=0,0,1,1&lasso=0,0,1,1,1,0", "give one of"), ("box=a,b,c,d", "comma-separated"),
-                             ("box=0,0,1,1&x=1", "unknown"), ("box=0,0,1,1&box=0,0,1,1", "repeated")]:
+        for query, words in [("", "give one of"), ("box=1,2,3,nan", "finite"), ("box=a,b,c,d", "comma-separated"),
+                             ("box=1,1,0,0", "x0 <= x1"), ("polygon=" + ",".join(["1"] * 130), "3 to 64"),
+                             ("box=0,0,1,1&x=1", "unknown"), ("box=0,0,1,1&box=0,0,1,1", "repeated"),
+                             ("lasso=0,0,1,1,1,0", "unknown")]:
             try:
-                urllib.request.urlopen(f"{base}/api/selection?{query}", timeout=30)
+                urllib.request.urlopen(f"{base}/api/select?{query}", timeout=30)
                 raise AssertionError(query)
             except urllib.error.HTTPError as err:
                 assert err.code == 400 and words in json.loads(err.read())["error"], query
+        for gone in ("/api/selection?box=0,0,1,1",):  # one selection: the explorer's own route is gone
+            try:
+                urllib.request.urlopen(base + gone, timeout=30)
+                raise AssertionError(gone)
+            except urllib.error.HTTPError as err:
+                assert err.code == 404, gone
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_a_sampled_map_counts_its_drawn_rows_and_a_lone_version_has_nothing_to_compare(tmp_path):
-    """On a map larger than its sample the selection is counted over the drawn rows, and says so; with
-    one version on disk, /api/compare answers that there is no previous one."""
+def test_a_sampled_map_selects_every_row_and_a_lone_version_has_nothing_to_compare(tmp_path):
+    """On a map larger than its sample /api/select counts every row, not the drawn ones; with one
+    version on disk, /api/compare answers that there is no previous one."""
     from umap_assets_tests.test_map_server import write_version
 
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     write_version(wh, "v1", {"a": 600, "b": 500})
-    sampled, whole = MapData.load(wh, max_points=300), MapData.load(wh, max_points=5_000)
-    shape = map_explore.Shape("box", ((-1.0, -1.0), (6.0, 6.0)))
-    part, every = map_explore.select(sampled, shape), map_explore.select(whole, shape)
-    x, y = np.asarray(sampled.sample["x"]), np.asarray(sampled.sample["y"])
-    assert not part.exact and part.total == map_explore.inside(x, y, shape).sum() == sum(n for _, n in part.counts)
-    assert every.exact and 0 < part.total < every.total and every.sql == part.sql
-    assert {id_ for _, id_ in part.rows} <= {id_ for _, id_ in every.rows}
-    assert map_explore.answer("/api/compare", {}, whole)["previous"] is None
+    sampled = MapData.load(wh, max_points=300)
+    server = make_server(sampled, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(base + "/api/select?box=-1,-1,6,6", timeout=30) as r:
+            got = json.loads(r.read())
+        with urllib.request.urlopen(base + "/api/compare", timeout=30) as r:
+            compared = json.loads(r.read())
+    finally:
+        server.shutdown()
+        server.server_close()
+    table = pa.concat_tables([pq.read_table(f, columns=["x", "y"]) for f in wh.embedding_files("v1")])
+    every = Region(box=(-1.0, -1.0, 6.0, 6.0)).contains(table.column("x").to_numpy(), table.column("y").to_numpy()).sum()
+    drawn = Region(box=(-1.0, -1.0, 6.0, 6.0)).contains(np.asarray(sampled.sample["x"]), np.asarray(sampled.sample["y"])).sum()
+    assert got["count"] == every == sum(n for _, n in got["per_label"]) > drawn > 0
+    assert compared["previous"] is None and map_explore.answer("/api/compare", {}, sampled)["previous"] is None
 
 
 def test_markup_in_labels_and_ids_stays_text_in_the_explorers_panels(tmp_path, browser):

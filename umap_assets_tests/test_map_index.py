@@ -256,7 +256,8 @@ def test_run_tiles_every_slice_and_puts_back_missing_tiles_alone(tmp_path, capsy
     """`umap-assets run` (the demo's path): each slice is embedded in curve order and tiled; a slice
     whose tiles are gone gets `map_tiles` alone, its map untouched; the server answers from both."""
     from umap_assets.cli import main
-    from umap_assets.map_server import MapData, scale_index
+    from umap_assets.map_scale import scale_index
+    from umap_assets.map_server import MapData
 
     home = tmp_path / "home"
     assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0

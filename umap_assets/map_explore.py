@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the server imports this module: no import back at run time
 
 LEVELS = 6  # zoom levels of label placements: level z is a grid of 4 * 2**z cells a side
 MIN_ROWS = 5  # a place holds at least this many of the label's sampled rows
+LABEL_ZOOM = 2  # a tiled map's labels are placed from its tiles at this zoom (1,024 bins a side over the frame)
 ROUTES = ("/api/labels", "/api/compare")
 
 
@@ -63,13 +64,16 @@ def _cells(x: np.ndarray, y: np.ndarray, extent, g: int) -> np.ndarray:
 
 
 def label_placements(x: np.ndarray, y: np.ndarray, codes: np.ndarray, legend: list[str], extent,
-                     levels: int = LEVELS, min_rows: int = MIN_ROWS) -> list[list[Placement]]:
+                     levels: int = LEVELS, min_rows: float = MIN_ROWS,
+                     weights: np.ndarray | None = None) -> list[list[Placement]]:
     """Per zoom level, where to write each label, the fullest place first: level 0 once per label, at
     its densest cell of a 4x4 grid; level z keeps level z-1's places and adds the label's other local
     peaks of a ``4 * 2**z`` grid holding ``min_rows`` of its rows, a cell or more from its places
-    (a name never moves as the user zooms in; more appear). ``unlabelled`` is never written."""
+    (a name never moves as the user zooms in; more appear). ``unlabelled`` is never written. With
+    ``weights``, each point stands for that many rows (a tile's bin and its count)."""
     out: list[list[Placement]] = []
     x0, x1, y0, y1 = extent
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
     for level in range(levels):
         g = 4 * 2 ** level
         cell, near = _cells(x, y, extent, g), math.hypot(x1 - x0, y1 - y0) / g
@@ -78,15 +82,35 @@ def label_placements(x: np.ndarray, y: np.ndarray, codes: np.ndarray, legend: li
             mine = codes == code
             if name == "unlabelled" or not mine.any():
                 continue
-            counts = np.bincount(cell[mine], minlength=g * g)
+            counts = np.bincount(cell[mine], weights=w[mine], minlength=g * g)
             peaks = np.flatnonzero(_local_peaks(counts.reshape(g, g)).ravel() & (counts >= min(min_rows, counts.max())))
             for p in peaks[np.argsort(-counts[peaks], kind="stable")][:1 if level == 0 else None]:
                 rows = mine & (cell == p)
-                place = Placement(name, float(x[rows].mean()), float(y[rows].mean()), int(counts[p]))
+                place = Placement(name, float(np.average(x[rows], weights=w[rows])),
+                                  float(np.average(y[rows], weights=w[rows])), int(round(counts[p])))
                 if all(q.name != name or math.hypot(q.x - place.x, q.y - place.y) >= near for q in found):
                     found.append(place)
         out.append(sorted(found, key=lambda pl: -pl.rows))
     return out
+
+
+def tile_placements(data: "MapData") -> list[list[Placement]]:
+    """:func:`label_placements` of a tiled map from its tiles' per-label counts at :data:`LABEL_ZOOM`
+    (each bin's centre weighted by its count), not from rows; a place needs as many rows as
+    ``MIN_ROWS`` sampled rows stand for."""
+    from .map_scale import scale_index
+
+    scale = scale_index(data)
+    bins = scale.tiles.bins(LABEL_ZOOM)
+    side = scale.frame.size / (256 << LABEL_ZOOM)
+    x = scale.frame.x0 + (bins.column("gx").to_numpy() + 0.5) * side
+    y = scale.frame.y0 + (bins.column("gy").to_numpy() + 0.5) * side
+    names = np.asarray(["unlabelled" if v is None else str(v) for v in bins.column("label").to_pylist()], dtype=object)
+    legend = sorted(set(names.tolist()))
+    codes = np.searchsorted(np.asarray(legend, dtype=object), names) if len(names) else np.zeros(0, np.int64)
+    per_row = max(1.0, data.rows / max(data.max_points, 1))
+    return label_placements(x, y, codes, legend, data.extent, min_rows=MIN_ROWS * per_row,
+                            weights=bins.column("count").to_numpy())
 
 
 # ---- compare versions ------------------------------------------------------------------------
@@ -164,6 +188,9 @@ def compare(data: "MapData") -> Comparison:
 
 def _placements(data: "MapData") -> list[list[Placement]]:
     cached = getattr(data, "_label_placements", None)
+    if cached is None and data.tiled and data.rows > data.max_points and "label" in data.legends():
+        # larger than its sample, which then comes from a few row groups: placed from the tiles instead
+        cached = data._label_placements = tile_placements(data)
     if cached is None:
         sample = data.sample
         label = sample["categories"].get("label")

@@ -127,6 +127,7 @@ class _File:
     id_index: Path
     id_metadata: pq.FileMetaData | None
     id_bounds: list = field(default_factory=list)  # (min, max) id per group of the id index
+    id_type: pa.DataType | None = None
 
 
 class MapIndex:
@@ -146,7 +147,7 @@ class MapIndex:
             bounds = [] if id_md is None else [(s.min, s.max) for s in (id_md.row_group(g).column(0).statistics
                                                                          for g in range(id_md.num_row_groups))]
             self.files.append(_File(path, path.stem, md, np.concatenate([[0], np.cumsum(counts)[:-1]]), index, id_md,
-                                    bounds))
+                                    bounds, md.schema.to_arrow_schema().field("id").type))
             for g in range(md.num_row_groups):
                 rg = md.row_group(g)
                 sx, sy = rg.column(ix).statistics, rg.column(iy).statistics
@@ -216,7 +217,7 @@ class MapIndex:
         for number, f in enumerate(self.files):
             if slice_key is not None and f.slice != slice_key:
                 continue
-            wanted = _as_id(row_id, f.metadata.schema.to_arrow_schema().field("id").type)
+            wanted = _as_id(row_id, f.id_type)  # the schema read once, at load: not per file per click
             if wanted is None:
                 continue
             if f.id_metadata is None:  # embedded before the id index existed: scan its ids
@@ -265,8 +266,9 @@ class MapIndex:
             table = pa.concat_tables(tables) if tables else self._empty()
             d = np.hypot(table.column(self.x).to_numpy().astype(np.float64) - x,
                          table.column(self.y).to_numpy().astype(np.float64) - y)
-            same = np.array([(s == row["slice"] and i == row["id"]) for s, i in
-                             zip(table.column("slice").to_pylist(), table.column("id").to_pylist())], bool)
+            same = (pc.equal(table.column("slice"), row["slice"]).fill_null(False).to_numpy(zero_copy_only=False)
+                    & pc.equal(table.column("id"), pa.scalar(row["id"], table.schema.field("id").type))
+                    .fill_null(False).to_numpy(zero_copy_only=False))
             d = np.where(same, np.inf, d)
             covers = box[0] <= whole[0] and box[1] <= whole[1] and box[2] >= whole[2] and box[3] >= whole[3]
             if (d <= r).sum() >= k or covers:

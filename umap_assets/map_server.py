@@ -60,6 +60,8 @@ CATEGORIES = {
                    ELSE '4 far beyond (> 2)' END""",
 }
 DENSITY_PIXELS = 1024
+DENSITY_ZOOM = 3  # a tiled map's density image: its tiles at this zoom (2,048 bins a side over the frame)
+SAMPLE_READ = 4  # a tiled map's sample reads row groups holding about this many times max_points rows
 MAX_K = 1_000  # neighbours /api/find returns at most
 MAX_PARAMETER = 1_000  # characters of an id or a slice key
 
@@ -70,7 +72,12 @@ class MapUnavailable(RuntimeError):
 
 @dataclass
 class MapData:
-    """What the page shows: the sample's columns, the categories' legends and the map's extent."""
+    """What the page shows: the sample's columns, the categories' legends and the map's extent.
+
+    A version with its frame and every slice's tiles (``tiled``) is drawn from its tile pyramid: its
+    sample, legends and density image are then made when first asked for and each reads a bounded
+    part of the map (a few row groups, the tiles' low zooms), never every row. Other versions draw
+    their sample of every row at load, as before."""
 
     warehouse: Warehouse
     version: str
@@ -78,11 +85,15 @@ class MapData:
     extent: tuple[float, float, float, float]
     columns: tuple[str, str]
     files: tuple[Path, ...] = ()
-    sample: dict = field(default_factory=dict)
     max_points: int = 200_000
     seed: int = 0
+    tiled: bool = False
+    _sample: dict | None = None
+    _legends: dict | None = None
     _density: bytes | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sample_lock: threading.Lock = field(default_factory=threading.Lock)
+    _legend_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def load(cls, wh: Warehouse, max_points: int, seed: int = 0) -> "MapData":
@@ -99,9 +110,21 @@ class MapData:
         columns = map_columns(pq.read_schema(files[0]).names)
         extents = np.array([e for e in (map_extent(f, columns) for f in files) if e is not None])
         extent = (extents[:, 0].min(), extents[:, 1].max(), extents[:, 2].min(), extents[:, 3].max())
-        data = cls(wh, version, 0, tuple(float(v) for v in extent), columns, tuple(files), max_points=max_points, seed=seed)
-        data.rows, data.sample = data._sample(max_points, seed)
+        rows = sum(pq.read_metadata(f).num_rows for f in files)
+        data = cls(wh, version, rows, tuple(float(v) for v in extent), columns, tuple(files), max_points=max_points,
+                   seed=seed, tiled=is_tiled(wh.embeddings_dir(version), files))
+        if not data.tiled:
+            data.sample  # noqa: B018 - drawn now: a version without tiles is drawn from it
         return data
+
+    @property
+    def sample(self) -> dict:
+        """At most ``max_points`` rows, seeded: every row's reservoir sample, or on a tiled map larger
+        than that, rows drawn from a seeded choice of row groups (:func:`group_sample`)."""
+        with self._sample_lock:
+            if self._sample is None:
+                self._sample = self._draw(self.max_points, self.seed)
+            return self._sample
 
     def _connect(self):
         """A connection whose ``embeddings`` view reads this version's files, whatever the catalogue
@@ -117,28 +140,43 @@ class MapData:
     def _names(self) -> set[str]:
         return {r[0] for r in self._query("SELECT column_name FROM (DESCRIBE embeddings)")}
 
-    def _sample(self, max_points: int, seed: int) -> tuple[int, dict]:
+    def _draw(self, max_points: int, seed: int) -> dict:
         x, y = self.columns
-        names = self._names()
-        cats = [c for c in CATEGORIES if c in names]
-        select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats])
-        total = self._query("SELECT count(*) FROM embeddings")[0][0]
-        sampling = f" USING SAMPLE reservoir({int(max_points)} ROWS) REPEATABLE ({int(seed)})" if total > max_points else ""
         with self._connect() as con:
-            table = con.sql(f"SELECT {select} FROM embeddings{sampling}").to_arrow_table()
+            names = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE embeddings)").fetchall()}
+            cats = [c for c in CATEGORIES if c in names]
+            select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats])
+            if self.tiled and self.rows > max_points:
+                con.register("drawn", group_sample(self.files, max_points, seed))
+                relation = "drawn"
+            else:
+                relation = "embeddings" + (f" USING SAMPLE reservoir({int(max_points)} ROWS) REPEATABLE ({int(seed)})"
+                                           if self.rows > max_points else "")
+            table = con.sql(f"SELECT {select} FROM {relation}").to_arrow_table()
+        fixed = self.legends() if self.tiled else {}
         out = {"x": np.round(table.column(0).to_numpy(), 4).tolist(), "y": np.round(table.column(1).to_numpy(), 4).tolist(),
                "id": table.column(2).to_pylist(), "categories": {}}
         for i, name in enumerate(cats, start=3):
             values = np.asarray(table.column(i).to_pylist(), dtype=object).astype(str)
-            legend, codes = np.unique(values, return_inverse=True)
-            out["categories"][name] = {"legend": legend.tolist(), "codes": codes.tolist()}
-        return int(total), out
+            legend = np.array(sorted(set(fixed.get(name, [])) | set(values.tolist())))
+            out["categories"][name] = {"legend": legend.tolist(), "codes": np.searchsorted(legend, values).tolist()}
+        return out
+
+    def legends(self) -> dict[str, list[str]]:
+        """Each category's values, in the order of their codes; on a tiled map read from the tiles'
+        top tile (labels), the files (slices) and their footers (model versions), not from rows."""
+        if not self.tiled:
+            return {k: v["legend"] for k, v in self.sample["categories"].items()}
+        with self._legend_lock:  # not the sample's: drawing the sample asks for the legends
+            if self._legends is None:
+                self._legends = tiled_legends(self)
+            return self._legends
 
     def meta(self) -> dict:
-        return {"version": self.version, "rows": self.rows, "shown": len(self.sample["x"]), "extent": self.extent,
-                "image_extent": padded(self.extent),
-                "categories": list(self.sample["categories"]),
-                "legends": {k: v["legend"] for k, v in self.sample["categories"].items()}}
+        legends = self.legends()
+        shown = min(self.max_points, self.rows) if self.tiled else len(self.sample["x"])
+        return {"version": self.version, "rows": self.rows, "shown": shown, "extent": self.extent,
+                "image_extent": padded(self.extent), "categories": list(legends), "legends": legends}
 
     def find(self, row_id: str, slice_key: str | None, k: int) -> dict | None:
         """The row with ``row_id`` (in ``slice_key`` when given) and its ``k`` nearest rows on the map."""
@@ -162,10 +200,12 @@ class MapData:
         return row
 
     def density_png(self) -> bytes:
-        """Every row of the current version as density, rendered with datashader (cached)."""
+        """Every row of the current version as density, rendered with datashader (cached): on a tiled
+        map from its tiles at zoom :data:`DENSITY_ZOOM`, else from the rows a batch at a time."""
         with self._lock:
             if self._density is None:
-                self._density = render_density(list(self.files), self.columns, self.extent)
+                self._density = (render_tile_density(self) if self.tiled else
+                                 render_density(list(self.files), self.columns, self.extent))
             return self._density
 
 
@@ -209,6 +249,106 @@ class MapSource:
                 except (MapUnavailable, OSError, duckdb.Error) as exc:
                     self.problem = str(exc).splitlines()[0]
             return self.data
+
+
+def is_tiled(directory: Path, files: list[Path]) -> bool:
+    """Whether a version's folder has its frame and every one of ``files``' partial tiles."""
+    from .spatial import FRAME_FILE
+    from .tiles import tiled_keys
+
+    return (directory / FRAME_FILE).exists() and {f.stem for f in files} <= set(tiled_keys(directory))
+
+
+def group_sample(files, max_points: int, seed: int):
+    """About ``SAMPLE_READ * max_points`` rows of whole row groups chosen at random (seeded) over
+    ``files``, then ``max_points`` of them at random, with their ``slice``: a bounded read, whatever
+    the map's size (the groups are places on the curve, so the draw is spread over the map, not uniform)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    groups = [(f, g, n) for f in files for g, n in enumerate(_group_rows(f))]
+    chosen, held = [], 0
+    for k in rng.permutation(len(groups)):
+        chosen.append(groups[k])
+        held += groups[k][2]
+        if held >= SAMPLE_READ * max_points:
+            break
+    tables = []
+    for f, g, _ in sorted(chosen, key=lambda c: (str(c[0]), c[1])):
+        t = parquet_reader(f).read_row_group(g)
+        tables.append(t.add_column(0, "slice", pa.repeat(pa.scalar(Path(f).stem), t.num_rows)))
+    table = pa.concat_tables(tables, promote_options="default")
+    keep = np.sort(rng.choice(table.num_rows, min(max_points, table.num_rows), replace=False))
+    return table.take(pa.array(keep))
+
+
+def _group_rows(path: Path) -> list[int]:
+    md = pq.read_metadata(path)
+    return [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+
+
+def tiled_legends(data: "MapData") -> dict[str, list[str]]:
+    """A tiled map's legends, without reading its rows: labels from the top tile, slices from the
+    files, model versions from their footers' statistics (else the served version), coverage's bins."""
+    names = set(pq.read_schema(data.files[0]).names) | {"slice"}
+    out = {}
+    for name in (c for c in CATEGORIES if c in names):
+        if name == "label":
+            labels = map_scale.scale_index(data).tiles.tile(0, 0, 0).labels
+            out[name] = sorted({"unlabelled" if v is None else str(v) for v in labels})
+        elif name == "slice":
+            out[name] = sorted(f.stem for f in data.files)
+        elif name == "artifact_version":
+            out[name] = sorted(_text_values(data.files, name) or {data.version})
+        else:
+            out[name] = COVERAGE_BINS
+    return out
+
+
+COVERAGE_BINS = ["1 like the training rows (<= 1.25)", "2 at the edge (1.25-1.5)", "3 beyond (1.5-2)", "4 far beyond (> 2)"]
+
+
+def _text_values(files, column: str) -> set[str] | None:
+    """The values of a text column from its row groups' statistics, where each group holds one value."""
+    values = set()
+    for f in files:
+        md = pq.read_metadata(f)
+        at = md.schema.to_arrow_schema().get_field_index(column)
+        for g in range(md.num_row_groups):
+            st = md.row_group(g).column(at).statistics if at >= 0 else None
+            if st is None or not st.has_min_max or st.min != st.max:
+                return None
+            values.add(st.min.decode() if isinstance(st.min, bytes) else str(st.min))
+    return values
+
+
+def render_tile_density(data: "MapData", pixels: int = DENSITY_PIXELS) -> bytes:
+    """The density image of a tiled map from its tiles at :data:`DENSITY_ZOOM` (each bin's count at its
+    centre, summed by datashader over the padded extent): no row is read."""
+    try:
+        import datashader as ds
+        import datashader.transfer_functions as tf
+        import pandas as pd
+    except ImportError as exc:
+        raise MapUnavailable(f"the map needs the `map` extra ({exc.name} is missing): pip install -e '.[map]'") from exc
+    scale = map_scale.scale_index(data)
+    frame, n = scale.frame, 2 ** DENSITY_ZOOM
+    side = frame.size / (n * 256)
+    xs, ys, counts = [], [], []
+    for tx in range(n):
+        for ty in range(n):
+            t = scale.tiles.tile(DENSITY_ZOOM, tx, ty)
+            xs.append(frame.x0 + (tx * 256 + t.bx + 0.5) * side)
+            ys.append(frame.y0 + (ty * 256 + t.by + 0.5) * side)
+            counts.append(t.count.astype(np.float64))
+    x0, x1, y0, y1 = padded(data.extent)
+    canvas = ds.Canvas(plot_width=pixels, plot_height=pixels, x_range=(x0, x1), y_range=(y0, y1))
+    agg = canvas.points(pd.DataFrame({"x": np.concatenate(xs), "y": np.concatenate(ys), "n": np.concatenate(counts)}),
+                        "x", "y", agg=ds.sum("n"))
+    image = tf.shade(agg.where(agg > 0), cmap=["#dfe6f0", "#08306b"], how="eq_hist")
+    buf = io.BytesIO()
+    image.to_pil().save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def padded(extent) -> tuple[float, float, float, float]:
@@ -408,7 +548,7 @@ def serve(wh: Warehouse, *, host: str = "127.0.0.1", port: int = 8765, max_point
         if not is_loopback(host):
             say(f"warning: the map is served on {host}, open to the network: anyone with its URL (token included) "
                 "can read the ids and labels of every row")
-        say(f"map of {data.rows:,} rows (model {data.version}; {len(data.sample['x']):,} drawn as points over the "
+        say(f"map of {data.rows:,} rows (model {data.version}; {data.meta()['shown']:,} drawn as points over the "
             f"density of all of them) at {url}  (Ctrl-C stops)")
         if open_browser:
             import webbrowser

@@ -14,6 +14,14 @@ low levels to it, at a cost bounded by the low levels' bins, not by the home's r
 then reads one file instead of every partial. When the merged file does not name exactly the
 partials on disk (one replaced, removed, or not merged yet), tiles are summed from the partials.
 
+Every zoom is also merged in levels (:func:`merge_runs`, log-structured): ``FANOUT`` partials that no
+run holds become a level-1 run (``tiles/runs/L1_<first>_<last>.parquet``), ``FANOUT`` level-1 runs a
+level-2 run, and so on; a run folded into a larger one is removed. A run names its partials as the
+merged file does, and a tile reads the :func:`cover`: the runs that name exactly partials on disk,
+the highest level first, and each partial no chosen run holds, so O(FANOUT x levels) files, each
+sorted by tile with small row groups. A slice is merged once per level: adding one costs its partial
+plus amortised merges, about its size times the levels.
+
 A row outside the frame counts in the nearest edge bin. DuckDB aggregates under a memory limit.
 """
 
@@ -26,6 +34,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import json
@@ -41,6 +50,10 @@ TILE_GROUP_ROWS = 4_096
 TILES_DIR = "tiles"
 MERGED_ZOOM = 3  # zooms 0..3 are kept merged: at most (8 x 256)^2 bins a label at zoom 3
 MERGED = Path("merged") / "low.parquet"  # under tiles/: not a slice's partial
+RUNS = "runs"  # under tiles/: partials merged in levels (:func:`merge_runs`)
+FANOUT = 10  # units merged into one run of the next level
+BANDS = 64  # a run is summed at most this many columns of tiles at a time: DuckDB's memory stays bounded
+RUN_GROUP_ROWS = 16_384  # rows per row group of a run: one tile is a read of one or a few groups
 SCHEMA = pa.schema([pa.field("z", pa.int8()), pa.field("tx", pa.int32()), pa.field("ty", pa.int32()),
                     pa.field("bx", pa.int16()), pa.field("by", pa.int16()), pa.field("label", pa.string()),
                     pa.field("count", pa.int64())])
@@ -145,6 +158,106 @@ def merge_low_zooms(version_dir: Path) -> float:
     return time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class Run:
+    """Partials summed into one file (``tiles/runs/L<level>_<first>_<last>.parquet``), naming them."""
+
+    path: Path
+    level: int
+    slices: dict[str, list[int]]
+
+    def fits(self, now: dict[str, list[int]]) -> bool:
+        """Whether every partial it sums is on disk as it was (not replaced, not removed)."""
+        return all(now.get(k) == v for k, v in self.slices.items())
+
+
+def runs(directory: Path) -> list[Run]:
+    """The runs under ``directory`` (a version's ``tiles/``) that name their partials."""
+    found = []
+    for path in sorted((directory / RUNS).glob("L*_*.parquet")) if (directory / RUNS).exists() else []:
+        names = None if is_temp_name(path.name) else merged_slices(path)
+        level = path.name[1:].split("_", 1)[0]
+        if names and level.isdigit():
+            found.append(Run(path, int(level), names))
+    return found
+
+
+def cover(directory: Path, now: dict[str, list[int]] | None = None) -> list[Path]:
+    """Files whose rows sum every partial on disk exactly once: the runs that fit, the highest level
+    first, then each partial no chosen run holds. A tile reads these files and no other."""
+    now = _identities(directory) if now is None else now
+    chosen, held = [], set()
+    for run in sorted((r for r in runs(directory) if r.fits(now)), key=lambda r: (-r.level, -len(r.slices), r.path.name)):
+        if held.isdisjoint(run.slices):
+            chosen.append(run.path)
+            held |= set(run.slices)
+    return chosen + [directory / f"{k}.parquet" for k in now if k not in held]
+
+
+def merge_runs(version_dir: Path, fanout: int = FANOUT) -> float:
+    """Merge the version's partials in levels (log-structured): ``fanout`` partials no run holds become a
+    level-1 run, ``fanout`` level-1 runs a level-2 run, and so on; a run whose partials changed is removed,
+    and so is a run folded into a larger one. A slice is merged once per level: adding one costs its own
+    partial plus amortised merges, about its size times the levels. Returns the seconds taken."""
+    started = time.perf_counter()
+    directory = Path(version_dir) / TILES_DIR
+    folder = directory / RUNS
+    folder.mkdir(parents=True, exist_ok=True)
+    with held_lock(folder / ".merge.lock", 3600.0, busy=f"{folder}: another merge has held its lock for an hour"):
+        while True:
+            now = _identities(directory)
+            current = []
+            for run in runs(directory):
+                if run.fits(now):
+                    current.append(run)
+                else:
+                    run.path.unlink(missing_ok=True)
+            step = _next_merge(directory, now, current, fanout)
+            if step is None:
+                return time.perf_counter() - started
+            level, sources, names = step
+            _write_run(folder / f"L{level}_{min(names)}_{max(names)}.parquet", sources, names)
+            for run in current:
+                if set(run.slices) <= set(names):
+                    run.path.unlink(missing_ok=True)
+
+
+def _next_merge(directory: Path, now: dict, current: list[Run], fanout: int):
+    """The lowest level with ``fanout`` units no larger run holds: ``(level + 1, their files, their partials)``."""
+    held = {k for run in current for k in run.slices}
+    units = {0: [(directory / f"{k}.parquet", {k: v}) for k, v in now.items() if k not in held]}
+    for run in current:
+        if not any(other.level > run.level and set(run.slices) <= set(other.slices) for other in current):
+            units.setdefault(run.level, []).append((run.path, run.slices))
+    for level in sorted(units):
+        batch = sorted(units[level], key=lambda u: min(u[1]))[:fanout]
+        if len(batch) >= fanout:
+            return level + 1, [path for path, _ in batch], {k: v for _, names in batch for k, v in names.items()}
+    return None
+
+
+def _write_run(out: Path, sources: list[Path], names: dict) -> None:
+    """The sum of ``sources``' bins, sorted by tile, written atomically a band of tiles at a time (each
+    band's rows summed by DuckDB under its memory limit), naming the partials it holds."""
+    top = max(int(_footer(p)[2][:, 1].max(initial=0)) for p in sources)
+    schema = SCHEMA.with_metadata({"umap_assets.slices": json.dumps(names, sort_keys=True)})
+    files = ", ".join(f"'{_sql_text(str(p))}'" for p in sources)
+    sweep_stale_temps(out.parent, out.name)
+    with duckdb.connect() as con, atomic_path(out) as tmp:
+        con.execute(f"SET memory_limit = '{SORT_MEMORY}'")
+        con.execute(f"SET temp_directory = '{_sql_text(str(out.parent / '.duckdb_spill'))}'")
+        con.execute("SET enable_progress_bar = false")  # a long merge prints nothing to the terminal
+        with pq.ParquetWriter(tmp, schema, **write_options(schema)) as writer:
+            for z in range(top + 1):
+                width = max(1, (1 << z) // BANDS)
+                for lo in range(0, 1 << z, width):
+                    reader = con.sql(f"SELECT z, tx, ty, bx, \"by\", label, sum(count)::BIGINT AS count FROM read_parquet([{files}]) "
+                                     f"WHERE z = {z} AND tx >= {lo} AND tx < {lo + width} GROUP BY ALL "
+                                     "ORDER BY tx, ty, \"by\", bx, label").to_arrow_reader(RUN_GROUP_ROWS)
+                    for batch in reader:
+                        writer.write_table(pa.Table.from_batches([batch]).cast(SCHEMA), row_group_size=RUN_GROUP_ROWS)
+
+
 def _sql_text(text: str) -> str:
     return text.replace("'", "''")
 
@@ -177,18 +290,27 @@ class Tile:
 
 
 class TileIndex:
-    """The partial pyramids of one version, their footers read once (again when the folder changes)."""
+    """The tile files of one version: the merged low zooms, and the cover of the partials by runs
+    (:func:`cover`); a file's footer and row-group statistics are read once, when it is first in the cover."""
 
     def __init__(self, version_dir: Path):
         self.directory = Path(version_dir) / TILES_DIR
         self._stamp = None
+        self._keys: list[str] = []
         self._files: list[tuple[Path, pq.FileMetaData, np.ndarray]] = []
         self._merged: list[tuple[Path, pq.FileMetaData, np.ndarray]] | None = None
+        self._footers: dict[tuple, tuple[Path, pq.FileMetaData, np.ndarray]] = {}
         self.refresh()
 
     @property
     def slices(self) -> list[str]:
-        return [p.stem for p, _, _ in self._files]
+        return list(self._keys)
+
+    @property
+    def files_read(self) -> int:
+        """How many files a tile deeper than the merged low zooms reads (the cover's size)."""
+        self.refresh()
+        return len(self._files)
 
     @property
     def merged(self) -> bool:
@@ -197,19 +319,60 @@ class TileIndex:
         return self._merged is not None
 
     def refresh(self) -> None:
-        """Read the footers again when a partial was added, replaced or removed, or the merged file changed."""
+        """Take the cover again when a partial was added, replaced or removed, or a run or the merged file changed."""
         merged = self.directory / MERGED
         now = _identities(self.directory)  # a stat a partial: a time stamp of the folder can miss a quick change
-        stamp = (json.dumps(now, sort_keys=True), _mtime(merged))
+        runs = _identities(self.directory / RUNS)
+        stamp = (json.dumps(now, sort_keys=True), json.dumps(runs, sort_keys=True), _mtime(merged))
         if stamp == self._stamp:
             return
-        files = [_footer(self.directory / f"{key}.parquet") for key in now]
+        files = [self._footer(path) for path in cover(self.directory, now)]
         fits = merged.exists() and merged_slices(merged) == now
-        self._files, self._merged, self._stamp = files, [_footer(merged)] if fits else None, stamp
+        self._keys, self._files, self._merged = list(now), files, [self._footer(merged)] if fits else None
+        self._stamp = stamp
+
+    def _footer(self, path: Path) -> tuple[Path, pq.FileMetaData, np.ndarray]:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._footers:
+            if len(self._footers) > 4 * len(self._files) + 64:  # files no longer in the cover
+                self._footers.clear()
+            self._footers[key] = _footer(path)
+        return self._footers[key]
+
+    def bins(self, z: int) -> pa.Table:
+        """Every filled bin of zoom ``z`` with its label and count (``gx, gy, label, count``, ``gx`` the bin's
+        column over the whole frame), summed over the files a tile of zoom ``z`` reads."""
+        self.refresh()
+        files = self._merged if self._merged is not None and z <= MERGED_ZOOM else self._files
+        pieces = []
+        for path, md, s in files:
+            groups = np.flatnonzero((s[:, 0] <= z) & (s[:, 1] >= z))
+            with reading(path):
+                t = pq.ParquetFile(path, metadata=md, page_checksum_verification=True).read_row_groups(
+                    [int(g) for g in groups], columns=["z", "tx", "ty", "bx", "by", "label", "count"])
+            pieces.append(t.filter(pc.equal(t.column("z"), z)))
+        if not pieces:
+            return pa.table({"gx": pa.array([], pa.int64()), "gy": pa.array([], pa.int64()),
+                             "label": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+        t = pa.concat_tables(pieces)
+        t = pa.table({"gx": pc.add(pc.multiply(t.column("tx").cast(pa.int64()), TILE_BINS), t.column("bx").cast(pa.int64())),
+                      "gy": pc.add(pc.multiply(t.column("ty").cast(pa.int64()), TILE_BINS), t.column("by").cast(pa.int64())),
+                      "label": t.column("label"), "count": t.column("count")})
+        summed = t.group_by(["gx", "gy", "label"], use_threads=False).aggregate([("count", "sum")])
+        return summed.select(["gx", "gy", "label", "count_sum"]).rename_columns(["gx", "gy", "label", "count"])
 
     def tile(self, z: int, x: int, y: int) -> Tile:
-        """Tile (z, x, y), summed over the partials; empty where no row falls."""
+        """Tile (z, x, y), summed over the cover's files; empty where no row falls."""
         self.refresh()
+        try:
+            return self._tile(z, x, y)
+        except FileNotFoundError:  # a run folded into a larger one between the cover and the read
+            self._stamp = None
+            self.refresh()
+            return self._tile(z, x, y)
+
+    def _tile(self, z: int, x: int, y: int) -> Tile:
         pieces, read = [], 0
         files = self._merged if self._merged is not None and z <= MERGED_ZOOM else self._files
         for path, md, s in files:
@@ -267,7 +430,8 @@ def _summed(z: int, x: int, y: int, table: pa.Table | None, read: int) -> Tile:
     pair_bins, pair_codes = pairs // len(labels), pairs % len(labels)
     filled, first = np.unique(pair_bins, return_index=True)
     total = np.add.reduceat(summed, first)
-    order = np.lexsort((-summed, pair_bins))  # within a bin, the largest count first
+    rank = np.argsort(np.argsort(["\uffff" if v is None else v for v in labels], kind="stable"))
+    order = np.lexsort((rank[pair_codes], -summed, pair_bins))  # within a bin, the largest count first (ties: by name)
     top = pair_codes[order][first]
     totals = np.bincount(codes, counts, len(labels)).astype(np.int64).tolist()
     return Tile(z, x, y, filled % TILE_BINS, filled // TILE_BINS, total, top, labels, totals, read)

@@ -15,7 +15,7 @@ from umap_assets.map_index import MapIndex, Region
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, train_student
 from umap_assets.spatial import MapFrame, hilbert_keys, id_index_path, is_ordered, write_ordered
-from umap_assets.tiles import TILE_BINS, TileIndex, merge_low_zooms, tiles_path, write_partial_tiles
+from umap_assets.tiles import TILE_BINS, TileIndex, cover, merge_low_zooms, merge_runs, tiles_path, write_partial_tiles
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +282,31 @@ def test_run_tiles_every_slice_and_puts_back_missing_tiles_alone(tmp_path, capsy
 
     scale = scale_index(MapData.load(Warehouse.of(Layout.at(home)), max_points=100))
     assert scale.tile(0, 0, 0)["version"] == version.name and sum(scale.tile(0, 0, 0)["count"]) == 1797
+
+
+def test_runs_merge_the_partials_in_levels_and_follow_the_partials_on_disk(version_dir, tmp_path):
+    """Four partials, fanout 2: two level-1 runs fold into one level-2 run, and a tile then reads one
+    file with the sums the partials give; a replaced partial leaves the run unused until merged again."""
+    frame = MapFrame.load(version_dir / "frame.json")
+    rows = pq.read_table(version_dir / "s1.parquet")
+    for number in range(4):
+        pq.write_table(rows.slice(number * 7_500, 7_500), tmp_path / f"q{number}.parquet")
+        write_partial_tiles(tmp_path / f"q{number}.parquet", frame, max_zoom=5)
+    tiles = TileIndex(tmp_path)
+    summed = {(z, x, y): tiles.tile(z, x, y) for z in (0, 4, 5) for x in range(2**z) for y in range(2**z)
+              if z == 0 or (x + y) % 5 == 0}
+    assert tiles.files_read == 4
+    merge_runs(tmp_path, fanout=2)
+    assert [p.name for p in cover(tmp_path / "tiles")] == ["L2_q0_q3.parquet"], "the level-1 runs were folded in"
+    assert sorted(p.name for p in (tmp_path / "tiles" / "runs").glob("*.parquet")) == ["L2_q0_q3.parquet"]
+    assert tiles.files_read == 1
+    for key, want in summed.items():
+        got = tiles.tile(*key)
+        assert np.array_equal(got.count, want.count) and np.array_equal(got.bx, want.bx) and np.array_equal(got.by, want.by)
+        assert [got.labels[i] for i in got.top] == [want.labels[i] for i in want.top], key
+        assert dict(zip(got.labels, got.label_totals)) == dict(zip(want.labels, want.label_totals))
+    assert tiles.tile(0, 0, 0).count.sum() == 30_000
+    write_partial_tiles(tmp_path / "q1.parquet", frame, max_zoom=5)  # replaced: the run no longer names it
+    assert tiles.files_read == 4 and tiles.tile(0, 0, 0).count.sum() == 30_000
+    merge_runs(tmp_path, fanout=2)
+    assert tiles.files_read == 1 and tiles.tile(0, 0, 0).count.sum() == 30_000, "merged again, not twice"

@@ -144,3 +144,29 @@ def test_a_damaged_tile_file_is_named_in_one_line(scaled):
     status, kind, body = get(base + "/api/tile?z=0&x=0&y=0")
     error = json.loads(body)["error"]
     assert status == 500 and error.startswith("warehouse/embeddings/v1/tiles/b.parquet is damaged") and "\n" not in error
+
+
+def test_a_tiled_map_larger_than_its_sample_reads_no_row_at_start_and_a_bounded_sample_later(tmp_path):
+    """A tiled version of 5,000 rows served with 400 points: nothing drawn at load; the legends come
+    from the tiles and the files; the sample is 400 rows of a few whole row groups (256 rows each),
+    every one a real row; the density image and the label places come from the tiles."""
+    from umap_assets import map_explore
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_ordered_version(wh, "v1", {"a": 3000, "b": 2000})
+    data = MapData.load(wh, max_points=400)
+    assert data.tiled and data.rows == 5000 and data._sample is None, "nothing sampled at load"
+    meta = data.meta()
+    assert data._sample is None and meta["shown"] == 400
+    assert meta["legends"] == {"label": ["0", "1", "2"], "slice": ["a", "b"], "artifact_version": ["v1"]}
+    sample = data.sample
+    assert len(sample["x"]) == 400 and sample["categories"]["slice"]["legend"] == ["a", "b"]
+    rows = _rows(wh)
+    by_id = dict(zip(rows.id.astype(str), zip(rows.x.round(4), rows.y.round(4))))
+    assert all(by_id[i] == pytest.approx((x, y), abs=1e-4) for i, x, y in zip(sample["id"], sample["x"], sample["y"]))
+    assert len(set(sample["id"])) == 400
+    png = data.density_png()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    levels = map_explore.answer("/api/labels", {}, data)["levels"]
+    assert sorted({p["name"] for p in levels[0]}) == ["0", "1", "2"]
+    assert sum(p["rows"] for p in levels[0]) > 400, "placed from every row's tiles, not from the 400 drawn"

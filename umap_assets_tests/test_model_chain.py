@@ -47,6 +47,8 @@ def digits_home(tmp_path_factory):
 
 #: 1.4k training rows are too few for the student to generalise like umap-learn's kNN-based
 #: transform (see bench/RESULTS.md), so the digits gates are wider than the Fashion-MNIST defaults.
+# every asset and check with a condition, no source assets (their selection is a beta feature)
+EVERY_CONDITION = dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks()
 DIGITS_GATES = QualityGates(trust_tolerance=0.06, knn_accuracy_tolerance=0.1, min_student_overlap=0.85)
 
 
@@ -205,7 +207,7 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
             rows = con.execute("SELECT label, avg(x), count(*) FROM embeddings GROUP BY label ORDER BY label").fetchall()
         assert len(rows) == 10 and sum(r[2] for r in rows) == 1797
 
-        evaluation = dg.evaluate_automation_conditions(defs=all_assets, instance=instance)
+        evaluation = dg.evaluate_automation_conditions(defs=all_assets, instance=instance, asset_selection=EVERY_CONDITION)
         assert evaluation.get_requested_partitions(embeddings.key) == set()
 
         # a new artifact (other sparsity, so other weights) passes its gates
@@ -215,7 +217,8 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
         second = Projector.load(home / "models" / "artifact.uart").version
         assert second != first
 
-        evaluation = dg.evaluate_automation_conditions(defs=all_assets, instance=instance, cursor=evaluation.cursor)
+        evaluation = dg.evaluate_automation_conditions(defs=all_assets, instance=instance, asset_selection=EVERY_CONDITION,
+                                                     cursor=evaluation.cursor)
         assert evaluation.get_requested_partitions(embeddings.key) == set(keys)
 
         res = dg.materialize([embeddings], partition_key=keys[1], instance=instance, resources=resources)

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from ..history import latest, metadata_of
 from ..spatial import version_frame
-from ..tiles import MAX_ZOOM, merge_low_zooms, tiled_keys, write_partial_tiles
+from ..tiles import MAX_ZOOM, merge_low_zooms, merge_runs, tiled_keys, write_partial_tiles
 from .embeddings import embeddings
 from .groups import MAPS
 from .partitions import slices_partitions
@@ -35,7 +35,7 @@ def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehou
     the version it serves, the one the ``embeddings`` view reads, so its tiles and its points always
     come from one model. A new slice adds its partial and rebuilds no other, and adds its low zooms
     to the version's merged low zooms (``tiles/merged/low.parquet``), so a tile of the whole map reads
-    one file; a new model's maps get their own pyramid in their own folder, published and pruned with them.
+    one file, and merges the partials in levels (``tiles/runs/``: ten partials a level-1 run, ten of those a level-2 run), so a deeper tile reads a few files, not one a slice; a new model's maps get their own pyramid in their own folder, published and pruned with them.
     """
     key = context.partition_key
     wh = warehouse.warehouse()
@@ -46,6 +46,7 @@ def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehou
                          "materialize `embeddings` for it first")
     stats = write_partial_tiles(source, version_frame(source.parent, first_file=source), config.max_zoom)
     merged_s = merge_low_zooms(source.parent)  # the low zooms, summed over every partial, gain this slice's
+    merged_s += merge_runs(source.parent)  # every zoom: partials merged in levels, so a tile reads few files
     slices = tiled_keys(source.parent)
     context.log.info(f"{key}: {stats.tiles:,} tiles ({stats.rows:,} filled bins) in {stats.seconds:.1f}s; "
                      f"{len(slices)} slice(s) of {version} tiled")

@@ -13,7 +13,6 @@ import textwrap
 from typing import Literal
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition  # what define_asset_job returns
 from pydantic import Field
 
 from .atomic import atomic_write_bytes
@@ -91,17 +90,13 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         names = self.names()
-        if not names.is_default:
-            raise dg.DagsterInvalidDefinitionError(
-                f"UmapMap '{self.name}': only the map named '{DEFAULT_MAP}' is wired so far (its names are today's); "
-                "maps with names of their own are issue 34's next step")
         self._refuse_unwired_source()
-        found = wiring_objects()
+        wiring = map_definitions(names)
         return dg.Definitions(
-            assets=found[dg.AssetsDefinition], asset_checks=found[dg.AssetChecksDefinition],
-            jobs=found[dg.JobDefinition] + found[UnresolvedAssetJobDefinition],
-            sensors=[_with_status(s, s.name in self.sensors_on) for s in found[dg.SensorDefinition]],
-            schedules=[_with_status(s, s.name in self.schedules_on) for s in found[dg.ScheduleDefinition]],
+            assets=wiring.assets, asset_checks=wiring.asset_checks, jobs=wiring.jobs,
+            sensors=[_with_status(s, s.name in {names.sensor(n) for n in self.sensors_on}) for s in wiring.sensors],
+            schedules=[_with_status(s, s.name in {names.schedule(n) for n in self.schedules_on})
+                       for s in wiring.schedules],
             resources=self.resources(names))
 
     def _refuse_unwired_source(self) -> None:
@@ -128,29 +123,18 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
 
 
 def wiring_modules():
-    """The modules of :mod:`umap_assets.defs` (each holds one stage's assets, checks, jobs or sensors)."""
+    """The modules of :mod:`umap_assets.defs` that build a stage of a map (each has ``definitions(names)``)."""
     from . import defs
 
     for info in sorted(pkgutil.iter_modules(defs.__path__), key=lambda i: i.name):
-        if info.name != "resources":
-            yield importlib.import_module(f"{defs.__name__}.{info.name}")
+        module = importlib.import_module(f"{defs.__name__}.{info.name}")
+        if callable(getattr(module, "definitions", None)):
+            yield module
 
 
-_KINDS = (dg.AssetChecksDefinition, dg.AssetsDefinition, UnresolvedAssetJobDefinition, dg.JobDefinition,
-          dg.SensorDefinition, dg.ScheduleDefinition)
-
-
-def wiring_objects() -> dict[type, list]:
-    """The wiring modules' module-level definitions by kind, each once (modules import each other's)."""
-    found: dict[type, list] = {kind: [] for kind in _KINDS}
-    seen: set[int] = set()
-    for module in wiring_modules():
-        for value in vars(module).values():
-            kind = next((k for k in _KINDS if isinstance(value, k)), None)
-            if kind is not None and id(value) not in seen:
-                seen.add(id(value))
-                found[kind].append(value)
-    return found
+def map_definitions(names: MapNames) -> dg.Definitions:
+    """Every stage's assets, checks, jobs, sensors and schedules of the map ``names`` (no resources)."""
+    return dg.Definitions.merge(*(module.definitions(names) for module in wiring_modules()))
 
 
 def _with_status(definition, on: bool):

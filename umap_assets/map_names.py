@@ -58,6 +58,10 @@ class MapNames:
     def schedule(self, schedule: str) -> str:
         return self._joined(schedule)
 
+    def op(self, op: str) -> str:
+        """An op's (or a multi-asset check's) name: the repository's node names are one namespace."""
+        return self._joined(op)
+
     def resource_key(self, resource: str) -> str:
         return self._joined(resource)
 

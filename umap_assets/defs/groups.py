@@ -6,7 +6,5 @@
 * ``maps`` (per slice): ``embeddings``, ``drift`` -> job ``embed_slice``, ``automation_sensor``
 """
 
-from ..home import TRAINING_POOL  # noqa: F401 - the pool whose one slot the instance counts per run
-from ..map_names import DEFAULT_NAMES
-
-INGEST, TRAINING, MAPS = (DEFAULT_NAMES.group(g) for g in ("ingest", "training", "maps"))
+#: The groups' names in the default map; another map's are ``<name>_ingest`` ... (:meth:`MapNames.group`).
+INGEST, TRAINING, MAPS = "ingest", "training", "maps"

@@ -6,6 +6,7 @@ Its blocking checks (``quality_report_gates``) read the figures it measured; onl
 """
 
 import dataclasses
+import functools
 
 import dagster as dg
 
@@ -13,18 +14,15 @@ from ..history import metadata_of, upstream
 from ..pictures import png_markdown, scatter_png
 from ..quality_report import NoValidationRows, measure_candidate, write_report
 from ..records import Report
-from .ingest import samples
-from .model import artifact, student, teacher
+from ..map_names import DEFAULT_NAMES, MapNames
+from .binding import bound, map_asset, resource_keys
+from .groups import TRAINING
 from .resources import QualityGates, Seed, WarehouseResource
-from .groups import TRAINING, TRAINING_POOL
-
-GROUP = TRAINING
 
 
-@dg.asset(deps=[teacher, student, artifact, samples], group_name=GROUP, pool=TRAINING_POOL,
-          kinds={"scikit-learn", "markdown"})
-def quality_report(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates, seed: Seed
+def compute_quality_report(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_gates: QualityGates, seed: Seed,
+    names: MapNames,
 ) -> dg.MaterializeResult:
     """Teacher vs float student vs the newest artifact, on validation rows that no model saw.
 
@@ -39,7 +37,7 @@ def quality_report(
     person to read: ``reports/quality_report.{json,md}`` and ``reports/maps.png``.
     """
     store, layout = warehouse.store(), warehouse.layout()
-    built = upstream(context.instance, artifact.key, context.run.run_id)
+    built = upstream(context.instance, names.asset_key("artifact"), context.run.run_id)
     artifact_version, student_version = metadata_of(built, "version"), metadata_of(built, "student_version")
     if artifact_version is None or student_version is None:
         raise dg.Failure("no materialization of `artifact` on this instance names its version and student; "
@@ -76,18 +74,19 @@ def quality_report(
 GATE_NAMES = ("trustworthiness_vs_teacher", "knn_accuracy_vs_teacher", "knn_overlap_with_student")
 
 
-@dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(name, asset=quality_report, blocking=True, description=desc) for name, desc in (
-        ("trustworthiness_vs_teacher", "artifact trustworthiness@k >= teacher's - trust_tolerance"),
-        ("knn_accuracy_vs_teacher", "artifact 10-NN accuracy >= teacher's - knn_accuracy_tolerance (labelled data)"),
-        ("knn_overlap_with_student", "artifact kNN sets agree with the float student's (>= min_student_overlap)"),
-    )],
+GATES = (
+    ("trustworthiness_vs_teacher", "artifact trustworthiness@k >= teacher's - trust_tolerance"),
+    ("knn_accuracy_vs_teacher", "artifact 10-NN accuracy >= teacher's - knn_accuracy_tolerance (labelled data)"),
+    ("knn_overlap_with_student", "artifact kNN sets agree with the float student's (>= min_student_overlap)"),
 )
-def quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+
+
+def compute_quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                                 names: MapNames):
     """The gates that ``quality_report`` measured, as blocking checks: ``model`` promotes the
     artifact only when they all pass. Without enough labelled rows there is no accuracy gate (it
     passes, and says why: the report's ``unmeasured``)."""
-    report = measured_report(context.instance, warehouse, context.run.run_id)
+    report = measured_report(context.instance, warehouse, context.run.run_id, names)
     for name in GATE_NAMES:
         g = report.gate(name)
         if g is None:
@@ -101,24 +100,23 @@ def quality_report_gates(context: dg.AssetCheckExecutionContext, warehouse: Ware
         )
 
 
-def measured_report(instance: dg.DagsterInstance, warehouse: WarehouseResource, run_id: str | None = None) -> Report:
-    """The report record that ``quality_report`` wrote in run ``run_id``, else the newest one."""
-    version = metadata_of(upstream(instance, quality_report.key, run_id), "report_version")
+def measured_report(instance: dg.DagsterInstance, warehouse: WarehouseResource, run_id: str | None = None,
+                    names: MapNames = DEFAULT_NAMES) -> Report:
+    """The report record that the map's ``quality_report`` wrote in run ``run_id``, else the newest one."""
+    version = metadata_of(upstream(instance, names.asset_key("quality_report"), run_id), "report_version")
     if version is None:
         raise dg.Failure("no materialization of `quality_report` on this instance names its report; "
                          "materialize `quality_report` first")
     return Report.load(warehouse.store().reports_dir, version)
 
 
-@dg.asset_check(asset=quality_report, description="candidate's median displacement from the served model's map "
-                "<= stability_tolerance of its spread (warns; never blocks the promotion)")
-def stable_vs_previous(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
-                       quality_gates: QualityGates) -> dg.AssetCheckResult:
+def compute_stable_vs_previous(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+                               quality_gates: QualityGates, names: MapNames) -> dg.AssetCheckResult:
     """How far a retrained model moves the map that users already hold: on the report's validation
     rows, the median displacement from the served model's map (a fraction of its spread) and the
     kNN overlap of the two. It warns past ``QualityGates.stability_tolerance``; the quality gates,
     not this check, decide the promotion."""
-    report = measured_report(context.instance, warehouse, context.run.run_id)
+    report = measured_report(context.instance, warehouse, context.run.run_id, names)
     st = report.stability
     if st is None:
         return dg.AssetCheckResult(passed=True, description="no other model served on these rows: nothing to compare with")
@@ -130,3 +128,26 @@ def stable_vs_previous(context: dg.AssetCheckExecutionContext, warehouse: Wareho
                      f"against {st.previous_version}" + ("" if passed else ": WARNING, the map moved")),
         metadata={**dataclasses.asdict(st), "artifact_version": report.artifact_version},
     )
+
+
+@functools.cache
+def quality_definitions(names: MapNames) -> dg.Definitions:
+    """The map's ``quality_report``, its blocking gates and its stability check."""
+    report = map_asset(names, "quality_report", compute_quality_report, group=TRAINING, training=True,
+                       deps=("teacher", "student", "artifact", "samples"), kinds={"scikit-learn", "markdown"})
+    gates = dg.multi_asset_check(
+        specs=[dg.AssetCheckSpec(name, asset=report.key, blocking=True, description=desc) for name, desc in GATES],
+        name=names.op("quality_report_gates"), required_resource_keys=resource_keys(names, compute_quality_report_gates),
+    )(bound(names, compute_quality_report_gates))
+    stable = dg.asset_check(
+        asset=report.key, name="stable_vs_previous",
+        required_resource_keys=resource_keys(names, compute_stable_vs_previous),
+        description="candidate's median displacement from the served model's map <= stability_tolerance of its "
+                    "spread (warns; never blocks the promotion)",
+    )(bound(names, compute_stable_vs_previous))
+    return dg.Definitions(assets=[report], asset_checks=[gates, stable])
+
+
+definitions = quality_definitions
+(quality_report,) = quality_definitions(DEFAULT_NAMES).assets
+quality_report_gates, stable_vs_previous = quality_definitions(DEFAULT_NAMES).asset_checks

@@ -4,7 +4,7 @@ set and resource key derived from the map's name, in one place.
 The map called :data:`DEFAULT_MAP` keeps today's names (``samples``, ``train_model``, the ``training``
 pool, the ``slices`` partitions), so ``make demo``, the CLI and the UI are unchanged. Any other name
 prefixes them: asset ``products/samples``, group ``products_ingest``, job ``products__train_model``,
-pool ``products/training``, partitions ``products__slices``, tag ``umap_assets/products/...``,
+pool ``products/training``, partitions ``products__slices``, tag ``umap_assets/products__...``,
 resource ``products__warehouse``. Two maps with different names therefore share no name.
 """
 
@@ -75,8 +75,9 @@ class MapNames:
         return "training" if self.is_default else f"{self.name}/training"
 
     def tag(self, tag: str) -> str:
-        """A run tag of this map: ``umap_assets/<tag>``, or ``umap_assets/<name>/<tag>``."""
-        return f"umap_assets/{tag}" if self.is_default else f"umap_assets/{self.name}/{tag}"
+        """A run tag of this map: ``umap_assets/<tag>``, or ``umap_assets/<name>__<tag>`` (Dagster's tag keys
+        hold one namespace: a second ``/`` is refused)."""
+        return f"umap_assets/{self._joined(tag)}"
 
 
 #: The names of the map called ``default``: today's, which the modules' constants (``SLICES``, ``TRAINING_POOL``, the

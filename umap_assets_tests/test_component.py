@@ -90,10 +90,15 @@ def test_the_component_gives_todays_definitions():
     assert set(project.resources) == {"warehouse", "contract", "seed", "quality_gates", "embedding_engine"}
 
 
-def test_a_map_with_a_name_of_its_own_is_refused_in_one_line_until_it_is_wired():
-    with pytest.raises(dg.DagsterInvalidDefinitionError, match="UmapMap 'products': only the map named 'default'") as e:
-        dg.component_defs(component=UmapMap(name="products"))
-    assert "\n" not in str(e.value)
+def test_a_map_with_a_name_of_its_own_builds_its_own_definitions(tmp_path):
+    names = MapNames("products")
+    products = dg.component_defs(component=UmapMap(name="products", home=str(tmp_path)))
+    keys = products.resolve_asset_graph().get_all_asset_keys()
+    assert keys and all(k.path[0] == "products" for k in keys)
+    assert {j.name for j in products.jobs} == {names.job(j) for j in (INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB)}
+    assert set(products.resources) == {names.resource_key(r) for r in ("warehouse", "contract", "seed", "quality_gates",
+                                                                        "embedding_engine")}
+    assert products.resources[names.resource_key("warehouse")].home == str(tmp_path)
 
 
 def test_a_source_other_than_the_homes_incoming_is_refused_in_one_line_until_it_is_wired(tmp_path):
@@ -194,7 +199,9 @@ def test_a_newcomer_adds_a_map_to_a_new_project(tmp_path):
     assert materialized.returncode == 0, materialized.stderr[-3000:]
     assert pq.read_metadata(project / "data" / "default" / "warehouse" / "raw_slices" / "part_a.parquet").num_rows == 200
 
-    # a second map, named after its folder: refused in one line until maps with names of their own are wired
+    # a second map, named after its folder: its own names, beside the first
     assert run("-m", "dagster_dg_cli.cli", "scaffold", "defs", "umap_assets.UmapMap", "maps/users").returncode == 0
-    refused = run("-m", "dagster_dg_cli.cli", "check", "defs")
-    assert refused.returncode != 0 and "UmapMap 'users': only the map named 'default'" in refused.stdout + refused.stderr
+    checked = run("-m", "dagster_dg_cli.cli", "check", "defs")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    listed = run("-m", "dagster_dg_cli.cli", "list", "defs", "--json")
+    assert listed.returncode == 0 and '"users/samples"' in listed.stdout and '"users__ingest_slice"' in listed.stdout

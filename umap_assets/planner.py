@@ -25,9 +25,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from .discovery import IDENTITY_TAG, SLICES, discover_slices, failed_attempts, ingest_tags, retry_after
+from .discovery import discover_slices, failed_attempts, ingest_tags, retry_after
 from .history import latest, materializations, metadata_of
-from .home import TRAINING_POOL
 from .map_names import DEFAULT_NAMES, MapNames
 
 INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB = (DEFAULT_NAMES.job(j) for j in ("ingest_slice", "train_model", "embed_slice",
@@ -286,18 +285,18 @@ def limit_training(instance: dg.DagsterInstance, names: MapNames = DEFAULT_NAMES
         instance.event_log_storage.set_concurrency_slots(names.training_pool, 1)
 
 
-def training_in_progress(instance: dg.DagsterInstance) -> list:
+def training_in_progress(instance: dg.DagsterInstance, names: MapNames = DEFAULT_NAMES) -> list:
     """Runs in progress (queued runs excluded) that hold a training asset: the run queue starts no
     other one meanwhile, and ``umap-assets run`` refuses to train over them."""
     started = [s for s in _IN_PROGRESS if s is not dg.DagsterRunStatus.QUEUED]
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=started))
-    return [r for r in runs if r.run_op_concurrency and TRAINING_POOL in (r.run_op_concurrency.all_pools or ())
+    return [r for r in runs if r.run_op_concurrency and names.training_pool in (r.run_op_concurrency.all_pools or ())
             and _alive(r.tags.get(LAUNCHER_TAG))]
 
 
-def training_refusal(instance: dg.DagsterInstance) -> str | None:
-    """Why a training run may not start now in this process (one line), or None."""
-    runs = training_in_progress(instance)
+def training_refusal(instance: dg.DagsterInstance, names: MapNames = DEFAULT_NAMES) -> str | None:
+    """Why a training run of the map may not start now in this process (one line), or None."""
+    runs = training_in_progress(instance, names)
     if not runs:
         return None
     return (f"another training run is in progress on this home ({runs[0].job_name} {runs[0].run_id[:8]}); "

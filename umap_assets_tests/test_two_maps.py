@@ -135,3 +135,36 @@ def serve(defs: dg.Definitions, instance, names: MapNames, home) -> None:
     embed = defs.resolve_job_def(names.job("embed_slice"))
     for key in instance.get_dynamic_partitions(names.partitions):
         assert embed.execute_in_process(partition_key=key, instance=instance).success
+
+
+def test_the_cli_serves_the_map_it_is_given_on_that_maps_home(tmp_path, monkeypatch):
+    from umap_assets.runner import run_pipeline
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # run_pipeline points both at the map's home
+    monkeypatch.setenv("UMAP_ASSETS_HOME", str(tmp_path / "unused"))
+    homes = {name: tmp_path / name for name in MAPS}
+    write_demo_slices(homes["products"] / "incoming", "digits", 2, allow_download=False, say=lambda _: None)
+    defs = dg.Definitions.merge(*(dg.component_defs(component=UmapMap(name=name, home=str(homes[name]),
+                                                                      quality_gates=OPEN_GATES)) for name in MAPS))
+    config = {"ops": {"samples": {"config": SAMPLES}, **{op: {"config": c} for op, c in TRAINING.items()}}}
+    summary = run_pipeline(map_name="products", defs=defs, config=config, say=lambda _: None)
+    assert not summary.failed and summary.home == homes["products"]
+    assert sorted(p.name for p in (homes["products"] / "warehouse" / "raw_slices").glob("*.parquet")) == [
+        "digits_000.parquet", "digits_001.parquet"]
+    assert not homes["default"].exists()  # the other map's home is never touched
+    with dg.DagsterInstance.from_config(str(homes["products"] / "dagster")) as instance:
+        names = MapNames("products")
+        assert sorted(instance.get_dynamic_partitions(names.partitions)) == ["digits_000", "digits_001"]
+        assert not instance.get_dynamic_partitions("slices")
+        assert latest(instance, names.asset_key("model")) is not None and latest(instance, "model") is None
+
+
+def test_an_unknown_or_bad_map_is_refused_in_one_line(tmp_path, capsys):
+    from umap_assets.cli import main
+
+    assert main(["run", "--map", "nope", "--home", str(tmp_path / "h")]) == 2
+    assert main(["rollback", "--list", "--map", "Bad"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: --map: no map named 'nope' in this code location (maps: default)",
+                   "error: map name 'Bad': expected a lowercase identifier (a-z, 0-9, _; no '__'), at most 40 "
+                   "characters, starting with a letter"]

@@ -151,6 +151,7 @@ def test_the_cli_serves_the_map_it_is_given_on_that_maps_home(tmp_path, monkeypa
     assert not summary.failed and summary.home == homes["products"]
     assert sorted(p.name for p in (homes["products"] / "warehouse" / "raw_slices").glob("*.parquet")) == [
         "digits_000.parquet", "digits_001.parquet"]
+    assert len(list((homes["products"] / "warehouse" / "embeddings").glob("*/digits_00?.parquet"))) == 2
     assert not homes["default"].exists()  # the other map's home is never touched
     with dg.DagsterInstance.from_config(str(homes["products"] / "dagster")) as instance:
         names = MapNames("products")

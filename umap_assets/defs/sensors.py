@@ -40,7 +40,7 @@ def sensors_definitions(names: MapNames) -> dg.Definitions:
     sensor = dg.sensor(
         name=names.sensor("new_slices_sensor"), job_name=names.job("ingest_slice"), minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING, required_resource_keys=resource_keys(names, evaluate_new_slices),
-        description="Turns each new Parquet file in <home>/incoming into a slice partition and ingests it.",
+        description=f"Turns each new Parquet file in <home>/incoming into a `{names.partitions}` partition and ingests it.",
     )(bound(names, evaluate_new_slices, sensor=True))
     return dg.Definitions(sensors=[sensor])
 

@@ -1,9 +1,11 @@
 """``UmapMap``: one map as a Dagster Component (``type: umap_assets.UmapMap`` in a ``defs.yaml``).
 
 Its attributes name the map, its home, its source, the slice's columns, the seed, the quality gates,
-the embedding engine and which sensors and schedules run. ``build_defs`` returns the assets, checks,
-jobs, sensors and schedules of :mod:`umap_assets.defs`'s wiring modules with the resources these
-attributes configure. The map's names come from :class:`umap_assets.map_names.MapNames`.
+the embedding engine and which sensors and schedules run. ``build_defs`` calls each wiring module of
+:mod:`umap_assets.defs` with the map's :class:`umap_assets.map_names.MapNames` (``definitions(names)``, a
+factory) and returns its assets, checks, jobs, sensors and schedules with the resources these attributes
+configure, under the map's resource keys. Several maps load side by side in one code location; the map
+named ``default`` keeps today's names, any other prefixes them.
 """
 
 import copy

@@ -9,8 +9,16 @@ each slice's map coordinates are generated as bench/bench_scale.py generates its
 drawn in 2-d, its cluster as the label), then finalised exactly as the embed job finalises a slice:
 sorted along the curve with its id index (:func:`umap_assets.spatial.write_ordered`) and its partial
 tiles (:func:`umap_assets.tiles.write_partial_tiles`, then :func:`umap_assets.tiles.merge_low_zooms`),
-recorded and published. The time to add a slice's tiles is measured for the first slice and for the
-last (the home then N-1 slices larger).
+recorded and published; after each slice, the tiles are compacted (:func:`umap_assets.tiles.compact`,
+as asset ``map_tile_runs`` does after ``map_tiles``). The time to add a slice's tiles is measured for
+the first slice and for the last (the home then N-1 slices larger).
+
+"Add one slice" (``--add-at 1,10,100``): a scratch version folder beside the home (``--work``'s
+``add_n<rows>``; the home itself is only read) gains the home's slices one by one, hard links of their
+embeddings and partials, compacted after each as ``map_tile_runs`` is; at each position in
+``--add-at`` the slice's own ``map_tiles`` work is timed instead (its partial written anew, then the
+low-zoom merge), side by side with the compaction it makes due. ``--add-only`` skips the server.
+At 100M rows (a home built before, reused) this re-merges the runs in the scratch folder: about 25 min.
 
 Then it starts the map server in a child process (its peak RSS sampled: ``VmHWM``) and measures,
 side by side, the new routes and the same questions answered by a full scan (today's way):
@@ -51,12 +59,12 @@ def build_home(home: Path, rows: int, slice_rows: int) -> dict:
     from umap_assets.atomic import temp_path_for
     from umap_assets.demo_data import synthetic_chunk
     from umap_assets.spatial import version_frame, write_ordered
-    from umap_assets.tiles import merge_low_zooms, merge_runs, tiles_path, write_partial_tiles
+    from umap_assets.tiles import compact, merge_low_zooms, merge_runs, tiles_path, write_partial_tiles
     from umap_assets.warehouse import Warehouse, publish_embeddings, record_slice
 
     wh = Warehouse(root=home / "warehouse", duckdb_path=home / "warehouse.duckdb")
     keys = [f"synthetic_{i:04d}" for i in range(-(-rows // slice_rows))]
-    tile_s, order_s, merge_s = [], [], []
+    tile_s, order_s, merge_s, compact_s = [], [], [], []
     for i, key in enumerate(keys):
         destination = wh.embeddings_path("bench", key)
         if destination.exists() and tiles_path(destination).exists():
@@ -65,8 +73,9 @@ def build_home(home: Path, rows: int, slice_rows: int) -> dict:
             t = time.perf_counter()
             write_partial_tiles(destination, version_frame(destination.parent))
             tile_s.append(time.perf_counter() - t)
-            merge_s.append(merge_low_zooms(destination.parent) + merge_runs(destination.parent))
-            print(f"  {key}: tiles {tile_s[-1]:.1f}s, merge {merge_s[-1]:.1f}s", flush=True)
+            merge_s.append(merge_low_zooms(destination.parent))
+            compact_s.append(compact(destination.parent).seconds)
+            print(f"  {key}: tiles {tile_s[-1]:.1f}s, low merge {merge_s[-1]:.1f}s, compaction {compact_s[-1]:.1f}s", flush=True)
             continue
         start, n = i * slice_rows, min(slice_rows, rows - i * slice_rows)
         X, y = synthetic_chunk(start, n, dim=2, n_clusters=12, intrinsic_dim=2, seed=0)
@@ -83,7 +92,8 @@ def build_home(home: Path, rows: int, slice_rows: int) -> dict:
         t = time.perf_counter()
         write_partial_tiles(destination, frame)
         tile_s.append(time.perf_counter() - t)
-        merge_s.append(merge_low_zooms(destination.parent) + merge_runs(destination.parent))
+        merge_s.append(merge_low_zooms(destination.parent))
+        compact_s.append(compact(destination.parent).seconds)  # asset map_tile_runs, after the slice's own step
         record_slice(wh, key, {"rows": n, "dim": 2, "bytes": destination.stat().st_size,
                                "path": str(destination.relative_to(home)), "source": f"incoming/{key}.parquet"})
         print(f"  {key}: order {order_s[-1]:.1f}s, tiles {tile_s[-1]:.1f}s", flush=True)
@@ -97,7 +107,65 @@ def build_home(home: Path, rows: int, slice_rows: int) -> dict:
             "tiles_last_slice_s": round(tile_s[-1], 2) if tile_s else None,
             "merge_first_slice_s": round(merge_s[0], 2) if merge_s else None,
             "merge_last_slice_s": round(merge_s[-1], 2) if merge_s else None,
+            "compaction_max_s": round(max(compact_s), 1) if compact_s else None,
             "merge_runs_at_end_s": round(runs_s, 1)}
+
+
+def home_built(home: Path, rows: int, slice_rows: int) -> bool:
+    """Whether every slice's embeddings and partial tiles are in the home's version ``bench``."""
+    from umap_assets.tiles import tiles_path
+
+    version = home / "warehouse" / "embeddings" / "bench"
+    files = [version / f"synthetic_{i:04d}.parquet" for i in range(-(-rows // slice_rows))]
+    return (version / "frame.json").exists() and all(f.exists() and tiles_path(f).exists() for f in files)
+
+
+def _link(source: Path, destination: Path) -> None:
+    """A hard link (the home's file is only read; a writer replaces the link, never the file), else a copy."""
+    import shutil
+
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def add_slice_times(home: Path, scratch: Path, at: list[int]) -> list[dict]:
+    """Adding one slice as the k-th of the home, for each k in ``at``: the slice's own ``map_tiles`` work
+    (its partial, then the low-zoom merge: bounded by the slice) and the compaction it makes due (asset
+    ``map_tile_runs``), measured in ``scratch``, a version folder that gains the home's slices one by one."""
+    import shutil
+
+    from umap_assets.spatial import MapFrame
+    from umap_assets.tiles import compact, merge_low_zooms, tiles_path, write_partial_tiles
+
+    source = home / "warehouse" / "embeddings" / "bench"
+    keys = sorted(p.stem for p in source.glob("synthetic_*.parquet"))[:max(at)]
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    (scratch / "tiles").mkdir(parents=True)
+    shutil.copy(source / "frame.json", scratch / "frame.json")
+    frame, out = MapFrame.load(scratch / "frame.json"), []
+    for k, key in enumerate(keys, start=1):
+        _link(source / f"{key}.parquet", scratch / f"{key}.parquet")
+        if k not in at:
+            _link(tiles_path(source / f"{key}.parquet"), tiles_path(scratch / f"{key}.parquet"))
+            merge_low_zooms(scratch)
+            compact(scratch)
+            continue
+        t = time.perf_counter()
+        write_partial_tiles(scratch / f"{key}.parquet", frame)
+        partial_s = time.perf_counter() - t
+        low_s = merge_low_zooms(scratch)
+        done = compact(scratch)
+        out.append({"slice": k, "partial_s": round(partial_s, 2), "low_merge_s": round(low_s, 2),
+                    "slice_s": round(partial_s + low_s, 2), "compaction_s": round(done.seconds, 2),
+                    "runs_written": list(done.written), "files_read_before": done.files_before,
+                    "files_read_after": done.files_after, "run_bytes": done.bytes})
+        print(f"  add slice {k}: its own {partial_s + low_s:.2f}s (partial {partial_s:.2f}s, low merge {low_s:.2f}s); "
+              f"compaction {done.seconds:.2f}s ({', '.join(done.written) or 'nothing due'})", flush=True)
+    shutil.rmtree(scratch)
+    return out
 
 
 def free_port() -> int:
@@ -196,18 +264,29 @@ def main() -> None:
     p.add_argument("--slice-rows", type=lambda s: int(s.replace("_", "")), default=1_000_000)
     p.add_argument("--samples", type=int, default=40, help="queries of each kind")
     p.add_argument("--work", default=str(ROOT / "bench" / "out" / "map"))
+    p.add_argument("--add-at", default="1,10,100", help="positions at which to time adding one slice")
+    p.add_argument("--add-only", action="store_true", help="time adding a slice only (no server, a built home is only read)")
     args = p.parse_args()
     home = Path(args.work) / f"n{args.rows}"
     t = time.perf_counter()
-    built = build_home(home, args.rows, args.slice_rows)
+    if args.add_only and home_built(home, args.rows, args.slice_rows):
+        built = {"rows": args.rows, "slices": -(-args.rows // args.slice_rows), "reused": True}
+    else:
+        built = build_home(home, args.rows, args.slice_rows)
     built["build_s"] = round(time.perf_counter() - t, 1)
     print(json.dumps(built), flush=True)
+    at = sorted({min(int(k), built["slices"]) for k in args.add_at.split(",") if k.strip()})
+    added = add_slice_times(home, Path(args.work) / f"add_n{args.rows}", at)
+    if args.add_only:
+        report_add(args.rows, args.slice_rows, added)
+        return
     port = free_port()
     t = time.perf_counter()
     server = start_server(home, port)
     started_s = time.perf_counter() - t
     try:
-        result = {"rows": args.rows, "slice_rows": args.slice_rows, **built, "server_start_s": round(started_s, 1),
+        result = {"rows": args.rows, "slice_rows": args.slice_rows, **built, "add_slice": added,
+                  "server_start_s": round(started_s, 1),
                   **measure(home, f"http://127.0.0.1:{port}", args.samples)}
         result["server_peak_rss_mb"] = round(peak_mb(server.pid))
     finally:
@@ -227,6 +306,18 @@ def main() -> None:
     print(f"| a 1M-row slice's tiles | first slice {r['tiles_first_slice_s']} s, last {r['tiles_last_slice_s']} s | |")
     print(f"| adding them to the merged low zooms | first slice {r['merge_first_slice_s']} s, "
           f"last {r['merge_last_slice_s']} s | |")
+    report_add(args.rows, args.slice_rows, added)
+
+
+def report_add(rows: int, slice_rows: int, added: list[dict]) -> None:
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "map_add_slice.json").write_text(json.dumps({"rows": rows, "slice_rows": slice_rows, "add_slice": added}, indent=2))
+    print(f"\n| add one {slice_rows:,}-row slice ({rows:,}-row home) as slice | its own map_tiles (partial + low merge) "
+          "| map_tile_runs after it (runs written) | files a tile reads before / after |\n|---|---|---|---|")
+    for a in added:
+        print(f"| {a['slice']} | {a['slice_s']} s ({a['partial_s']} + {a['low_merge_s']}) | {a['compaction_s']} s "
+              f"({', '.join(a['runs_written']) or 'none due'}) | {a['files_read_before']} / {a['files_read_after']} |")
 
 
 if __name__ == "__main__":

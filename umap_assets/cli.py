@@ -101,7 +101,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .engines import LocalEngine, OutputPathError, SparkEngine, embed
     from .runtime import ArtifactError
 
-    spec = slice_spec_from_arguments(args)
+    try:
+        spec = slice_spec_from_arguments(args)
+    except ValueError as exc:  # SliceContract.carry names too many columns, or one the map uses
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     engine = (LocalEngine(args.chunk_rows) if args.engine == LocalEngine.name
               else SparkEngine(args.spark_master, dict(args.spark_conf)))
     try:
@@ -158,6 +162,9 @@ def add_slice_spec_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name == "feature_columns":
             parser.add_argument(flag, default=None, type=lambda v: tuple(v.split(",")), metavar="A,B,...",
                                 help="read the features from these numeric columns instead of one list column")
+        elif f.name == "carry":
+            parser.add_argument(flag, default=(), type=lambda v: tuple(c for c in v.split(",") if c), metavar="A,B,...",
+                                help="carry these string or number columns with each row into the embeddings")
         else:
             parser.add_argument(flag, default=f.default, help=f"(default: {f.default})")
 

@@ -2,7 +2,9 @@
 
 A slice is one Parquet file with an ``id`` column (int64 or string, unique), the features (either a
 fixed-size list column ``features`` of numbers, or numeric columns named in config) and optionally a
-``label`` column (int or string; a null label is an unlabelled row). :func:`iter_validated_batches`
+``label`` column (int or string; a null label is an unlabelled row), and the columns the contract
+carries (``SliceSpec.carry``: text or numbers, such as a title or a URL, that travel with each row into
+the embeddings and the map's hover, find, selection and export). :func:`iter_validated_batches`
 streams a slice in chunks, checks
 every rule, and yields canonical batches; anything else raises :class:`SliceError`, which names the
 file, the column or row, and what was expected.
@@ -30,6 +32,14 @@ CHUNK_ROWS = 8_192
 #: Bytes the Parquet reader buffers per column: it reads pages as it decodes them instead of whole
 #: column chunks (``pre_buffer`` off), so a file with huge row groups still streams in flat memory.
 READ_BUFFER_BYTES = 1 << 20
+
+#: Columns a contract may carry with each row into the embeddings, and the characters a carried text may hold.
+MAX_CARRY = 8
+MAX_CARRY_CHARS = 2_000
+#: Names a carried column may not take: the canonical slice's, the embeddings' and the map's own columns.
+RESERVED_COLUMNS = frozenset({"id", "features", "label", "x", "y", "coverage", "slice", "artifact_version", "distance",
+                              "row", "stratum", "split", "filename", "file_row_number"})
+_COORDINATE_NAME = re.compile(r"x\d+")
 
 _UNSAFE_KEY_CHARS = re.compile(r"[,|\[\]\s\x00-\x1f\x7f]+|\.{3,}")  # Dagster refuses these in keys
 
@@ -104,12 +114,63 @@ def file_identity(path: str | Path) -> str | None:
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """How to read a slice: which columns hold the id, the features and the label."""
+    """How to read a slice: which columns hold the id, the features and the label, and which columns
+    it carries into the embeddings (``carry``: at most :data:`MAX_CARRY` string or number columns,
+    stored under their own names; a text holds at most :data:`MAX_CARRY_CHARS` characters)."""
 
     id_column: str = "id"
     features_column: str = "features"
     feature_columns: Sequence[str] | None = None
     label_column: str = "label"
+    carry: Sequence[str] = ()
+
+    def __post_init__(self):
+        problem = carry_problem(self)
+        if problem:
+            raise ValueError(f"SliceContract.carry: {problem}")
+
+
+def carry_problem(spec: SliceSpec) -> str | None:
+    """Why ``spec.carry`` cannot be carried (too many, repeated, or a name the map uses), or None."""
+    names = list(spec.carry)
+    taken = {spec.id_column, spec.features_column, spec.label_column, *(spec.feature_columns or ())}
+    if len(names) > MAX_CARRY:
+        return f"{len(names)} columns named; at most {MAX_CARRY} travel with each row"
+    for name in names:
+        if not isinstance(name, str) or not 1 <= len(name) <= 64 or re.search(r'["\x00-\x1f\x7f]', name):
+            return f"{name!r} is not a column name (1 to 64 characters, no quote or control character)"
+        if name in taken or name in RESERVED_COLUMNS or _COORDINATE_NAME.fullmatch(name):
+            return f"'{name}' is a column the contract or the map already uses; rename it in the file"
+    if len(set(names)) != len(names):
+        return f"a column is named twice in {names}"
+    return None
+
+
+def carried_columns(names: Sequence[str]) -> list[str]:
+    """The carried columns of an embeddings file or a canonical slice, from its column names: every
+    column that is not one of the project's own (id, features, label, coordinates, coverage, version)."""
+    return [n for n in names if n not in RESERVED_COLUMNS and not _COORDINATE_NAME.fullmatch(n)]
+
+
+def canonical_spec(path: str | Path) -> SliceSpec:
+    """How to read a canonical slice of the warehouse: the default columns, carrying what it carries."""
+    return SliceSpec(carry=tuple(carried_columns(pq.read_schema(path).names)))
+
+
+def carried_type(t: pa.DataType) -> pa.DataType | None:
+    """How a carried column is stored: int64, float64 or string; None for a type that cannot be carried."""
+    if pa.types.is_integer(t):
+        return pa.int64()
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return pa.float64()
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
+        return pa.string()
+    return None
+
+
+def carried_fields(schema: pa.Schema, spec: SliceSpec) -> list[pa.Field]:
+    """The canonical fields of ``spec.carry`` in ``schema`` (checked by :func:`check_schema`)."""
+    return [pa.field(name, carried_type(schema.field(name).type)) for name in spec.carry]
 
 
 @dataclass
@@ -120,9 +181,10 @@ class SliceBatch:
     features: np.ndarray  # (n, d) float32, C-contiguous, finite
     labels: pa.Array | None
     offset: int  # row number of the first row in the file
+    carried: dict[str, pa.Array] = field(default_factory=dict)  # SliceSpec.carry's columns, canonical types
 
     def to_arrow(self) -> pa.RecordBatch:
-        return canonical_batch(self.ids, self.features, self.labels)
+        return canonical_batch(self.ids, self.features, self.labels, self.carried)
 
 
 @dataclass
@@ -150,21 +212,24 @@ class RefusedRows:
                 f"(ids {ids}); an id is on the map once")
 
 
-def canonical_schema(dim: int, id_type: pa.DataType, label_type: pa.DataType | None) -> pa.Schema:
+def canonical_schema(dim: int, id_type: pa.DataType, label_type: pa.DataType | None,
+                     carried: Sequence[pa.Field] = ()) -> pa.Schema:
+    """id, features, [label], then the carried columns under their own names."""
     fields = [pa.field("id", id_type, nullable=False), vector_field("features", dim)]
     if label_type is not None:
         fields.append(pa.field("label", label_type))
-    return pa.schema(fields)
+    return pa.schema(fields + list(carried))
 
 
-def canonical_batch(ids: pa.Array, features: np.ndarray, labels: pa.Array | None) -> pa.RecordBatch:
+def canonical_batch(ids: pa.Array, features: np.ndarray, labels: pa.Array | None,
+                    carried: dict[str, pa.Array] | None = None) -> pa.RecordBatch:
     n, d = features.shape
     raw = np.ascontiguousarray(features, dtype="<f4")
     feats = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * d), n, [None, pa.py_buffer(raw)])
-    arrays = [ids, feats]
-    schema = canonical_schema(d, ids.type, labels.type if labels is not None else None)
-    if labels is not None:
-        arrays.append(labels)
+    carried = carried or {}
+    arrays = [ids, feats] + ([labels] if labels is not None else []) + list(carried.values())
+    schema = canonical_schema(d, ids.type, labels.type if labels is not None else None,
+                              [pa.field(name, a.type) for name, a in carried.items()])
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -296,6 +361,34 @@ def check_schema(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
         if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
             raise SliceError(path, f"column '{spec.label_column}' has type {t}; expected int or string labels "
                              "(null where a row has none)")
+    _check_carried_schema(path, schema, spec)
+
+
+def _check_carried_schema(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
+    """Each column of ``spec.carry`` is in the file, as text or numbers."""
+    for name in spec.carry:
+        if name not in schema.names:
+            raise SliceError(path, f"missing column '{name}' that SliceContract.carry names "
+                                   f"(found columns: {sorted(schema.names)})")
+        if carried_type(schema.field(name).type) is None:
+            raise SliceError(path, f"carried column '{name}' has type {schema.field(name).type}; expected a string "
+                                   "or number column (SliceContract.carry)")
+
+
+def _checked_carried(path: Path, batch: pa.RecordBatch, spec: SliceSpec, offset: int) -> dict[str, pa.Array]:
+    """The batch's carried columns in their canonical types; a text longer than :data:`MAX_CARRY_CHARS` is refused."""
+    out = {}
+    for name in spec.carry:
+        column = batch.column(name)
+        column = column.cast(carried_type(column.type))
+        if pa.types.is_string(column.type) and len(column) - column.null_count:
+            lengths = pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+            if lengths.max() > MAX_CARRY_CHARS:
+                r = int(np.argmax(lengths > MAX_CARRY_CHARS))
+                raise SliceError(path, f"carried column '{name}' holds {int(lengths[r]):,} characters at row "
+                                       f"{offset + r}; expected at most {MAX_CARRY_CHARS:,}")
+        out[name] = column
+    return out
 
 
 def _check_features_column(path: Path, schema: pa.Schema, spec: SliceSpec) -> None:
@@ -370,7 +463,8 @@ def iter_validated_batches(
     check_schema(path, pf.schema_arrow, spec)
     summary = summary if summary is not None else SliceSummary()
     has_label = spec.label_column in pf.schema_arrow.names
-    columns = [spec.id_column, *(spec.feature_columns or [spec.features_column])] + ([spec.label_column] if has_label else [])
+    columns = ([spec.id_column, *(spec.feature_columns or [spec.features_column])] + ([spec.label_column] if has_label else [])
+               + list(spec.carry))
     id_chunks: list[pa.Array] = []
     label_counts: dict[str, int] = {}
     unlabelled = 0
@@ -387,7 +481,8 @@ def iter_validated_batches(
             unlabelled += labels.null_count if labels is not None else 0
             if check_unique_ids:
                 id_chunks.append(ids)
-            yield SliceBatch(ids=ids, features=X, labels=labels, offset=offset)
+            carried = _checked_carried(path, batch, spec, offset)
+            yield SliceBatch(ids=ids, features=X, labels=labels, offset=offset, carried=carried)
             offset += batch.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
         if is_checksum_error(exc):

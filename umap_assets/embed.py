@@ -16,7 +16,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,22 +52,28 @@ class EmbedStats:
                 "artifact_version": self.artifact_version, "engine": engine}
 
 
-def output_schema(names: list[str], id_type: pa.DataType, label_type: pa.DataType | None) -> pa.Schema:
-    """id, the artifact's output columns (``Projector.output_names``: coordinates, then coverage), label, version."""
+def output_schema(names: list[str], id_type: pa.DataType, label_type: pa.DataType | None,
+                  carried: Sequence[pa.Field] = ()) -> pa.Schema:
+    """id, the artifact's output columns (``Projector.output_names``: coordinates, then coverage), label,
+    the carried columns (``SliceSpec.carry``, under their own names), version."""
     fields = [pa.field("id", id_type, nullable=False)]
     fields += [pa.field(name, pa.float32(), nullable=False) for name in names]
     if label_type is not None:
         fields.append(pa.field("label", label_type))
+    fields += list(carried)
     fields.append(pa.field("artifact_version", pa.string(), nullable=False))
     return pa.schema(fields)
 
 
 def embedding_batch(ids: pa.Array, outputs: np.ndarray, names: list[str], labels: pa.Array | None,
-                    version: str) -> pa.RecordBatch:
-    schema = output_schema(names, ids.type, labels.type if labels is not None else None)
+                    version: str, carried: dict[str, pa.Array] | None = None) -> pa.RecordBatch:
+    carried = carried or {}
+    schema = output_schema(names, ids.type, labels.type if labels is not None else None,
+                           [pa.field(name, a.type) for name, a in carried.items()])
     arrays = [ids] + [pa.array(outputs[:, i], type=pa.float32()) for i in range(outputs.shape[1])]
     if labels is not None:
         arrays.append(labels)
+    arrays += list(carried.values())
     arrays.append(pa.repeat(pa.scalar(version, pa.string()), len(ids)))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -178,7 +184,8 @@ def embed_file(
     chunk_rows: int = CHUNK_ROWS,
     workers: int | None = None,
 ) -> EmbedStats:
-    """Embed every row of ``source`` into ``destination`` (id, x, y | x0..xk, coverage, label, artifact_version).
+    """Embed every row of ``source`` into ``destination`` (id, x, y | x0..xk, coverage, label, the carried
+    columns, artifact_version).
 
     ``workers`` transform threads (default: one per core, see :func:`transform_workers`).
     """
@@ -195,7 +202,8 @@ def embed_file(
                 expected_dim_source="the artifact expects", check_unique_ids=False,
             )
             for batch, mapped in transformed(projector, batches, threads, outputs=True):
-                out = embedding_batch(batch.ids, mapped, projector.output_names, batch.labels, projector.version)
+                out = embedding_batch(batch.ids, mapped, projector.output_names, batch.labels, projector.version,
+                                      batch.carried)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, out.schema, **write_options(out.schema))
                 writer.write_batch(out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dagster_pipes import open_dagster_pipes
 
+from .contract import canonical_spec
 from .engines import embed, engine_from_settings
 
 
@@ -24,7 +25,8 @@ def main() -> None:
         engine = engine_from_settings(job["engine"])
         where = f" on {engine.master}" if hasattr(engine, "master") else ""
         pipes.log.info(f"{engine.name}: embedding {job['source']}{where}")
-        stats = embed(engine, job["artifact"], job["source"], job["destination"], ordered=bool(job.get("ordered")))
+        spec = canonical_spec(job["source"])  # a warehouse slice: the default columns, and what it carries
+        stats = embed(engine, job["artifact"], job["source"], job["destination"], spec, ordered=bool(job.get("ordered")))
         pipes.log.info(f"{engine.name}: {stats.rows:,} rows in {stats.seconds:.1f}s ({stats.rows_per_s:,.0f} rows/s, "
                        f"peak {stats.peak_rss_bytes / 2**20:,.0f} MB) with artifact {stats.artifact_version}")
         pipes.report_asset_materialization(metadata=stats.metadata(engine.name))

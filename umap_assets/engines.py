@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path, atomic_write_bytes
-from .contract import (CHUNK_ROWS, SliceError, SliceSpec, check_schema, features_dim, open_parquet,
-                       parquet_reader, write_options)
+from .contract import (CHUNK_ROWS, MAX_CARRY_CHARS, SliceError, SliceSpec, carried_fields, check_schema, features_dim,
+                       open_parquet, parquet_reader, write_options)
 from .embed import EmbedStats, embed_file, output_schema, peak_rss_bytes
 from .runtime import ArtifactError, Projector
 
@@ -83,7 +83,7 @@ class EmbedJob:
     source: Path
     destination: Path
     spec: SliceSpec
-    schema: pa.Schema  # of the output file: id, x, y | x0..xk, [coverage], [label], artifact_version
+    schema: pa.Schema  # of the output file: id, x, y | x0..xk, [coverage], [label], [carried...], artifact_version
 
 
 class Engine(Protocol):
@@ -117,7 +117,8 @@ def prepare_job(artifact: str | Path, source: str | Path, destination: str | Pat
             return None
         return pa.int64() if pa.types.is_integer(schema.field(name).type) else pa.string()
 
-    out = output_schema(projector.output_names, canonical(spec.id_column), canonical(spec.label_column))
+    out = output_schema(projector.output_names, canonical(spec.id_column), canonical(spec.label_column),
+                        carried_fields(schema, spec))
     return EmbedJob(Path(artifact), projector, source, destination, spec, out)
 
 
@@ -272,11 +273,13 @@ def _spark_frame(spark, job: EmbedJob):
     names = job.projector.output_names
     has_label = "label" in schema.names
     feature_cols = list(spec.feature_columns or [spec.features_column])
-    cols = [spec.id_column, *feature_cols] + ([spec.label_column] if has_label else [])
+    carry, longest = list(spec.carry), MAX_CARRY_CHARS
+    cols = [spec.id_column, *feature_cols] + ([spec.label_column] if has_label else []) + carry
 
     def transform_partition(batches):
         import numpy as np
         import pyarrow as pa
+        import pyarrow.compute as pc
         import umap_assets_features as features
         import umap_assets_runtime as rt
 
@@ -296,6 +299,11 @@ def _spark_frame(spark, job: EmbedJob):
             arrays += [pa.array(E[:, i], pa.float32()) for i in range(len(names))]
             if has_label:
                 arrays.append(batch.column(spec.label_column).cast(schema.field("label").type))
+            for name in carry:  # the contract's carried columns, checked as the local engine checks them
+                column = batch.column(name).cast(schema.field(name).type)
+                if pa.types.is_string(column.type) and (pc.max(pc.utf8_length(column)).as_py() or 0) > longest:
+                    raise ValueError(f"carried column '{name}' holds a text over {longest} characters")
+                arrays.append(column)
             arrays.append(pa.array([version] * batch.num_rows, pa.string()))
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 

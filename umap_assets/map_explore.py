@@ -11,6 +11,8 @@ warehouse) and nothing else. A box or lasso selection is not here: the page asks
   one answer for every browser, tested in Python, and the page only draws the level it is at.
 - **Compare versions** (:func:`compare`): the previous published version that still has its
   embeddings, each sampled row's position in it, and its displacement.
+- **Clusters named by a text column** (``/api/clusters``, :mod:`umap_assets.map_clusters`): for
+  unlabelled data, the map's dense places named by a carried text column, placed as labels are.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ if TYPE_CHECKING:  # the server imports this module: no import back at run time
 LEVELS = 6  # zoom levels of label placements: level z is a grid of 4 * 2**z cells a side
 MIN_ROWS = 5  # a place holds at least this many of the label's sampled rows
 LABEL_ZOOM = 2  # a tiled map's labels are placed from its tiles at this zoom (1,024 bins a side over the frame)
-ROUTES = ("/api/labels", "/api/compare")
+ROUTES = ("/api/labels", "/api/compare", "/api/clusters")
+CLUSTER_CACHE = 8  # cluster answers kept per map (one per column, mode and count asked)
 
 
 class BadQuery(ValueError):
@@ -201,8 +204,46 @@ def _placements(data: "MapData") -> list[list[Placement]]:
     return cached
 
 
+def cluster_parameters(query: dict[str, list[str]], data: "MapData") -> tuple[str, str, int]:
+    """``/api/clusters``' ``column`` (a carried text column of the map), ``mode`` (``terms`` or
+    ``values``) and ``clusters`` (2 to 50, default 20); :class:`BadQuery` names what is expected."""
+    from .map_clusters import MAX_CLUSTERS, MODES
+
+    unknown = sorted(set(query) - {"column", "mode", "clusters", "token"})
+    if unknown or any(len(v) > 1 for v in query.values()):
+        raise BadQuery(f"unknown parameter {unknown[0][:40]!r}" if unknown else "a parameter is repeated")
+    texts = [n for n, kind in data.carried().items() if kind == "text"]
+    column = query.get("column", [""])[0]
+    if column not in texts:
+        raise BadQuery(f"column must be one of the map's carried text columns {texts} (SliceContract.carry), "
+                       f"not {column[:40]!r}")
+    mode = query.get("mode", ["terms"])[0]
+    if mode not in MODES:
+        raise BadQuery(f"mode must be one of {list(MODES)}, not {mode[:20]!r}")
+    count = query.get("clusters", ["20"])[0]
+    if not (count.isascii() and count.isdigit() and len(count) <= 3 and 2 <= int(count) <= MAX_CLUSTERS):
+        raise BadQuery(f"clusters must be an integer from 2 to {MAX_CLUSTERS}, not {count[:20]!r}")
+    return column, mode, int(count)
+
+
+def _cluster_answer(query: dict[str, list[str]], data: "MapData") -> dict:
+    """Clusters named by a carried text column (:mod:`umap_assets.map_clusters`), once per map and parameters."""
+    from .map_clusters import cluster_labels
+
+    key = cluster_parameters(query, data)
+    cache = data.__dict__.setdefault("_cluster_answers", {})
+    if key not in cache:
+        found = cluster_labels(data, *key)
+        if len(cache) >= CLUSTER_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[key] = asdict(found)
+    return cache[key]
+
+
 def answer(path: str, query: dict[str, list[str]], data: "MapData") -> dict:
     """The JSON body of one explorer route (``path`` in :data:`ROUTES`) for the map ``data``."""
+    if path == "/api/clusters":
+        return _cluster_answer(query, data)
     if path == "/api/labels":
         return {"version": data.version, "levels": [[asdict(p) for p in level] for level in _placements(data)]}
     if path == "/api/compare":

@@ -9,7 +9,8 @@ each row group's min/max statistics of x and y bound a small box. :class:`MapInd
 - :meth:`MapIndex.find` and :meth:`MapIndex.neighbours`: a row by id, from the slice's id index
   (``ids/<key>.parquet``, sorted by id: one small row group read, whose id statistics prune the
   rest), then its nearest rows on the map from a box around it that grows until it holds them;
-- :meth:`MapIndex.select`: the rows in a box or polygon, counted per label, with their ids, written
+- :meth:`MapIndex.select`: the rows in a box or polygon, counted per label, with their ids (the first
+  ones with their carried columns, ``SliceContract.carry``), written
   out (:meth:`MapIndex.export`, Parquet or CSV) or as a DuckDB query to paste (:meth:`MapIndex.sql`).
 
 Framework-free: pyarrow and numpy; DuckDB only runs the pasted query in tests.
@@ -27,12 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .contract import DamagedFile, is_checksum_error
+from .contract import DamagedFile, carried_columns, is_checksum_error
 from .spatial import coordinate_columns, id_index_path
 
 MAX_CAP = 200_000  # rows a viewport returns at most
 MAX_VERTICES = 64  # of a selection's polygon
 READ_THREADS = 2
+ROWS_SHOWN = 100  # of a selection, listed with their carried columns
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Selection:
     ids: list
     groups_read: int
     groups_total: int
+    rows: list[dict] = field(default_factory=list)  # the first rows' slice, id and carried columns (when carried)
 
 
 @dataclass
@@ -153,7 +156,9 @@ class MapIndex:
                 sx, sy = rg.column(ix).statistics, rg.column(iy).statistics
                 boxes.append((number, g, sx.min, sx.max, sy.min, sy.max, rg.num_rows))
         self.boxes = np.array(boxes, np.float64).reshape(-1, 7)
-        self.names = [n for n in (pq.read_schema(files[0]).names if files else []) if n != "artifact_version"]
+        self.schema = _unified([f.metadata.schema.to_arrow_schema() for f in self.files])
+        self.names = [n for n in self.schema.names if n != "artifact_version"]
+        self.carried = carried_columns(self.names)  # SliceContract.carry's columns, where a slice has them
 
     @property
     def groups_total(self) -> int:
@@ -178,7 +183,10 @@ class MapIndex:
                 mask = region.contains(xy.column(0).to_numpy(), xy.column(1).to_numpy())
                 if not mask.any():
                     return None
-                table = pf.read_row_group(group, columns=columns or self.names).filter(pa.array(mask))
+                wanted = columns or self.names
+                have = pf.schema_arrow.names
+                table = pf.read_row_group(group, columns=[c for c in wanted if c in have]).filter(pa.array(mask))
+            table = self._aligned(table, wanted)
             return table.add_column(0, "slice", pa.repeat(pa.scalar(f.slice), table.num_rows))
 
         if len(groups) <= 2:
@@ -186,13 +194,22 @@ class MapIndex:
         with ThreadPoolExecutor(READ_THREADS) as pool:
             return [t for t in pool.map(one, groups) if t is not None]
 
+    def _aligned(self, table: pa.Table, columns: list[str]) -> pa.Table:
+        """``table`` with ``columns`` in order and the version's types: a column its file lacks (a slice
+        ingested before the contract carried it) is null."""
+        arrays = [table.column(n) if n in table.column_names else pa.nulls(table.num_rows, self.schema.field(n).type)
+                  for n in columns]
+        return pa.table(arrays, schema=pa.schema([self.schema.field(n) for n in columns])) if columns else table
+
     def _empty(self, columns: list[str] | None = None) -> pa.Table:
-        schema = pq.read_schema(self.files[0].path)
+        schema = self.schema
         return pa.schema([pa.field("slice", pa.string())] + [schema.field(n) for n in (columns or self.names)]).empty_table()
 
-    def viewport(self, x0: float, y0: float, x1: float, y1: float, cap: int = 10_000) -> Rows:
-        """The rows in the box, at most ``cap``; when more lie in it, the groups are read spread over the
-        box (every n-th along the curve) until the cap, so the rows shown cover the view."""
+    def viewport(self, x0: float, y0: float, x1: float, y1: float, cap: int = 10_000,
+                 columns: list[str] | None = None) -> Rows:
+        """The rows in the box, at most ``cap``, with ``columns`` (every one by default); when more lie in
+        it, the groups are read spread over the box (every n-th along the curve) until the cap, so the
+        rows shown cover the view."""
         region = Region(box=(x0, y0, x1, y1))
         groups = self.groups_in(x0, y0, x1, y1)
         cap = int(min(max(cap, 1), MAX_CAP))
@@ -202,13 +219,13 @@ class MapIndex:
             groups = np.concatenate([groups[i::stride] for i in range(stride)])
         tables, read, total = [], 0, 0
         for start in range(0, len(groups), 8):
-            batch = self._read(groups[start:start + 8], region, None)
+            batch = self._read(groups[start:start + 8], region, columns)
             read += min(8, len(groups) - start)
             tables += batch
             total += sum(t.num_rows for t in batch)
             if total >= cap:
                 break
-        table = pa.concat_tables(tables).slice(0, cap) if tables else self._empty()
+        table = pa.concat_tables(tables).slice(0, cap) if tables else self._empty(columns)
         return Rows(table, read, self.groups_total, complete=read == len(groups) and total <= cap)
 
     def find(self, row_id, slice_key: str | None = None) -> tuple[dict, int] | None:
@@ -245,7 +262,8 @@ class MapIndex:
         group = int(np.searchsorted(f.starts, row, side="right") - 1)
         with reading(f.path):
             pf = pq.ParquetFile(f.path, metadata=f.metadata, page_checksum_verification=True)
-            table = pf.read_row_group(group, columns=self.names).slice(row - int(f.starts[group]), 1)
+            have = [n for n in self.names if n in pf.schema_arrow.names]
+            table = self._aligned(pf.read_row_group(group, columns=have).slice(row - int(f.starts[group]), 1), self.names)
         return {"slice": f.slice, **{k: v[0] for k, v in table.to_pydict().items()}}
 
     def neighbours(self, row_id, k: int = 10, slice_key: str | None = None) -> Neighbours | None:
@@ -286,21 +304,26 @@ class MapIndex:
         density = (near[:, 6] / area).sum()
         return max(float(np.sqrt((k + 1) / density) / 2), 1e-9)
 
-    def select(self, region: Region, ids_cap: int = 10_000) -> Selection:
-        """The rows of ``region``: their count, per label, and the first ``ids_cap`` ids."""
+    def select(self, region: Region, ids_cap: int = 10_000, rows_cap: int = ROWS_SHOWN) -> Selection:
+        """The rows of ``region``: their count, per label, the first ``ids_cap`` ids, and the first
+        ``rows_cap`` rows' id and carried columns (read only until they are found)."""
         groups = self.groups_in(*region.bounds)
-        count, per_label, ids = 0, {}, []
+        count, per_label, ids, rows = 0, {}, [], []
         label = "label" in self.names
         for start in range(0, len(groups), 16):
-            for table in self._read(groups[start:start + 16], region, ["id"] + (["label"] if label else [])):
+            carried = self.carried if len(rows) < rows_cap else []
+            for table in self._read(groups[start:start + 16], region, ["id"] + (["label"] if label else []) + carried):
                 count += table.num_rows
                 if len(ids) < ids_cap:
                     ids += table.column("id").slice(0, ids_cap - len(ids)).to_pylist()
+                if carried and len(rows) < rows_cap:
+                    rows += table.select(["slice", "id", *carried]).slice(0, rows_cap - len(rows)).to_pylist()
                 labels = table.column("label") if label else pa.nulls(table.num_rows, pa.string())
                 for value in pc.value_counts(labels).to_pylist():
                     key = value["values"] if value["values"] is None else str(value["values"])
                     per_label[key] = per_label.get(key, 0) + value["counts"]
-        return Selection(count, dict(sorted(per_label.items(), key=lambda kv: -kv[1])), ids, len(groups), self.groups_total)
+        return Selection(count, dict(sorted(per_label.items(), key=lambda kv: -kv[1])), ids, len(groups), self.groups_total,
+                         rows)
 
     def export(self, region: Region, destination: Path, fmt: str = "parquet") -> int:
         """Write the rows of ``region`` (every column, ``slice`` first) to ``destination`` atomically, as
@@ -330,6 +353,16 @@ class MapIndex:
         return ("SELECT regexp_extract(filename, '([^/]+)[.]parquet$', 1) AS slice, * EXCLUDE (filename) "
                 f"FROM read_parquet([{files}], filename = true, union_by_name = true) "
                 f"WHERE {region.sql_predicate(self.x, self.y)}")
+
+
+def _unified(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema over every file's: the first file's columns, then any column a later one adds."""
+    if not schemas:
+        return pa.schema([])
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # types that cannot meet: the first file's, as before
+        return schemas[0]
 
 
 @contextlib.contextmanager

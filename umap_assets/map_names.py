@@ -72,7 +72,15 @@ class MapNames:
 
     @property
     def training_pool(self) -> str:
-        return "training" if self.is_default else f"{self.name}/training"
+        return self.pool("training")
+
+    @property
+    def tile_runs_pool(self) -> str:
+        """The one-slot pool of the map's ``map_tile_runs`` (one compaction of its tiles at a time)."""
+        return self.pool("map_tile_runs")
+
+    def pool(self, pool: str) -> str:
+        return pool if self.is_default else f"{self.name}/{pool}"
 
     def tag(self, tag: str) -> str:
         """A run tag of this map: ``umap_assets/<tag>``, or ``umap_assets/<name>__<tag>`` (Dagster's tag keys

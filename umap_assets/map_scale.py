@@ -3,7 +3,7 @@
 Parquet or CSV export, the DuckDB query to paste).
 
 Every answer comes from the version the request's ``MapData`` serves: its folder's ordered files
-(:mod:`umap_assets.map_index`) and partial tiles (:mod:`umap_assets.tiles`), so tiles and points name one
+(:mod:`umap_assets.map_index`, every column of a row: its carried ones too) and partial tiles (:mod:`umap_assets.tiles`), so tiles and points name one
 model. The server (:mod:`umap_assets.map_server`) dispatches here in one line: :func:`route`.
 """
 
@@ -208,6 +208,7 @@ def _scale_answer(handler, data: "MapData", path: str, query: dict[str, list[str
         return handler._json({"version": data.version, "count": selection.count,
                               "per_label": [[k if k is not None else "unlabelled", v] for k, v in selection.per_label.items()],
                               "ids": selection.ids, "ids_shown": len(selection.ids),
+                              "carried": scale.index.carried, "rows": [_finite(r) for r in selection.rows],
                               "groups_read": selection.groups_read, "groups_total": selection.groups_total})
     if selection.count > MAX_EXPORT_ROWS:
         raise BadQuery(f"the selection holds {selection.count:,} rows, more than {MAX_EXPORT_ROWS:,} to download; "

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from . import map_explore, map_scale
-from .contract import parquet_reader
+from .contract import carried_columns, parquet_reader
 from .integrity import damaged_embeddings, rebuild_catalog
 from .pictures import map_columns, map_extent
 from .warehouse import Warehouse, embeddings_view, published_embeddings
@@ -63,6 +63,8 @@ DENSITY_PIXELS = 1024
 DENSITY_ZOOM = 3  # a tiled map's density image: its tiles at this zoom (2,048 bins a side over the frame)
 SAMPLE_READ = 4  # a tiled map's sample reads row groups holding about this many times max_points rows
 MAX_K = 1_000  # neighbours /api/find returns at most
+SAMPLE_TEXT_CHARS = 80  # of a carried column's text, per sampled row (hover); the row panel shows it whole
+SAMPLE_CARRIED = 3  # carried columns in the sample (hover), the first ones; the row panel shows every one
 MAX_PARAMETER = 1_000  # characters of an id or a slice key
 
 
@@ -91,6 +93,7 @@ class MapData:
     _sample: dict | None = None
     _legends: dict | None = None
     _density: bytes | None = None
+    _carried: dict | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sample_lock: threading.Lock = field(default_factory=threading.Lock)
     _legend_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -145,7 +148,9 @@ class MapData:
         with self._connect() as con:
             names = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE embeddings)").fetchall()}
             cats = [c for c in CATEGORIES if c in names]
-            select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats])
+            carried = [c for c in self.carried() if c in names][:SAMPLE_CARRIED]
+            select = ", ".join([f'"{x}"', f'"{y}"', "CAST(id AS VARCHAR)"] + [CATEGORIES[c] for c in cats]
+                               + [_sample_text(c) for c in carried])
             if self.tiled and self.rows > max_points:
                 con.register("drawn", group_sample(self.files, max_points, seed))
                 relation = "drawn"
@@ -160,6 +165,7 @@ class MapData:
             values = np.asarray(table.column(i).to_pylist(), dtype=object).astype(str)
             legend = np.array(sorted(set(fixed.get(name, [])) | set(values.tolist())))
             out["categories"][name] = {"legend": legend.tolist(), "codes": np.searchsorted(legend, values).tolist()}
+        out["extra"] = {name: table.column(3 + len(cats) + i).to_pylist() for i, name in enumerate(carried)}
         return out
 
     def legends(self) -> dict[str, list[str]]:
@@ -172,11 +178,27 @@ class MapData:
                 self._legends = tiled_legends(self)
             return self._legends
 
+    def carried(self) -> dict[str, str]:
+        """The carried columns (``SliceContract.carry``) of the version's files, each ``text`` or
+        ``number``, read once from their schemas: the page offers the text ones to name clusters by."""
+        if self._carried is None:
+            import pyarrow as pa
+
+            kinds: dict[str, str] = {}
+            for f in self.files:
+                schema = pq.read_schema(f)
+                for name in carried_columns(schema.names):
+                    kinds.setdefault(name, "text" if pa.types.is_string(schema.field(name).type) else "number")
+            self._carried = kinds
+        return self._carried
+
     def meta(self) -> dict:
         legends = self.legends()
         shown = min(self.max_points, self.rows) if self.tiled else len(self.sample["x"])
+        carried = self.carried()
         return {"version": self.version, "rows": self.rows, "shown": shown, "extent": self.extent,
-                "image_extent": padded(self.extent), "categories": list(legends), "legends": legends}
+                "image_extent": padded(self.extent), "categories": list(legends), "legends": legends,
+                "carried": list(carried), "text_columns": [n for n, kind in carried.items() if kind == "text"]}
 
     def find(self, row_id: str, slice_key: str | None, k: int) -> dict | None:
         """The row with ``row_id`` (in ``slice_key`` when given) and its ``k`` nearest rows on the map."""
@@ -185,7 +207,7 @@ class MapData:
         if slice_key:
             where, params = where + " AND slice = ?", params + [slice_key]
         names = self._names()
-        extra = [c for c in ("label", "artifact_version") if c in names]
+        extra = [c for c in ("label", "artifact_version") if c in names] + [c for c in self.carried() if c in names]
         cols = ", ".join(["slice", "CAST(id AS VARCHAR)", f'"{x}"', f'"{y}"']
                          + [CATEGORIES.get(c, f'CAST("{c}" AS VARCHAR)') for c in extra])
         found = self._query(f"SELECT {cols} FROM embeddings WHERE {where} LIMIT 1", params)
@@ -249,6 +271,12 @@ class MapSource:
                 except (MapUnavailable, OSError, duckdb.Error) as exc:
                     self.problem = str(exc).splitlines()[0]
             return self.data
+
+
+def _sample_text(column: str) -> str:
+    """A carried column in the sample the page draws: its text cut to :data:`SAMPLE_TEXT_CHARS` (the row
+    panel and the deep-zoom viewport show it whole)."""
+    return f'left(CAST("{column}" AS VARCHAR), {SAMPLE_TEXT_CHARS})'
 
 
 def is_tiled(directory: Path, files: list[Path]) -> bool:

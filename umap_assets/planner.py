@@ -10,6 +10,7 @@ run requests, ``umap-assets run`` executes them in order and asks again until no
   or when asked; before that, which new slices' ``drift`` to measure.
 - :func:`plan_maps`: which slices' ``embeddings`` (and ``drift``) are stale: missing, older than the
   slice's rows, or made by another model than the served one.
+- :func:`plan_compaction`: whether the served version's partial tiles have merges due (``map_tile_runs``).
 - :func:`busy`: the runs in progress on the home, so a second ``umap-assets run`` never starts over them.
 - :func:`training_in_progress` and :func:`limit_training`: the one training per home that Dagster's
   run queue enforces (pool ``training``, one slot per run), and the same rule for in-process runs.
@@ -31,6 +32,7 @@ from .map_names import DEFAULT_NAMES, MapNames
 
 INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB = (DEFAULT_NAMES.job(j) for j in ("ingest_slice", "train_model", "embed_slice",
                                                                           "remove_slice"))
+COMPACT_JOB = DEFAULT_NAMES.job("compact_tiles")
 #: Why a ``train_model`` run was requested.
 RETRAIN_TAG = DEFAULT_NAMES.tag("retrain_reason")
 #: The process that launched a run in-process (``host:pid``), so a later run can tell a dead one.
@@ -224,6 +226,18 @@ def plan_maps(instance: dg.DagsterInstance, keys: list[str], served_version: str
         steps.append(Step(embed_job, f"embeddings[{key}]", partition=key,
                           assets=("embeddings", "map_tiles") if current else None, names=names))
     return steps
+
+
+def plan_compaction(version_dir: Path | None, fanout: int | None = None, *,
+                    names: MapNames = DEFAULT_NAMES) -> Step | None:
+    """``map_tile_runs`` (job ``compact_tiles``, its own step after the slices') when the tiles of the
+    served version (``version_dir``: the one the ``embeddings`` view reads) have a merge due or a run that
+    names a partial no longer on disk; None when there is nothing to merge or no version is served."""
+    from .tiles import FANOUT, compaction_due
+
+    if version_dir is None or not compaction_due(version_dir, fanout or FANOUT):
+        return None
+    return Step(names.job("compact_tiles"), "map_tile_runs", names=names)
 
 
 # ---- runs in progress

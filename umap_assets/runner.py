@@ -22,7 +22,7 @@ from .planner import LAUNCHER_TAG, Step, launcher
 
 #: Keep Dagster's per-event DEBUG lines out of the terminal; the runs are in the UI in full.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-JOBS = ("ingest_slice", "train_model", "embed_slice")
+JOBS = ("ingest_slice", "train_model", "embed_slice", "compact_tiles")
 
 
 @dataclass
@@ -351,6 +351,23 @@ def _embed(run: Runner, layout: Layout, keys: list[str]) -> None:
     run.say(f"  {status.line()}")
     if not status.complete:
         run.summary.failed["map"] = status.line()
+    _compact(run, wh)
+
+
+def _compact(run: Runner, wh) -> None:
+    """Merge the served version's partial tiles in levels, in a step of its own after the slices'
+    (:func:`~umap_assets.planner.plan_compaction`), so no slice's step pays for the home's merges."""
+    from .defs.map_tile_runs import MapTileRunsConfig
+    from .warehouse import published_embeddings
+
+    version = published_embeddings(wh).get("current")
+    config = MapTileRunsConfig(**(((run.config or {}).get("ops") or {}).get("map_tile_runs") or {}).get("config", {}))
+    step = planner.plan_compaction(wh.embeddings_dir(version) if version else None, config.fanout, names=run.names)
+    run.say("compact: the served version's tiles, merged in levels")
+    if step is None:
+        run.say("  up to date  map_tile_runs")
+    else:
+        run.execute(step)
 
 
 def _ingest(run: Runner, layout: Layout, force: bool) -> None:

@@ -14,13 +14,17 @@ low levels to it, at a cost bounded by the low levels' bins, not by the home's r
 then reads one file instead of every partial. When the merged file does not name exactly the
 partials on disk (one replaced, removed, or not merged yet), tiles are summed from the partials.
 
-Every zoom is also merged in levels (:func:`merge_runs`, log-structured): ``FANOUT`` partials that no
+Every zoom is also merged in levels (:func:`compact`, log-structured): ``FANOUT`` partials that no
 run holds become a level-1 run (``tiles/runs/L1_<first>_<last>.parquet``), ``FANOUT`` level-1 runs a
 level-2 run, and so on; a run folded into a larger one is removed. A run names its partials as the
 merged file does, and a tile reads the :func:`cover`: the runs that name exactly partials on disk,
 the highest level first, and each partial no chosen run holds, so O(FANOUT x levels) files, each
-sorted by tile with small row groups. A slice is merged once per level: adding one costs its partial
-plus amortised merges, about its size times the levels.
+sorted by tile with small row groups. Compaction is not part of adding a slice (asset ``map_tiles``
+writes the partial and merges the low zooms: work bounded by the slice); it is its own step (asset
+``map_tile_runs``), run after new partials land, and tiles are right before it as after it: until a
+run holds a partial, the cover reads that partial itself. A slice is merged once per level: over N
+slices the merges cost about their partials times ``log_FANOUT(N)``, amortised a slice's partial
+times the levels, though the merge the level's last slice makes due reads the whole level.
 
 A row outside the frame counts in the nearest edge bin. DuckDB aggregates under a memory limit.
 """
@@ -194,16 +198,37 @@ def cover(directory: Path, now: dict[str, list[int]] | None = None) -> list[Path
     return chosen + [directory / f"{k}.parquet" for k in now if k not in held]
 
 
-def merge_runs(version_dir: Path, fanout: int = FANOUT) -> float:
+@dataclass(frozen=True)
+class Compaction:
+    """What one :func:`compact` did: the runs it wrote (names, levels, bytes), the runs it removed
+    (folded into a larger one, or naming a partial no longer on disk), how many files a tile deeper
+    than the merged low zooms read before and after (``len(cover)``), and whether merges are left."""
+
+    written: tuple[str, ...] = ()
+    levels: tuple[int, ...] = ()
+    removed: int = 0
+    files_before: int = 0
+    files_after: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    pending: bool = False  # stopped at ``max_merges`` with a merge still due
+
+
+def compact(version_dir: Path, fanout: int = FANOUT, max_merges: int | None = None) -> Compaction:
     """Merge the version's partials in levels (log-structured): ``fanout`` partials no run holds become a
     level-1 run, ``fanout`` level-1 runs a level-2 run, and so on; a run whose partials changed is removed,
-    and so is a run folded into a larger one. A slice is merged once per level: adding one costs its own
-    partial plus amortised merges, about its size times the levels. Returns the seconds taken."""
+    and so is a run folded into a larger one. At most ``max_merges`` runs are written (None: every merge
+    due). A slice is merged once per level, so over a home of N slices the merges cost about N slices'
+    partials times ``log_fanout(N)`` levels: amortised, a slice's partial times the levels; the merge a
+    level's last slice makes due reads its level's ``fanout`` units (at 100M rows in 1M-row slices: a
+    level-1 merge about 1.5 min, the level-2 one about 6 min). Under a lock: two never interleave."""
     started = time.perf_counter()
     directory = Path(version_dir) / TILES_DIR
     folder = directory / RUNS
     folder.mkdir(parents=True, exist_ok=True)
+    written, levels, removed, size = [], [], 0, 0
     with held_lock(folder / ".merge.lock", 3600.0, busy=f"{folder}: another merge has held its lock for an hour"):
+        before = len(cover(directory))
         while True:
             now = _identities(directory)
             current = []
@@ -212,14 +237,35 @@ def merge_runs(version_dir: Path, fanout: int = FANOUT) -> float:
                     current.append(run)
                 else:
                     run.path.unlink(missing_ok=True)
+                    removed += 1
             step = _next_merge(directory, now, current, fanout)
-            if step is None:
-                return time.perf_counter() - started
+            if step is None or (max_merges is not None and len(written) >= max_merges):
+                return Compaction(tuple(written), tuple(levels), removed, before, len(cover(directory, now)), size,
+                                  time.perf_counter() - started, step is not None)
             level, sources, names = step
-            _write_run(folder / f"L{level}_{min(names)}_{max(names)}.parquet", sources, names)
+            out = folder / f"L{level}_{min(names)}_{max(names)}.parquet"
+            _write_run(out, sources, names)
+            written.append(out.name)
+            levels.append(level)
+            size += out.stat().st_size
             for run in current:
                 if set(run.slices) <= set(names):
                     run.path.unlink(missing_ok=True)
+                    removed += 1
+
+
+def merge_runs(version_dir: Path, fanout: int = FANOUT) -> float:
+    """Every merge due (:func:`compact`); returns the seconds taken."""
+    return compact(version_dir, fanout).seconds
+
+
+def compaction_due(version_dir: Path, fanout: int = FANOUT) -> bool:
+    """Whether :func:`compact` has work: a merge due, or a run naming a partial no longer on disk."""
+    directory = Path(version_dir) / TILES_DIR
+    now = _identities(directory)
+    found = runs(directory)
+    current = [r for r in found if r.fits(now)]
+    return len(current) < len(found) or _next_merge(directory, now, current, fanout) is not None
 
 
 def _next_merge(directory: Path, now: dict, current: list[Run], fanout: int):

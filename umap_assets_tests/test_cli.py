@@ -119,6 +119,7 @@ BAD_VALUES = {
     "ops: {student: {config: {steps: 0, hidden: [64, 0]}}}": "ops: student: steps",
     "ops: {embeddings: {config: {keep_versions: 0}}}": "ops: embeddings: keep_versions",
     "ops: {drift: {config: {max_uncovered_fraction: 2}}}": "ops: drift: max_uncovered_fraction",
+    "ops: {map_tile_runs: {config: {fanout: 1}}}": "ops: map_tile_runs: fanout: Input should be greater than or equal to 2",
     "resources: {quality_gates: {config: {trust_tolerance: -0.1}}}": "resources: quality_gates: trust_tolerance",
     "resources: {contract: {config: {dim: 0}}}": "resources: contract: dim",
 }
@@ -152,12 +153,14 @@ def test_every_setting_has_a_range():
     from umap_assets.defs.drift import DriftConfig
     from umap_assets.defs.embeddings import EmbeddingsConfig
     from umap_assets.defs.ingest import SampleConfig
+    from umap_assets.defs.map_tile_runs import MapTileRunsConfig
+    from umap_assets.defs.map_tiles import MapTilesConfig
     from umap_assets.defs.model import ArtifactConfig, CoresetConfig, StudentTrainingConfig, TeacherConfig
     from umap_assets.defs.resources import LocalEmbedding, QualityGates, Seed, SliceContract
 
     unbounded = []
     for cls in (SampleConfig, CoresetConfig, TeacherConfig, StudentTrainingConfig, ArtifactConfig, EmbeddingsConfig,
-                DriftConfig, QualityGates, SliceContract, LocalEmbedding, Seed):
+                DriftConfig, MapTilesConfig, MapTileRunsConfig, QualityGates, SliceContract, LocalEmbedding, Seed):
         for name, f in cls.model_fields.items():
             kinds = set(typing.get_args(f.annotation)) or {f.annotation}
             if kinds & {int, float} and not f.metadata:

@@ -459,3 +459,76 @@ def test_markup_in_labels_and_ids_stays_text_in_the_explorers_panels(tmp_path, b
     assert sorted(placed) == sorted(HOSTILE), "each label's markup written as its name"
     assert all(value in selection for value in HOSTILE) and "30 rows in the box" in selection
     assert f"id {found[2]}" in tip and made == [0, 0] and pwned is None
+
+
+def test_an_unlabelled_map_names_its_clusters_by_a_text_column_and_hover_shows_carried_columns(tmp_path, browser):
+    """A map without labels whose rows carry a word, a title and a URL (``SliceContract.carry``): the page
+    names its clusters by the first text column, lists them, shows the carried columns on hover, and
+    the row panel links the URL (http(s) only, ``rel=noopener``)."""
+    from umap_assets_tests.test_map_clusters import WORDS, nearest_word, write_worded_version
+
+    wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_worded_version(wh)
+    server = make_server(MapData.load(wh, max_points=500), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        context = browser.new_context(viewport=VIEWPORT)
+        pg = context.new_page()
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        names = label_names(pg)
+        placed = pg.evaluate("labels[0].map(p => [p.name, p.x, p.y])")
+        listed = pg.eval_on_selector_all("#clustertable tr", "rows => rows.map(r => r.cells[0].textContent)")
+        chosen = pg.input_value("#clustercol")
+        box = canvas_box(pg)
+        found = pg.evaluate("(() => { for (let i = 0; i < pts.x.length; i++) { const [sx, sy] = toScreen(pts.x[i], pts.y[i]);"
+                            " if (sx > 5 && sy > 5 && sx < canvas.width - 5 && sy < canvas.height - 5) return [sx, sy, pts.id[i]]; } })()")
+        pg.mouse.move(box["left"] + found[0], box["top"] + found[1])
+        pg.wait_for_selector("#tip", state="visible")
+        tip = pg.inner_text("#tip").splitlines()
+        screenshot(pg, "explore_clusters.png")
+        pg.mouse.click(box["left"] + found[0], box["top"] + found[1])
+        pg.wait_for_selector("#rowtable a")
+        link = pg.eval_on_selector("#rowtable a", "a => [a.getAttribute('href'), a.rel, a.textContent]")
+        context.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert chosen == "kind" and sorted(names) == sorted(WORDS) and listed[1:] and sorted(listed[1:]) == sorted(WORDS)
+    assert all(nearest_word(x, y) == name for name, x, y in placed), "each name sits on its cluster"
+    row_id = int(found[2])
+    row = pq.read_table(wh.embeddings_path("v1", "a" if row_id < 2000 else "b")).to_pandas().set_index("id").loc[row_id]
+    assert f"title {row['title']}" in tip and f"url https://example.org/{row_id}" in tip and f"kind {row['kind']}" in tip
+    assert link == [f"https://example.org/{row_id}", "noopener noreferrer", f"https://example.org/{row_id}"]
+    assert errors == []
+
+
+def test_the_digits_map_without_its_labels_names_each_cluster_by_its_rows_digit_word(trained, tmp_path):  # noqa: F811
+    """The trained digits home's served map, its labels dropped and each row given its digit's word
+    (``kind``), written as an unlabelled tiled version: every cluster found is named by the word most
+    of its rows carry (counted here over every row), and at least 7 words name a cluster."""
+    from umap_assets import map_clusters
+    from umap_assets_tests.test_map_clusters import WORDS, write_tiled_version
+
+    wh = Warehouse.of(Layout.at(trained))
+    tables = {}
+    for f in wh.embedding_files(published_embeddings(wh)["current"]):
+        table = pq.read_table(f)
+        words = [WORDS[int(v)] for v in table.column("label").to_pylist()]
+        tables[f.stem] = table.drop_columns(["label"]).append_column("kind", pa.array(words))
+    out = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
+    write_tiled_version(out, "v1", tables)
+    data = MapData.load(out, max_points=500)
+    assert data.tiled and data.rows == 1797 > 500 and "label" not in data.meta()["categories"]
+    found = map_clusters.cluster_labels(data, "kind", "values")
+    grid = map_clusters.find_clusters(*map_clusters.weighted_points(data), data.extent)
+    every = pa.concat_tables(tables.values())
+    cluster = grid.cluster_of(every.column("x").to_numpy(), every.column("y").to_numpy())
+    words = np.asarray(every.column("kind").to_pylist())
+    counts = [{w: int(((cluster == k) & (words == w)).sum()) for w in WORDS} for k in range(len(found.clusters))]
+    named = [c.name.split(" · ")[0] for c in found.clusters]
+    assert all(count[name] == max(count.values()) > 0 for name, count in zip(named, counts)), (named, counts)
+    assert len(set(named)) >= 7, named  # this short-trained map runs 1, 3, 8 and 9 into one dense region
+    assert {p["name"] if isinstance(p, dict) else p.name for p in found.levels[0]} == {c.name for c in found.clusters}

@@ -15,7 +15,8 @@ from umap_assets.map_index import MapIndex, Region
 from umap_assets.numerics import compress
 from umap_assets.numerics.distill import StudentConfig, train_student
 from umap_assets.spatial import MapFrame, hilbert_keys, id_index_path, is_ordered, write_ordered
-from umap_assets.tiles import TILE_BINS, TileIndex, cover, merge_low_zooms, merge_runs, tiles_path, write_partial_tiles
+from umap_assets.tiles import (TILE_BINS, TileIndex, compact, compaction_due, cover, merge_low_zooms, merge_runs, tiles_path,
+                               write_partial_tiles)
 
 
 @pytest.fixture(scope="module")
@@ -253,8 +254,9 @@ def test_a_file_without_its_id_index_is_found_by_a_scan_of_its_ids(version_dir, 
 
 
 def test_run_tiles_every_slice_and_puts_back_missing_tiles_alone(tmp_path, capsys):
-    """`umap-assets run` (the demo's path): each slice is embedded in curve order and tiled; a slice
-    whose tiles are gone gets `map_tiles` alone, its map untouched; the server answers from both."""
+    """`umap-assets run` (the demo's path): each slice is embedded in curve order and tiled, then the
+    tiles are merged in their own step (fanout 2: one level-1 run); a slice whose tiles are gone gets
+    `map_tiles` alone, its map untouched, and the run is merged again; the server answers from both."""
     from umap_assets.cli import main
     from umap_assets.map_scale import scale_index
     from umap_assets.map_server import MapData
@@ -262,12 +264,14 @@ def test_run_tiles_every_slice_and_puts_back_missing_tiles_alone(tmp_path, capsy
     home = tmp_path / "home"
     assert main(["demo-data", "--home", str(home), "--dataset", "digits", "--slices", "2"]) == 0
     config = tmp_path / "run.yaml"
-    config.write_text("ops: {student: {config: {steps: 100, hidden: [32, 32], input_pca_dim: 16, min_rows: 0}}}\n"
+    config.write_text("ops: {student: {config: {steps: 100, hidden: [32, 32], input_pca_dim: 16, min_rows: 0}},\n"
+                      "      map_tile_runs: {config: {fanout: 2}}}\n"
                       "resources: {quality_gates: {config: {trust_tolerance: 1.0, knn_accuracy_tolerance: 1.0, "
                       "min_student_overlap: 0.0}}}\n")
     args = ["run", "--home", str(home), "--config", str(config)]
     assert main(args) == 0, capsys.readouterr().out[-2000:]
     (version,) = [p for p in (home / "warehouse" / "embeddings").iterdir() if p.is_dir()]
+    assert [p.name for p in (version / "tiles" / "runs").glob("*.parquet")] == ["L1_digits_000_digits_001.parquet"]
     assert sorted(p.name for p in (version / "tiles").glob("*.parquet")) == ["digits_000.parquet", "digits_001.parquet"]
     assert is_ordered(version / "digits_000.parquet", MapFrame.load(version / "frame.json"))
     made = (version / "digits_000.parquet").stat().st_mtime_ns
@@ -276,6 +280,7 @@ def test_run_tiles_every_slice_and_puts_back_missing_tiles_alone(tmp_path, capsy
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "up to date  embeddings[digits_001]" in out and "ok      map_tiles[digits_001]" in out, out[-2000:]
+    assert out.index("ok      map_tiles[digits_001]") < out.index("ok      map_tile_runs"), "merged after, in its own step"
     assert "map_tiles[digits_000]" not in out and (version / "digits_000.parquet").stat().st_mtime_ns == made
     from umap_assets.warehouse import Warehouse
     from umap_assets.home import Layout
@@ -310,3 +315,102 @@ def test_runs_merge_the_partials_in_levels_and_follow_the_partials_on_disk(versi
     assert tiles.files_read == 4 and tiles.tile(0, 0, 0).count.sum() == 30_000
     merge_runs(tmp_path, fanout=2)
     assert tiles.files_read == 1 and tiles.tile(0, 0, 0).count.sum() == 30_000, "merged again, not twice"
+
+
+def _tiles_of(index):
+    """Every filled tile of zooms 0..4, as (count, bx, by, top label, label totals)."""
+    out = {}
+    for z in range(5):
+        for x in range(2**z):
+            for y in range(2**z):
+                t = index.tile(z, x, y)
+                if len(t.count):
+                    out[(z, x, y)] = (t.count.tolist(), t.bx.tolist(), t.by.tolist(), [t.labels[i] for i in t.top],
+                                      dict(zip(t.labels, t.label_totals)))
+    return out
+
+
+def test_map_tiles_writes_no_run_and_map_tile_runs_merges_them_after_with_the_same_tiles(artifact, tmp_path):
+    """Issue 33: a slice's `map_tiles` does only its slice's work (no run written, even as the tenth
+    partial: a level-1 merge due); `map_tile_runs`, planned and automated after it, writes the level-1
+    run, and every tile is the same before and after, the sum of the partials."""
+    from umap_assets import planner
+    from umap_assets.defs.embeddings import embeddings
+    from umap_assets.defs.map_tile_runs import map_tile_runs
+    from umap_assets.defs.map_tiles import map_tiles
+    from umap_assets.defs.resources import LocalEmbedding, WarehouseResource
+    from umap_assets.home import DAGSTER_YAML, TILE_RUNS_POOL
+    from umap_assets.warehouse import write_canonical_slice
+
+    warehouse = WarehouseResource(home=str(tmp_path / "home"))
+    store, wh = warehouse.store(), warehouse.warehouse()
+    store.artifact_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(artifact, store.artifact_path)
+    resources = {"warehouse": warehouse, "embedding_engine": LocalEmbedding(chunk_rows=1000)}
+    defs = dg.Definitions(assets=[embeddings, map_tiles, map_tile_runs], resources=resources)
+    with dg.instance_for_test() as instance:
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.all())
+        for number, key in enumerate(("s1", "s2")):
+            source = wh.table_path("raw_slices", key)
+            source.parent.mkdir(parents=True, exist_ok=True)
+            write_canonical_slice(_slice(tmp_path / f"{key}.parquet", 2000, number * 10_000), source)
+            instance.add_dynamic_partitions("slices", [key])
+            assert dg.materialize([embeddings, map_tiles], partition_key=key, instance=instance, resources=resources,
+                                  run_config={"ops": {"map_tiles": {"config": {"max_zoom": 4}}}}).success
+            if key == "s1":  # eight more partials (copies of s1's): s2's is then the tenth
+                version = instance.get_latest_materialization_event(dg.AssetKey("map_tiles")).asset_materialization
+                tiles_dir = wh.embeddings_dir(version.metadata["artifact_version"].value) / "tiles"
+                for copy in range(8):
+                    shutil.copy(tiles_dir / "s1.parquet", tiles_dir / f"c{copy}.parquet")
+        version = instance.get_latest_materialization_event(dg.AssetKey("map_tiles")).asset_materialization.metadata[
+            "artifact_version"].value
+        tiles_dir = wh.embeddings_dir(version) / "tiles"
+        assert not list(tiles_dir.glob("runs/*.parquet")), "a slice's own step writes no run, though one is due"
+        index = TileIndex(wh.embeddings_dir(version))
+        before = _tiles_of(index)
+        assert index.files_read == 10 and sum(c for (z, _, _), t in before.items() if z == 4 for c in t[0]) == 9 * 2000 + 2000
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.all(),
+                                                     cursor=evaluation.cursor)
+        assert evaluation.get_num_requested(map_tile_runs.key) == 1, "new partials landed: compaction is due"
+        assert planner.plan_compaction(wh.embeddings_dir(version)) == planner.Step(planner.COMPACT_JOB, "map_tile_runs")
+        assert planner.plan_compaction(wh.embeddings_dir(version), fanout=11) is None, "fanout 11: nothing to merge"
+        result = dg.materialize([map_tile_runs], instance=instance, resources=resources)
+        meta = result.asset_materializations_for_node("map_tile_runs")[0].metadata
+        assert [p.name for p in tiles_dir.glob("runs/*.parquet")] == ["L1_c0_s2.parquet"]
+        assert meta["runs_written"].value == 1 and meta["runs"].value == "L1_c0_s2.parquet" and meta["levels"].value == "1"
+        assert (meta["files_read_before"].value, meta["files_read_after"].value) == (10, 1)
+        assert meta["bytes"].value == (tiles_dir / "runs" / "L1_c0_s2.parquet").stat().st_size and meta["seconds"].value > 0
+        assert meta["artifact_version"].value == version and meta["merges_left"].value is False
+        assert index.files_read == 1 and _tiles_of(index) == before, "the same tiles, read from one file"
+        assert planner.plan_compaction(wh.embeddings_dir(version)) is None
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.all(),
+                                                     cursor=evaluation.cursor)
+        assert evaluation.get_num_requested(map_tile_runs.key) == 0, "handled: no partial landed since"
+        again = dg.materialize([map_tile_runs], instance=instance, resources=resources)
+        assert again.asset_materializations_for_node("map_tile_runs")[0].metadata["runs_written"].value == 0
+    assert map_tile_runs.op.pool == TILE_RUNS_POOL and "default_limit: 1" in DAGSTER_YAML, "one compaction at a time"
+
+
+def test_a_compaction_cut_short_leaves_the_rest_due_and_a_removed_partial_voids_its_run(version_dir, tmp_path):
+    """`compact(max_merges=1)` writes one run and says merges are left; the next writes the rest (the
+    level-1 runs folded into the level-2 one); a partial removed voids the run that held it, and the
+    tiles stay the sum of the partials on disk throughout."""
+    frame = MapFrame.load(version_dir / "frame.json")
+    rows = pq.read_table(version_dir / "s1.parquet")
+    for number in range(4):
+        pq.write_table(rows.slice(number * 7_500, 7_500), tmp_path / f"q{number}.parquet")
+        write_partial_tiles(tmp_path / f"q{number}.parquet", frame, max_zoom=4)
+    tiles = TileIndex(tmp_path)
+    first = compact(tmp_path, fanout=2, max_merges=1)
+    assert first.written == ("L1_q0_q1.parquet",) and first.levels == (1,) and first.pending
+    assert (first.files_before, first.files_after) == (4, 3) and compaction_due(tmp_path, fanout=2)
+    assert tiles.tile(0, 0, 0).count.sum() == 30_000
+    rest = compact(tmp_path, fanout=2)
+    assert rest.written == ("L1_q2_q3.parquet", "L2_q0_q3.parquet") and rest.levels == (1, 2) and not rest.pending
+    assert rest.removed == 2 and (rest.files_before, rest.files_after) == (3, 1) and not compaction_due(tmp_path, fanout=2)
+    assert rest.bytes > (tmp_path / "tiles" / "runs" / "L2_q0_q3.parquet").stat().st_size, "both runs written count"
+    tiles_path(tmp_path / "q3.parquet").unlink()  # a slice removed
+    assert compaction_due(tmp_path, fanout=2) and tiles.tile(0, 0, 0).count.sum() == 22_500
+    after = compact(tmp_path, fanout=2)
+    assert after.removed == 1 and after.written == ("L1_q0_q1.parquet",) and after.files_after == 2
+    assert tiles.files_read == 2 and tiles.tile(0, 0, 0).count.sum() == 22_500

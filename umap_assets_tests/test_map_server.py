@@ -103,6 +103,7 @@ def test_the_map_says_what_is_missing_before_anything_is_embedded(tmp_path):
 # --- hostile input: parameters, Host headers, tokens, and data that carries markup ------------------
 
 HOSTILE = ['<img src=x onerror="window.__pwned=1">', "<script>window.__pwned=2</script>", "a&amp;b </td><b>bold</b>"]
+HOSTILE_URL = "javascript:window.__pwned=3"  # a carried URL column's value: text, never a link
 
 
 def write_hostile_version(wh: Warehouse) -> None:
@@ -111,7 +112,9 @@ def write_hostile_version(wh: Warehouse) -> None:
     n = 30
     xy = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
     ids = [HOSTILE[i % 3] + str(i) for i in range(n)]
+    urls = [HOSTILE_URL if i % 3 == 0 else f"https://example.org/{i}" for i in range(n)]  # carried columns too
     pq.write_table(pa.table({"id": ids, "x": xy[:, 0], "y": xy[:, 1], "label": [HOSTILE[i % 3] for i in range(n)],
+                             "note": [HOSTILE[(i + 1) % 3] for i in range(n)], "url": urls,
                              "artifact_version": ["v1"] * n}), wh.embeddings_path("v1", "evil"))
     record_slice(wh, "evil", {"rows": n, "dim": 4, "bytes": 1, "path": "warehouse/raw_slices/evil.parquet",
                               "source": "incoming/evil.parquet"})
@@ -241,6 +244,7 @@ def test_the_page_shows_markup_in_the_data_as_text_in_a_real_browser(tmp_path):
             row = page.inner_text("#row")
             counts = page.evaluate("['img', 'script', 'b'].map(t => document.querySelectorAll("
                                    "'#legend ' + t + ', #row ' + t + ', #colour ' + t).length)")
+            links = page.eval_on_selector_all("#row a", "as => as.map(a => a.getAttribute('href'))")
             pwned = page.evaluate("window.__pwned")
             browser.close()
     finally:
@@ -249,6 +253,7 @@ def test_the_page_shows_markup_in_the_data_as_text_in_a_real_browser(tmp_path):
     for value in HOSTILE:
         assert value in legend, (value, legend)
     assert HOSTILE[0] + "0" in row and HOSTILE[1] in row and HOSTILE[2] in row
+    assert HOSTILE_URL in row and links == [], "a carried javascript: URL is shown as text, never linked"
     assert counts == [0, 0, 0] and pwned is None and dialogs == []
     assert not [u for u in requests if u.split("?")[0].endswith("/x")], "the <img src=x> must never load"
 

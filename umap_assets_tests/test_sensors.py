@@ -145,7 +145,7 @@ def test_automation_sensor_runs_by_default_and_drives_drift_and_embeddings():
 
     assert automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     graph = load_definitions().resolve_asset_graph()
-    maps = {dg.AssetKey("drift"), dg.AssetKey("embeddings"), dg.AssetKey("map_tiles")}
+    maps = {dg.AssetKey("drift"), dg.AssetKey("embeddings"), dg.AssetKey("map_tiles"), dg.AssetKey("map_tile_runs")}
     assert automation_sensor.asset_selection.resolve(graph) == maps
     for key in maps:
         assert graph.get(key).automation_condition is not None

@@ -57,12 +57,14 @@ def bound(names: MapNames, fn: Callable, *, sensor: bool = False) -> Callable:
 
 
 def map_asset(names: MapNames, asset: str, fn: Callable, *, group: str, deps: tuple[str, ...] = (),
-              partitioned: bool = False, training: bool = False, **kwargs) -> dg.AssetsDefinition:
+              partitioned: bool = False, training: bool = False, pool: str | None = None,
+              **kwargs) -> dg.AssetsDefinition:
     """The map's asset ``asset`` computed by ``fn``: its key, deps and group the map's, per slice
-    (``partitioned``) in the map's ``slices``, in the map's one-slot training pool (``training``)."""
+    (``partitioned``) in the map's ``slices``, in the map's one-slot training pool (``training``) or
+    in ``pool`` (a name of the map's, :meth:`MapNames.pool`)."""
     from .partitions import slices_partitions_of
 
     return dg.asset(key=names.asset_key(asset), deps=[names.asset_key(d) for d in deps], group_name=names.group(group),
                     partitions_def=slices_partitions_of(names) if partitioned else None,
-                    pool=names.training_pool if training else None, required_resource_keys=resource_keys(names, fn),
+                    pool=names.training_pool if training else pool, required_resource_keys=resource_keys(names, fn),
                     **kwargs)(bound(names, fn))

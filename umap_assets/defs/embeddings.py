@@ -71,8 +71,9 @@ def embeddings_definitions(names: MapNames) -> dg.Definitions:
                       partitioned=True, kinds={"parquet", "numpy", "duckdb"}, freshness_policy=MAP_FRESHNESS,
                       automation_condition=dg.AutomationCondition.eager()
                       & dg.AutomationCondition.all_deps_blocking_checks_passed())
-    job = dg.define_asset_job(names.job("embed_slice"), selection=dg.AssetSelection.groups(names.group(MAPS)),
-                              description="Embed one slice with the promoted artifact, and measure its drift "
+    per_slice = dg.AssetSelection.groups(names.group(MAPS)) - dg.AssetSelection.assets(names.asset_key("map_tile_runs"))
+    job = dg.define_asset_job(names.job("embed_slice"), selection=per_slice,
+                              description="Embed one slice with the promoted artifact, tile it, and measure its drift "
                                           "against the current coreset.")
     return dg.Definitions(assets=[asset], jobs=[job])
 

@@ -170,7 +170,8 @@ def compute_samples(
     held = held_out_ids(columns.column("id"), config.validation_fraction, seed.value)
     sample = stratified_sample(strata, rate=rate, floor=config.floor, validation_fraction=config.validation_fraction,
                                seed=slice_seed, held_out=held)
-    picked = take_rows(source, sample.indices)  # only the sampled rows are ever in memory
+    kept = [c for c in ("id", "features", "label") if c in source_file.schema_arrow.names]  # not the carried columns
+    picked = take_rows(source, sample.indices, kept)  # only the sampled rows are ever in memory
     n = len(sample.indices)
     out = picked.append_column("stratum", pa.array(strata[sample.indices].astype(str)))
     out = out.append_column("split", pa.array(np.where(sample.validation, "validation", "train")))

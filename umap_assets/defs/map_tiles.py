@@ -7,7 +7,7 @@ from pydantic import Field
 
 from ..history import latest, metadata_of
 from ..spatial import version_frame
-from ..tiles import MAX_ZOOM, merge_low_zooms, merge_runs, tiled_keys, write_partial_tiles
+from ..tiles import MAX_ZOOM, merge_low_zooms, tiled_keys, write_partial_tiles
 from ..map_names import DEFAULT_NAMES, MapNames
 from .binding import map_asset
 from .groups import MAPS
@@ -31,7 +31,9 @@ def compute_map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig,
     the version it serves, the one the ``embeddings`` view reads, so its tiles and its points always
     come from one model. A new slice adds its partial and rebuilds no other, and adds its low zooms
     to the version's merged low zooms (``tiles/merged/low.parquet``), so a tile of the whole map reads
-    one file, and merges the partials in levels (``tiles/runs/``: ten partials a level-1 run, ten of those a level-2 run), so a deeper tile reads a few files, not one a slice; a new model's maps get their own pyramid in their own folder, published and pruned with them.
+    one file: work bounded by the slice, whatever the home's size. Merging the partials in levels, so
+    a deeper tile reads a few files and not one a slice, is ``map_tile_runs``'s, after it; until then
+    the tiles read this partial itself, so they are right at once.
     """
     key = context.partition_key
     wh = warehouse.warehouse()
@@ -42,7 +44,6 @@ def compute_map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig,
                          "materialize `embeddings` for it first")
     stats = write_partial_tiles(source, version_frame(source.parent, first_file=source), config.max_zoom)
     merged_s = merge_low_zooms(source.parent)  # the low zooms, summed over every partial, gain this slice's
-    merged_s += merge_runs(source.parent)  # every zoom: partials merged in levels, so a tile reads few files
     slices = tiled_keys(source.parent)
     context.log.info(f"{key}: {stats.tiles:,} tiles ({stats.rows:,} filled bins) in {stats.seconds:.1f}s; "
                      f"{len(slices)} slice(s) of {version} tiled")

@@ -9,7 +9,7 @@ import dagster as dg
 import pydantic
 from pydantic import Field
 
-from ..contract import SliceSpec
+from ..contract import MAX_CARRY, SliceSpec
 from ..engines import Engine, LocalEngine, SparkEngine, engine_settings
 from ..home import Layout
 from ..home_contract import HomeContract
@@ -65,6 +65,8 @@ class _SliceContract(dg.ConfigurableResource):
     (:mod:`umap_assets.home_contract`).
 
     Set ``feature_columns`` to read the features from numeric columns instead of one list column.
+    Set ``carry`` to name up to 8 string or number columns (a title, a URL) that travel with each row
+    into the embeddings, and show on the map's hover, find, selection and export.
     Set ``dim`` (and ``id_type``, ``int64`` or ``string``) to declare the contract; otherwise the
     first slice ingested records it in ``<home>/contract.json``.
     """
@@ -80,16 +82,24 @@ class _SliceContract(dg.ConfigurableResource):
         features = ",".join(self.feature_columns) if self.feature_columns else self.features_column
         return HomeContract(features, self.dim, self.id_type, "config")
 
+    @pydantic.model_validator(mode="after")
+    def _carry_fits(self):
+        """A ``carry`` that names too many columns, or one the contract or the map uses, is refused in config."""
+        self.spec()  # SliceSpec checks it: one ValueError naming SliceContract.carry
+        return self
+
     def spec(self) -> SliceSpec:
-        spec = SliceSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SliceSpec)})
-        return dataclasses.replace(spec, feature_columns=tuple(spec.feature_columns) if spec.feature_columns else None)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SliceSpec)}
+        return SliceSpec(**{**values, "carry": tuple(values["carry"]),
+                            "feature_columns": tuple(values["feature_columns"]) if values["feature_columns"] else None})
 
 
 #: The resource's column fields are :class:`SliceSpec`'s own (one declaration for the resource, the CLI
 #: and the library), besides ``dim`` and ``id_type``.
 SliceContract = pydantic.create_model("SliceContract", __base__=_SliceContract, __module__=__name__,
                                       __doc__=_SliceContract.__doc__,
-                                      **config_fields(SliceSpec, {f.name: {"min_length": 1} for f in dataclasses.fields(SliceSpec)}))
+                                      **config_fields(SliceSpec, {**{f.name: {"min_length": 1} for f in dataclasses.fields(SliceSpec)},
+                                                                   "carry": {"max_length": MAX_CARRY}}))
 
 
 class Seed(dg.ConfigurableResource):

@@ -35,7 +35,8 @@ class EngineModel(dg.Resolvable, dg.Model):
 
 
 class ColumnsModel(dg.Resolvable, dg.Model):
-    """Which columns of a slice hold the id, the features (one list column, or ``feature_columns``) and the label."""
+    """Which columns of a slice hold the id, the features (one list column, or ``feature_columns``) and the label,
+    and which string or number columns travel with each row into the map (``carry``, :class:`SliceContract`)."""
 
     id_column: str = "id"
     features_column: str = "features"
@@ -43,6 +44,7 @@ class ColumnsModel(dg.Resolvable, dg.Model):
     label_column: str = "label"
     dim: int | None = Field(None, ge=1)
     id_type: Literal["int64", "string"] = "int64"
+    carry: list[str] = []
 
 
 class UmapMapScaffolder(dg.Scaffolder):
@@ -65,6 +67,7 @@ def scaffold_yaml(type_name: str, folder: str) -> str:
             id_column: id
             features_column: features  # or feature_columns: [f0, f1, ...]
             label_column: label
+            carry: []                  # text or number columns shown with each row: [title, url]
           seed: 0
           engine:
             kind: local                # or: spark, with master: local[2] and conf: {{}}

@@ -54,7 +54,8 @@ def every_name(defs: dg.Definitions, names: MapNames) -> dict[str, set[str]]:
         "keys": {k.to_user_string() for k in mine},
         "groups": {graph.get(k).group_name for k in mine},
         "jobs": {j.name for j in defs.jobs if j.name in {names.job(n) for n in
-                                                          ("ingest_slice", "train_model", "embed_slice", "remove_slice")}},
+                                                          ("ingest_slice", "train_model", "embed_slice", "remove_slice",
+                                                           "compact_tiles")}},
         "sensors": {s.name for s in defs.sensors if own(s.name)},
         "pools": {a.op.pool for a in assets if a.op.pool},
         "partitions": {a.partitions_def.name for a in assets if a.partitions_def is not None},
@@ -67,15 +68,17 @@ def test_two_maps_load_side_by_side_and_share_no_name(two_maps):
     dg.Definitions.validate_loadable(defs)
     default, products = (every_name(defs, MapNames(n)) for n in MAPS)
     assert default["keys"] == {"raw_slices", "samples", "coreset", "teacher", "student", "artifact", "quality_report",
-                               "model", "embeddings", "drift", "map_tiles"}  # today's names, unprefixed
+                               "model", "embeddings", "drift", "map_tiles", "map_tile_runs"}  # today's names, unprefixed
     assert products["keys"] == {f"products/{k}" for k in default["keys"]}
     assert default["groups"] == {"ingest", "training", "maps"}
     assert products["groups"] == {"products_ingest", "products_training", "products_maps"}
     assert products["jobs"] == {"products__ingest_slice", "products__train_model", "products__embed_slice",
-                                "products__remove_slice"} and len(default["jobs"]) == 4
+                                "products__remove_slice", "products__compact_tiles"}
+    assert default["jobs"] == {"ingest_slice", "train_model", "embed_slice", "remove_slice", "compact_tiles"}
     assert products["sensors"] == {"products__new_slices_sensor", "products__training_sensor",
                                    "products__automation_sensor"} and len(default["sensors"]) == 3
-    assert (default["pools"], products["pools"]) == ({"training"}, {"products/training"})
+    assert (default["pools"], products["pools"]) == ({"training", "map_tile_runs"},
+                                                     {"products/training", "products/map_tile_runs"})
     assert (default["partitions"], products["partitions"]) == ({"slices"}, {"products__slices"})
     assert products["resources"] == {f"products__{r}" for r in default["resources"]} and len(default["resources"]) == 5
     for kind in default:
@@ -111,6 +114,10 @@ def test_two_maps_materialize_each_into_its_own_home_and_records(two_maps):
                 assert pq.read_metadata(path).num_rows == pq.read_metadata(home / "incoming" / f"{key}.parquet").num_rows
                 rows += pq.read_metadata(path).num_rows
             assert rows == 1797  # digits, whatever the number of slices: each home holds its own rows once
+            compacted = latest(instance, names.asset_key("map_tile_runs")).asset_materialization.metadata
+            assert compacted["runs_written"].value == 1 and compacted["artifact_version"].value == version
+            assert compacted["path"].value == str(home / "warehouse" / "embeddings" / version / "tiles" / "runs")
+            assert len(list((home / "warehouse" / "embeddings" / version / "tiles" / "runs").glob("L1_*.parquet"))) == 1
             runs = instance.get_runs(filters=dg.RunsFilter(job_name=names.job("ingest_slice")))
             assert len(runs) == n and all(names.tag("source_identity") in r.tags for r in runs)
             assert all(r.tags.get("dagster/partition") in keys for r in runs)
@@ -135,6 +142,8 @@ def serve(defs: dg.Definitions, instance, names: MapNames, home) -> None:
     embed = defs.resolve_job_def(names.job("embed_slice"))
     for key in instance.get_dynamic_partitions(names.partitions):
         assert embed.execute_in_process(partition_key=key, instance=instance).success
+    compact = defs.resolve_job_def(names.job("compact_tiles"))  # the map's own job, in the map's own pool
+    assert compact.execute_in_process(instance=instance, run_config=ops(names, {"map_tile_runs": {"fanout": 2}})).success
 
 
 def test_the_cli_serves_the_map_it_is_given_on_that_maps_home(tmp_path, monkeypatch):
@@ -146,7 +155,8 @@ def test_the_cli_serves_the_map_it_is_given_on_that_maps_home(tmp_path, monkeypa
     write_demo_slices(homes["products"] / "incoming", "digits", 2, allow_download=False, say=lambda _: None)
     defs = dg.Definitions.merge(*(dg.component_defs(component=UmapMap(name=name, home=str(homes[name]),
                                                                       quality_gates=OPEN_GATES)) for name in MAPS))
-    config = {"ops": {"samples": {"config": SAMPLES}, **{op: {"config": c} for op, c in TRAINING.items()}}}
+    config = {"ops": {"samples": {"config": SAMPLES}, "map_tile_runs": {"config": {"fanout": 2}},
+                      **{op: {"config": c} for op, c in TRAINING.items()}}}
     summary = run_pipeline(map_name="products", defs=defs, config=config, say=lambda _: None)
     assert not summary.failed and summary.home == homes["products"]
     assert sorted(p.name for p in (homes["products"] / "warehouse" / "raw_slices").glob("*.parquet")) == [
@@ -158,6 +168,9 @@ def test_the_cli_serves_the_map_it_is_given_on_that_maps_home(tmp_path, monkeypa
         assert sorted(instance.get_dynamic_partitions(names.partitions)) == ["digits_000", "digits_001"]
         assert not instance.get_dynamic_partitions("slices")
         assert latest(instance, names.asset_key("model")) is not None and latest(instance, "model") is None
+        compacted = latest(instance, names.asset_key("map_tile_runs"))  # the runner's compaction step, the map's job
+        assert compacted is not None and compacted.asset_materialization.metadata["runs_written"].value == 1
+        assert compacted.run_id in {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="products__compact_tiles"))}
 
 
 def test_an_unknown_or_bad_map_is_refused_in_one_line(tmp_path, capsys):

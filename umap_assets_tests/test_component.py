@@ -13,9 +13,9 @@ import yaml
 from umap_assets.component import SENSORS_ON, UmapMap
 from umap_assets.defs.resources import LocalEmbedding, SparkEmbedding
 from umap_assets.discovery import IDENTITY_TAG, SLICES
-from umap_assets.home import TRAINING_POOL
+from umap_assets.home import TILE_RUNS_POOL, TRAINING_POOL
 from umap_assets.map_names import DEFAULT_MAP, MapNames
-from umap_assets.planner import EMBED_JOB, INGEST_JOB, REMOVE_JOB, RETRAIN_TAG, TRAIN_JOB
+from umap_assets.planner import COMPACT_JOB, EMBED_JOB, INGEST_JOB, REMOVE_JOB, RETRAIN_TAG, TRAIN_JOB
 
 from .conftest import make_slice
 
@@ -26,7 +26,8 @@ DG = Path(sys.executable).parent / "dg"
 def every_name(names: MapNames) -> set[str]:
     return {names.asset_key("samples").to_user_string(), names.group("training"), names.job(TRAIN_JOB),
             names.sensor("training_sensor"), names.schedule("weekly_retrain"), names.partitions,
-            names.training_pool, names.tag("retrain_reason"), names.resource_key("warehouse")}
+            names.training_pool, names.tag("retrain_reason"), names.resource_key("warehouse"),
+            names.asset_key("map_tile_runs").to_user_string(), names.job(COMPACT_JOB), names.tile_runs_pool}
 
 
 def test_the_default_map_keeps_todays_names():
@@ -35,17 +36,23 @@ def test_the_default_map_keeps_todays_names():
     assert names.asset_key("samples") == dg.AssetKey("samples")
     assert [names.job(j) for j in (INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB)] == [INGEST_JOB, TRAIN_JOB, EMBED_JOB,
                                                                                        REMOVE_JOB]
+    assert (names.job("compact_tiles"), COMPACT_JOB) == ("compact_tiles", "compact_tiles")
     assert (names.partitions, names.training_pool) == (SLICES, TRAINING_POOL)
+    assert names.tile_runs_pool == TILE_RUNS_POOL == "map_tile_runs"
+    assert names.asset_key("map_tile_runs") == dg.AssetKey("map_tile_runs")
     assert names.tag("retrain_reason") == RETRAIN_TAG and names.tag("source_identity") == IDENTITY_TAG
     assert names.resource_key("warehouse") == "warehouse" and names.group("maps") == "maps"
 
 
 def test_two_named_maps_share_no_name_with_each_other_or_the_default():
     products, users, default = (every_name(MapNames(n)) for n in ("products", "users", DEFAULT_MAP))
-    assert len(products) == len(users) == 9  # (the default map's group and pool are both "training": two namespaces)
+    # 12 names, 11 strings: a map's asset `<name>/map_tile_runs` and its pool of that name are two namespaces (as the
+    # default map's group and pool, both "training")
+    assert len(products) == len(users) == 11
     assert not products & users and not products & default and not users & default
     assert MapNames("products").asset_key("samples") == dg.AssetKey(["products", "samples"])
     assert MapNames("products").training_pool == "products/training"
+    assert MapNames("products").tile_runs_pool == "products/map_tile_runs"
 
 
 @pytest.mark.parametrize("bad", ["", "Products", "1st", "a-b", "a__b", "x" * 41])
@@ -86,7 +93,7 @@ def test_the_component_gives_todays_definitions():
     component = dg.component_defs(component=UmapMap())
     assert project.resolve_asset_graph().get_all_asset_keys() == component.resolve_asset_graph().get_all_asset_keys()
     assert {j.name for j in project.jobs} == {j.name for j in component.jobs} == {INGEST_JOB, TRAIN_JOB, EMBED_JOB,
-                                                                                    REMOVE_JOB}
+                                                                                    REMOVE_JOB, COMPACT_JOB}
     assert set(project.resources) == {"warehouse", "contract", "seed", "quality_gates", "embedding_engine"}
 
 
@@ -95,7 +102,8 @@ def test_a_map_with_a_name_of_its_own_builds_its_own_definitions(tmp_path):
     products = dg.component_defs(component=UmapMap(name="products", home=str(tmp_path)))
     keys = products.resolve_asset_graph().get_all_asset_keys()
     assert keys and all(k.path[0] == "products" for k in keys)
-    assert {j.name for j in products.jobs} == {names.job(j) for j in (INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB)}
+    assert {j.name for j in products.jobs} == {names.job(j) for j in (INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB,
+                                                                        COMPACT_JOB)}
     assert set(products.resources) == {names.resource_key(r) for r in ("warehouse", "contract", "seed", "quality_gates",
                                                                         "embedding_engine")}
     assert products.resources[names.resource_key("warehouse")].home == str(tmp_path)

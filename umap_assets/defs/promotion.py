@@ -28,7 +28,7 @@ def compute_model(context: dg.AssetExecutionContext, config: ModelConfig, wareho
                   names: MapNames) -> dg.MaterializeResult:
     """The artifact that ``embeddings`` and ``drift`` use (``models/artifact.uart``).
 
-    Runs only after the blocking ``quality_report_gates`` on ``quality_report`` pass, and promotes the
+    Runs only after the blocking gates on ``quality_report`` (checks declared on it) pass, and promotes the
     exact artifact that the report measured (by version), with the drift reference of the coreset
     it was trained on. With ``config.version`` it serves an earlier promoted version again (a
     rollback: ``umap-assets rollback``). Its data version is the artifact's version, so every

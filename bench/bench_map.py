@@ -276,7 +276,7 @@ def main() -> None:
     built["build_s"] = round(time.perf_counter() - t, 1)
     print(json.dumps(built), flush=True)
     at = sorted({min(int(k), built["slices"]) for k in args.add_at.split(",") if k.strip()})
-    added = add_slice_times(home, Path(args.work) / f"add_n{args.rows}", at)
+    added = add_slice_times(home, Path(args.work) / f"add_n{args.rows}", at) if at else []  # --add-at "": routes only
     if args.add_only:
         report_add(args.rows, args.slice_rows, added)
         return
@@ -306,7 +306,8 @@ def main() -> None:
     print(f"| a 1M-row slice's tiles | first slice {r['tiles_first_slice_s']} s, last {r['tiles_last_slice_s']} s | |")
     print(f"| adding them to the merged low zooms | first slice {r['merge_first_slice_s']} s, "
           f"last {r['merge_last_slice_s']} s | |")
-    report_add(args.rows, args.slice_rows, added)
+    if added:
+        report_add(args.rows, args.slice_rows, added)
 
 
 def report_add(rows: int, slice_rows: int, added: list[dict]) -> None:

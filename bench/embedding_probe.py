@@ -112,6 +112,8 @@ def main():
         X_new = distill.neighbour_mixup(X_core, teacher_graph.tocoo(), min_rows - len(core) - len(rest), 0)
         X_o = ood_rows(X_tr[tr], ood, ood_kind)
         Xs = [X_core, X_tr[rest], X_new, X_o]
+        if teacher is None and (len(X_new) or len(X_o)):  # the cache holds no model: fit it again (same seed, same teacher)
+            teacher = umap.UMAP(n_neighbors=15, min_dist=0.1, negative_sample_rate=10, random_state=0, n_jobs=1).fit(X_tr[core])
         Ys = [teacher_embedding, Y_rest] + [teacher.transform(x) if len(x) else np.empty((0, 2)) for x in (X_new, X_o)]
         X = np.concatenate(Xs).astype(np.float32)
         Y = np.concatenate(Ys).astype(np.float32)
@@ -123,13 +125,24 @@ def main():
 
 
 def ood_rows(X, n, kind):
-    """Rows off the training support: mixtures of random (not neighbouring) pairs, rescaled to the rows' norm."""
+    """Rows off the training support: mixtures of random (not neighbouring) pairs (``pairs``, rescaled to the
+    rows' norm), or rows moved in a random direction by about their 15-NN distance (``far``)."""
     if n <= 0:
         return np.empty((0, X.shape[1]), np.float32)
     rng = np.random.default_rng(7)
     i, j = rng.integers(0, len(X), n), rng.integers(0, len(X), n)
     t = rng.uniform(0.2, 0.8, (n, 1)).astype(np.float32)
     M = (1 - t) * X[i] + t * X[j]
+    if kind == "far":  # a row moved off the support: a random direction of about its 15-NN distance, same norm
+        from sklearn.neighbors import NearestNeighbors
+
+        probe = X[rng.choice(len(X), min(2_000, len(X)), replace=False)]
+        d15 = float(np.median(NearestNeighbors(n_neighbors=16).fit(X).kneighbors(probe)[0][:, 15]))
+        G = rng.standard_normal((n, X.shape[1])).astype(np.float32)
+        G *= (rng.uniform(0.5, 1.5, (n, 1)) * d15 / np.linalg.norm(G, axis=1, keepdims=True)).astype(np.float32)
+        M = X[i] + G
+        norms = np.linalg.norm(X[i], axis=1, keepdims=True)
+        return (M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12) * norms).astype(np.float32)
     if kind == "pairs":
         norms = np.linalg.norm(X[i], axis=1, keepdims=True) * (1 - t) + np.linalg.norm(X[j], axis=1, keepdims=True) * t
         M = M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12) * norms

@@ -1,4 +1,7 @@
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +15,21 @@ from umap_assets.defs.resources import Seed, SliceContract, WarehouseResource
 from umap_assets.home import Layout
 
 os.environ.setdefault("UMAP_ASSETS_OFFLINE", "1")  # tests never download
+
+
+@contextlib.contextmanager
+def running_map(data, **kwargs) -> Iterator[str]:
+    """The map server over ``data`` (a ``MapData`` or ``MapSource``) on a free port, serving from a
+    thread: yields its base URL, and is shut down and closed on the way out."""
+    from umap_assets.map_server import make_server
+
+    server = make_server(data, port=0, **kwargs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def make_slice(

@@ -7,7 +7,6 @@ from the tiles' bins and a bounded read of rows per cluster) and the sampled pat
 """
 
 import json
-import threading
 import urllib.error
 import urllib.request
 
@@ -19,10 +18,11 @@ import pytest
 from umap_assets import map_clusters
 from umap_assets.atomic import temp_path_for
 from umap_assets.map_explore import BadQuery, cluster_parameters
-from umap_assets.map_server import MapData, make_server
+from umap_assets.map_server import MapData
 from umap_assets.spatial import version_frame, write_ordered
 from umap_assets.tiles import merge_low_zooms, write_partial_tiles
 from umap_assets.warehouse import Warehouse, publish_embeddings, record_slice
+from umap_assets_tests.conftest import running_map
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CENTRES = {w: (10 * np.cos(2 * np.pi * k / 10), 10 * np.sin(2 * np.pi * k / 10)) for k, w in enumerate(WORDS)}
@@ -98,10 +98,8 @@ def test_terms_are_the_words_a_cluster_has_and_the_others_lack():
 def test_the_clusters_route_answers_and_refuses_bad_parameters_in_one_line(worded):
     data = MapData.load(worded, max_points=500)
     assert data.meta()["text_columns"] == ["kind", "title", "url"] and data.meta()["carried"] == ["kind", "title", "url"]
-    server = make_server(data, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/api/clusters?"
-    try:
+    with running_map(data) as root:
+        base = root + "/api/clusters?"
         with urllib.request.urlopen(base + "column=kind&mode=values&clusters=12", timeout=60) as r:
             body = json.loads(r.read())
         for query, words in [("", "carried text columns ['kind', 'title', 'url']"), ("column=nope", "not 'nope'"),
@@ -114,9 +112,6 @@ def test_the_clusters_route_answers_and_refuses_bad_parameters_in_one_line(worde
             except urllib.error.HTTPError as err:
                 message = json.loads(err.read())["error"]
                 assert err.code == 400 and words in message and "\n" not in message, (query, message)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert body["version"] == "v1" and body["column"] == "kind" and sorted(c["name"] for c in body["clusters"]) == sorted(WORDS)
     assert {p["name"] for p in body["levels"][0]} == set(WORDS)
     with pytest.raises(BadQuery, match="carried text columns"):

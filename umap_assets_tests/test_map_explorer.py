@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shutil
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,8 +24,9 @@ import pytest
 from umap_assets import map_explore
 from umap_assets.home import Layout
 from umap_assets.map_index import Region
-from umap_assets.map_server import MapData, make_server
+from umap_assets.map_server import MapData
 from umap_assets.warehouse import Warehouse, connect, published_embeddings
+from umap_assets_tests.conftest import running_map
 from umap_assets_tests.test_home_state import trained  # noqa: F401 - the module's trained home (a fixture)
 
 VIEWPORT = {"width": 1100, "height": 650}
@@ -48,11 +48,8 @@ def chromium() -> str:
 def served(trained):  # noqa: F811 - the imported fixture
     """The map server over the trained home (read only: nothing here writes to it)."""
     wh = Warehouse.of(Layout.at(trained))
-    server = make_server(MapData.load(wh, max_points=200_000), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", wh
-    server.shutdown()
-    server.server_close()
+    with running_map(MapData.load(wh, max_points=200_000)) as base:
+        yield base, wh
 
 
 @pytest.fixture(scope="module")
@@ -373,10 +370,7 @@ def test_a_malformed_selection_is_one_line_and_a_400(tmp_path):
 
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     write_version(wh, "v1", {"a": 50})
-    server = make_server(MapData.load(wh, max_points=100), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with running_map(MapData.load(wh, max_points=100)) as base:
         for query, words in [("", "give one of"), ("box=1,2,3,nan", "finite"), ("box=a,b,c,d", "comma-separated"),
                              ("box=1,1,0,0", "x0 <= x1"), ("polygon=" + ",".join(["1"] * 130), "3 to 64"),
                              ("box=0,0,1,1&x=1", "unknown"), ("box=0,0,1,1&box=0,0,1,1", "repeated"),
@@ -392,9 +386,6 @@ def test_a_malformed_selection_is_one_line_and_a_400(tmp_path):
                 raise AssertionError(gone)
             except urllib.error.HTTPError as err:
                 assert err.code == 404, gone
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_sampled_map_selects_every_row_and_a_lone_version_has_nothing_to_compare(tmp_path):
@@ -405,17 +396,11 @@ def test_a_sampled_map_selects_every_row_and_a_lone_version_has_nothing_to_compa
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     write_version(wh, "v1", {"a": 600, "b": 500})
     sampled = MapData.load(wh, max_points=300)
-    server = make_server(sampled, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with running_map(sampled) as base:
         with urllib.request.urlopen(base + "/api/select?box=-1,-1,6,6", timeout=30) as r:
             got = json.loads(r.read())
         with urllib.request.urlopen(base + "/api/compare", timeout=30) as r:
             compared = json.loads(r.read())
-    finally:
-        server.shutdown()
-        server.server_close()
     table = pa.concat_tables([pq.read_table(f, columns=["x", "y"]) for f in wh.embedding_files("v1")])
     every = Region(box=(-1.0, -1.0, 6.0, 6.0)).contains(table.column("x").to_numpy(), table.column("y").to_numpy()).sum()
     drawn = Region(box=(-1.0, -1.0, 6.0, 6.0)).contains(np.asarray(sampled.sample["x"]), np.asarray(sampled.sample["y"])).sum()
@@ -430,12 +415,10 @@ def test_markup_in_labels_and_ids_stays_text_in_the_explorers_panels(tmp_path, b
 
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     write_hostile_version(wh)
-    server = make_server(MapData.load(wh, max_points=400), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with running_map(MapData.load(wh, max_points=400)) as base:
         context = browser.new_context(viewport=VIEWPORT, bypass_csp=True)
         pg = context.new_page()
-        pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        pg.goto(f"{base}/")
         pg.wait_for_selector("body[data-ready='1']", timeout=20_000)
         placed = label_names(pg)
         pg.click("#box")
@@ -453,9 +436,6 @@ def test_markup_in_labels_and_ids_stays_text_in_the_explorers_panels(tmp_path, b
                            " + ', #tip ' + t + ', #sql ' + t).length)")
         pwned = pg.evaluate("window.__pwned")
         context.close()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert sorted(placed) == sorted(HOSTILE), "each label's markup written as its name"
     assert all(value in selection for value in HOSTILE) and "30 rows in the box" in selection
     assert f"id {found[2]}" in tip and made == [0, 0] and pwned is None
@@ -469,14 +449,12 @@ def test_an_unlabelled_map_names_its_clusters_by_a_text_column_and_hover_shows_c
 
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     write_worded_version(wh)
-    server = make_server(MapData.load(wh, max_points=500), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with running_map(MapData.load(wh, max_points=500)) as base:
         context = browser.new_context(viewport=VIEWPORT)
         pg = context.new_page()
         errors = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        pg.goto(f"{base}/")
         pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
         names = label_names(pg)
         placed = pg.evaluate("labels[0].map(p => [p.name, p.x, p.y])")
@@ -493,9 +471,6 @@ def test_an_unlabelled_map_names_its_clusters_by_a_text_column_and_hover_shows_c
         pg.wait_for_selector("#rowtable a")
         link = pg.eval_on_selector("#rowtable a", "a => [a.getAttribute('href'), a.rel, a.textContent]")
         context.close()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert chosen == "kind" and sorted(names) == sorted(WORDS) and listed[1:] and sorted(listed[1:]) == sorted(WORDS)
     assert all(nearest_word(x, y) == name for name, x, y in placed), "each name sits on its cluster"
     row_id = int(found[2])

@@ -289,14 +289,21 @@ def test_run_tiles_every_slice_and_puts_back_missing_tiles_alone(tmp_path, capsy
     assert scale.tile(0, 0, 0)["version"] == version.name and sum(scale.tile(0, 0, 0)["count"]) == 1797
 
 
-def test_runs_merge_the_partials_in_levels_and_follow_the_partials_on_disk(version_dir, tmp_path):
-    """Four partials, fanout 2: two level-1 runs fold into one level-2 run, and a tile then reads one
-    file with the sums the partials give; a replaced partial leaves the run unused until merged again."""
+def four_partials(version_dir, out, max_zoom: int) -> MapFrame:
+    """Slice s1's rows cut in four slices ``q0..q3`` of 7,500 rows in ``out``, each with its partial tiles
+    in the version's frame (returned)."""
     frame = MapFrame.load(version_dir / "frame.json")
     rows = pq.read_table(version_dir / "s1.parquet")
     for number in range(4):
-        pq.write_table(rows.slice(number * 7_500, 7_500), tmp_path / f"q{number}.parquet")
-        write_partial_tiles(tmp_path / f"q{number}.parquet", frame, max_zoom=5)
+        pq.write_table(rows.slice(number * 7_500, 7_500), out / f"q{number}.parquet")
+        write_partial_tiles(out / f"q{number}.parquet", frame, max_zoom=max_zoom)
+    return frame
+
+
+def test_runs_merge_the_partials_in_levels_and_follow_the_partials_on_disk(version_dir, tmp_path):
+    """Four partials, fanout 2: two level-1 runs fold into one level-2 run, and a tile then reads one
+    file with the sums the partials give; a replaced partial leaves the run unused until merged again."""
+    frame = four_partials(version_dir, tmp_path, max_zoom=5)
     tiles = TileIndex(tmp_path)
     summed = {(z, x, y): tiles.tile(z, x, y) for z in (0, 4, 5) for x in range(2**z) for y in range(2**z)
               if z == 0 or (x + y) % 5 == 0}
@@ -395,11 +402,7 @@ def test_a_compaction_cut_short_leaves_the_rest_due_and_a_removed_partial_voids_
     """`compact(max_merges=1)` writes one run and says merges are left; the next writes the rest (the
     level-1 runs folded into the level-2 one); a partial removed voids the run that held it, and the
     tiles stay the sum of the partials on disk throughout."""
-    frame = MapFrame.load(version_dir / "frame.json")
-    rows = pq.read_table(version_dir / "s1.parquet")
-    for number in range(4):
-        pq.write_table(rows.slice(number * 7_500, 7_500), tmp_path / f"q{number}.parquet")
-        write_partial_tiles(tmp_path / f"q{number}.parquet", frame, max_zoom=4)
+    four_partials(version_dir, tmp_path, max_zoom=4)
     tiles = TileIndex(tmp_path)
     first = compact(tmp_path, fanout=2, max_merges=1)
     assert first.written == ("L1_q0_q1.parquet",) and first.levels == (1,) and first.pending

@@ -2,7 +2,6 @@
 
 import io
 import json
-import threading
 import urllib.error
 import urllib.request
 
@@ -13,10 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from umap_assets.atomic import temp_path_for
-from umap_assets.map_server import MapData, make_server
+from umap_assets.map_server import MapData
 from umap_assets.spatial import version_frame, write_ordered
 from umap_assets.tiles import merge_low_zooms, write_partial_tiles
 from umap_assets.warehouse import Warehouse, publish_embeddings, record_slice
+from umap_assets_tests.conftest import running_map
 
 
 def get(url: str) -> tuple[int, str, bytes]:
@@ -55,11 +55,8 @@ def write_ordered_version(wh: Warehouse, version: str, sizes: dict[str, int], se
 def scaled(tmp_path):
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     write_ordered_version(wh, "v1", {"a": 3000, "b": 2000})
-    server = make_server(MapData.load(wh, max_points=400), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", wh
-    server.shutdown()
-    server.server_close()
+    with running_map(MapData.load(wh, max_points=400)) as base:
+        yield base, wh
 
 
 def _rows(wh: Warehouse):

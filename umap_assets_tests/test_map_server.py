@@ -12,6 +12,7 @@ import pytest
 
 from umap_assets.map_server import MapData, MapUnavailable, make_server
 from umap_assets.warehouse import Warehouse, publish_embeddings, record_slice
+from umap_assets_tests.conftest import running_map
 
 
 def write_version(wh: Warehouse, version: str, sizes: dict[str, int], seed: int = 0) -> None:
@@ -31,12 +32,8 @@ def write_version(wh: Warehouse, version: str, sizes: dict[str, int], seed: int 
 def served(tmp_path):
     wh = Warehouse(root=tmp_path / "warehouse", duckdb_path=tmp_path / "warehouse.duckdb")
     write_version(wh, "v1", {"a": 600, "b": 500})
-    server = make_server(MapData.load(wh, max_points=400), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", wh
-    server.shutdown()
-    server.server_close()
+    with running_map(MapData.load(wh, max_points=400)) as base:
+        yield base, wh
 
 
 def get(url: str) -> tuple[int, str, bytes]:

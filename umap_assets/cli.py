@@ -11,10 +11,14 @@ from pathlib import Path
 from .contract import SliceSpec
 from .errors import os_error_line
 from .home import HOME_ENV, Layout, prepare_instance_home
+from .map_names import DEFAULT_MAP
 from .runner import Busy, ConfigError, rollback, run_pipeline
 from .slices import add_remove_command
 
 __all__ = ["main", "prepare_instance_home", "rollback", "run_pipeline"]
+
+MAP_HELP = (f"the map of the code location, by its UmapMap name (default {DEFAULT_MAP}); its home is the map's own "
+            "unless --home is given")
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from .demo_data import allow_download_default, write_demo_slices
@@ -46,11 +50,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {args.config}: expected a mapping with ops: and resources:", file=sys.stderr)
             return 2
     try:
-        summary = run_pipeline(args.home, force=args.force, retrain=args.retrain, config=config, until=args.until)
+        summary = run_pipeline(args.home, force=args.force, retrain=args.retrain, config=config, until=args.until,
+                               map_name=args.map)
     except ConfigError as exc:
-        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        print(f"error: {args.config or '--map'}: {exc}", file=sys.stderr)
         return 2
-    layout = Layout.at(args.home)
+    layout = Layout.at(str(summary.home))
     print()
     print(f"{len(summary.succeeded)} step(s) succeeded, {len(summary.skipped)} slice(s) up to date, "
           f"{len(summary.failed)} failed")
@@ -76,12 +81,15 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
         from .history import promoted_versions
 
-        prepare_instance_home(Layout.at(args.home))
+        from .runner import location_definitions, map_home, map_names
+
+        names = map_names(args.map)
+        prepare_instance_home(Layout.at(map_home(location_definitions(names), names, args.home)))
         with dg.DagsterInstance.get() as instance:
-            for i, version in enumerate(promoted_versions(instance)):
+            for i, version in enumerate(promoted_versions(instance, names.asset_key("model"))):
                 print(f"{version}{'  (served)' if i == 0 else ''}")
         return 0
-    summary = rollback(args.home, args.to)
+    summary = rollback(args.home, args.to, map_name=args.map)
     for label, reason in summary.failed.items():
         print(f"failed: {label}: {reason}", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -192,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retrain", action="store_true", help="train a new model even if the served one covers every slice")
     run.add_argument("--until", choices=("ingest", "train", "embed"), default="embed", help="stop after this stage (default: embed)")
     run.add_argument("--config", default=None, help="YAML run config: {ops: {<asset>: {config: {...}}}, resources: {<resource>: {config: {...}}}}")
+    run.add_argument("--map", default=DEFAULT_MAP, help=MAP_HELP)
     run.set_defaults(func=_cmd_run)
 
     embed = sub.add_parser("embed", help="embed a Parquet file with an artifact (outside Dagster)")
@@ -211,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--home", default=None, help=f"project home (default ${HOME_ENV} or ./data)")
     back.add_argument("--to", default=None, help="artifact version (default: the one promoted before the current)")
     back.add_argument("--list", action="store_true", help="list the promoted versions, newest first")
+    back.add_argument("--map", default=DEFAULT_MAP, help=MAP_HELP)
     back.set_defaults(func=_cmd_rollback)
 
     add_remove_command(sub)
@@ -243,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     except Busy as exc:
         print(exc, file=sys.stderr)
         return 1
+    except ConfigError as exc:  # --map names no map of the code location (a --config file's problems: _cmd_run)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # a failure of the machine (full disk, read-only home): one line, the trace to the log
         print(f"error: {os_error_line(exc, Layout.at(getattr(args, 'home', None)).log_path)}", file=sys.stderr)
         return 1

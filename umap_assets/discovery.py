@@ -29,26 +29,27 @@ from .atomic import is_temp_name
 from .contract import file_identity, partition_key_for
 from .errors import is_contract_violation, root_cause
 from .history import latest_metadata, materializations, metadata_of
+from .map_names import DEFAULT_NAMES, MapNames
 
-#: The dynamic partitions: one per slice file.
-SLICES = "slices"
-#: Run tag with the identity of the file a run ingests (rejections are remembered by it).
-IDENTITY_TAG = "umap_assets/source_identity"
+#: The default map's dynamic partitions: one per slice file (a map's own: ``MapNames.partitions``).
+SLICES = DEFAULT_NAMES.partitions
+#: Run tag with the identity of the file a run ingests (rejections are remembered by it): the default map's.
+IDENTITY_TAG = DEFAULT_NAMES.tag("source_identity")
 #: Metadata key of ``raw_slices``: the identity (size and content hash) of the file it ingested.
 SOURCE_IDENTITY = "source_identity"
 
 
-def ingested_identity(instance: dg.DagsterInstance, key: str) -> str | None:
+def ingested_identity(instance: dg.DagsterInstance, key: str, names: MapNames = DEFAULT_NAMES) -> str | None:
     """The identity of the file that the newest ``raw_slices`` materialization of ``key`` ingested."""
-    return latest_metadata(instance, "raw_slices", SOURCE_IDENTITY, partition=key)
+    return latest_metadata(instance, names.asset_key("raw_slices"), SOURCE_IDENTITY, partition=key)
 
 
-def home_identities(instance: dg.DagsterInstance) -> dict[str, str]:
+def home_identities(instance: dg.DagsterInstance, names: MapNames = DEFAULT_NAMES) -> dict[str, str]:
     """Identity -> key of the file each slice of the home was ingested from (its newest ``raw_slices``).
     The slices of the home are the ``slices`` partitions: a removed slice is no longer one. One paged
     read of the history, newest first, not a query per slice (a home may hold tens of thousands)."""
-    slices, newest = set(instance.get_dynamic_partitions(SLICES)), {}
-    for record in materializations(instance, "raw_slices"):
+    slices, newest = set(instance.get_dynamic_partitions(names.partitions)), {}
+    for record in materializations(instance, names.asset_key("raw_slices")):
         key = record.partition_key
         if key in slices and key not in newest:
             newest[key] = metadata_of(record, SOURCE_IDENTITY)
@@ -118,11 +119,11 @@ def files_for_key(incoming: Path, key: str) -> list[Path]:
     return [p for p in sorted(incoming.glob("*.parquet")) if not is_temp_name(p.name) and partition_key_for(p) == key]
 
 
-def rejection(instance: dg.DagsterInstance, key: str, identity: str) -> str | None:
+def rejection(instance: dg.DagsterInstance, key: str, identity: str, names: MapNames = DEFAULT_NAMES) -> str | None:
     """Why this very file broke the data contract, if its newest ingest did. A failure of the machine
     (a kill, a full disk, a read-only home) is no verdict on the file: None, it is retried."""
     runs = instance.get_run_records(
-        filters=dg.RunsFilter(tags={"dagster/partition": key, IDENTITY_TAG: identity}), limit=1
+        filters=dg.RunsFilter(tags={"dagster/partition": key, names.tag("source_identity"): identity}), limit=1
     )
     if not runs or runs[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
         return None
@@ -132,11 +133,13 @@ def rejection(instance: dg.DagsterInstance, key: str, identity: str) -> str | No
     return next((root_cause(data.error) if data.error else "broke the data contract" for data in verdicts), None)
 
 
-def failed_attempts(instance: dg.DagsterInstance, key: str, identity: str) -> tuple[int, float]:
+def failed_attempts(instance: dg.DagsterInstance, key: str, identity: str,
+                    names: MapNames = DEFAULT_NAMES) -> tuple[int, float]:
     """Failed ingests of this very file, and when the newest ended (0 if none): a sensor's run key
     counts them, so a failure of the machine is retried, after a wait (:func:`retry_after`)."""
     runs = instance.get_run_records(filters=dg.RunsFilter(
-        tags={"dagster/partition": key, IDENTITY_TAG: identity}, statuses=[dg.DagsterRunStatus.FAILURE]))
+        tags={"dagster/partition": key, names.tag("source_identity"): identity},
+        statuses=[dg.DagsterRunStatus.FAILURE]))
     return len(runs), max((r.end_time or r.update_timestamp.timestamp() for r in runs), default=0.0)
 
 
@@ -151,7 +154,8 @@ def retry_after(failed: int) -> float:
 
 
 def discover_slices(
-    instance: dg.DagsterInstance, incoming: Path, previous: dict[str, str], *, force: bool = False
+    instance: dg.DagsterInstance, incoming: Path, previous: dict[str, str], *, force: bool = False,
+    names: MapNames = DEFAULT_NAMES,
 ) -> Discovery:
     """Sort the files of ``incoming`` into ready, waiting, up to date, copies and rejected.
 
@@ -161,7 +165,7 @@ def discover_slices(
     found = Discovery()
     files = look(incoming)
     keys = {name: partition_key_for(incoming / name) for name in files}
-    home = home_identities(instance)
+    home = home_identities(instance, names)
     claimed: dict[str, str] = {}  # identity -> key of the first file of this look with it
     owner: dict[str, str] = {}
     for name, identity in files.items():
@@ -178,7 +182,7 @@ def discover_slices(
             _same_content(found, item, same, set(keys.values()))
         elif not force and identity in home:
             found.up_to_date.append(item)
-        elif not force and (reason := rejection(instance, key, identity)):
+        elif not force and (reason := rejection(instance, key, identity, names)):
             found.rejected[name] = f"unchanged since it was rejected: {reason}"
         elif previous.get(name) == identity:
             found.ready.append(item)
@@ -197,6 +201,6 @@ def _same_content(found: Discovery, item: SliceFile, slice_key: str, present: se
         found.up_to_date.append(SliceFile(slice_key, item.path, item.identity))
 
 
-def ingest_tags(item: SliceFile) -> dict[str, str]:
-    """Tags of a run that ingests ``item``."""
-    return {"umap_assets/source": str(item.path), IDENTITY_TAG: item.identity}
+def ingest_tags(item: SliceFile, names: MapNames = DEFAULT_NAMES) -> dict[str, str]:
+    """Tags of a run of the map ``names`` that ingests ``item``."""
+    return {names.tag("source"): str(item.path), names.tag("source_identity"): item.identity}

@@ -84,12 +84,13 @@ class _OwnRecord:
         self.asset_materialization = record.event_log_entry.asset_materialization
 
 
-def upstream_version(instance: dg.DagsterInstance, key: str, run_id: str | None = None) -> str:
+def upstream_version(instance: dg.DagsterInstance, key: str | dg.AssetKey, run_id: str | None = None) -> str:
     """The record version that the materialization of ``key`` this run reads wrote (``version`` metadata)."""
     version = metadata_of(upstream(instance, key, run_id), "version")
     if version is None:
-        raise FileNotFoundError(f"no materialization of `{key}` with a version on this instance; materialize "
-                                f"`{key}` first")
+        shown = key if isinstance(key, str) else key.to_user_string()
+        raise FileNotFoundError(f"no materialization of `{shown}` with a version on this instance; materialize "
+                                f"`{shown}` first")
     return version
 
 
@@ -102,7 +103,7 @@ def newest_versions(dagster_home) -> dict[str, str | None]:
     return versions
 
 
-def promoted_versions(instance: dg.DagsterInstance) -> list[str]:
-    """Every artifact version ``model`` has served, newest promotion first, each once."""
-    versions = [metadata_of(r, "version") for r in materializations(instance, "model", limit=1000)]
+def promoted_versions(instance: dg.DagsterInstance, model: str | dg.AssetKey = "model") -> list[str]:
+    """Every artifact version ``model`` (the map's key of it) has served, newest promotion first, each once."""
+    versions = [metadata_of(r, "version") for r in materializations(instance, model, limit=1000)]
     return list(dict.fromkeys(v for v in versions if v is not None))

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_write_bytes
+from .map_names import DEFAULT_NAMES
 
 HOME_ENV = "UMAP_ASSETS_HOME"
 
 #: The concurrency pool of every training asset (``coreset`` to ``model``).
-TRAINING_POOL = "training"
+TRAINING_POOL = DEFAULT_NAMES.training_pool
 #: The concurrency pool of ``map_tile_runs``: one slot (``default_limit``), so two compactions never
 #: merge the same version's tiles at once (the file lock in :func:`umap_assets.tiles.compact` as well).
-TILE_RUNS_POOL = "map_tile_runs"
+TILE_RUNS_POOL = DEFAULT_NAMES.tile_runs_pool
 #: The home's Dagster instance. At most one training per home, enforced by Dagster: pool
 #: ``TRAINING_POOL`` has one slot, counted per run (``granularity: run``), so the run queue starts no
 #: run that holds a training asset while another such run is in progress, however it was launched

@@ -26,16 +26,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from .discovery import IDENTITY_TAG, SLICES, discover_slices, failed_attempts, ingest_tags, retry_after
+from .discovery import discover_slices, failed_attempts, ingest_tags, retry_after
 from .history import latest, materializations, metadata_of
-from .home import TRAINING_POOL
+from .map_names import DEFAULT_NAMES, MapNames
 
-INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB = "ingest_slice", "train_model", "embed_slice", "remove_slice"
-COMPACT_JOB = "compact_tiles"
+INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB = (DEFAULT_NAMES.job(j) for j in ("ingest_slice", "train_model", "embed_slice",
+                                                                          "remove_slice"))
+COMPACT_JOB = DEFAULT_NAMES.job("compact_tiles")
 #: Why a ``train_model`` run was requested.
-RETRAIN_TAG = "umap_assets/retrain_reason"
+RETRAIN_TAG = DEFAULT_NAMES.tag("retrain_reason")
 #: The process that launched a run in-process (``host:pid``), so a later run can tell a dead one.
-LAUNCHER_TAG = "umap_assets/launched_by"
+LAUNCHER_TAG = DEFAULT_NAMES.tag("launched_by")
 #: Seconds between two looks at ``incoming`` when nothing else runs meanwhile (a file must be unchanged).
 LOOK_AGAIN_S = 0.5
 
@@ -50,10 +51,11 @@ class Step:
     assets: tuple[str, ...] | None = None
     tags: dict = field(default_factory=dict)
     run_key: str | None = None
+    names: MapNames = DEFAULT_NAMES  # the map whose job and assets these are
 
     def run_request(self) -> dg.RunRequest:
         return dg.RunRequest(run_key=self.run_key, partition_key=self.partition, tags=self.tags,
-                             asset_selection=[dg.AssetKey(a) for a in self.assets] if self.assets else None)
+                             asset_selection=[self.names.asset_key(a) for a in self.assets] if self.assets else None)
 
 
 # ---- ingest
@@ -72,30 +74,31 @@ class IngestPlan:
 
 
 def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str, str], *,
-                force: bool = False, resume: bool = False, now: float | None = None) -> IngestPlan:
+                force: bool = False, resume: bool = False, now: float | None = None,
+                names: MapNames = DEFAULT_NAMES) -> IngestPlan:
     """The files of ``incoming`` to ingest now: complete, unchanged since the look ``previous``, not
     ingested with this content, not rejected with it, and not being ingested by a run in progress.
     ``resume`` (``umap-assets run``) also ingests again a file whose rows landed but whose samples
     never did (a run killed in between; the sensor's run keys leave such a file to an explicit
     ``umap-assets run``), and retries a file whose ingest failed for the machine at once; the sensor
     waits :func:`~umap_assets.discovery.retry_after` first (``now``: the time, for tests)."""
-    found = discover_slices(instance, incoming, previous, force=force)
-    running = {(r.tags.get("dagster/partition"), r.tags.get(IDENTITY_TAG))
-               for r in _in_progress(instance, INGEST_JOB)}
+    found = discover_slices(instance, incoming, previous, force=force, names=names)
+    running = {(r.tags.get("dagster/partition"), r.tags.get(names.tag("source_identity")))
+               for r in _in_progress(instance, names.job("ingest_slice"))}
     ready = [f for f in found.ready if (f.key, f.identity) not in running]
-    known = set(instance.get_dynamic_partitions(SLICES))
+    known = set(instance.get_dynamic_partitions(names.partitions))
     up_to_date = {}
     for item in found.up_to_date:
-        if not resume or item.path.name in found.renamed or latest(instance, "samples", item.key) is not None:
+        if not resume or item.path.name in found.renamed or latest(instance, names.asset_key("samples"), item.key) is not None:
             up_to_date[item.key] = item.path.name
         elif (item.key, item.identity) not in running:
             ready.append(item)  # its samples never landed: ingest again
     steps = []
     for f in ready:
-        failed, ended = failed_attempts(instance, f.key, f.identity)
+        failed, ended = failed_attempts(instance, f.key, f.identity, names)
         if resume or (time.time() if now is None else now) >= ended + retry_after(failed):
-            steps.append(Step(INGEST_JOB, f.path.name, partition=f.key, tags=ingest_tags(f),
-                              run_key=f"{f.key}:{f.identity}" + (f":retry-{failed}" if failed else "")))
+            steps.append(Step(names.job("ingest_slice"), f.path.name, partition=f.key, tags=ingest_tags(f, names),
+                              run_key=f"{f.key}:{f.identity}" + (f":retry-{failed}" if failed else ""), names=names))
     started = {s.partition for s in steps}
     ready = [f for f in ready if f.key in started]
     copies = {name: f"same content as slice '{key}' ({up_to_date.get(key, key)}); not ingested twice"
@@ -116,55 +119,58 @@ class TrainingPlan:
 
 
 def plan_training(instance: dg.DagsterInstance, *, served: bool, handled: int, quiet_seconds: float = 0.0,
-                  asked: str | None = None, now: float | None = None) -> TrainingPlan:
+                  asked: str | None = None, now: float | None = None, names: MapNames = DEFAULT_NAMES) -> TrainingPlan:
     """Whether to train now, after the ``samples`` materializations past storage id ``handled``.
 
     ``asked`` trains whatever else holds (its text is the reason). Otherwise, once new samples have
     been quiet for ``quiet_seconds``: train while no model is ``served``; afterwards measure the drift
     of the new slices first, then train when one drifted or could not be measured.
     """
-    new = materializations(instance, "samples", after=handled, newest_first=False)
+    new = materializations(instance, names.asset_key("samples"), after=handled, newest_first=False)
     newest = new[-1].storage_id if new else handled
     if asked:
-        return _train(asked, newest)
+        return _train(asked, newest, names)
     if not new:
         return TrainingPlan(reason="no new samples since the last decision")
     age = (time.time() if now is None else now) - new[-1].event_log_entry.timestamp
     if age < quiet_seconds:
         return TrainingPlan(reason=f"new samples landed {age:.0f}s ago; waiting for {quiet_seconds:.0f}s of quiet")
     if not served:
-        return _train("no promoted model yet", newest)
+        return _train("no promoted model yet", newest, names)
     landed = {r.partition_key: r.storage_id for r in new if r.partition_key}
     if not landed:
         return TrainingPlan(reason="the new samples name no slice", handled=newest)
-    measured, failed = _drift_of_new_slices(instance, landed)
+    measured, failed = _drift_of_new_slices(instance, landed, names)
     waiting = sorted(set(landed) - set(measured) - set(failed))
     if waiting:
         return TrainingPlan(measure=waiting, reason=f"waiting for `drift` of {len(waiting)} new slice(s) "
                             f"({', '.join(waiting[:5])})")
     reason = retrain_reason(measured, failed)
     if reason:
-        return _train(reason, newest)
+        return _train(reason, newest, names)
     return TrainingPlan(reason=f"{coverage_summary(measured)}; the served model stays", handled=newest)
 
 
-def _train(reason: str, newest: int) -> TrainingPlan:
-    return TrainingPlan(Step(TRAIN_JOB, TRAIN_JOB, tags={RETRAIN_TAG: reason}, run_key=f"samples-{newest}"),
+def _train(reason: str, newest: int, names: MapNames) -> TrainingPlan:
+    job = names.job("train_model")
+    return TrainingPlan(Step(job, job, tags={names.tag("retrain_reason"): reason}, run_key=f"samples-{newest}",
+                             names=names),
                         reason=reason, handled=newest)
 
 
-def _drift_of_new_slices(instance: dg.DagsterInstance, landed: dict[str, int]) -> tuple[dict, list[str]]:
+def _drift_of_new_slices(instance: dg.DagsterInstance, landed: dict[str, int],
+                         names: MapNames) -> tuple[dict, list[str]]:
     """For each slice in ``landed`` (key -> storage id of its new sample): the metadata of its newest
     ``drift`` materialization after that sample, or its key in the second list when the newest
     ``drift`` run planned after that sample failed. Slices not measured yet are in neither."""
     measured: dict[str, dict] = {}
-    for record in materializations(instance, "drift", partitions=sorted(landed), after=min(landed.values()),
+    for record in materializations(instance, names.asset_key("drift"), partitions=sorted(landed), after=min(landed.values()),
                                    newest_first=False):
         if record.storage_id > landed[record.partition_key]:  # measured on the new sample (oldest first)
             measured[record.partition_key] = record.asset_materialization.metadata
     failed = []
     for key in sorted(set(landed) - set(measured)):
-        planned = instance.get_latest_planned_materialization_info(dg.AssetKey("drift"), key)
+        planned = instance.get_latest_planned_materialization_info(names.asset_key("drift"), key)
         if planned is None or planned.storage_id <= landed[key]:
             continue
         run = instance.get_run_by_id(planned.run_id)
@@ -193,7 +199,8 @@ def coverage_summary(measured: dict[str, dict]) -> str:
 
 
 def plan_maps(instance: dg.DagsterInstance, keys: list[str], served_version: str | None, *,
-              present: set[str] | None = None, tiled: set[str] | None = None) -> list[Step]:
+              present: set[str] | None = None, tiled: set[str] | None = None,
+              names: MapNames = DEFAULT_NAMES) -> list[Step]:
     """The slices among ``keys`` (every slice in the home, wherever its file is now) whose ``embeddings``
     are missing, older than their ``raw_slices``, made by another model than ``served_version``, or,
     given ``present`` (the keys whose embeddings file by ``served_version`` is on disk), whose file is
@@ -203,25 +210,26 @@ def plan_maps(instance: dg.DagsterInstance, keys: list[str], served_version: str
     gets ``map_tiles`` alone."""
     if served_version is None:
         return []
-    promoted = latest(instance, "model")
+    promoted, embed_job = latest(instance, names.asset_key("model")), names.job("embed_slice")
     steps = []
     for key in keys:
-        made, raw = latest(instance, "embeddings", key), latest(instance, "raw_slices", key)
+        made, raw = latest(instance, names.asset_key("embeddings"), key), latest(instance, names.asset_key("raw_slices"), key)
         if (made is not None and (raw is None or raw.storage_id < made.storage_id)
                 and metadata_of(made, "artifact_version") == served_version
                 and (present is None or key in present)):
             if tiled is not None and key not in tiled:
-                steps.append(Step(EMBED_JOB, f"map_tiles[{key}]", partition=key, assets=("map_tiles",)))
+                steps.append(Step(embed_job, f"map_tiles[{key}]", partition=key, assets=("map_tiles",), names=names))
             continue
-        measured, sampled = latest(instance, "drift", key), latest(instance, "samples", key)
+        measured, sampled = latest(instance, names.asset_key("drift"), key), latest(instance, names.asset_key("samples"), key)
         current = (measured is not None and promoted is not None and measured.storage_id > promoted.storage_id
                    and (sampled is None or measured.storage_id > sampled.storage_id))
-        steps.append(Step(EMBED_JOB, f"embeddings[{key}]", partition=key,
-                          assets=("embeddings", "map_tiles") if current else None))
+        steps.append(Step(embed_job, f"embeddings[{key}]", partition=key,
+                          assets=("embeddings", "map_tiles") if current else None, names=names))
     return steps
 
 
-def plan_compaction(version_dir: Path | None, fanout: int | None = None) -> Step | None:
+def plan_compaction(version_dir: Path | None, fanout: int | None = None, *,
+                    names: MapNames = DEFAULT_NAMES) -> Step | None:
     """``map_tile_runs`` (job ``compact_tiles``, its own step after the slices') when the tiles of the
     served version (``version_dir``: the one the ``embeddings`` view reads) have a merge due or a run that
     names a partial no longer on disk; None when there is nothing to merge or no version is served."""
@@ -229,7 +237,7 @@ def plan_compaction(version_dir: Path | None, fanout: int | None = None) -> Step
 
     if version_dir is None or not compaction_due(version_dir, fanout or FANOUT):
         return None
-    return Step(COMPACT_JOB, "map_tile_runs")
+    return Step(names.job("compact_tiles"), "map_tile_runs", names=names)
 
 
 # ---- runs in progress
@@ -283,26 +291,26 @@ def busy(instance: dg.DagsterInstance) -> str | None:
 # ---- one training per home
 
 
-def limit_training(instance: dg.DagsterInstance) -> None:
-    """Give pool ``training`` its one slot now, so the run queue holds a second training run from its
-    first look (a pool the queue has not seen yet limits nothing in that look)."""
-    info = instance.event_log_storage.get_concurrency_info(TRAINING_POOL)
+def limit_training(instance: dg.DagsterInstance, names: MapNames = DEFAULT_NAMES) -> None:
+    """Give the map's pool ``training`` its one slot now, so the run queue holds a second training run from
+    its first look (a pool the queue has not seen yet limits nothing in that look)."""
+    info = instance.event_log_storage.get_concurrency_info(names.training_pool)
     if info.slot_count != 1:
-        instance.event_log_storage.set_concurrency_slots(TRAINING_POOL, 1)
+        instance.event_log_storage.set_concurrency_slots(names.training_pool, 1)
 
 
-def training_in_progress(instance: dg.DagsterInstance) -> list:
+def training_in_progress(instance: dg.DagsterInstance, names: MapNames = DEFAULT_NAMES) -> list:
     """Runs in progress (queued runs excluded) that hold a training asset: the run queue starts no
     other one meanwhile, and ``umap-assets run`` refuses to train over them."""
     started = [s for s in _IN_PROGRESS if s is not dg.DagsterRunStatus.QUEUED]
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=started))
-    return [r for r in runs if r.run_op_concurrency and TRAINING_POOL in (r.run_op_concurrency.all_pools or ())
+    return [r for r in runs if r.run_op_concurrency and names.training_pool in (r.run_op_concurrency.all_pools or ())
             and _alive(r.tags.get(LAUNCHER_TAG))]
 
 
-def training_refusal(instance: dg.DagsterInstance) -> str | None:
-    """Why a training run may not start now in this process (one line), or None."""
-    runs = training_in_progress(instance)
+def training_refusal(instance: dg.DagsterInstance, names: MapNames = DEFAULT_NAMES) -> str | None:
+    """Why a training run of the map may not start now in this process (one line), or None."""
+    runs = training_in_progress(instance, names)
     if not runs:
         return None
     return (f"another training run is in progress on this home ({runs[0].job_name} {runs[0].run_id[:8]}); "

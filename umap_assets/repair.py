@@ -25,7 +25,8 @@ from .history import latest_metadata
 from .home import Layout
 from .integrity import find_damage
 from .model_store import ModelStore
-from .planner import INGEST_JOB, Step
+from .map_names import DEFAULT_NAMES, MapNames
+from .planner import Step
 from .warehouse import CATALOG, Warehouse, home_relative, publish_catalog, published_embeddings, record_slice
 
 
@@ -36,7 +37,7 @@ class RepairPlan:
     named: dict[str, str] = field(default_factory=dict)  # label -> why it cannot be put right
 
 
-def restore_served(instance: dg.DagsterInstance, layout: Layout) -> str:
+def restore_served(instance: dg.DagsterInstance, layout: Layout, names: MapNames = DEFAULT_NAMES) -> str:
     """Copy the served version (the newest ``model`` materialization's) back to ``models/artifact.uart``
     when that file is missing or unreadable; one line on what was done, or "" when the file is sound or
     nothing was ever promoted. A sound file of another version is left: a run killed between the copy
@@ -44,7 +45,7 @@ def restore_served(instance: dg.DagsterInstance, layout: Layout) -> str:
     from .runtime import ArtifactError, Projector
 
     store = ModelStore(layout)
-    version = latest_metadata(instance, "model", "version")
+    version = latest_metadata(instance, names.asset_key("model"), "version")
     if version is None:
         return ""
     try:
@@ -63,7 +64,7 @@ def restore_served(instance: dg.DagsterInstance, layout: Layout) -> str:
     return f"restored {home_relative(store.artifact_path, layout.home)} ({problem}): the served version {version}"
 
 
-def restore_records(instance: dg.DagsterInstance, layout: Layout) -> str:
+def restore_records(instance: dg.DagsterInstance, layout: Layout, names: MapNames = DEFAULT_NAMES) -> str:
     """Write the catalogue record of each slice in the warehouse that has none (``warehouse/catalog``
     deleted) from its newest ``raw_slices`` materialization, and rebuild ``warehouse.duckdb`` with them;
     one line on it, or ""."""
@@ -71,7 +72,7 @@ def restore_records(instance: dg.DagsterInstance, layout: Layout) -> str:
 
     wh, restored = Warehouse.of(layout), []
     for key in wh.keys("raw_slices"):
-        if (wh.table_dir(CATALOG) / f"{key}.json").exists() or (record := latest(instance, "raw_slices", key)) is None:
+        if (wh.table_dir(CATALOG) / f"{key}.json").exists() or (record := latest(instance, names.asset_key("raw_slices"), key)) is None:
             continue
         meta = {name: value.value for name, value in record.asset_materialization.metadata.items()}
         record_slice(wh, key, {"rows": meta.get("dagster/row_count"), "dim": meta.get("dimensions"),
@@ -94,11 +95,11 @@ def source_of(incoming: Path, key: str) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def plan_repairs(layout: Layout, served: str | None) -> RepairPlan:
+def plan_repairs(layout: Layout, served: str | None, names: MapNames = DEFAULT_NAMES) -> RepairPlan:
     """Find the damaged warehouse files and say how each is re-derived (or why it cannot be)."""
     from .discovery import SliceFile, ingest_tags
 
-    wh, plan = Warehouse.of(layout), RepairPlan()
+    wh, plan, ingest = Warehouse.of(layout), RepairPlan(), names.job("ingest_slice")
     damage = find_damage(wh, (published_embeddings(wh).get("current"), served))
     reingest = {d.key for d in damage if d.table == "raw_slices"}
     for d in damage:
@@ -111,11 +112,11 @@ def plan_repairs(layout: Layout, served: str | None) -> RepairPlan:
                 continue
             plan.notes.append(f"{line}; ingesting it again from {source.name}")
             item = SliceFile(d.key, source, file_identity(source) or "")
-            plan.steps.append(Step(INGEST_JOB, f"{source.name} (again: its warehouse copy was damaged)", partition=d.key,
-                                   tags=ingest_tags(item)))
+            plan.steps.append(Step(ingest, f"{source.name} (again: its warehouse copy was damaged)", partition=d.key,
+                                   tags=ingest_tags(item, names), names=names))
         elif d.table == "samples" and d.key not in reingest:
             plan.notes.append(f"{line}; drawing it again from its slice")
-            plan.steps.append(Step(INGEST_JOB, f"samples[{d.key}]", partition=d.key, assets=("samples",)))
+            plan.steps.append(Step(ingest, f"samples[{d.key}]", partition=d.key, assets=("samples",), names=names))
         elif d.table == "embeddings":
             d.path.unlink(missing_ok=True)
             plan.notes.append(f"{line}; deleted, to be embedded again")

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from . import planner
-from .discovery import SLICES
+from .map_names import DEFAULT_MAP, DEFAULT_NAMES, MapNames
 from .errors import NOTICE, root_cause
 from .history import latest
 from .home import Layout, prepare_instance_home
@@ -32,6 +32,7 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     run_ids: dict[str, str] = field(default_factory=dict)  # label -> Dagster run id
     log_path: Path = Path("umap-assets.log")  # full traces of failed steps
+    home: Path | None = None  # the home the steps ran on (a map's own, with --map)
 
 
 class ConfigError(ValueError):
@@ -48,21 +49,22 @@ def job_run_config(job, config: dict | None) -> dict:
     return {**QUIET, **({"ops": ops} if ops else {}), **({"resources": resources} if resources else {})}
 
 
-def check_run_config(defs, config: dict, jobs: tuple[str, ...] = JOBS) -> None:
-    """Refuse unknown sections, assets, resources and fields before any run starts."""
+def check_run_config(defs, config: dict, jobs: tuple[str, ...] = JOBS, names: MapNames = DEFAULT_NAMES) -> None:
+    """Refuse unknown sections, assets, resources and fields of the map ``names`` before any run starts."""
     problems = [f"unknown section '{k}' (expected ops: and resources:)" for k in config if k not in ("ops", "resources")]
     if "warehouse" in (config.get("resources") or {}):
         problems.append("resources: warehouse is set by --home, not by the config file")
+    config, jobs, warehouse = for_map(config, names), tuple(names.job(j) for j in jobs), names.resource_key("warehouse")
     problems += [f"ops: {name}: the project has one seed, for every step: set resources: {{seed: {{config: {{value: N}}}}}}"
                  for name, cfg in (config.get("ops") or {}).items()
                  if isinstance(cfg, dict) and isinstance(cfg.get("config"), dict) and "seed" in cfg["config"]]
     job_defs = [defs.resolve_job_def(name) for name in jobs if has_job(defs, name)]
     known_ops = {n for job in job_defs for n in job.graph.node_dict}
-    known_resources = {r for job in job_defs for r in job.required_resource_keys} - {"io_manager", "warehouse"}
+    known_resources = {r for job in job_defs for r in job.required_resource_keys} - {"io_manager", warehouse}
     problems += [f"ops: unknown asset '{k}' (one of {sorted(known_ops)})" for k in config.get("ops") or {}
                  if k not in known_ops]
     problems += [f"resources: unknown resource '{k}' (one of {sorted(known_resources)})"
-                 for k in config.get("resources") or {} if k not in known_resources and k != "warehouse"]
+                 for k in config.get("resources") or {} if k not in known_resources and k != warehouse]
     for job in job_defs if not problems else []:
         try:
             dg.validate_run_config(job, job_run_config(job, config))
@@ -131,9 +133,10 @@ class Runner:
     summary: RunSummary
     config: dict | None = None
     say: object = print
+    names: MapNames = DEFAULT_NAMES  # the map of the code location whose jobs run
 
     def __post_init__(self):
-        planner.limit_training(self.instance)
+        planner.limit_training(self.instance, self.names)
 
     def recover_dead_runs(self) -> int:
         """Mark runs whose launching process died (killed mid-write) as failed, and free their
@@ -150,16 +153,16 @@ class Runner:
     def execute(self, step: Step, *, summary: RunSummary | None = None, config: dict | None = None) -> bool:
         """Run ``step``; one line for it (and one per failed check); True when it succeeded."""
         summary = self.summary if summary is None else summary
-        if step.job == planner.TRAIN_JOB and (refusal := planner.training_refusal(self.instance)):
+        if step.job == self.names.job("train_model") and (refusal := planner.training_refusal(self.instance, self.names)):
             summary.failed[step.label] = refusal
             self.say(f"  FAILED  {step.label}: {refusal}")
             return False
         job = self.defs.resolve_job_def(step.job)
         started = time.perf_counter()
-        selection = {"asset_selection": [dg.AssetKey(a) for a in step.assets]} if step.assets else {}
+        selection = {"asset_selection": [self.names.asset_key(a) for a in step.assets]} if step.assets else {}
         result = job.execute_in_process(
             instance=self.instance, raise_on_error=False, partition_key=step.partition,
-            run_config=job_run_config(job, self.config if config is None else config),
+            run_config=job_run_config(job, for_map(self.config if config is None else config, self.names)),
             tags={LAUNCHER_TAG: launcher(), **step.tags}, **selection)
         summary.run_ids[step.label] = result.run_id
         seconds, steps = time.perf_counter() - started, _step_seconds(result)
@@ -217,25 +220,63 @@ class Busy(RuntimeError):
     """Runs are in progress on the home: another ``umap-assets run``, or the daemon's."""
 
 
+def map_names(name: str) -> MapNames:
+    """The names of the map called ``name`` (``--map``); a bad name is a :class:`ConfigError` in one line."""
+    try:
+        return MapNames(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def location_definitions(names: MapNames, defs: dg.Definitions | None = None) -> dg.Definitions:
+    """The code location's definitions (``defs``, default this project's), which must hold the map ``names``;
+    else one line naming the maps there."""
+    from .definitions import load_definitions
+
+    defs = load_definitions() if defs is None else defs
+    if not has_job(defs, names.job("ingest_slice")):
+        maps = sorted(j.name.removesuffix("ingest_slice").removesuffix("__") or DEFAULT_MAP for j in defs.jobs
+                      if j.name.endswith("ingest_slice"))
+        raise ConfigError(f"no map named '{names.name}' in this code location (maps: {', '.join(maps) or 'none'})")
+    return defs
+
+
+def map_home(defs: dg.Definitions, names: MapNames, home: str | None) -> str | None:
+    """``home`` when given, else the map's own (its ``UmapMap``'s ``home``; None: $UMAP_ASSETS_HOME, else ./data)."""
+    warehouse = (defs.resources or {}).get(names.resource_key("warehouse"))
+    return home if home is not None else getattr(warehouse, "home", None)
+
+
+def for_map(config: dict | None, names: MapNames) -> dict | None:
+    """``--config`` as the map's run config: its ``ops`` and ``resources`` named as the map names them."""
+    if not config or names.is_default:
+        return config
+    renamed = {"ops": {names.op(k): v for k, v in (config.get("ops") or {}).items()},
+               "resources": {names.resource_key(k): v for k, v in (config.get("resources") or {}).items()}}
+    return {**config, **{k: v for k, v in renamed.items() if k in config}}
+
+
 def run_pipeline(home: str | None = None, *, say=print, force: bool = False, retrain: bool = False,
-                 config: dict | None = None, until: str = "embed") -> RunSummary:
+                 config: dict | None = None, until: str = "embed", map_name: str = DEFAULT_MAP,
+                 defs: dg.Definitions | None = None) -> RunSummary:
     """Plan, execute, plan again until nothing is left: ingest the files of ``<home>/incoming``, train
     when :func:`~umap_assets.planner.plan_training` says so (or ``retrain``), embed the stale slices.
 
     Every decision is :mod:`umap_assets.planner`'s, the sensors' own; the runs go to the home's
-    instance (``<home>/dagster``). ``config`` is run config (``ops``, ``resources``), checked first.
+    instance (``<home>/dagster``). ``config`` is run config (``ops``, ``resources``), checked first. The map is
+    ``map_name`` of the code location ``defs`` (default: this project's); ``home`` defaults to the map's own.
     """
     from .atomic import sweep_stale_temps
-    from .definitions import load_definitions
 
-    layout = Layout.at(home)
+    names = map_names(map_name)
+    defs = location_definitions(names, defs)
+    layout = Layout.at(map_home(defs, names, home))
     prepare_instance_home(layout)
-    defs = load_definitions()
-    check_run_config(defs, config or {})
-    summary = RunSummary(log_path=layout.log_path)
+    check_run_config(defs, config or {}, names=names)
+    summary = RunSummary(log_path=layout.log_path, home=layout.home)
     say(f"home: {layout.home}")
     with dg.DagsterInstance.get() as instance:
-        run = Runner(defs, instance, summary, config, say)
+        run = Runner(defs, instance, summary, config, say, names)
         run.recover_dead_runs()
         if planner.busy(instance):
             raise Busy(f"another `umap-assets run` is using {layout.home}; wait for it to finish")
@@ -243,23 +284,23 @@ def run_pipeline(home: str | None = None, *, say=print, force: bool = False, ret
             say(f"  removed {swept} temp file(s) left by killed writers")
         _repair(run, layout)
         # the CLI's cursor: the samples before this run are decided on, unless nothing is served yet
-        handled = getattr(latest(instance, "samples"), "storage_id", 0) if _served(layout) else 0
+        handled = getattr(latest(instance, names.asset_key("samples")), "storage_id", 0) if _served(layout) else 0
         _ingest(run, layout, force)
-        keys = home_slices(instance, layout)
+        keys = home_slices(instance, layout, names)
         if not keys:
             say("no slice was ingested; nothing to train on")
-        elif until != "ingest" and has_job(defs, planner.TRAIN_JOB) and _train(run, layout, handled, retrain) \
-                and until != "train" and has_job(defs, planner.EMBED_JOB):
+        elif until != "ingest" and has_job(defs, names.job("train_model")) and _train(run, layout, handled, retrain) \
+                and until != "train" and has_job(defs, names.job("embed_slice")):
             _embed(run, layout, keys)
     return summary
 
 
-def home_slices(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
-    """Every slice in the home: the ``slices`` partitions whose rows are in the warehouse, whether or
+def home_slices(instance: dg.DagsterInstance, layout: Layout, names: MapNames = DEFAULT_NAMES) -> list[str]:
+    """Every slice in the home: the map's ``slices`` partitions whose rows are in the warehouse, whether or
     not their file is still in ``incoming/``."""
     from .warehouse import Warehouse
 
-    return sorted(set(Warehouse.of(layout).keys("raw_slices")) & set(instance.get_dynamic_partitions(SLICES)))
+    return sorted(set(Warehouse.of(layout).keys("raw_slices")) & set(instance.get_dynamic_partitions(names.partitions)))
 
 
 def _repair(run: Runner, layout: Layout) -> None:
@@ -269,11 +310,11 @@ def _repair(run: Runner, layout: Layout) -> None:
     from .repair import plan_repairs, restore_records, restore_served
     from .warehouse import Warehouse
 
-    for line in (restore_served(run.instance, layout), restore_records(run.instance, layout),
+    for line in (restore_served(run.instance, layout, run.names), restore_records(run.instance, layout, run.names),
                  rebuild_catalog(Warehouse.of(layout))):
         if line:
             run.say(f"  {line}")
-    plan = plan_repairs(layout, _served(layout))
+    plan = plan_repairs(layout, _served(layout), run.names)
     if plan.notes or plan.named:
         run.say("check: the warehouse files, each page against its checksum")
     for line in plan.notes:
@@ -295,7 +336,8 @@ def _embed(run: Runner, layout: Layout, keys: list[str]) -> None:
     served, wh = _served(layout), Warehouse.of(layout)
     run.say("embed: embeddings, tiles and drift, per slice")
     steps = {s.partition: s for s in planner.plan_maps(run.instance, keys, served, present=set(wh.embedded_keys(served)),
-                                                        tiled=set(tiled_keys(wh.embeddings_dir(served))))}
+                                                        tiled=set(tiled_keys(wh.embeddings_dir(served))),
+                                                        names=run.names)}
     for key in keys:
         if key not in steps or steps[key].assets == ("map_tiles",):
             run.say(f"  up to date  embeddings[{key}]")
@@ -320,7 +362,7 @@ def _compact(run: Runner, wh) -> None:
 
     version = published_embeddings(wh).get("current")
     config = MapTileRunsConfig(**(((run.config or {}).get("ops") or {}).get("map_tile_runs") or {}).get("config", {}))
-    step = planner.plan_compaction(wh.embeddings_dir(version) if version else None, config.fanout)
+    step = planner.plan_compaction(wh.embeddings_dir(version) if version else None, config.fanout, names=run.names)
     run.say("compact: the served version's tiles, merged in levels")
     if step is None:
         run.say("  up to date  map_tile_runs")
@@ -333,9 +375,9 @@ def _ingest(run: Runner, layout: Layout, force: bool) -> None:
     planner finds ready; one line for each file of ``incoming``."""
     previous = {}
     while True:
-        plan = planner.plan_ingest(run.instance, layout.incoming, previous, force=force, resume=True)
+        plan = planner.plan_ingest(run.instance, layout.incoming, previous, force=force, resume=True, names=run.names)
         if plan.new_partitions:
-            run.instance.add_dynamic_partitions(SLICES, plan.new_partitions)
+            run.instance.add_dynamic_partitions(run.names.partitions, plan.new_partitions)
         if plan.steps:
             run.say("ingest: raw_slices + samples, per slice")
         for step in plan.steps:
@@ -361,13 +403,14 @@ def _train(run: Runner, layout: Layout, handled: int, retrain: bool) -> bool:
     measured: set[str] = set()
     while True:
         plan = planner.plan_training(run.instance, served=_served(layout) is not None, handled=handled,
-                                     asked="asked for (--retrain)" if retrain else None)
+                                     asked="asked for (--retrain)" if retrain else None, names=run.names)
         todo = [key for key in plan.measure if key not in measured]
         if not todo:
             break
         run.say("drift: does the served model cover the new slices?")
         for key in todo:  # a drift that cannot be measured asks for a new model; it fails no slice
-            run.execute(planner.Step(planner.EMBED_JOB, f"drift[{key}]", partition=key, assets=("drift",)),
+            run.execute(planner.Step(run.names.job("embed_slice"), f"drift[{key}]", partition=key, assets=("drift",),
+                                     names=run.names),
                         summary=RunSummary(log_path=layout.log_path))
         measured.update(todo)
     if plan.step is None:
@@ -397,24 +440,26 @@ def _unready(waiting: dict[str, str]) -> dict[str, str]:
             for name, identity in waiting.items()}
 
 
-def rollback(home: str | None = None, to: str | None = None, *, say=print) -> RunSummary:
+def rollback(home: str | None = None, to: str | None = None, *, say=print, map_name: str = DEFAULT_MAP,
+             defs: dg.Definitions | None = None) -> RunSummary:
     """Serve an earlier promoted artifact again (``to``, default the one before the current), then
     re-embed every slice with it. The promotion is a materialization of ``model``, so the UI shows it."""
-    from .definitions import load_definitions
     from .history import promoted_versions
 
-    layout = Layout.at(home)
+    names = map_names(map_name)
+    defs = location_definitions(names, defs)
+    layout = Layout.at(map_home(defs, names, home))
     prepare_instance_home(layout)
     summary = RunSummary(log_path=layout.log_path)
     with dg.DagsterInstance.get() as instance:
-        run = Runner(load_definitions(), instance, summary, None, say)
-        versions = promoted_versions(instance)
+        run = Runner(defs, instance, summary, None, say, names)
+        versions = promoted_versions(instance, names.asset_key("model"))
         if to is None and len(versions) < 2:
             summary.failed["rollback"] = f"no earlier promoted version to roll back to (promoted: {versions})"
             return summary
         to = to or versions[1]
         say(f"rollback: serve artifact {to} (now serving {versions[0] if versions else 'nothing'})")
-        if run.execute(planner.Step(planner.TRAIN_JOB, "model", assets=("model",)),
+        if run.execute(planner.Step(names.job("train_model"), "model", assets=("model",), names=names),
                        config={"ops": {"model": {"config": {"version": to}}}}):
-            _embed(run, layout, home_slices(instance, layout))
+            _embed(run, layout, home_slices(instance, layout, names))
     return summary

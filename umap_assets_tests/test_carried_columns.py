@@ -163,3 +163,39 @@ def test_the_spark_engine_carries_the_same_columns_as_the_local_one(tmp_path, ar
     b = pq.read_table(tmp_path / "spark.parquet").sort_by("id")
     assert a.schema.equals(b.schema) and "url" in a.column_names
     assert a.select(["id", "label", "title", "url"]).equals(b.select(["id", "label", "title", "url"]))
+
+
+def test_a_named_map_carries_the_columns_its_own_contract_names(instance, layout, tmp_path, artifact):
+    """Two maps in one location: ``products`` carries ``title`` through its own ``products__contract``; the
+    default map's contract carries nothing, so its slice of the same file keeps only the model's columns."""
+    from umap_assets.component import UmapMap
+    from umap_assets.map_names import MapNames
+
+    names, other = MapNames("products"), tmp_path / "products"
+    maps = [UmapMap(home=str(layout.home), engine={"kind": "local"}),
+            UmapMap(name="products", home=str(other), columns={"carry": ["title"]}, engine={"kind": "local"})]
+    defs = dg.Definitions.merge(*(dg.component_defs(component=m) for m in maps))
+    assert defs.resources[names.resource_key("contract")].carry == ["title"] and not defs.resources["contract"].carry
+    source = carried_slice(layout.incoming / "s1.parquet")
+    (other / "incoming").mkdir(parents=True)
+    shutil.copy(layout.incoming / "s1.parquet", other / "incoming" / "s1.parquet")
+    for partitions in ("slices", names.partitions):
+        instance.add_dynamic_partitions(partitions, ["s1"])
+    for job in ("ingest_slice", names.job("ingest_slice")):
+        assert defs.resolve_job_def(job).execute_in_process(partition_key="s1", instance=instance).success
+    assert pq.read_schema(layout.home / "warehouse" / "raw_slices" / "s1.parquet").names == ["id", "features", "label"]
+    wh = defs.resources[names.resource_key("warehouse")].warehouse()
+    assert pq.read_schema(wh.table_path("raw_slices", "s1")).names == ["id", "features", "label", "title"]
+
+    store = defs.resources[names.resource_key("warehouse")].store()
+    store.artifact_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(artifact, store.artifact_path)
+    embed = defs.resolve_job_def(names.job("embed_slice"))
+    result = embed.execute_in_process(partition_key="s1", instance=instance,
+                                      asset_selection=[names.asset_key("embeddings")])
+    assert result.success
+    version = result.asset_materializations_for_node(names.op("embeddings"))[0].metadata["artifact_version"].value
+    out = pq.read_table(wh.embeddings_path(version, "s1"))
+    assert out.column_names == ["id", "x", "y", "label", "title", "artifact_version"]
+    assert dict(zip(out.column("id").to_pylist(), out.column("title").to_pylist())) == dict(
+        zip(source.column("id").to_pylist(), source.column("title").to_pylist()))

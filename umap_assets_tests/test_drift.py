@@ -11,7 +11,7 @@ from umap_assets.defs.drift import drift
 from umap_assets.defs.ingest import raw_slices, samples
 from umap_assets.defs.model import artifact, coreset, student, teacher
 from umap_assets.defs.promotion import model
-from umap_assets.defs.quality import quality_report_gates, quality_report
+from umap_assets.defs.quality import quality_report  # its gates are declared on it
 from umap_assets.defs.resources import QualityGates, Seed, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
 from umap_assets.model_store import ModelStore
@@ -133,7 +133,7 @@ def test_drift_asset_and_training_sensor_retrain_only_on_drift(tmp_path, monkeyp
             ingest(key)
         first = decide(None)
         assert first.run_requests[0].tags["umap_assets/retrain_reason"] == "no promoted model yet"
-        train = [coreset, teacher, student, artifact, quality_report, quality_report_gates, model]
+        train = [coreset, teacher, student, artifact, quality_report, model]
         assert dg.materialize(train, instance=instance, resources=resources, run_config={"ops": QUICK_TRAIN},
                               selection=[coreset, teacher, student, artifact, quality_report, model]).success
         # promotion carries the coverage of the promoted model's coreset with it

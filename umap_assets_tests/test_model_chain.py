@@ -10,13 +10,13 @@ from umap_assets.defs.ingest import raw_slices, samples
 from umap_assets.defs.embeddings import embeddings
 from umap_assets.defs.model import TeacherConfig, artifact, coreset, student, teacher
 from umap_assets.defs.promotion import model
-from umap_assets.defs.quality import quality_report_gates, quality_report, stable_vs_previous
+from umap_assets.defs.quality import quality_report  # its gates and stability check are declared on it
 from umap_assets.defs.resources import LocalEmbedding, QualityGates, Seed, SliceContract, WarehouseResource
 from umap_assets.demo_data import write_demo_slices
 from umap_assets.warehouse import Warehouse, connect
 from umap_assets.runtime import Projector
 
-TRAIN = [coreset, teacher, student, artifact, quality_report, quality_report_gates, stable_vs_previous, model]
+TRAIN = [coreset, teacher, student, artifact, quality_report, model]
 FAST = {
     "samples": {"config": {"rate": 1.0, "floor": 1, "validation_fraction": 0.2}},
 }
@@ -211,7 +211,7 @@ def test_new_artifact_makes_embeddings_stale_and_automation_re_embeds(digits_hom
         assert evaluation.get_requested_partitions(embeddings.key) == set()
 
         # a new artifact (other sparsity, so other weights) passes its gates
-        retrain = dg.materialize([artifact, quality_report, quality_report_gates, model], instance=instance, resources=resources,
+        retrain = dg.materialize([artifact, quality_report, model], instance=instance, resources=resources,
                                  run_config={"ops": {"artifact": {"config": {"sparsity": 0.15, "finetune_steps": 170}}}})
         assert retrain.success, [c.description for c in retrain.get_asset_check_evaluations()]
         second = Projector.load(home / "models" / "artifact.uart").version

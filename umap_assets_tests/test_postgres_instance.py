@@ -33,9 +33,10 @@ def test_twenty_thousand_slices_on_a_postgres_instance(postgres_url, layout):
         instance.add_dynamic_partitions("slices", known)
         make_slice(layout.incoming / "day_20000.parquet")
         started = time.perf_counter()
-        first = new_slices_sensor(dg.build_sensor_context(instance=instance), warehouse=resources["warehouse"])
-        ctx = dg.build_sensor_context(instance=instance, cursor=first.cursor)
-        result = new_slices_sensor(ctx, warehouse=resources["warehouse"])
+        given = {"warehouse": resources["warehouse"]}
+        first = new_slices_sensor(dg.build_sensor_context(instance=instance, resources=given))
+        ctx = dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=given)
+        result = new_slices_sensor(ctx)
         seconds = time.perf_counter() - started
         assert [r.partition_key for r in result.run_requests] == ["day_20000"]
         assert result.dynamic_partitions_requests[0].partition_keys == ["day_20000"]

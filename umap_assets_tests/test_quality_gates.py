@@ -48,7 +48,7 @@ def test_an_unlabelled_slice_among_labelled_ones_is_no_class_and_stays_out_of_th
 
     from umap_assets.defs.ingest import raw_slices, samples
     from umap_assets.defs.model import artifact, coreset, student, teacher
-    from umap_assets.defs.quality import quality_report, quality_report_gates
+    from umap_assets.defs.quality import quality_report  # its gates are declared on it
     from umap_assets.defs.resources import QualityGates, Seed, SliceContract, WarehouseResource
     from umap_assets.demo_data import write_demo_slices
 
@@ -67,7 +67,7 @@ def test_an_unlabelled_slice_among_labelled_ones_is_no_class_and_stays_out_of_th
                                    "extra_rows": 1000}},
             "artifact": {"config": {"finetune_steps": 0}}}
     lenient = {"trust_tolerance": 1.0, "knn_accuracy_tolerance": 1.0, "min_student_overlap": 0.0}
-    chain = [coreset, teacher, student, artifact, quality_report, quality_report_gates]
+    chain = [coreset, teacher, student, artifact, quality_report]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("slices", [p.stem for p in paths])
         for p in paths:
@@ -89,7 +89,7 @@ def test_an_unlabelled_slice_among_labelled_ones_is_no_class_and_stays_out_of_th
         assert gate.passed and gate.description.startswith("knn_accuracy_vs_teacher: artifact")
         assert "have no label" in (home / "reports" / "quality_report.md").read_text()
 
-        again = dg.materialize([quality_report, quality_report_gates], instance=instance,
+        again = dg.materialize([quality_report], instance=instance,
                                resources={**resources, "quality_gates": QualityGates(**lenient, min_labelled_rows=10_000)})
         gate = {e.check_name: e for e in again.get_asset_check_evaluations()}["knn_accuracy_vs_teacher"]
         assert gate.passed and gate.description.startswith("not measured: ")

@@ -14,8 +14,9 @@ from .conftest import make_slice
 
 
 def _evaluate(instance, layout, cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
-    return new_slices_sensor(ctx, warehouse=WarehouseResource(home=str(layout.home)))
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                  resources={"warehouse": WarehouseResource(home=str(layout.home))})
+    return new_slices_sensor(ctx)
 
 
 def _ingest(instance, layout, item):

@@ -243,8 +243,9 @@ def test_the_sensor_retries_after_a_failure_of_the_machine(instance, layout):
     from umap_assets.planner import plan_ingest
 
     def evaluate(cursor=None):
-        ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
-        return new_slices_sensor(ctx, warehouse=WarehouseResource(home=str(layout.home)))
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      resources={"warehouse": WarehouseResource(home=str(layout.home))})
+        return new_slices_sensor(ctx)
 
     make_slice(layout.incoming / "a.parquet", n=100)
     first = evaluate(evaluate().cursor).run_requests

@@ -4,6 +4,7 @@ The score is plain numerics (:mod:`umap_assets.numerics.drift`); ``training_sens
 ``drifted`` flag from the materializations of new slices to decide whether to retrain.
 """
 
+import functools
 import time
 
 import dagster as dg
@@ -14,13 +15,11 @@ from ..contract import features_matrix
 from ..numerics.drift import drift_score
 from ..numerics.metrics import subsample
 from ..warehouse import take_rows
-from .ingest import samples
-from .promotion import model
-from .partitions import slices_partitions
+from ..map_names import DEFAULT_NAMES, MapNames
+from .binding import map_asset
 from .resources import Seed, WarehouseResource
 from .groups import MAPS
 
-GROUP = MAPS
 
 
 class DriftConfig(dg.Config):
@@ -31,14 +30,7 @@ class DriftConfig(dg.Config):
     max_median_distance_ratio: float = Field(1.10, gt=0)  # and sit at about 1.00 times the held-out rows' median
 
 
-@dg.asset(
-    partitions_def=slices_partitions,
-    deps=[samples, model],
-    group_name=GROUP,
-    kinds={"numpy"},
-    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-)
-def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: WarehouseResource,
+def compute_drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: WarehouseResource,
           seed: Seed) -> dg.MaterializeResult:
     """The share of a slice's sampled rows that the served model's training data does not cover.
 
@@ -80,3 +72,15 @@ def drift(context: dg.AssetExecutionContext, config: DriftConfig, warehouse: War
             "seconds": round(time.perf_counter() - started, 3),
         }
     )
+
+
+@functools.cache
+def drift_definitions(names: MapNames) -> dg.Definitions:
+    """The map's ``drift`` (per slice, measured again by automation when a new model is served)."""
+    return dg.Definitions(assets=[map_asset(
+        names, "drift", compute_drift, group=MAPS, deps=("samples", "model"), partitioned=True, kinds={"numpy"},
+        automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed())])
+
+
+definitions = drift_definitions
+(drift,) = drift_definitions(DEFAULT_NAMES).assets

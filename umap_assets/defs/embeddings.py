@@ -1,19 +1,18 @@
 """``embeddings``: the map coordinates of every row of every slice."""
 
+import functools
+
 import dagster as dg
 from pydantic import Field
 
-from ..planner import EMBED_JOB
 from ..pictures import density_png, png_markdown
 from ..runtime import Projector
 from ..warehouse import map_status, publish_embeddings, published_embeddings
-from .ingest import raw_slices
-from .promotion import MAP_FRESHNESS, model
-from .partitions import slices_partitions
-from .resources import EmbeddingEngine, WarehouseResource
+from ..map_names import DEFAULT_NAMES, MapNames
+from .binding import map_asset
 from .groups import MAPS
-
-GROUP = MAPS
+from .promotion import MAP_FRESHNESS
+from .resources import EmbeddingEngine, WarehouseResource
 
 
 class EmbeddingsConfig(dg.Config):
@@ -23,15 +22,7 @@ class EmbeddingsConfig(dg.Config):
     keep_versions: int = Field(3, ge=1)  # 0 would delete the embeddings the view reads
 
 
-@dg.asset(
-    partitions_def=slices_partitions,
-    deps=[raw_slices, model],
-    group_name=GROUP,
-    kinds={"parquet", "numpy", "duckdb"},
-    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-    freshness_policy=MAP_FRESHNESS,
-)
-def embeddings(
+def compute_embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingsConfig, warehouse: WarehouseResource,
     embedding_engine: EmbeddingEngine,
 ) -> dg.MaterializeResult:
@@ -73,8 +64,20 @@ def embeddings(
     )
 
 
-embed_job = dg.define_asset_job(
-    EMBED_JOB,
-    selection=dg.AssetSelection.groups(MAPS) - dg.AssetSelection.assets("map_tile_runs"),  # per slice only
-    description="Embed one slice with the promoted artifact, tile it, and measure its drift against the current coreset.",
-)
+@functools.cache
+def embeddings_definitions(names: MapNames) -> dg.Definitions:
+    """The map's ``embeddings`` (per slice, kept up to date by automation) and its job ``embed_slice``."""
+    asset = map_asset(names, "embeddings", compute_embeddings, group=MAPS, deps=("raw_slices", "model"),
+                      partitioned=True, kinds={"parquet", "numpy", "duckdb"}, freshness_policy=MAP_FRESHNESS,
+                      automation_condition=dg.AutomationCondition.eager()
+                      & dg.AutomationCondition.all_deps_blocking_checks_passed())
+    per_slice = dg.AssetSelection.groups(names.group(MAPS)) - dg.AssetSelection.assets(names.asset_key("map_tile_runs"))
+    job = dg.define_asset_job(names.job("embed_slice"), selection=per_slice,
+                              description="Embed one slice with the promoted artifact, tile it, and measure its drift "
+                                          "against the current coreset.")
+    return dg.Definitions(assets=[asset], jobs=[job])
+
+
+definitions = embeddings_definitions
+(embeddings,) = embeddings_definitions(DEFAULT_NAMES).assets
+(embed_job,) = embeddings_definitions(DEFAULT_NAMES).jobs

@@ -7,8 +7,5 @@
   (unpartitioned, after ``map_tiles``) -> job ``compact_tiles``; all automated by ``automation_sensor``
 """
 
-from ..home import TRAINING_POOL  # noqa: F401 - the pool whose one slot the instance counts per run
-
-INGEST = "ingest"
-TRAINING = "training"
-MAPS = "maps"
+#: The groups' names in the default map; another map's are ``<name>_ingest`` ... (:meth:`MapNames.group`).
+INGEST, TRAINING, MAPS = "ingest", "training", "maps"

@@ -2,6 +2,7 @@
 
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,17 +15,15 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from ..discovery import SOURCE_IDENTITY, files_for_key
-from ..planner import INGEST_JOB
 from ..contract import SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, read_verified
 from ..errors import CONTRACT_VIOLATION, NOTICE, describe_os_error
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
 from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, held_out_ids, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
-from .partitions import slices_partitions
-from .resources import Seed, SliceContract, WarehouseResource
+from ..map_names import DEFAULT_NAMES, MapNames
+from .binding import map_asset
 from .groups import INGEST
-
-GROUP = INGEST
+from .resources import Seed, SliceContract, WarehouseResource
 
 
 def find_incoming_file(incoming: Path, key: str) -> Path:
@@ -37,12 +36,7 @@ def find_incoming_file(incoming: Path, key: str) -> Path:
     return matches[0]
 
 
-@dg.asset(
-    partitions_def=slices_partitions,
-    group_name=GROUP,
-    kinds={"parquet", "duckdb"},
-)
-def raw_slices(
+def compute_raw_slices(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, contract: SliceContract
 ) -> dg.MaterializeResult:
     """One incoming slice, validated against the data contract and written in canonical form.
@@ -145,13 +139,7 @@ class SampleConfig(dg.Config):
     max_fit_rows: int = Field(50_000, ge=1)  # rows the k-means strata are fitted on (unlabelled slices)
 
 
-@dg.asset(
-    partitions_def=slices_partitions,
-    deps=[raw_slices],
-    group_name=GROUP,
-    kinds={"parquet", "numpy"},
-)
-def samples(
+def compute_samples(
     context: dg.AssetExecutionContext, config: SampleConfig, warehouse: WarehouseResource, seed: Seed
 ) -> dg.MaterializeResult:
     """A stratified sample of one slice, with a fixed fraction held out as ``validation``.
@@ -242,9 +230,17 @@ def streamed_cluster_strata(source: Path, n_rows: int, config: SampleConfig, see
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
-ingest_job = dg.define_asset_job(
-    INGEST_JOB,
-    selection=dg.AssetSelection.groups(INGEST),
-    description="Validate one slice and draw its stratified sample.",
-)
+@functools.cache
+def ingest_definitions(names: MapNames) -> dg.Definitions:
+    """The map's ``raw_slices`` and ``samples`` (per slice) and its job ``ingest_slice``."""
+    raw = map_asset(names, "raw_slices", compute_raw_slices, group=INGEST, partitioned=True, kinds={"parquet", "duckdb"})
+    sampled = map_asset(names, "samples", compute_samples, group=INGEST, deps=("raw_slices",), partitioned=True,
+                        kinds={"parquet", "numpy"})
+    job = dg.define_asset_job(names.job("ingest_slice"), selection=dg.AssetSelection.groups(names.group(INGEST)),
+                              description="Validate one slice and draw its stratified sample.")
+    return dg.Definitions(assets=[raw, sampled], jobs=[job])
 
+
+definitions = ingest_definitions
+raw_slices, samples = ingest_definitions(DEFAULT_NAMES).assets
+(ingest_job,) = ingest_definitions(DEFAULT_NAMES).jobs

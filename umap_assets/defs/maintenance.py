@@ -1,15 +1,18 @@
 """``remove_slice``: take one slice out of the home on purpose (the UI's launchpad, ``umap-assets remove``)."""
 
+import functools
+
 import dagster as dg
 
-from ..discovery import SLICES, files_for_key
-from ..planner import REMOVE_JOB
+from ..discovery import files_for_key
+from ..map_names import DEFAULT_NAMES, MapNames
 from ..warehouse import home_relative, remove_slice_files
-from .partitions import slices_partitions
+from .binding import bound, resource_keys
+from .partitions import slices_partitions_of
 from .resources import WarehouseResource
 
-@dg.op
-def remove_slice_rows(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+
+def remove_slice_rows(context: dg.OpExecutionContext, warehouse: WarehouseResource, names: MapNames) -> None:
     """Delete the slice's rows, sample, catalog record and embeddings, then its ``slices`` partition:
     its rows leave the samples (so the next model's training data) and the published map.
 
@@ -23,12 +26,21 @@ def remove_slice_rows(context: dg.OpExecutionContext, warehouse: WarehouseResour
         raise dg.Failure(f"slice '{key}': its file {present[0].name} is still in {layout.incoming}; move or delete it "
                          "first, or the next run ingests it again")
     removed = remove_slice_files(warehouse.warehouse(), key)
-    context.instance.delete_dynamic_partition(SLICES, key)
+    context.instance.delete_dynamic_partition(names.partitions, key)
     context.log.info(f"slice '{key}' removed: {', '.join(home_relative(p, layout.home) for p in removed) or 'no files'}")
 
 
-@dg.job(name=REMOVE_JOB, partitions_def=slices_partitions,
+@functools.cache
+def maintenance_definitions(names: MapNames) -> dg.Definitions:
+    """The map's job ``remove_slice``."""
+    op = dg.op(name=names.op("remove_slice_rows"), required_resource_keys=resource_keys(names, remove_slice_rows))(
+        bound(names, remove_slice_rows))
+    job = dg.GraphDefinition(name=names.job("remove_slice"), node_defs=[op]).to_job(
+        partitions_def=slices_partitions_of(names),
         description="Remove one slice from the home (pick its partition): its rows leave the samples, the next "
                     "model's training data and the published map. Its file must be gone from incoming/ first.")
-def remove_slice_job():
-    remove_slice_rows()
+    return dg.Definitions(jobs=[job])
+
+
+definitions = maintenance_definitions
+(remove_slice_job,) = maintenance_definitions(DEFAULT_NAMES).jobs

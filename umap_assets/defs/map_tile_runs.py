@@ -1,14 +1,15 @@
 """``map_tile_runs``: the served version's partial tiles merged in levels (:func:`umap_assets.tiles.compact`)."""
 
+import functools
+
 import dagster as dg
 from pydantic import Field
 
-from ..home import TILE_RUNS_POOL
-from ..planner import COMPACT_JOB
+from ..map_names import DEFAULT_NAMES, MapNames
 from ..tiles import FANOUT, RUNS, TILES_DIR, compact
 from ..warehouse import published_embeddings
+from .binding import map_asset
 from .groups import MAPS
-from .map_tiles import map_tiles
 from .resources import WarehouseResource
 
 
@@ -29,23 +30,17 @@ AFTER_NEW_PARTIALS = (
 ).with_label("after new partials")
 
 
-@dg.asset(
-    deps=[map_tiles],
-    group_name=MAPS,
-    kinds={"parquet", "duckdb"},
-    pool=TILE_RUNS_POOL,
-    automation_condition=AFTER_NEW_PARTIALS,
-)
-def map_tile_runs(context: dg.AssetExecutionContext, config: MapTileRunsConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def compute_map_tile_runs(context: dg.AssetExecutionContext, config: MapTileRunsConfig,
+                          warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The partial tiles of the served version (the one the ``embeddings`` view reads, so the one the
     map server answers from) merged in levels: ``embeddings/<version>/tiles/runs/L<level>_<first>_<last>.parquet``.
 
     ``fanout`` partials no run holds become a level-1 run, ``fanout`` level-1 runs a level-2 run, and so
     on, so a tile reads O(``fanout`` x levels) files, not one a slice. It runs after ``map_tiles``, never
     inside a slice's own step: adding a slice costs that slice's work, and the merges, amortised about a
-    slice's partial times the levels, are paid here, one compaction at a time (pool ``map_tile_runs``, and
-    a file lock). Tiles are the same before and after: a partial no run holds is read by itself. A
-    version not served yet is compacted once it is (its last slice's ``map_tiles`` comes after the switch).
+    slice's partial times the levels, are paid here, one compaction at a time (the map's pool
+    ``map_tile_runs``, :attr:`MapNames.tile_runs_pool`, and a file lock). Tiles are the same before and
+    after: a partial no run holds is read by itself. A version not served yet is compacted once it is (its last slice's ``map_tiles`` comes after the switch).
     """
     wh = warehouse.warehouse()
     version = published_embeddings(wh).get("current")
@@ -64,8 +59,17 @@ def map_tile_runs(context: dg.AssetExecutionContext, config: MapTileRunsConfig, 
         "path": dg.MetadataValue.path(str(wh.embeddings_dir(version) / TILES_DIR / RUNS))})
 
 
-compact_job = dg.define_asset_job(
-    COMPACT_JOB,
-    selection=dg.AssetSelection.assets(map_tile_runs),
-    description="Merge the served version's partial tiles in levels, so a tile reads a few files.",
-)
+@functools.cache
+def map_tile_runs_definitions(names: MapNames) -> dg.Definitions:
+    """The map's ``map_tile_runs`` (unpartitioned, after its ``map_tiles``, in its one-slot pool) and its
+    job ``compact_tiles``."""
+    asset = map_asset(names, "map_tile_runs", compute_map_tile_runs, group=MAPS, deps=("map_tiles",),
+                      kinds={"parquet", "duckdb"}, pool=names.tile_runs_pool, automation_condition=AFTER_NEW_PARTIALS)
+    job = dg.define_asset_job(names.job("compact_tiles"), selection=dg.AssetSelection.assets(asset),
+                              description="Merge the served version's partial tiles in levels, so a tile reads a few files.")
+    return dg.Definitions(assets=[asset], jobs=[job])
+
+
+definitions = map_tile_runs_definitions
+(map_tile_runs,) = map_tile_runs_definitions(DEFAULT_NAMES).assets
+(compact_job,) = map_tile_runs_definitions(DEFAULT_NAMES).jobs

@@ -1,14 +1,16 @@
 """``map_tiles``: one slice's share of its model version's tile pyramid (:mod:`umap_assets.tiles`)."""
 
+import functools
+
 import dagster as dg
 from pydantic import Field
 
 from ..history import latest, metadata_of
 from ..spatial import version_frame
 from ..tiles import MAX_ZOOM, merge_low_zooms, tiled_keys, write_partial_tiles
-from .embeddings import embeddings
+from ..map_names import DEFAULT_NAMES, MapNames
+from .binding import map_asset
 from .groups import MAPS
-from .partitions import slices_partitions
 from .resources import WarehouseResource
 
 
@@ -18,14 +20,8 @@ class MapTilesConfig(dg.Config):
     max_zoom: int = Field(MAX_ZOOM, ge=0, le=12)
 
 
-@dg.asset(
-    partitions_def=slices_partitions,
-    deps=[embeddings],
-    group_name=MAPS,
-    kinds={"parquet", "duckdb"},
-    automation_condition=dg.AutomationCondition.eager(),
-)
-def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def compute_map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehouse: WarehouseResource,
+                      names: MapNames) -> dg.MaterializeResult:
     """The density of one slice's rows at zoom levels 0..``max_zoom``, per label, as its partial of the
     version's tile pyramid: ``embeddings/<version>/tiles/<key>.parquet`` (``z, tx, ty, bx, by, label,
     count``: only the bins it fills), written atomically.
@@ -41,7 +37,7 @@ def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehou
     """
     key = context.partition_key
     wh = warehouse.warehouse()
-    version = metadata_of(latest(context.instance, "embeddings", key), "artifact_version")
+    version = metadata_of(latest(context.instance, names.asset_key("embeddings"), key), "artifact_version")
     source = wh.embeddings_path(version, key) if version else None
     if source is None or not source.exists():
         raise dg.Failure(f"slice '{key}': no embeddings file to tile{f' at {source}' if source else ''}; "
@@ -57,3 +53,15 @@ def map_tiles(context: dg.AssetExecutionContext, config: MapTilesConfig, warehou
                   "path": dg.MetadataValue.path(str(source.parent / "tiles" / source.name))},
         data_version=dg.DataVersion(f"{version}:{key}:{config.max_zoom}"),
     )
+
+
+@functools.cache
+def map_tiles_definitions(names: MapNames) -> dg.Definitions:
+    """The map's ``map_tiles`` (per slice, built by automation after its ``embeddings``)."""
+    return dg.Definitions(assets=[map_asset(names, "map_tiles", compute_map_tiles, group=MAPS, deps=("embeddings",),
+                                            partitioned=True, kinds={"parquet", "duckdb"},
+                                            automation_condition=dg.AutomationCondition.eager())])
+
+
+definitions = map_tiles_definitions
+(map_tiles,) = map_tiles_definitions(DEFAULT_NAMES).assets

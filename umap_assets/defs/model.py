@@ -5,6 +5,7 @@ by the number of rows in the slices. The numerics live in :mod:`umap_assets.nume
 functions only read inputs, call them, write outputs and report metadata.
 """
 
+import functools
 import time
 
 import dagster as dg
@@ -29,11 +30,10 @@ from ..training import (align_layout, anchored_distillation_targets, artifact_co
                         coverage_calibration_rows, distillation_set, loss_table)
 from ..warehouse import write_table
 from ..warmup import cache_umap_kernels
-from .ingest import samples
+from ..map_names import DEFAULT_NAMES, MapNames
+from .binding import map_asset
+from .groups import TRAINING
 from .resources import Seed, WarehouseResource, config_fields
-from .groups import TRAINING, TRAINING_POOL
-
-GROUP = TRAINING
 
 
 class CoresetConfig(dg.Config):
@@ -64,8 +64,7 @@ def check_enough_rows(n_train: int, n_validation: int) -> None:
         )
 
 
-@dg.asset(deps=[samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"parquet", "numpy"})
-def coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource,
+def compute_coreset(context: dg.AssetExecutionContext, config: CoresetConfig, warehouse: WarehouseResource,
             seed: Seed) -> dg.MaterializeResult:
     """A representative subset of the training rows of all samples (never validation rows).
 
@@ -158,8 +157,7 @@ class TeacherConfig(dg.Config):
     init_from_served: bool = False
 
 
-@dg.asset(deps=[coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"umap", "numpy"})
-def teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource,
+def compute_teacher(context: dg.AssetExecutionContext, config: TeacherConfig, warehouse: WarehouseResource,
             seed: Seed) -> dg.MaterializeResult:
     """umap-learn's ``UMAP`` fitted on the coreset, kept as a :class:`~umap_assets.records.Teacher`
     record (its layout, fuzzy graph, ``a``, ``b``, parameters and rows: no pickled estimator),
@@ -281,9 +279,9 @@ StudentTrainingConfig = pydantic.create_model("StudentTrainingConfig", __base__=
                                                                                    leave_out=("seed",)))
 
 
-@dg.asset(deps=[teacher, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"pytorch", "numpy"})
-def student(
-    context: dg.AssetExecutionContext, config: StudentTrainingConfig, warehouse: WarehouseResource, seed: Seed
+def compute_student(
+    context: dg.AssetExecutionContext, config: StudentTrainingConfig, warehouse: WarehouseResource, seed: Seed,
+    names: MapNames,
 ) -> dg.MaterializeResult:
     """A torch MLP distilled from the teacher with the parametric-UMAP loss plus a coordinate term,
     kept as a :class:`~umap_assets.records.Student` record (``models/students/<version>.npz``).
@@ -295,7 +293,7 @@ def student(
     (``anchor_weight``), and the teacher's alignment is folded into its output layer.
     """
     store = warehouse.store()
-    teacher_record = store.teacher(upstream_version(context.instance, "teacher", context.run.run_id))
+    teacher_record = store.teacher(upstream_version(context.instance, names.asset_key("teacher"), context.run.run_id))
     started = time.perf_counter()
     X, Y, uids = distillation_set(warehouse.warehouse(), teacher_record, extra_rows=config.extra_rows,
                                   min_rows=config.min_rows, seed=seed.value)
@@ -345,9 +343,9 @@ class ArtifactConfig(dg.Config):
     coverage_rows: int = Field(5_000, ge=1)  # validation rows that calibrate the landmarks' distances
 
 
-@dg.asset(deps=[student, coreset, samples], group_name=GROUP, pool=TRAINING_POOL, kinds={"numpy"})
-def artifact(
-    context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource, seed: Seed
+def compute_artifact(
+    context: dg.AssetExecutionContext, config: ArtifactConfig, warehouse: WarehouseResource, seed: Seed,
+    names: MapNames,
 ) -> dg.MaterializeResult:
     """The compressed student: int8-quantized in groups of 32 inputs (output layer float32),
     optionally pruned, with input normalisation and output scaling folded in.
@@ -362,7 +360,7 @@ def artifact(
     """
     started = time.perf_counter()
     store = warehouse.store()
-    record = store.student(upstream_version(context.instance, "student", context.run.run_id))
+    record = store.student(upstream_version(context.instance, names.asset_key("student"), context.run.run_id))
     result = record.result()
     if config.sparsity > 0 and config.finetune_steps > 0:
         X = feature_rows(read_sample_rows(warehouse.warehouse(), "train", uids=record.uids).table)
@@ -406,3 +404,18 @@ def artifact(
         },
         data_version=dg.DataVersion(version),
     )
+
+
+@functools.cache
+def model_definitions(names: MapNames) -> dg.Definitions:
+    """The map's training chain, each asset in the map's one-slot training pool."""
+    chain = (("coreset", compute_coreset, ("samples",), {"parquet", "numpy"}),
+             ("teacher", compute_teacher, ("coreset", "samples"), {"umap", "numpy"}),
+             ("student", compute_student, ("teacher", "samples"), {"pytorch", "numpy"}),
+             ("artifact", compute_artifact, ("student", "coreset", "samples"), {"numpy"}))
+    return dg.Definitions(assets=[map_asset(names, asset, fn, group=TRAINING, deps=deps, training=True, kinds=kinds)
+                                  for asset, fn, deps, kinds in chain])
+
+
+definitions = model_definitions
+coreset, teacher, student, artifact = model_definitions(DEFAULT_NAMES).assets

@@ -138,6 +138,10 @@ class Runner:
     def __post_init__(self):
         planner.limit_training(self.instance, self.names)
 
+    def op_config(self, op: str, config_class: type[dg.Config]) -> dg.Config:
+        """The ``--config`` run config's ``ops: {<op>: {config: ...}}`` as ``config_class`` (its defaults where absent)."""
+        return config_class(**(((self.config or {}).get("ops") or {}).get(op) or {}).get("config", {}))
+
     def recover_dead_runs(self) -> int:
         """Mark runs whose launching process died (killed mid-write) as failed, and free their
         concurrency-pool slots; they would otherwise show as running forever and hold their slots."""
@@ -345,8 +349,7 @@ def _embed(run: Runner, layout: Layout, keys: list[str]) -> None:
             run.execute(steps[key])
     status = map_status(wh, served, keys)
     if not status.stale and status.view != served:  # every file is there, but no embedding ran to publish them
-        config = EmbeddingsConfig(**(((run.config or {}).get("ops") or {}).get("embeddings") or {}).get("config", {}))
-        publish_embeddings(wh, served, keys, keep=config.keep_versions)
+        publish_embeddings(wh, served, keys, keep=run.op_config("embeddings", EmbeddingsConfig).keep_versions)
         status = map_status(wh, served, keys)
     run.say(f"  {status.line()}")
     if not status.complete:
@@ -361,8 +364,8 @@ def _compact(run: Runner, wh) -> None:
     from .warehouse import published_embeddings
 
     version = published_embeddings(wh).get("current")
-    config = MapTileRunsConfig(**(((run.config or {}).get("ops") or {}).get("map_tile_runs") or {}).get("config", {}))
-    step = planner.plan_compaction(wh.embeddings_dir(version) if version else None, config.fanout, names=run.names)
+    fanout = run.op_config("map_tile_runs", MapTileRunsConfig).fanout
+    step = planner.plan_compaction(wh.embeddings_dir(version) if version else None, fanout, names=run.names)
     run.say("compact: the served version's tiles, merged in levels")
     if step is None:
         run.say("  up to date  map_tile_runs")

@@ -47,6 +47,17 @@ class ColumnsModel(dg.Resolvable, dg.Model):
     carry: list[str] = []
 
 
+class SourceModel(dg.Resolvable, dg.Model):
+    """Where the map's slice files come from (:mod:`umap_assets.sources`): ``path``, a folder or any URL that
+    fsspec opens (``s3://bucket/vectors``; default ``<home>/incoming``), the ``storage_options`` of its
+    filesystem (``endpoint_url``, credentials: ``{{ env.NAME }}``), and ``asset``, the key (``a/b``) of an
+    asset of your project that writes its Parquet files there: ``raw_slices`` then depends on it."""
+
+    path: str | None = None
+    storage_options: dict[str, str] = {}
+    asset: str | None = None
+
+
 class UmapMapScaffolder(dg.Scaffolder):
     """Writes a ``defs.yaml`` naming the map after its folder, with today's defaults to fill in."""
 
@@ -63,6 +74,10 @@ def scaffold_yaml(type_name: str, folder: str) -> str:
         attributes:
           name: {name}                 # prefixes the map's asset keys, jobs, sensors, schedules, pools and tags
           home: data/{name}            # the map's home: its incoming/ folder, warehouse and models
+          source:
+            path: null                 # default <home>/incoming; or a folder or URL: s3://bucket/{name}/
+            storage_options: {{}}        # the filesystem's options: endpoint_url, key, secret
+            asset: null                # the key of your asset that writes the Parquet files there
           columns:
             id_column: id
             features_column: features  # or feature_columns: [f0, f1, ...]
@@ -82,7 +97,7 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
 
     name: str = DEFAULT_MAP
     home: str | None = None  # None: $UMAP_ASSETS_HOME, else ./data
-    source: str | None = None  # None: <home>/incoming
+    source: SourceModel = SourceModel()
     columns: ColumnsModel = ColumnsModel()
     seed: int = Field(0, ge=0, le=2**32 - 1)
     quality_gates: dict[str, float] = {}
@@ -95,19 +110,24 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         names = self.names()
-        self._refuse_unwired_source()
         wiring = map_definitions(names)
         return dg.Definitions(
-            assets=wiring.assets, asset_checks=wiring.asset_checks, jobs=wiring.jobs,
+            assets=[self._with_source_asset(names, a) for a in wiring.assets], asset_checks=wiring.asset_checks, jobs=wiring.jobs,
             sensors=[_with_status(s, s.name in {names.sensor(n) for n in self.sensors_on}) for s in wiring.sensors],
             schedules=[_with_status(s, s.name in {names.schedule(n) for n in self.schedules_on})
                        for s in wiring.schedules],
             resources=self.resources(names))
 
-    def _refuse_unwired_source(self) -> None:
-        if self.source is not None:
+    def _with_source_asset(self, names: MapNames, asset):
+        """``raw_slices`` with a dependency on the asset whose files are the source, when there is one."""
+        if self.source.asset is None or names.asset_key("raw_slices") not in getattr(asset, "keys", ()):
+            return asset
+        if self.source.path is None:
             raise dg.DagsterInvalidDefinitionError(
-                f"UmapMap '{self.name}': source {self.source!r}: only <home>/incoming is read so far; leave source unset")
+                f"UmapMap '{self.name}': source.asset {self.source.asset!r}: set source.path to the folder where "
+                "that asset writes its Parquet files")
+        upstream = dg.AssetKey.from_user_string(self.source.asset)
+        return asset.map_asset_specs(lambda spec: spec.merge_attributes(deps=[upstream]))
 
     def resources(self, names: MapNames) -> dict:
         from .defs.resources import (LocalEmbedding, QualityGates, Seed, SliceContract, SparkEmbedding,
@@ -121,7 +141,9 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
                                        if v is not None})
         else:
             engine = LocalEmbedding(**({"chunk_rows": self.engine.chunk_rows} if self.engine.chunk_rows else {}))
-        made = {"warehouse": WarehouseResource(home=self.home), "contract": SliceContract(**columns),
+        made = {"warehouse": WarehouseResource(home=self.home, source=self.source.path,
+                                               source_options=self.source.storage_options,
+                                               source_asset=self.source.asset), "contract": SliceContract(**columns),
                 "seed": Seed(value=self.seed), "quality_gates": QualityGates(**self.quality_gates),
                 "embedding_engine": engine}
         return {names.resource_key(key): resource for key, resource in made.items()}

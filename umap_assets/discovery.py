@@ -1,8 +1,9 @@
-"""Slice discovery: which files in ``<home>/incoming`` to ingest. The one path that ``new_slices_sensor``
+"""Slice discovery: which files of a map's source (``<home>/incoming`` by default, or any folder of
+:mod:`umap_assets.sources`) to ingest. The one path that ``new_slices_sensor``
 and ``umap-assets run`` share, so neither redoes nor skips the other's work.
 
-A file is known by its identity (:func:`umap_assets.contract.file_identity`: its size and a hash of
-its whole content), never by its modification time, so ``cp -p``, ``rsync -t`` and renames of old
+A file is known by its identity (:meth:`umap_assets.sources.Source.look`: its size and a hash of its
+whole content, or in an object store its size, the store's checksum and a hash of its footer), never by its modification time, so ``cp -p``, ``rsync -t`` and renames of old
 files are seen like any other. A file is *ready* when it is a complete Parquet file and its identity
 is the same as at the previous look. A slice's life (docs/robustness.md, issue 30):
 
@@ -10,8 +11,8 @@ is the same as at the previous look. A slice's life (docs/robustness.md, issue 3
 - a known name with new content (replaced in place): ingested again, its rows replace the old ones;
 - a new name with the content of a slice whose file is gone (renamed): that slice, up to date;
 - a new name with the content of a slice whose file is still there (a copy): not ingested, one line;
-- a file deleted from ``incoming``: its slice stays in the home (the slices of the home are the
-  ``slices`` partitions, never the files of ``incoming``); ``umap-assets remove`` removes one.
+- a file deleted from the source: its slice stays in the home (the slices of the home are the
+  ``slices`` partitions, never the files of the source); ``umap-assets remove`` removes one.
 
 A file whose ingest broke the data contract waits until it changes; any other failure (a kill, a
 full disk, a read-only home) leaves it eligible. The only state kept between looks is the identity
@@ -21,15 +22,14 @@ of each file not yet handed on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 
-from .atomic import is_temp_name
-from .contract import file_identity, partition_key_for
+from .contract import partition_key_for
 from .errors import is_contract_violation, root_cause
 from .history import latest_metadata, materializations, metadata_of
 from .map_names import DEFAULT_NAMES, MapNames
+from .sources import Source
 
 #: The default map's dynamic partitions: one per slice file (a map's own: ``MapNames.partitions``).
 SLICES = DEFAULT_NAMES.partitions
@@ -62,14 +62,17 @@ def home_identities(instance: dg.DagsterInstance, names: MapNames = DEFAULT_NAME
 
 @dataclass(frozen=True)
 class SliceFile:
+    """A file of the map's source: its slice's key, its name, where it is (a path or URL) and its identity."""
+
     key: str
-    path: Path
+    name: str
+    where: str
     identity: str
 
 
 @dataclass
 class Discovery:
-    """One look at ``incoming``: what to ingest now, what waits, what is done, what is refused."""
+    """One look at the source: what to ingest now, what waits, what is done, what is refused."""
 
     ready: list[SliceFile] = field(default_factory=list)
     waiting: dict[str, str] = field(default_factory=dict)  # name -> identity ("" while incomplete)
@@ -81,42 +84,8 @@ class Discovery:
     def seen(self) -> dict[str, str]:
         """Identities to compare with at the next look: the files not yet handed on (small)."""
         return {name: ident for name, ident in self.waiting.items() if ident} | {
-            f.path.name: f.identity for f in self.ready
+            f.name: f.identity for f in self.ready
         }
-
-
-#: Identities already computed, by the file's (path, size, inode, mtime, ctime): a file is hashed
-#: again only when it is written (any write moves its ctime, which no tool can set back).
-_IDENTITIES: dict[tuple, str | None] = {}
-
-
-def _identity(path: Path) -> str | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    stamp = (str(path), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
-    if stamp not in _IDENTITIES:
-        if len(_IDENTITIES) > 10_000:
-            _IDENTITIES.clear()
-        _IDENTITIES[stamp] = file_identity(path)
-    return _IDENTITIES[stamp]
-
-
-def look(incoming: Path) -> dict[str, str | None]:
-    """Name -> identity of each candidate slice file (``None`` while it is not a complete Parquet file)."""
-    if not incoming.is_dir():
-        return {}
-    return {
-        p.name: _identity(p)
-        for p in sorted(incoming.iterdir())
-        if p.name.endswith(".parquet") and not p.name.startswith(".") and not is_temp_name(p.name) and p.is_file()
-    }
-
-
-def files_for_key(incoming: Path, key: str) -> list[Path]:
-    """The files of ``incoming`` whose partition key is ``key`` (one, unless two names collide)."""
-    return [p for p in sorted(incoming.glob("*.parquet")) if not is_temp_name(p.name) and partition_key_for(p) == key]
 
 
 def rejection(instance: dg.DagsterInstance, key: str, identity: str, names: MapNames = DEFAULT_NAMES) -> str | None:
@@ -154,17 +123,17 @@ def retry_after(failed: int) -> float:
 
 
 def discover_slices(
-    instance: dg.DagsterInstance, incoming: Path, previous: dict[str, str], *, force: bool = False,
+    instance: dg.DagsterInstance, source: Source, previous: dict[str, str], *, force: bool = False,
     names: MapNames = DEFAULT_NAMES,
 ) -> Discovery:
-    """Sort the files of ``incoming`` into ready, waiting, up to date, copies and rejected.
+    """Sort the files of the map's ``source`` into ready, waiting, up to date, copies and rejected.
 
     ``previous`` holds the identities of the previous look (:meth:`Discovery.seen`). ``force``
     re-ingests files that are up to date or were rejected (a copy or a renamed file stays one).
     """
     found = Discovery()
-    files = look(incoming)
-    keys = {name: partition_key_for(incoming / name) for name in files}
+    files = source.look()
+    keys = {name: partition_key_for(name) for name in files}
     home = home_identities(instance, names)
     claimed: dict[str, str] = {}  # identity -> key of the first file of this look with it
     owner: dict[str, str] = {}
@@ -176,7 +145,7 @@ def discover_slices(
         if identity is None:
             found.waiting[name] = ""  # still being written
             continue
-        item = SliceFile(key, incoming / name, identity)
+        item = SliceFile(key, name, source.where(name), identity)
         same = home.get(identity, claimed.setdefault(identity, key))
         if same != key:
             _same_content(found, item, same, set(keys.values()))
@@ -193,14 +162,14 @@ def discover_slices(
 
 def _same_content(found: Discovery, item: SliceFile, slice_key: str, present: set[str]) -> None:
     """``item`` holds the content of slice ``slice_key``: a copy while that slice's own file is in
-    ``incoming``, else the same slice renamed (up to date under its first key)."""
+    the source, else the same slice renamed (up to date under its first key)."""
     if slice_key in present:
-        found.copies[item.path.name] = slice_key
+        found.copies[item.name] = slice_key
     else:
-        found.renamed[item.path.name] = slice_key
-        found.up_to_date.append(SliceFile(slice_key, item.path, item.identity))
+        found.renamed[item.name] = slice_key
+        found.up_to_date.append(SliceFile(slice_key, item.name, item.where, item.identity))
 
 
 def ingest_tags(item: SliceFile, names: MapNames = DEFAULT_NAMES) -> dict[str, str]:
     """Tags of a run of the map ``names`` that ingests ``item``."""
-    return {names.tag("source"): str(item.path), names.tag("source_identity"): item.identity}
+    return {names.tag("source"): item.where, names.tag("source_identity"): item.identity}

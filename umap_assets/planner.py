@@ -29,6 +29,7 @@ import dagster as dg
 from .discovery import discover_slices, failed_attempts, ingest_tags, retry_after
 from .history import latest, materializations, metadata_of
 from .map_names import DEFAULT_NAMES, MapNames
+from .sources import Source
 
 INGEST_JOB, TRAIN_JOB, EMBED_JOB, REMOVE_JOB = (DEFAULT_NAMES.job(j) for j in ("ingest_slice", "train_model", "embed_slice",
                                                                           "remove_slice"))
@@ -73,31 +74,31 @@ class IngestPlan:
     renamed: dict[str, str] = field(default_factory=dict)  # file name -> key of the slice it is
 
 
-def plan_ingest(instance: dg.DagsterInstance, incoming: Path, previous: dict[str, str], *,
+def plan_ingest(instance: dg.DagsterInstance, source: Source, previous: dict[str, str], *,
                 force: bool = False, resume: bool = False, now: float | None = None,
                 names: MapNames = DEFAULT_NAMES) -> IngestPlan:
-    """The files of ``incoming`` to ingest now: complete, unchanged since the look ``previous``, not
+    """The files of the map's ``source`` to ingest now: complete, unchanged since the look ``previous``, not
     ingested with this content, not rejected with it, and not being ingested by a run in progress.
     ``resume`` (``umap-assets run``) also ingests again a file whose rows landed but whose samples
     never did (a run killed in between; the sensor's run keys leave such a file to an explicit
     ``umap-assets run``), and retries a file whose ingest failed for the machine at once; the sensor
     waits :func:`~umap_assets.discovery.retry_after` first (``now``: the time, for tests)."""
-    found = discover_slices(instance, incoming, previous, force=force, names=names)
+    found = discover_slices(instance, source, previous, force=force, names=names)
     running = {(r.tags.get("dagster/partition"), r.tags.get(names.tag("source_identity")))
                for r in _in_progress(instance, names.job("ingest_slice"))}
     ready = [f for f in found.ready if (f.key, f.identity) not in running]
     known = set(instance.get_dynamic_partitions(names.partitions))
     up_to_date = {}
     for item in found.up_to_date:
-        if not resume or item.path.name in found.renamed or latest(instance, names.asset_key("samples"), item.key) is not None:
-            up_to_date[item.key] = item.path.name
+        if not resume or item.name in found.renamed or latest(instance, names.asset_key("samples"), item.key) is not None:
+            up_to_date[item.key] = item.name
         elif (item.key, item.identity) not in running:
             ready.append(item)  # its samples never landed: ingest again
     steps = []
     for f in ready:
         failed, ended = failed_attempts(instance, f.key, f.identity, names)
         if resume or (time.time() if now is None else now) >= ended + retry_after(failed):
-            steps.append(Step(names.job("ingest_slice"), f.path.name, partition=f.key, tags=ingest_tags(f, names),
+            steps.append(Step(names.job("ingest_slice"), f.name, partition=f.key, tags=ingest_tags(f, names),
                               run_key=f"{f.key}:{f.identity}" + (f":retry-{failed}" if failed else ""), names=names))
     started = {s.partition for s in steps}
     ready = [f for f in ready if f.key in started]

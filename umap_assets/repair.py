@@ -5,7 +5,7 @@
 - ``warehouse.duckdb`` missing or damaged: rebuilt from the catalogue records and the published
   embeddings (:func:`rebuild_catalog`); it holds nothing else.
 - A damaged Parquet file of the warehouse (:func:`umap_assets.integrity.find_damage`): a slice is
-  ingested again from its file in ``incoming/`` (:func:`plan_repairs`), or named when that file is gone;
+  ingested again from its file in the map's source (:func:`plan_repairs`), or named when that file is gone;
   a sample is drawn again from its slice; an embeddings file is deleted, and embedded again with the
   rest of the map.
 
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from .contract import file_identity
 from .history import latest_metadata
 from .home import Layout
 from .integrity import find_damage
 from .model_store import ModelStore
 from .map_names import DEFAULT_NAMES, MapNames
 from .planner import Step
+from .sources import Source
 from .warehouse import CATALOG, Warehouse, home_relative, publish_catalog, published_embeddings, record_slice
 
 
@@ -78,8 +78,8 @@ def restore_records(instance: dg.DagsterInstance, layout: Layout, names: MapName
         record_slice(wh, key, {"rows": meta.get("dagster/row_count"), "dim": meta.get("dimensions"),
                                "bytes": meta.get("bytes"), "label_counts": meta.get("label_counts") or {},
                                "path": home_relative(wh.table_path("raw_slices", key), layout.home),
-                               "source": home_relative(layout.incoming / Path(meta.get("source") or f"{key}.parquet").name,
-                                                        layout.home)})
+                               "source": _as_recorded(meta.get("source") or str(layout.incoming / f"{key}.parquet"),
+                                                      layout.home)})
         restored.append(key)
     if not restored:
         return ""
@@ -87,16 +87,13 @@ def restore_records(instance: dg.DagsterInstance, layout: Layout, names: MapName
     return f"restored the catalogue records of {len(restored)} slice(s) from the Dagster history ({', '.join(restored[:5])})"
 
 
-def source_of(incoming: Path, key: str) -> Path | None:
-    """The file in ``incoming`` whose partition key is ``key``, if exactly one is there."""
-    from .discovery import files_for_key
-
-    found = files_for_key(incoming, key)
-    return found[0] if len(found) == 1 else None
+def _as_recorded(source: str, home: Path) -> str:
+    """A ``raw_slices`` materialization's ``source`` (a path or URL) as the catalogue records it."""
+    return source if "://" in source else home_relative(Path(source), home)
 
 
-def plan_repairs(layout: Layout, served: str | None, names: MapNames = DEFAULT_NAMES) -> RepairPlan:
-    """Find the damaged warehouse files and say how each is re-derived (or why it cannot be)."""
+def plan_repairs(layout: Layout, served: str | None, source: Source, names: MapNames = DEFAULT_NAMES) -> RepairPlan:
+    """Find the damaged warehouse files and say how each is re-derived from the map's ``source`` (or why it cannot be)."""
     from .discovery import SliceFile, ingest_tags
 
     wh, plan, ingest = Warehouse.of(layout), RepairPlan(), names.job("ingest_slice")
@@ -105,14 +102,14 @@ def plan_repairs(layout: Layout, served: str | None, names: MapNames = DEFAULT_N
     for d in damage:
         line = d.line(layout.home)
         if d.table == "raw_slices":
-            source = source_of(layout.incoming, d.key)
-            if source is None:
-                plan.named[f"raw_slices[{d.key}]"] = (f"{line}; its file is no longer in {home_relative(layout.incoming, layout.home)}"
-                                                      "/: put it back there to ingest it again")
+            found = source.names_for_key(d.key)
+            if len(found) != 1:
+                plan.named[f"raw_slices[{d.key}]"] = (f"{line}; its file is no longer in {source}"
+                                                      ": put it back there to ingest it again")
                 continue
-            plan.notes.append(f"{line}; ingesting it again from {source.name}")
-            item = SliceFile(d.key, source, file_identity(source) or "")
-            plan.steps.append(Step(ingest, f"{source.name} (again: its warehouse copy was damaged)", partition=d.key,
+            plan.notes.append(f"{line}; ingesting it again from {found[0]}")
+            item = SliceFile(d.key, found[0], source.where(found[0]), source.look().get(found[0]) or "")
+            plan.steps.append(Step(ingest, f"{found[0]} (again: its warehouse copy was damaged)", partition=d.key,
                                    tags=ingest_tags(item, names), names=names))
         elif d.table == "samples" and d.key not in reingest:
             plan.notes.append(f"{line}; drawing it again from its slice")

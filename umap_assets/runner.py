@@ -19,6 +19,7 @@ from .errors import NOTICE, root_cause
 from .history import latest
 from .home import Layout, prepare_instance_home
 from .planner import LAUNCHER_TAG, Step, launcher
+from .sources import Source, local_source
 
 #: Keep Dagster's per-event DEBUG lines out of the terminal; the runs are in the UI in full.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -251,6 +252,14 @@ def map_home(defs: dg.Definitions, names: MapNames, home: str | None) -> str | N
     return home if home is not None else getattr(warehouse, "home", None)
 
 
+def map_source(defs: dg.Definitions, names: MapNames, layout: Layout) -> Source:
+    """Where the map's slice files come from: its ``UmapMap``'s ``source``, else ``incoming/`` of ``layout``."""
+    from .defs.resources import WarehouseResource
+
+    warehouse = (defs.resources or {}).get(names.resource_key("warehouse"))
+    return warehouse.slice_source(layout) if isinstance(warehouse, WarehouseResource) else local_source(layout.incoming)
+
+
 def for_map(config: dict | None, names: MapNames) -> dict | None:
     """``--config`` as the map's run config: its ``ops`` and ``resources`` named as the map names them."""
     if not config or names.is_default:
@@ -263,7 +272,7 @@ def for_map(config: dict | None, names: MapNames) -> dict | None:
 def run_pipeline(home: str | None = None, *, say=print, force: bool = False, retrain: bool = False,
                  config: dict | None = None, until: str = "embed", map_name: str = DEFAULT_MAP,
                  defs: dg.Definitions | None = None) -> RunSummary:
-    """Plan, execute, plan again until nothing is left: ingest the files of ``<home>/incoming``, train
+    """Plan, execute, plan again until nothing is left: ingest the files of the map's source, train
     when :func:`~umap_assets.planner.plan_training` says so (or ``retrain``), embed the stale slices.
 
     Every decision is :mod:`umap_assets.planner`'s, the sensors' own; the runs go to the home's
@@ -286,10 +295,11 @@ def run_pipeline(home: str | None = None, *, say=print, force: bool = False, ret
             raise Busy(f"another `umap-assets run` is using {layout.home}; wait for it to finish")
         if swept := sum(sweep_stale_temps(d) for d in layout.writable_dirs()):
             say(f"  removed {swept} temp file(s) left by killed writers")
-        _repair(run, layout)
+        source = map_source(defs, names, layout)
+        _repair(run, layout, source)
         # the CLI's cursor: the samples before this run are decided on, unless nothing is served yet
         handled = getattr(latest(instance, names.asset_key("samples")), "storage_id", 0) if _served(layout) else 0
-        _ingest(run, layout, force)
+        _ingest(run, source, force)
         keys = home_slices(instance, layout, names)
         if not keys:
             say("no slice was ingested; nothing to train on")
@@ -307,7 +317,7 @@ def home_slices(instance: dg.DagsterInstance, layout: Layout, names: MapNames = 
     return sorted(set(Warehouse.of(layout).keys("raw_slices")) & set(instance.get_dynamic_partitions(names.partitions)))
 
 
-def _repair(run: Runner, layout: Layout) -> None:
+def _repair(run: Runner, layout: Layout, source: Source) -> None:
     """Put the home's own files right before planning (:mod:`umap_assets.repair`): the served artifact,
     the DuckDB catalogue, and each damaged warehouse file, re-derived from its source or named."""
     from .integrity import rebuild_catalog
@@ -318,7 +328,7 @@ def _repair(run: Runner, layout: Layout) -> None:
                  rebuild_catalog(Warehouse.of(layout))):
         if line:
             run.say(f"  {line}")
-    plan = plan_repairs(layout, _served(layout), run.names)
+    plan = plan_repairs(layout, _served(layout), source, run.names)
     if plan.notes or plan.named:
         run.say("check: the warehouse files, each page against its checksum")
     for line in plan.notes:
@@ -373,12 +383,12 @@ def _compact(run: Runner, wh) -> None:
         run.execute(step)
 
 
-def _ingest(run: Runner, layout: Layout, force: bool) -> None:
-    """Look at ``incoming`` twice (a file must be unchanged between the looks) and ingest what the
-    planner finds ready; one line for each file of ``incoming``."""
+def _ingest(run: Runner, source: Source, force: bool) -> None:
+    """Look at the map's ``source`` twice (a file must be unchanged between the looks) and ingest what the
+    planner finds ready; one line for each file of the source."""
     previous = {}
     while True:
-        plan = planner.plan_ingest(run.instance, layout.incoming, previous, force=force, resume=True, names=run.names)
+        plan = planner.plan_ingest(run.instance, source, previous, force=force, resume=True, names=run.names)
         if plan.new_partitions:
             run.instance.add_dynamic_partitions(run.names.partitions, plan.new_partitions)
         if plan.steps:
@@ -389,7 +399,7 @@ def _ingest(run: Runner, layout: Layout, force: bool) -> None:
             break
         previous = plan.seen
         time.sleep(planner.LOOK_AGAIN_S)
-    run.say(f"{len(plan.steps) + len(plan.up_to_date)} slice file(s) in {layout.incoming}")
+    run.say(f"{len(plan.steps) + len(plan.up_to_date)} slice file(s) in {source}")
     for key, name in plan.up_to_date.items():
         run.summary.skipped.append(name)
         run.say(f"  up to date  {name}" + (f"  (slice '{key}', renamed)" if name in plan.renamed else ""))

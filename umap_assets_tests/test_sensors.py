@@ -6,6 +6,7 @@ import dagster as dg
 
 from umap_assets.contract import partition_key_for
 from umap_assets.discovery import discover_slices, ingest_tags
+from umap_assets.sources import local_source
 from umap_assets.defs.ingest import raw_slices
 from umap_assets.defs.resources import SliceContract, WarehouseResource
 from umap_assets.defs.sensors import new_slices_sensor
@@ -40,7 +41,7 @@ def test_new_files_become_partitions_and_runs_after_a_second_look(instance, layo
     assert len({r.run_key for r in result.run_requests}) == 2
 
     # once ingested, the files leave the cursor: the known keys live in the dynamic partitions
-    for item in discover_slices(instance, layout.incoming, json.loads(result.cursor)).ready:
+    for item in discover_slices(instance, local_source(layout.incoming), json.loads(result.cursor)).ready:
         assert _ingest(instance, layout, item).success
     again = _evaluate(instance, layout, result.cursor)
     assert again.run_requests == [] and not again.dynamic_partitions_requests
@@ -95,16 +96,16 @@ def test_odd_names_get_valid_unique_keys_and_affect_no_other_file(instance, layo
 def test_a_rejected_file_waits_until_it_changes(instance, layout):
     bad = make_slice(layout.incoming / "bad.parquet", dim=8)
     make_slice(layout.incoming / "aaa.parquet", dim=16)  # sorts first: the home's dimension is 16
-    first = discover_slices(instance, layout.incoming, {})
-    ready = discover_slices(instance, layout.incoming, first.seen()).ready
+    first = discover_slices(instance, local_source(layout.incoming), {})
+    ready = discover_slices(instance, local_source(layout.incoming), first.seen()).ready
     results = {item.key: _ingest(instance, layout, item) for item in ready}
     assert results["aaa"].success and not results["bad"].success
-    later = discover_slices(instance, layout.incoming, {})
+    later = discover_slices(instance, local_source(layout.incoming), {})
     assert [f.key for f in later.up_to_date] == ["aaa"] and later.ready == []
     assert "bad.parquet" in later.rejected and "dimension" in later.rejected["bad.parquet"]
     assert _evaluate(instance, layout, json.dumps(first.seen())).run_requests == []
     make_slice(bad, dim=16, seed=5)  # fixed: due again
-    fixed = discover_slices(instance, layout.incoming, discover_slices(instance, layout.incoming, {}).seen())
+    fixed = discover_slices(instance, local_source(layout.incoming), discover_slices(instance, local_source(layout.incoming), {}).seen())
     assert [f.key for f in fixed.ready] == ["bad"]
 
 

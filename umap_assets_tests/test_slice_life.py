@@ -240,6 +240,7 @@ def test_the_sensor_retries_after_a_failure_of_the_machine(instance, layout):
     from umap_assets.defs.resources import SliceContract, WarehouseResource
     from umap_assets.defs.sensors import new_slices_sensor
     from umap_assets.discovery import RETRY_WAIT_S, discover_slices, ingest_tags
+    from umap_assets.sources import local_source
     from umap_assets.planner import plan_ingest
 
     def evaluate(cursor=None):
@@ -253,7 +254,7 @@ def test_the_sensor_retries_after_a_failure_of_the_machine(instance, layout):
     blocker = layout.warehouse / "raw_slices" / "a.parquet"
     blocker.mkdir(parents=True)  # the rename into place fails: IsADirectoryError
     instance.add_dynamic_partitions("slices", ["a"])
-    item = discover_slices(instance, layout.incoming, {"a.parquet": first[0].tags["umap_assets/source_identity"]}).ready[0]
+    item = discover_slices(instance, local_source(layout.incoming), {"a.parquet": first[0].tags["umap_assets/source_identity"]}).ready[0]
     result = dg.materialize([raw_slices], partition_key="a", instance=instance, tags=ingest_tags(item),
                             raise_on_error=False,
                             resources={"warehouse": WarehouseResource(home=str(layout.home)), "contract": SliceContract()})
@@ -262,9 +263,9 @@ def test_the_sensor_retries_after_a_failure_of_the_machine(instance, layout):
     cursor = evaluate().cursor
     assert evaluate(cursor).run_requests == [], "the sensor waits a minute before it tries again"
     assert json.loads(evaluate(cursor).cursor) == {"a.parquet": item.identity}, "the file stays ready"
-    later = plan_ingest(instance, layout.incoming, json.loads(cursor), now=time.time() + RETRY_WAIT_S)
+    later = plan_ingest(instance, local_source(layout.incoming), json.loads(cursor), now=time.time() + RETRY_WAIT_S)
     assert [s.partition for s in later.steps] == ["a"] and later.steps[0].run_key == f"{first[0].run_key}:retry-1"
-    assert plan_ingest(instance, layout.incoming, json.loads(cursor), resume=True).steps, "the CLI retries at once"
+    assert plan_ingest(instance, local_source(layout.incoming), json.loads(cursor), resume=True).steps, "the CLI retries at once"
 
 
 def test_a_deleted_file_stays_and_a_removed_slice_leaves_the_map(tmp_path, capsys):

@@ -14,52 +14,54 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ..discovery import SOURCE_IDENTITY, files_for_key
-from ..contract import SliceError, features_matrix, file_identity, iter_chunks, parquet_reader, read_verified
+from ..discovery import SOURCE_IDENTITY
+from ..contract import SliceError, features_matrix, iter_chunks, parquet_reader, read_verified
 from ..errors import CONTRACT_VIOLATION, NOTICE, describe_os_error
 from ..home_contract import CONTRACT_FILE, HomeContract, check_slice, slice_facts
 from ..numerics.sampling import ClusterStrata, derive_seed, effective_rate, fit_rows, held_out_ids, stratified_sample
 from ..warehouse import home_relative, publish_catalog, record_slice, take_rows, write_canonical_slice, write_table
 from ..map_names import DEFAULT_NAMES, MapNames
+from ..sources import Source, source_record
 from .binding import map_asset
 from .groups import INGEST
 from .resources import Seed, SliceContract, WarehouseResource
 
 
-def find_incoming_file(incoming: Path, key: str) -> Path:
-    """The file in ``incoming`` whose partition key is ``key``."""
-    matches = files_for_key(incoming, key)
+def find_source_file(source: Source, key: str) -> str:
+    """The name of the file of the map's ``source`` whose partition key is ``key``."""
+    matches = source.names_for_key(key)
     if not matches:
-        raise dg.Failure(f"slice '{key}': no Parquet file in {incoming} has this partition key")
+        raise dg.Failure(f"slice '{key}': no Parquet file in {source} has this partition key")
     if len(matches) > 1:
-        raise dg.Failure(f"slice '{key}': several files map to this partition key: {[m.name for m in matches]}")
+        raise dg.Failure(f"slice '{key}': several files map to this partition key: {matches}")
     return matches[0]
 
 
 def compute_raw_slices(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, contract: SliceContract
 ) -> dg.MaterializeResult:
-    """One incoming slice, validated against the data contract and written in canonical form.
+    """One slice file of the map's source, validated against the data contract and written in canonical form.
 
     Canonical form: ``id`` (int64 or string), ``features`` (fixed-size list of float32) and
     ``label`` when present. A slice that breaks the contract fails with a message that names the
-    file and the problem, and nothing of it reaches the warehouse.
+    file and the problem, and nothing of it reaches the warehouse. A file in an object store is read
+    from a local copy checked against its identity (:meth:`~umap_assets.sources.Source.local_copy`).
     """
     key = context.partition_key
     layout = warehouse.layout()
     wh = warehouse.warehouse()
-    source = find_incoming_file(layout.incoming, key)
+    found = warehouse.slice_source(layout)
+    name = find_source_file(found, key)
     destination = wh.table_path("raw_slices", key)
     started = time.perf_counter()
-    with machine_failures(key, destination):
-        identity = file_identity(source)
-        summary = ingest_slice_file(key, source, destination, contract, layout.home / CONTRACT_FILE)
+    with machine_failures(key, destination), found.local_copy(name, layout.cache / "sources") as (source, identity):
+        summary = ingest_slice_file(key, source, destination, contract, layout.home / CONTRACT_FILE, found.where(name))
         if summary.refused is not None:
-            context.log.warning(summary.refused.line(source.name))
+            context.log.warning(summary.refused.line(name))
         size = destination.stat().st_size
         record_slice(wh, key, {
             "rows": summary.rows, "dim": summary.dim, "bytes": size, "label_counts": summary.label_counts,
-            "path": home_relative(destination, layout.home), "source": home_relative(source, layout.home),
+            "path": home_relative(destination, layout.home), "source": source_record(found, name, layout.home),
         })
         publish_catalog(wh)
     schema = pq.read_schema(destination)
@@ -68,7 +70,7 @@ def compute_raw_slices(
             "dagster/row_count": summary.rows,
             "dimensions": summary.dim,
             "bytes": size,
-            "source": dg.MetadataValue.path(str(source)),
+            "source": dg.MetadataValue.path(found.where(name)),
             SOURCE_IDENTITY: identity or "",
             "path": dg.MetadataValue.path(str(destination)),
             "label_counts": dg.MetadataValue.json(summary.label_counts),
@@ -78,14 +80,16 @@ def compute_raw_slices(
             ),
             "seconds": round(time.perf_counter() - started, 3),
             "refused_rows": summary.refused.count if summary.refused else 0,
-            **({NOTICE: summary.refused.line(source.name)} if summary.refused else {}),
+            **({NOTICE: summary.refused.line(name)} if summary.refused else {}),
         }
     )
 
 
-def ingest_slice_file(key: str, source: Path, destination: Path, contract: SliceContract, contract_path: Path):
+def ingest_slice_file(key: str, source: Path, destination: Path, contract: SliceContract, contract_path: Path,
+                      shown: str | None = None):
     """Validate ``source`` against the home contract and write it canonically, leaving out rows whose
-    ids are in another slice; a contract failure is a ``dg.Failure`` marked :data:`CONTRACT_VIOLATION`."""
+    ids are in another slice; a contract failure is a ``dg.Failure`` marked :data:`CONTRACT_VIOLATION`,
+    naming the file as ``shown`` (its path or URL in the map's source; default ``source``)."""
     try:
         home_contract, claimed = settle_contract(source, key, contract, contract_path)
         try:
@@ -96,8 +100,9 @@ def ingest_slice_file(key: str, source: Path, destination: Path, contract: Slice
                 contract_path.unlink(missing_ok=True)
             raise
     except SliceError as exc:
-        raise dg.Failure(description=f"slice '{key}' rejected: {exc}",
-                         metadata={"file": str(source), CONTRACT_VIOLATION: True}) from exc
+        shown = shown or str(source)
+        raise dg.Failure(description=f"slice '{key}' rejected: {Path(shown).name}: {exc.problem}",
+                         metadata={"file": shown, CONTRACT_VIOLATION: True}) from exc
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ import functools
 
 import dagster as dg
 
-from ..discovery import files_for_key
 from ..map_names import DEFAULT_NAMES, MapNames
 from ..warehouse import home_relative, remove_slice_files
 from .binding import bound, resource_keys
@@ -16,14 +15,14 @@ def remove_slice_rows(context: dg.OpExecutionContext, warehouse: WarehouseResour
     """Delete the slice's rows, sample, catalog record and embeddings, then its ``slices`` partition:
     its rows leave the samples (so the next model's training data) and the published map.
 
-    Refused while its file is still in ``incoming`` (the next look would ingest it again): move or
+    Refused while its file is still in the map's source (the next look would ingest it again): move or
     delete the file first. Its history stays in Dagster's event log.
     """
     key = context.partition_key
     layout = warehouse.layout()
-    present = files_for_key(layout.incoming, key)
-    if present:
-        raise dg.Failure(f"slice '{key}': its file {present[0].name} is still in {layout.incoming}; move or delete it "
+    source = warehouse.slice_source(layout)
+    if present := source.names_for_key(key):
+        raise dg.Failure(f"slice '{key}': its file {present[0]} is still in {source}; move or delete it "
                          "first, or the next run ingests it again")
     removed = remove_slice_files(warehouse.warehouse(), key)
     context.instance.delete_dynamic_partition(names.partitions, key)
@@ -38,7 +37,7 @@ def maintenance_definitions(names: MapNames) -> dg.Definitions:
     job = dg.GraphDefinition(name=names.job("remove_slice"), node_defs=[op]).to_job(
         partitions_def=slices_partitions_of(names),
         description="Remove one slice from the home (pick its partition): its rows leave the samples, the next "
-                    "model's training data and the published map. Its file must be gone from incoming/ first.")
+                    "model's training data and the published map. Its file must be gone from the map's source first.")
     return dg.Definitions(jobs=[job])
 
 

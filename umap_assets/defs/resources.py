@@ -14,19 +14,31 @@ from ..engines import Engine, LocalEngine, SparkEngine, engine_settings
 from ..home import Layout
 from ..home_contract import HomeContract
 from ..model_store import ModelStore
+from ..sources import Source
 from ..warehouse import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The project's home directory and the embedded warehouse under it.
+    """The map's home directory, the embedded warehouse under it, and where its slice files come from.
 
-    ``home`` defaults to ``$UMAP_ASSETS_HOME``, else ``./data``.
+    ``home`` defaults to ``$UMAP_ASSETS_HOME``, else ``./data``. ``source`` is a folder or any URL
+    that fsspec opens (``s3://bucket/vectors``), with ``source_options`` for its filesystem
+    (``endpoint_url``, credentials); it defaults to ``<home>/incoming``. ``source_asset`` names the
+    user's asset whose Parquet files land in ``source`` (:mod:`umap_assets.sources`).
     """
 
     home: str | None = None
+    source: str | None = None
+    source_options: dict[str, str] = {}
+    source_asset: str | None = None
 
     def layout(self) -> Layout:
         return Layout.at(self.home).ensure()
+
+    def slice_source(self, layout: Layout | None = None) -> Source:
+        """The folder the map's slices come from (``<home>/incoming`` of ``layout`` unless ``source`` is set)."""
+        folder = self.source or str((layout or self.layout()).incoming)
+        return Source(folder, dict(self.source_options), self.source_asset)
 
     def warehouse(self) -> Warehouse:
         return Warehouse.of(self.layout())

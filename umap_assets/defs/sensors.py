@@ -21,7 +21,7 @@ def evaluate_new_slices(context: dg.SensorEvaluationContext, warehouse: Warehous
     key is the partition and the file's identity, so one file version is never requested twice.
     """
     previous = json.loads(context.cursor) if context.cursor else {}
-    plan = plan_ingest(context.instance, warehouse.layout().incoming, previous, names=names)
+    plan = plan_ingest(context.instance, warehouse.slice_source(), previous, names=names)
     for name, reason in sorted(plan.rejected.items()):
         context.log.warning(f"{name}: {reason}")
     for name, line in sorted(plan.copies.items()):
@@ -40,7 +40,7 @@ def sensors_definitions(names: MapNames) -> dg.Definitions:
     sensor = dg.sensor(
         name=names.sensor("new_slices_sensor"), job_name=names.job("ingest_slice"), minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING, required_resource_keys=resource_keys(names, evaluate_new_slices),
-        description=f"Turns each new Parquet file in <home>/incoming into a `{names.partitions}` partition and ingests it.",
+        description=f"Turns each new Parquet file of the map's source (<home>/incoming by default) into a `{names.partitions}` partition and ingests it.",
     )(bound(names, evaluate_new_slices, sensor=True))
     return dg.Definitions(sensors=[sensor])
 

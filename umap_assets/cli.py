@@ -75,6 +75,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _home_of(args: argparse.Namespace) -> str | None:
+    """``--home`` when given, else the home of the map ``--map`` names (its ``UmapMap``'s), else the default home."""
+    if args.home is not None or args.map is None:
+        return args.home
+    from .runner import location_definitions, map_home, map_names
+
+    names = map_names(args.map)
+    return map_home(location_definitions(names), names, None)
+
+
 def _cmd_rollback(args: argparse.Namespace) -> int:
     if args.list:
         import dagster as dg
@@ -109,7 +119,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     engine = (LocalEngine(args.chunk_rows) if args.engine == LocalEngine.name
               else SparkEngine(args.spark_master, dict(args.spark_conf)))
     try:
-        stats = embed(engine, args.artifact, args.input, args.output, spec, models_dirs=(Layout.at(args.home).models,))
+        stats = embed(engine, args.artifact, args.input, args.output, spec, models_dirs=(Layout.at(_home_of(args)).models,))
     except (ArtifactError, SliceError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -145,7 +155,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
     from .map_server import MapUnavailable, serve
     from .warehouse import Warehouse
 
-    layout = Layout.at(args.home)
+    layout = Layout.at(_home_of(args))
     try:
         serve(Warehouse.of(layout), host=args.host, port=args.port,
               max_points=args.max_points, open_browser=not args.no_browser, public=args.public, token=args.token)
@@ -213,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--spark-master", default=SparkEngine.master,
                        help=f"Spark master URL (spark engine; default {SparkEngine.master})")
     embed.add_argument("--spark-conf", action="append", default=[], type=_key_value, metavar="KEY=VALUE", help="Spark setting, repeatable")
+    embed.add_argument("--map", default=None, help=MAP_HELP.replace("the map of", "the map whose models/ is protected, of"))
     add_slice_spec_arguments(embed)
     embed.set_defaults(func=_cmd_embed)
 
@@ -237,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--max-points", type=int, default=200_000, help="rows drawn as points, a seeded sample "
                          "(default 200,000); every row is drawn as density")
     explore.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
+    explore.add_argument("--map", default=None, help=MAP_HELP)
     explore.set_defaults(func=_cmd_map)
 
     ui = sub.add_parser("ui", help="run `dg dev` (the Dagster UI) on the instance under <home>/dagster")

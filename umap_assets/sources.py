@@ -81,6 +81,7 @@ class Source:
 
     def _listing(self) -> dict[str, dict]:
         """Name -> the store's entry of each candidate slice file (``*.parquet``, not hidden, not a temp file)."""
+        self.fs.invalidate_cache(self.root)  # a listing cached by an earlier look misses what others wrote since
         try:
             entries = self.fs.ls(self.root, detail=True)
         except FileNotFoundError:
@@ -125,8 +126,10 @@ class Source:
         staging.mkdir(parents=True, exist_ok=True)
         tmp, remote = temp_path_for(staging / name), f"{self.root}/{name}"
         try:
+            self.fs.invalidate_cache(self.root)
             before = content_checksum(self.fs.info(remote))
             self.fs.get_file(remote, str(tmp))
+            self.fs.invalidate_cache(self.root)
             if content_checksum(self.fs.info(remote)) != before:
                 raise SourceChanged(f"{self.where(name)}: changed while it was read; the next look reads it again")
             with open(tmp, "rb") as fh:

@@ -90,6 +90,10 @@ def test_an_s3_folder_knows_its_files_by_size_etag_and_footer(s3, tmp_path):
     put(fs, make_slice(tmp_path / "a2.parquet", n=300, seed=2), "maps/known/a.parquet")
     assert source.look()["a.parquet"] != first["a.parquet"]  # replaced in place: a new identity
     assert source.where("a.parquet") == "s3://maps/known/a.parquet" and source.names_for_key("copy") == ["copy.parquet"]
+    other_writer = boto3.client("s3", endpoint_url=s3["endpoint_url"], aws_access_key_id="test",
+                                aws_secret_access_key="test", region_name="us-east-1")
+    other_writer.put_object(Bucket="maps", Key="known/late.parquet", Body=(tmp_path / "a.parquet").read_bytes())
+    assert source.look()["late.parquet"] == first["a.parquet"]  # written by another client: no stale listing
 
 
 def test_a_store_without_checksums_gives_the_identity_of_the_whole_content(tmp_path):

@@ -178,7 +178,10 @@ def test_an_unknown_or_bad_map_is_refused_in_one_line(tmp_path, capsys):
 
     assert main(["run", "--map", "nope", "--home", str(tmp_path / "h")]) == 2
     assert main(["rollback", "--list", "--map", "Bad"]) == 2
+    assert main(["map", "--map", "nope", "--no-browser"]) == 2
+    assert main(["embed", "--map", "nope", "--artifact", "a.uart", "--input", "i.parquet", "--output", "o.parquet"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == ["error: --map: no map named 'nope' in this code location (maps: default)",
                    "error: map name 'Bad': expected a lowercase identifier (a-z, 0-9, _; no '__'), at most 40 "
-                   "characters, starting with a letter"]
+                   "characters, starting with a letter", "error: no map named 'nope' in this code location (maps: default)",
+                   "error: no map named 'nope' in this code location (maps: default)"]

@@ -110,6 +110,7 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         names = self.names()
+        self._checked_source()
         wiring = map_definitions(names)
         return dg.Definitions(
             assets=[self._with_source_asset(names, a) for a in wiring.assets], asset_checks=wiring.asset_checks, jobs=wiring.jobs,
@@ -128,6 +129,12 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
                 "that asset writes its Parquet files")
         upstream = dg.AssetKey.from_user_string(self.source.asset)
         return asset.map_asset_specs(lambda spec: spec.merge_attributes(deps=[upstream]))
+
+    def _checked_source(self) -> None:
+        from .sources import Source
+
+        if self.source.path is not None and (problem := Source(self.source.path).problem()):
+            raise dg.DagsterInvalidDefinitionError(f"UmapMap '{self.name}': source.path {problem}")
 
     def resources(self, names: MapNames) -> dict:
         from .defs.resources import (LocalEmbedding, QualityGates, Seed, SliceContract, SparkEmbedding,

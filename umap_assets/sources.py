@@ -62,6 +62,18 @@ class Source:
     def fs(self):
         return self._fs_and_root[0]
 
+    def problem(self) -> str | None:
+        """Why this source cannot be read from this environment (an unknown protocol, or its fsspec
+        package not installed), in one line; ``None`` when its filesystem can be made. Nothing is contacted."""
+        import fsspec
+
+        protocol = fsspec.core.split_protocol(self.location)[0] or "file"
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as exc:
+            return f"{self.location}: {str(exc).splitlines()[0]}"
+        return None
+
     @property
     def root(self) -> str:
         return self._fs_and_root[1].rstrip("/")
@@ -108,7 +120,7 @@ class Source:
         checksum = content_checksum(entry)
         stamp = (self.fs.unstrip_protocol(entry["name"]), int(entry.get("size") or 0), checksum)
         if checksum is None or stamp not in _IDENTITIES:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone, or unreadable for now: no identity, it waits for the next look
                 # ranged reads only: no read-ahead of data pages
                 with self.fs.open(entry["name"], "rb", cache_type="none", block_size=HASH_CHUNK_BYTES) as fh:
                     _remember(stamp, remote_identity(fh, stamp[1], checksum))

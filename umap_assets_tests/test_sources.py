@@ -185,6 +185,12 @@ def test_an_upstream_assets_materializations_become_slices_of_the_map_downstream
         assert meta["source"].value == str(folder / "batch_002.parquet")
 
 
+def test_a_source_this_environment_cannot_read_is_refused_in_one_line(tmp_path):
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="UmapMap 'default': source.path nosuch://b/v: ") as e:
+        dg.component_defs(component=UmapMap(home=str(tmp_path), source={"path": "nosuch://b/v"}))
+    assert "\n" not in str(e.value)
+
+
 def test_an_upstream_asset_without_the_folder_it_writes_is_refused_in_one_line(tmp_path):
     with pytest.raises(dg.DagsterInvalidDefinitionError, match="source.asset 'shop/vectors': set source.path") as e:
         dg.component_defs(component=UmapMap(home=str(tmp_path), source={"asset": "shop/vectors"}))

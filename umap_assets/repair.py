@@ -26,7 +26,7 @@ from .integrity import find_damage
 from .model_store import ModelStore
 from .map_names import DEFAULT_NAMES, MapNames
 from .planner import Step
-from .sources import Source
+from .sources import Source, source_record
 from .warehouse import CATALOG, Warehouse, home_relative, publish_catalog, published_embeddings, record_slice
 
 
@@ -64,9 +64,11 @@ def restore_served(instance: dg.DagsterInstance, layout: Layout, names: MapNames
     return f"restored {home_relative(store.artifact_path, layout.home)} ({problem}): the served version {version}"
 
 
-def restore_records(instance: dg.DagsterInstance, layout: Layout, names: MapNames = DEFAULT_NAMES) -> str:
+def restore_records(instance: dg.DagsterInstance, layout: Layout, source: Source,
+                    names: MapNames = DEFAULT_NAMES) -> str:
     """Write the catalogue record of each slice in the warehouse that has none (``warehouse/catalog``
-    deleted) from its newest ``raw_slices`` materialization, and rebuild ``warehouse.duckdb`` with them;
+    deleted) from its newest ``raw_slices`` materialization, its file named in the map's ``source`` as
+    it is now (a home moved since keeps its records right), and rebuild ``warehouse.duckdb`` with them;
     one line on it, or ""."""
     from .history import latest
 
@@ -78,18 +80,13 @@ def restore_records(instance: dg.DagsterInstance, layout: Layout, names: MapName
         record_slice(wh, key, {"rows": meta.get("dagster/row_count"), "dim": meta.get("dimensions"),
                                "bytes": meta.get("bytes"), "label_counts": meta.get("label_counts") or {},
                                "path": home_relative(wh.table_path("raw_slices", key), layout.home),
-                               "source": _as_recorded(meta.get("source") or str(layout.incoming / f"{key}.parquet"),
-                                                      layout.home)})
+                               "source": source_record(source, Path(meta.get("source") or f"{key}.parquet").name,
+                                                       layout.home)})
         restored.append(key)
     if not restored:
         return ""
     publish_catalog(wh)
     return f"restored the catalogue records of {len(restored)} slice(s) from the Dagster history ({', '.join(restored[:5])})"
-
-
-def _as_recorded(source: str, home: Path) -> str:
-    """A ``raw_slices`` materialization's ``source`` (a path or URL) as the catalogue records it."""
-    return source if "://" in source else home_relative(Path(source), home)
 
 
 def plan_repairs(layout: Layout, served: str | None, source: Source, names: MapNames = DEFAULT_NAMES) -> RepairPlan:

@@ -324,7 +324,7 @@ def _repair(run: Runner, layout: Layout, source: Source) -> None:
     from .repair import plan_repairs, restore_records, restore_served
     from .warehouse import Warehouse
 
-    for line in (restore_served(run.instance, layout, run.names), restore_records(run.instance, layout, run.names),
+    for line in (restore_served(run.instance, layout, run.names), restore_records(run.instance, layout, source, run.names),
                  rebuild_catalog(Warehouse.of(layout))):
         if line:
             run.say(f"  {line}")

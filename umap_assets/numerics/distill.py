@@ -47,8 +47,12 @@ class StudentConfig:
     input_pca_dim : int or None
         Principal components the inputs are projected on; None (or at least the number of features)
         keeps every feature.
-    steps : int
-        Optimizer steps, at least 1.
+    steps : int or None
+        Optimizer steps, at least 1; None chooses them from the data (:func:`schedule_steps`): twice
+        as many when the input PCA keeps less than ``spread_kept`` of the rows' variance.
+    spread_kept : float
+        With ``steps`` None: the share of variance under which the data count as spread over many
+        directions (sentence embeddings), whose student needs the longer schedule.
     batch_size : int
         Rows with a teacher coordinate per step.
     edge_batch_size : int
@@ -95,7 +99,12 @@ class StudentConfig:
 
     hidden: tuple[int, ...] = (160, 160, 160, 160, 160)  # depth, not width, is the lever (bench/RESULTS.md)
     input_pca_dim: int | None = 64  # 64 vs 128 on Fashion-MNIST: same quality, 123 KB vs 183 KB (bench/RESULTS.md)
-    steps: int = 12_000
+    # None: from the data. 12,000 steps, or 24,000 for data whose variance the input PCA cannot hold
+    # (debian-text's sentence embeddings: PCA-64 keeps 0.59 of it, and 24,000 steps bring the topics the
+    # student saw from -0.009 to -0.001 trust@5 of umap-learn's transform; Fashion-MNIST, 0.88, keeps
+    # 12,000 and its fit budget; bench/RESULTS.md, session 20)
+    steps: int | None = None
+    spread_kept: float = 0.75
     batch_size: int = 512  # rows with a teacher coordinate per step, besides the edges' ends
     edge_batch_size: int = 1024  # graph edges per step
     negative_samples: int = 5
@@ -244,6 +253,28 @@ def fit_preprocessing(X: np.ndarray, Y: np.ndarray, pca_dim: int | None, seed: i
     y_mean = Y.mean(axis=0).astype(np.float32)
     y_scale = float((Y - y_mean).std()) or 1.0
     return Preprocessing(mean.astype(np.float32), components, scale, y_mean, y_scale)
+
+
+#: The student's steps on data its input PCA holds, and on data spread over more directions than it keeps.
+BASE_STEPS, SPREAD_STEPS = 12_000, 24_000
+
+
+def kept_variance(X: np.ndarray, prep: Preprocessing, seed: int = 0, max_rows: int = 5_000) -> float:
+    """The share of the rows' variance (about their mean) that ``prep``'s projection keeps, among a seeded
+    sample of at most ``max_rows`` rows (a fixed cost whatever the number of rows); 1.0 without PCA."""
+    rows = np.random.default_rng(seed).choice(len(X), min(len(X), max_rows), replace=False) if len(X) else []
+    centred = np.asarray(X, dtype=np.float32)[np.sort(rows)] - prep.mean
+    total = float((centred.astype(np.float64) ** 2).sum())
+    if total == 0.0:
+        return 1.0
+    return min(1.0, float(((centred @ prep.components.T).astype(np.float64) ** 2).sum()) / total)
+
+
+def schedule_steps(X: np.ndarray, prep: Preprocessing, spread_kept: float, seed: int = 0) -> int:
+    """The student's steps from its data: :data:`SPREAD_STEPS` when ``prep``'s PCA keeps less than
+    ``spread_kept`` of the variance of ``X`` (sentence embeddings: 0.59 at 64 components), else
+    :data:`BASE_STEPS` (Fashion-MNIST: 0.88; digits and small data: all of it)."""
+    return SPREAD_STEPS if kept_variance(X, prep, seed) < spread_kept else BASE_STEPS
 
 
 def neighbour_noise(Z: np.ndarray, ratio: float, seed: int = 0, k: int = 15, max_rows: int = 5_000) -> float:
@@ -639,7 +670,7 @@ def train_student(
     X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y, dtype=np.float32)
     if len(X) != len(Y):
         raise ValueError(f"X has {len(X)} rows but Y has {len(Y)}")
-    if config.steps < 1:
+    if config.steps is not None and config.steps < 1:
         raise ValueError(f"steps must be at least 1, got {config.steps}")
     with deterministic_torch(config.threads, config.seed):
         return _train(X, Y, graph, config, log, init, masks or {})
@@ -651,6 +682,8 @@ def _train(X, Y, graph: FuzzyGraph | None, config: StudentConfig, log, init, mas
     gen = torch.Generator().manual_seed(config.seed)
     prep = init.prep if init is not None else fit_preprocessing(X, Y, config.input_pca_dim, config.seed)
     Z = torch.from_numpy(prep.inputs(X))
+    if config.steps is None:
+        config = dataclasses.replace(config, steps=schedule_steps(X, prep, config.spread_kept, config.seed))
     if config.noise_std is None:
         config = dataclasses.replace(config, noise_std=neighbour_noise(Z.numpy(), config.noise_to_neighbours, config.seed))
     T = torch.from_numpy(((Y - prep.y_mean) / prep.y_scale).astype(np.float32))

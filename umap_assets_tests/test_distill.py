@@ -135,21 +135,23 @@ def test_the_input_noise_follows_the_datas_neighbourhoods():
     assert CFG.noise_std is None and result.config["noise_std"] > 0
 
 
-def test_the_schedule_doubles_for_data_spread_over_more_directions_than_the_pca_keeps():
-    """Steps None: 12,000 when the input PCA holds the rows' variance, 24,000 when it keeps less than
-    ``spread_kept`` of it (sentence embeddings); training records the steps it ran."""
-    from umap_assets.numerics.distill import BASE_STEPS, SPREAD_STEPS, fit_preprocessing, kept_variance, schedule_steps
+def test_spread_data_get_a_longer_schedule_on_more_input_components():
+    """Steps None: 12,000 on 64 components when those hold the rows' variance; 24,000 on 128 when they
+    keep less than ``spread_kept`` of it (sentence embeddings). An explicit ``steps`` is kept."""
+    from umap_assets.numerics.distill import BASE_STEPS, SPREAD_STEPS, fit_preprocessing, fit_to_data, kept_variance
 
     rng = np.random.default_rng(0)
     low_rank = (rng.normal(size=(2_000, 6)) @ rng.normal(size=(6, 48))).astype(np.float32)
     spread = rng.normal(size=(2_000, 48)).astype(np.float32)
     Y = np.zeros((2_000, 2), np.float32)
-    for X, kept, steps in ((low_rank, 1.0, BASE_STEPS), (spread, 0.5, SPREAD_STEPS)):
-        prep = fit_preprocessing(X, Y, 16, 0)
-        assert kept_variance(X, prep) == pytest.approx(kept, abs=0.2)
-        assert schedule_steps(X, prep, 0.75) == steps
+    assert kept_variance(low_rank, fit_preprocessing(low_rank, Y, 16, 0)) == pytest.approx(1.0, abs=1e-3)
+    assert kept_variance(spread, fit_preprocessing(spread, Y, 16, 0)) == pytest.approx(16 / 48, abs=0.1)
     assert kept_variance(spread, fit_preprocessing(spread, Y, None, 0)) == pytest.approx(1.0)
-    assert StudentConfig().steps is None
-    short = StudentConfig(**{**CFG.__dict__, "steps": None, "spread_kept": 0.0})  # never spread: the base schedule
-    assert train_student(low_rank[:300], Y[:300], None, StudentConfig(**{**short.__dict__, "steps": 30})).steps == 30
-    assert schedule_steps(spread, fit_preprocessing(spread, Y, 16, 0), short.spread_kept) == BASE_STEPS
+    config = StudentConfig(input_pca_dim=16, spread_input_pca_dim=32)
+    prep, chosen = fit_to_data(low_rank, Y, config)
+    assert (chosen.steps, chosen.input_pca_dim, prep.components.shape[0]) == (BASE_STEPS, 16, 16)
+    prep, chosen = fit_to_data(spread, Y, config)
+    assert (chosen.steps, chosen.input_pca_dim, prep.components.shape[0]) == (SPREAD_STEPS, 32, 32)
+    prep, chosen = fit_to_data(spread, Y, StudentConfig(input_pca_dim=16, spread_input_pca_dim=None, steps=40))
+    assert (chosen.steps, chosen.input_pca_dim, prep.components.shape[0]) == (40, 16, 16)
+    assert StudentConfig().steps is None and StudentConfig().input_pca_dim == 64

@@ -269,7 +269,8 @@ STUDENT_RANGES: dict[str, dict] = {
     "edge_batch_size": {"ge": 1}, "negative_samples": {"ge": 1}, "coord_weight": {"ge": 0},
     "coord_loss": {"pattern": "^(squared|distance)$"}, "edge_coord_weight": {"ge": 0}, "graph_weight": {"ge": 0},
     "repulsion_strength": {"ge": 0}, "learning_rate": {"gt": 0}, "weight_decay": {"ge": 0}, "noise_std": {"ge": 0},
-    "spread_kept": {"ge": 0, "le": 1}, "noise_to_neighbours": {"ge": 0}, "mix_weight": {"ge": 0}, "holdout_fraction": {"ge": 0, "lt": 1},
+    "spread_kept": {"ge": 0, "le": 1}, "spread_input_pca_dim": {"ge": 1}, "noise_to_neighbours": {"ge": 0},
+    "mix_weight": {"ge": 0}, "holdout_fraction": {"ge": 0, "lt": 1},
     "eval_every": {"ge": 1}, "seed": {"ge": 0}, "threads": {"ge": 1},
 }
 

@@ -48,11 +48,13 @@ class StudentConfig:
         Principal components the inputs are projected on; None (or at least the number of features)
         keeps every feature.
     steps : int or None
-        Optimizer steps, at least 1; None chooses them from the data (:func:`schedule_steps`): twice
-        as many when the input PCA keeps less than ``spread_kept`` of the rows' variance.
+        Optimizer steps, at least 1; None chooses them from the data: :data:`SPREAD_STEPS` for data
+        spread over more directions than the input PCA holds (:func:`is_spread`), else :data:`BASE_STEPS`.
     spread_kept : float
-        With ``steps`` None: the share of variance under which the data count as spread over many
-        directions (sentence embeddings), whose student needs the longer schedule.
+        The share of the rows' variance that ``input_pca_dim`` components must keep for the data not to
+        count as spread (sentence embeddings: 0.60 at 64 components; Fashion-MNIST's pixels: 0.88).
+    spread_input_pca_dim : int or None
+        The input PCA's components for spread data (more than ``input_pca_dim``); None keeps ``input_pca_dim``.
     batch_size : int
         Rows with a teacher coordinate per step.
     edge_batch_size : int
@@ -99,12 +101,13 @@ class StudentConfig:
 
     hidden: tuple[int, ...] = (160, 160, 160, 160, 160)  # depth, not width, is the lever (bench/RESULTS.md)
     input_pca_dim: int | None = 64  # 64 vs 128 on Fashion-MNIST: same quality, 123 KB vs 183 KB (bench/RESULTS.md)
-    # None: from the data. 12,000 steps, or 24,000 for data whose variance the input PCA cannot hold
-    # (debian-text's sentence embeddings: PCA-64 keeps 0.59 of it, and 24,000 steps bring the topics the
-    # student saw from -0.009 to -0.001 trust@5 of umap-learn's transform; Fashion-MNIST, 0.88, keeps
-    # 12,000 and its fit budget; bench/RESULTS.md, session 20)
+    # None: from the data. 12,000 steps, or 24,000 on 128 input components for data whose variance 64
+    # cannot hold (debian-text's sentence embeddings: trust@5 on all test rows 0.8438 -> 0.8634, on the
+    # topics the student saw 0.8644 -> 0.8855, umap-learn's transform 0.8731); Fashion-MNIST and digits
+    # keep 12,000 steps on 64, so their artifacts and the fit budget (bench/RESULTS.md, session 20)
     steps: int | None = None
     spread_kept: float = 0.75
+    spread_input_pca_dim: int | None = 128
     batch_size: int = 512  # rows with a teacher coordinate per step, besides the edges' ends
     edge_batch_size: int = 1024  # graph edges per step
     negative_samples: int = 5
@@ -270,11 +273,27 @@ def kept_variance(X: np.ndarray, prep: Preprocessing, seed: int = 0, max_rows: i
     return min(1.0, float(((centred @ prep.components.T).astype(np.float64) ** 2).sum()) / total)
 
 
-def schedule_steps(X: np.ndarray, prep: Preprocessing, spread_kept: float, seed: int = 0) -> int:
-    """The student's steps from its data: :data:`SPREAD_STEPS` when ``prep``'s PCA keeps less than
-    ``spread_kept`` of the variance of ``X`` (sentence embeddings: 0.59 at 64 components), else
-    :data:`BASE_STEPS` (Fashion-MNIST: 0.88; digits and small data: all of it)."""
-    return SPREAD_STEPS if kept_variance(X, prep, seed) < spread_kept else BASE_STEPS
+def is_spread(X: np.ndarray, prep: Preprocessing, spread_kept: float, seed: int = 0) -> bool:
+    """Whether ``prep``'s PCA keeps less than ``spread_kept`` of the variance of ``X``: data spread over
+    more directions than it holds (sentence embeddings: 0.60 at 64 components; Fashion-MNIST: 0.88;
+    digits and small data: all of it)."""
+    return kept_variance(X, prep, seed) < spread_kept
+
+
+def fit_to_data(X: np.ndarray, Y: np.ndarray, config: StudentConfig,
+                init: StudentResult | None = None) -> tuple[Preprocessing, StudentConfig]:
+    """The student's input map and its config with the fields left to the data chosen: for spread data
+    (:func:`is_spread`) ``spread_input_pca_dim`` components and :data:`SPREAD_STEPS` steps, else
+    ``input_pca_dim`` and :data:`BASE_STEPS`. A fine-tuned student (``init``) keeps its input map."""
+    prep = init.prep if init is not None else fit_preprocessing(X, Y, config.input_pca_dim, config.seed)
+    spread = is_spread(X, prep, config.spread_kept, config.seed)
+    wider = config.spread_input_pca_dim
+    if spread and init is None and wider is not None and config.input_pca_dim is not None and wider > config.input_pca_dim:
+        config = dataclasses.replace(config, input_pca_dim=wider)
+        prep = fit_preprocessing(X, Y, wider, config.seed)
+    if config.steps is None:
+        config = dataclasses.replace(config, steps=SPREAD_STEPS if spread else BASE_STEPS)
+    return prep, config
 
 
 def neighbour_noise(Z: np.ndarray, ratio: float, seed: int = 0, k: int = 15, max_rows: int = 5_000) -> float:
@@ -680,10 +699,8 @@ def _train(X, Y, graph: FuzzyGraph | None, config: StudentConfig, log, init, mas
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    prep = init.prep if init is not None else fit_preprocessing(X, Y, config.input_pca_dim, config.seed)
+    prep, config = fit_to_data(X, Y, config, init)
     Z = torch.from_numpy(prep.inputs(X))
-    if config.steps is None:
-        config = dataclasses.replace(config, steps=schedule_steps(X, prep, config.spread_kept, config.seed))
     if config.noise_std is None:
         config = dataclasses.replace(config, noise_std=neighbour_noise(Z.numpy(), config.noise_to_neighbours, config.seed))
     T = torch.from_numpy(((Y - prep.y_mean) / prep.y_scale).astype(np.float32))

@@ -113,7 +113,8 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
         self._checked_source()
         wiring = map_definitions(names)
         return dg.Definitions(
-            assets=[self._with_source_asset(names, a) for a in wiring.assets], asset_checks=wiring.asset_checks, jobs=wiring.jobs,
+            assets=[self._with_source_asset(names, a) for a in wiring.assets], asset_checks=wiring.asset_checks,
+            jobs=wiring.jobs,
             sensors=[_with_status(s, s.name in {names.sensor(n) for n in self.sensors_on}) for s in wiring.sensors],
             schedules=[_with_status(s, s.name in {names.schedule(n) for n in self.schedules_on})
                        for s in wiring.schedules],
@@ -149,8 +150,8 @@ class UmapMap(dg.Component, dg.Resolvable, dg.Model):
         else:
             engine = LocalEmbedding(**({"chunk_rows": self.engine.chunk_rows} if self.engine.chunk_rows else {}))
         made = {"warehouse": WarehouseResource(home=self.home, source=self.source.path,
-                                               source_options=self.source.storage_options,
-                                               source_asset=self.source.asset), "contract": SliceContract(**columns),
+                                               source_options=self.source.storage_options),
+                "contract": SliceContract(**columns),
                 "seed": Seed(value=self.seed), "quality_gates": QualityGates(**self.quality_gates),
                 "embedding_engine": engine}
         return {names.resource_key(key): resource for key, resource in made.items()}

@@ -45,12 +45,10 @@ class SourceChanged(OSError):
 @dataclass(frozen=True)
 class Source:
     """A folder of slice files, local or any fsspec URL, and the options its filesystem takes
-    (``storage_options``: credentials, ``endpoint_url``); ``upstream`` names the user's asset whose
-    Parquet files land there, when there is one."""
+    (``storage_options``: credentials, ``endpoint_url``)."""
 
     location: str
     storage_options: Mapping[str, Any] = field(default_factory=dict)
-    upstream: str | None = None
 
     @cached_property
     def _fs_and_root(self):

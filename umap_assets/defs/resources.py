@@ -23,14 +23,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
     ``home`` defaults to ``$UMAP_ASSETS_HOME``, else ``./data``. ``source`` is a folder or any URL
     that fsspec opens (``s3://bucket/vectors``), with ``source_options`` for its filesystem
-    (``endpoint_url``, credentials); it defaults to ``<home>/incoming``. ``source_asset`` names the
-    user's asset whose Parquet files land in ``source`` (:mod:`umap_assets.sources`).
+    (``endpoint_url``, credentials); it defaults to ``<home>/incoming`` (:mod:`umap_assets.sources`).
     """
 
     home: str | None = None
     source: str | None = None
     source_options: dict[str, str] = {}
-    source_asset: str | None = None
 
     def layout(self) -> Layout:
         return Layout.at(self.home).ensure()
@@ -38,7 +36,7 @@ class WarehouseResource(dg.ConfigurableResource):
     def slice_source(self, layout: Layout | None = None) -> Source:
         """The folder the map's slices come from (``<home>/incoming`` of ``layout`` unless ``source`` is set)."""
         folder = self.source or str((layout or self.layout()).incoming)
-        return Source(folder, dict(self.source_options), self.source_asset)
+        return Source(folder, dict(self.source_options))
 
     def warehouse(self) -> Warehouse:
         return Warehouse.of(self.layout())

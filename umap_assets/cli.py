@@ -90,11 +90,10 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
         import dagster as dg
 
         from .history import promoted_versions
-
-        from .runner import location_definitions, map_home, map_names
+        from .runner import map_names
 
         names = map_names(args.map)
-        prepare_instance_home(Layout.at(map_home(location_definitions(names), names, args.home)))
+        prepare_instance_home(Layout.at(_home_of(args)))
         with dg.DagsterInstance.get() as instance:
             for i, version in enumerate(promoted_versions(instance, names.asset_key("model"))):
                 print(f"{version}{'  (served)' if i == 0 else ''}")

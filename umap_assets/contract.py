@@ -87,28 +87,39 @@ def file_identity(path: str | Path) -> str | None:
     file (no magic bytes at both ends, or a footer that runs past the start): a file still being
     written.
     """
+    try:
+        with open(path, "rb") as fh:
+            return content_identity(fh, fh.seek(0, 2))
+    except OSError:
+        return None
+
+
+def content_identity(fh, size: int, checksum: str | None = None, max_footer: int | None = None) -> str | None:
+    """The identity of a Parquet file of ``size`` bytes open in ``fh`` (any seekable binary file: on disk,
+    or in an object store): ``size:sha256`` of its whole content, or, given the store's ``checksum`` of
+    that content, ``size:checksum:footer=sha256`` of its footer alone (two ranged reads). ``None`` when
+    it is not a complete Parquet file (no magic bytes at both ends, or a footer that runs past the
+    start) or its footer is longer than ``max_footer``."""
     import hashlib
     import struct
 
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            if size < 12:
-                return None
-            fh.seek(0)
-            head = fh.read(4)
-            fh.seek(size - 8)
-            tail = fh.read(8)
-            (footer_len,) = struct.unpack("<I", tail[:4])
-            if head != b"PAR1" or tail[4:] != b"PAR1" or footer_len + 12 > size:
-                return None
-            fh.seek(0)
-            digest = hashlib.sha256()
-            while chunk := fh.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
-    except OSError:
+    if size < 12:
         return None
+    fh.seek(0)
+    head = fh.read(4)
+    fh.seek(size - 8)
+    tail = fh.read(8)
+    (footer_len,) = struct.unpack("<I", tail[:4])
+    if head != b"PAR1" or tail[4:] != b"PAR1" or footer_len + 12 > size or footer_len > (max_footer or size):
+        return None
+    digest = hashlib.sha256()
+    if checksum is not None:
+        fh.seek(size - 8 - footer_len)
+        digest.update(fh.read(footer_len))
+        return f"{size}:{checksum}:footer={digest.hexdigest()[:32]}"
+    fh.seek(0)
+    while chunk := fh.read(HASH_CHUNK_BYTES):
+        digest.update(chunk)
     return f"{size}:{digest.hexdigest()[:32]}"
 
 

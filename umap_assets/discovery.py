@@ -3,9 +3,10 @@
 and ``umap-assets run`` share, so neither redoes nor skips the other's work.
 
 A file is known by its identity (:meth:`umap_assets.sources.Source.look`: its size and a hash of its
-whole content, or in an object store its size, the store's checksum and a hash of its footer), never by its modification time, so ``cp -p``, ``rsync -t`` and renames of old
-files are seen like any other. A file is *ready* when it is a complete Parquet file and its identity
-is the same as at the previous look. A slice's life (docs/robustness.md, issue 30):
+whole content, or in an object store its size, the store's checksum and a hash of its footer), never
+by its modification time, so ``cp -p``, ``rsync -t`` and renames of old files are seen like any other.
+A file is *ready* when it is a complete Parquet file and its identity is the same as at the previous
+look. A slice's life (docs/robustness.md, issue 30):
 
 - a new name with new content: ingested as a new slice;
 - a known name with new content (replaced in place): ingested again, its rows replace the old ones;

@@ -105,7 +105,7 @@ def plan_repairs(layout: Layout, served: str | None, source: Source, names: MapN
                                                       ": put it back there to ingest it again")
                 continue
             plan.notes.append(f"{line}; ingesting it again from {found[0]}")
-            item = SliceFile(d.key, found[0], source.where(found[0]), source.look().get(found[0]) or "")
+            item = SliceFile(d.key, found[0], source.where(found[0]), source.identity(found[0]) or "")
             plan.steps.append(Step(ingest, f"{found[0]} (again: its warehouse copy was damaged)", partition=d.key,
                                    tags=ingest_tags(item, names), names=names))
         elif d.table == "samples" and d.key not in reingest:

@@ -246,17 +246,21 @@ def location_definitions(names: MapNames, defs: dg.Definitions | None = None) ->
     return defs
 
 
+def _map_warehouse(defs: dg.Definitions, names: MapNames):
+    """The map's ``warehouse`` resource as its ``UmapMap`` configured it (None when the definitions bind none)."""
+    return (defs.resources or {}).get(names.resource_key("warehouse"))
+
+
 def map_home(defs: dg.Definitions, names: MapNames, home: str | None) -> str | None:
     """``home`` when given, else the map's own (its ``UmapMap``'s ``home``; None: $UMAP_ASSETS_HOME, else ./data)."""
-    warehouse = (defs.resources or {}).get(names.resource_key("warehouse"))
-    return home if home is not None else getattr(warehouse, "home", None)
+    return home if home is not None else getattr(_map_warehouse(defs, names), "home", None)
 
 
 def map_source(defs: dg.Definitions, names: MapNames, layout: Layout) -> Source:
     """Where the map's slice files come from: its ``UmapMap``'s ``source``, else ``incoming/`` of ``layout``."""
     from .defs.resources import WarehouseResource
 
-    warehouse = (defs.resources or {}).get(names.resource_key("warehouse"))
+    warehouse = _map_warehouse(defs, names)
     return warehouse.slice_source(layout) if isinstance(warehouse, WarehouseResource) else local_source(layout.incoming)
 
 

@@ -19,9 +19,7 @@ temp file of the home, checked against the identity the look saw, ingested, and 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -29,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import is_temp_name, temp_path_for
-from .contract import HASH_CHUNK_BYTES, file_identity, partition_key_for
+from .contract import HASH_CHUNK_BYTES, content_identity, file_identity, partition_key_for
 
 #: Checksums of the whole content that stores report with a file's listing, by the field's name.
 CONTENT_CHECKSUMS = ("ETag", "etag", "md5Hash", "crc32c", "content_md5", "contentMD5")
@@ -110,6 +108,16 @@ class Source:
             return {name: _local_identity(Path(self.where(name))) for name in self._listing()}
         return {name: self._remote_identity(entry) for name, entry in self._listing().items()}
 
+    def identity(self, name: str) -> str | None:
+        """The identity of the one file ``name``, as :meth:`look` gives it (``None`` when it is gone or incomplete)."""
+        if self.is_local:
+            return _local_identity(Path(self.where(name)))
+        try:
+            entry = self.fs.info(f"{self.root}/{name}")
+        except FileNotFoundError:
+            return None
+        return self._remote_identity(entry)
+
     def names_for_key(self, key: str) -> list[str]:
         """The names of the files whose partition key is ``key`` (one, unless two names collide)."""
         return [name for name in self._listing() if partition_key_for(name) == key]
@@ -130,8 +138,7 @@ class Source:
         file itself when local, else a temp copy in ``staging``, deleted after. :class:`SourceChanged`
         when the store's checksum moved while the copy was read."""
         if self.is_local:
-            path = Path(self.where(name))
-            yield path, file_identity(path)
+            yield Path(self.where(name)), self.identity(name)
             return
         staging.mkdir(parents=True, exist_ok=True)
         tmp, remote = temp_path_for(staging / name), f"{self.root}/{name}"
@@ -158,26 +165,10 @@ def content_checksum(entry: Mapping[str, Any]) -> str | None:
 
 
 def remote_identity(fh, size: int, checksum: str | None) -> str | None:
-    """The identity of a file of ``size`` bytes open in ``fh``: ``size:checksum:footer-sha256`` when the
-    store gives a ``checksum``, else ``size:sha256`` of the whole content; ``None`` when it is not a
-    complete Parquet file (no magic bytes at both ends, or a footer that runs past the start)."""
-    if size < 12:
-        return None
-    head = fh.read(4)
-    fh.seek(size - 8)
-    tail = fh.read(8)
-    (footer_len,) = struct.unpack("<I", tail[:4])
-    if head != b"PAR1" or tail[4:] != b"PAR1" or footer_len + 12 > size or footer_len > MAX_FOOTER_BYTES:
-        return None
-    digest = hashlib.sha256()
-    if checksum is not None:
-        fh.seek(size - 8 - footer_len)
-        digest.update(fh.read(footer_len))
-        return f"{size}:{checksum}:footer={digest.hexdigest()[:32]}"
-    fh.seek(0)
-    while chunk := fh.read(HASH_CHUNK_BYTES):
-        digest.update(chunk)
-    return f"{size}:{digest.hexdigest()[:32]}"
+    """The identity of a file of ``size`` bytes open in ``fh`` (:func:`~umap_assets.contract.content_identity`):
+    ``size:checksum:footer-sha256`` when the store gives a ``checksum``, else ``size:sha256`` of the whole
+    content; ``None`` when it is not a complete Parquet file, or its footer is over :data:`MAX_FOOTER_BYTES`."""
+    return content_identity(fh, size, checksum, MAX_FOOTER_BYTES)
 
 
 #: Identities already computed: local files by (path, size, inode, mtime, ctime), so a file is hashed

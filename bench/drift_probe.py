@@ -1,9 +1,10 @@
 """How the drift score separates new data like the training data from data that is not.
 
-    .venv/bin/python bench/drift_probe.py [--budget 20000] [--pca-dim 32]
+    .venv/bin/python bench/drift_probe.py [--budget 20000] [--pca-dim 32] [--kept-variance 0.9]
 
-Fashion-MNIST (the Debian package, or the bundled copy): the coreset is built, as the `coreset`
-asset builds it, from classes 0-7 of the 60k training rows, with 10% of those rows held out to
+Fashion-MNIST (the Debian package, or the bundled copy): the coreset and its coverage are built, as
+the `coreset` asset builds them (k-center in ``--pca-dim`` components, distances in those that keep
+``--kept-variance`` of the variance), from classes 0-7 of the 60k training rows, with 10% of those rows held out to
 calibrate the radius. Then each probe set of 5,000 rows is scored. Rows from the same classes in
 the test split should be covered. Unseen classes, changed pixel scales and reordered features
 should be flagged. Prints one table row per probe set.
@@ -22,11 +23,13 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     from umap_assets.demo_data import load_fashion_mnist
     from umap_assets.numerics.coreset import fit_pca_projection, k_center_greedy
-    from umap_assets.numerics.drift import coverage_reference, drift_score
+    from umap_assets.defs.model import CoresetConfig
+    from umap_assets.numerics.drift import coverage_reference, drift_score, fit_coverage_basis
 
     p = argparse.ArgumentParser()
     p.add_argument("--budget", type=int, default=20_000)
     p.add_argument("--pca-dim", type=int, default=32)
+    p.add_argument("--kept-variance", type=float, default=CoresetConfig().coverage_kept_variance)
     p.add_argument("--threshold", type=float, default=0.05)
     p.add_argument("--ratio-threshold", type=float, default=1.10)
     args = p.parse_args()
@@ -41,9 +44,10 @@ def main() -> None:
     pca = fit_pca_projection(X[fit], args.pca_dim, seed=0)
     Z = pca.transform(X[fit]).astype(np.float32)
     result = k_center_greedy(Z, args.budget, seed=0)
-    reference = coverage_reference(pca, Z[result.indices], X[held], 0.99)
+    basis = fit_coverage_basis(X[fit], args.kept_variance, CoresetConfig().coverage_max_dim)
+    reference = coverage_reference(basis, basis.transform(X[fit][result.indices]), X[held], 0.99)
     print(f"coreset of {args.budget:,} from {len(fit):,} rows of classes 0-7 in {time.perf_counter() - t:.1f}s; "
-          f"radius {reference.radius:.1f}, calibrated on {len(held):,} held-out rows")
+          f"distances in {len(basis.components_)} components; radius {reference.radius:.1f}, calibrated on {len(held):,} held-out rows")
 
     def pick(rows, n=5000):
         return X[rng.choice(rows, size=min(n, len(rows)), replace=False)]

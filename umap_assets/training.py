@@ -125,7 +125,9 @@ def loss_table(history: list[dict]) -> str:
 
 
 def artifact_coverage(store: ModelStore, warehouse: Warehouse, config, seed: int):
-    """The coreset's coverage reference cut to ``coverage_landmarks`` centers, calibrated on
-    validation rows (the coreset's own asset refuses to train without them)."""
-    held_out = read_sample_rows(warehouse, "validation", fill_to=config.coverage_rows, seed=seed)
-    return store.coreset_coverage().landmarks(config.coverage_landmarks, feature_rows(held_out.table))
+    """The coreset's coverage reference cut to its first ``coverage_dim`` components and ``coverage_landmarks``
+    centers (the artifact's size budget), calibrated on validation rows (the coreset's own asset refuses to
+    train without them)."""
+    calibration = feature_rows(read_sample_rows(warehouse, "validation", fill_to=config.coverage_rows, seed=seed).table)
+    return store.coreset_coverage().truncated(config.coverage_dim, calibration).landmarks(config.coverage_landmarks,
+                                                                                        calibration)

@@ -17,7 +17,7 @@ from umap_assets.demo_data import write_demo_slices
 from umap_assets.model_store import ModelStore
 from umap_assets.home import Layout
 from umap_assets.numerics.coreset import fit_pca_projection, k_center_greedy
-from umap_assets.numerics.drift import CoverageReference, coverage_reference, drift_score
+from umap_assets.numerics.drift import CoverageReference, coverage_reference, drift_score, fit_coverage_basis
 
 
 def _clusters(n: int, centres: np.ndarray, seed: int) -> np.ndarray:
@@ -81,6 +81,50 @@ def test_reference_round_trips_and_refuses_wrong_dimensions(reference):
         coverage_reference(None, ref.centers, np.ones((3, 20)), quantile=1.0)
 
 
+def _spread(n: int, topics: np.ndarray, seed: int) -> np.ndarray:
+    """Unit rows spread over 64 directions, as sentence embeddings are: a topic adds a small offset to noise."""
+    rng = np.random.default_rng(seed)
+    X = topics[rng.integers(len(topics), size=n)] + rng.normal(size=(n, topics.shape[1]))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_coverage_basis_keeps_the_variance_and_sees_a_topic_off_the_trained_ones():
+    """Data whose variance is spread over many components, as sentence embeddings': the basis holds the
+    fewest components that keep 0.9 of it. A new topic off the trained topics' span leaves far more of
+    its rows uncovered there than in 4 components, and is drift; rows of trained topics are not."""
+    rng = np.random.default_rng(0)
+    topics = rng.normal(0, 0.9, size=(12, 64))
+    span = np.linalg.qr(topics.T)[0]
+    off = rng.normal(size=64)
+    off -= span @ (span.T @ off)
+    new_topic = (topics[0] + 1.2 * np.linalg.norm(topics[0]) * off / np.linalg.norm(off))[None]
+    X, held_out = _spread(6000, topics, 1), _spread(1000, topics, 2)
+    basis = fit_coverage_basis(X, 0.9, 256)
+    kept = np.cumsum(fit_pca_projection(X, 64).explained_variance_ratio_)
+    assert len(basis.components_) == int(np.searchsorted(kept, 0.9)) + 1 > 30
+    assert basis.explained_variance_ratio_.sum() >= 0.9
+    core = k_center_greedy(basis.transform(X)[:, :8], 1500, seed=0).indices
+    scores = {}
+    for name, b in (("basis", basis), ("4 components", fit_pca_projection(X, 4))):
+        ref = coverage_reference(b, b.transform(X[core]), held_out)
+        scores[name] = (drift_score(ref, _spread(2000, topics, 3)), drift_score(ref, _spread(2000, new_topic, 4)))
+        assert not scores[name][0].drifted(0.05, 1.10)
+    assert scores["basis"][1].drifted(0.05, 1.10)
+    assert scores["basis"][1].uncovered_fraction > 1.5 * scores["4 components"][1].uncovered_fraction
+    with pytest.raises(ValueError, match="kept_variance must be in"):
+        fit_coverage_basis(X, 0.0, 8)
+
+
+def test_a_reference_truncated_for_the_artifact_keeps_its_leading_components(reference):
+    ref, centres = reference
+    rows = _clusters(500, centres, seed=5)
+    short = ref.truncated(3, rows)
+    assert short.components.shape == (3, 20) and short.centers.shape == (len(ref.centers), 3)
+    np.testing.assert_array_equal(short.centers, ref.centers[:, :3])
+    assert np.quantile(short.distances(rows), 0.99) == pytest.approx(short.radius, rel=1e-6)  # calibrated again
+    assert short.median_distance == pytest.approx(np.median(short.distances(rows)), rel=1e-6)
+
+
 def _permuted_copy(source, destination):
     """The same rows with their features in reverse order: what a changed upstream schema looks like."""
     t = pq.read_table(source)
@@ -138,7 +182,10 @@ def test_drift_asset_and_training_sensor_retrain_only_on_drift(tmp_path, monkeyp
                               selection=[coreset, teacher, student, artifact, quality_report, model]).success
         # promotion carries the coverage of the promoted model's coreset with it
         assert store.artifact_path.exists()
-        assert store.load_coverage().centers.shape == (300, 16)
+        coreset_record = instance.get_latest_materialization_event(coreset.key).asset_materialization.metadata
+        served = store.load_coverage()
+        assert served.centers.shape == (300, coreset_record["coverage_dim"].value)
+        assert 16 < len(served.components) and coreset_record["coverage_explained_variance"].value >= 0.9
 
         # a new slice of the same data: measured, covered, no retraining
         ingest(keys[2])

@@ -35,7 +35,8 @@ def compute_drift(context: dg.AssetExecutionContext, config: DriftConfig, wareho
     """The share of a slice's sampled rows that the served model's training data does not cover.
 
     A row is uncovered when it lies farther from every row of the promoted artifact's coreset (in
-    that coreset's PCA space) than 99% of held-out validation rows do. Rows like the training data
+    the leading components that keep 0.9 of the training rows' variance, plus the row's residual off
+    them) than 99% of held-out validation rows do. Rows like the training data
     leave about 1% uncovered, at a median distance about 1.0 times the held-out rows'. Above
     ``max_uncovered_fraction`` or ``max_median_distance_ratio`` the slice is marked ``drifted`` and
     ``training_sensor`` retrains the model. Measured again whenever a new artifact is promoted.

@@ -21,7 +21,7 @@ from ..model_store import COVERAGE_KEY, served_projector
 from ..sample_rows import feature_rows, read_sample_rows
 from ..numerics import compress
 from ..numerics.coreset import density_coverage_coreset, fit_pca_projection
-from ..numerics.drift import coverage_reference
+from ..numerics.drift import coverage_reference, fit_coverage_basis
 from ..numerics.align import align_student
 from ..numerics.distill import StudentConfig, train_student
 from ..records import Student, Teacher
@@ -47,6 +47,11 @@ class CoresetConfig(dg.Config):
     max_candidates: int = Field(250_000, ge=1)
     coverage_quantile: float = Field(0.99, gt=0, le=1)  # drift: rows beyond this quantile of distances are "uncovered"
     coverage_rows: int = Field(5_000, ge=1)  # validation rows that calibrate the coverage radius
+    # drift's distances: in the leading components that keep this share of the variance (at most coverage_max_dim).
+    # 0.9 flags every debian-text topic no model saw, and no trained one; at the 32 of pca_dim four of five
+    # slipped through (bench/RESULTS.md, session 21)
+    coverage_kept_variance: float = Field(0.9, gt=0, le=1)
+    coverage_max_dim: int = Field(256, ge=1)
 
 
 #: The fewest sampled training rows a model is trained on (umap-learn needs well over its 15 neighbours).
@@ -95,7 +100,9 @@ def compute_coreset(context: dg.AssetExecutionContext, config: CoresetConfig, wa
                                       initial=initial, seed=seed.value)
     # the coverage reference travels in the coreset file's own metadata: one atomic write for both
     calibration = coverage_calibration_rows(held_out.table, X, result.distances, config.coverage_rows, seed.value)
-    reference = coverage_reference(pca, Z[result.indices], calibration, config.coverage_quantile)
+    basis = fit_coverage_basis(X, config.coverage_kept_variance, config.coverage_max_dim, seed=seed.value)
+    chosen_rows = X[result.indices]
+    reference = coverage_reference(basis, basis.transform(chosen_rows), calibration, config.coverage_quantile)
     chosen = table.take(pa.array(result.indices))
     metadata = {**(chosen.schema.metadata or {}), COVERAGE_KEY: reference.to_bytes(include_centers=False)}
     chosen = chosen.replace_schema_metadata(metadata)
@@ -112,6 +119,8 @@ def compute_coreset(context: dg.AssetExecutionContext, config: CoresetConfig, wa
             "covering_radius": float(result.radius),
             "coverage_radius": reference.radius,
             "coverage_quantile": reference.quantile,
+            "coverage_dim": len(basis.components_),
+            "coverage_explained_variance": float(basis.explained_variance_ratio_.sum()),
             "warm_start_rows": n_warm,
             "pca_dim": Z.shape[1],
             "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
@@ -340,7 +349,8 @@ class ArtifactConfig(dg.Config):
     sparsity: float = Field(0.0, ge=0, lt=1)  # int8 alone keeps the map; pruning 10% moved 2-D neighbours (bench/RESULTS.md)
     finetune_steps: int = Field(300, ge=0)
     finetune_learning_rate: float = Field(5e-4, gt=0)
-    coverage_landmarks: int = Field(512, ge=1)  # coreset rows kept by k-center: 32 KB in float16 at the coreset's 32-d PCA
+    coverage_landmarks: int = Field(512, ge=1)  # coreset rows kept by k-center: 32 KB in float16 at 32 components
+    coverage_dim: int = Field(32, ge=1)  # the landmarks' leading components of the coreset's coverage (the rest is residual)
     coverage_rows: int = Field(5_000, ge=1)  # validation rows that calibrate the landmarks' distances
 
 

@@ -101,6 +101,8 @@ def main():
         ood = int(kv.pop("ood_rows", 0))
         ood_kind = kv.pop("ood_kind", "pairs")
         min_rows = int(kv.pop("min_rows", 20_000))
+        more = int(kv.pop("continue", 0))  # then this many steps more, from the trained student (a second try)
+        more_lr = float(kv.pop("continue_lr", 5e-4))
         cfg = distill.StudentConfig()
         over = {}
         for k, v in kv.items():
@@ -122,6 +124,13 @@ def main():
         E = res.transform(X_te)
         print(line(recipe or "default", scores(E, X_te, y_te, res.transform(X_tr[tr[knn]]), y_tr[tr[knn]], extrap))
               + f"  ({time.time() - t0:.0f}s; coord {res.history[-1]['coord_loss']:.4f}, holdout mse {res.history[-1]['holdout_mse']:.4f})", flush=True)
+        if more:
+            t0 = time.time()
+            res = distill.train_student(X, Y, graph, dataclasses.replace(
+                cfg, steps=more, learning_rate=more_lr, noise_std=res.config["noise_std"]), init=res)
+            print(line(f"+{more} steps at {more_lr:g}", scores(res.transform(X_te), X_te, y_te,
+                                                             res.transform(X_tr[tr[knn]]), y_tr[tr[knn]], extrap))
+                  + f"  ({time.time() - t0:.0f}s)", flush=True)
 
 
 def ood_rows(X, n, kind):

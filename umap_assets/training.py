@@ -129,5 +129,4 @@ def artifact_coverage(store: ModelStore, warehouse: Warehouse, config, seed: int
     centers (the artifact's size budget), calibrated on validation rows (the coreset's own asset refuses to
     train without them)."""
     calibration = feature_rows(read_sample_rows(warehouse, "validation", fill_to=config.coverage_rows, seed=seed).table)
-    return store.coreset_coverage().truncated(config.coverage_dim, calibration).landmarks(config.coverage_landmarks,
-                                                                                        calibration)
+    return store.coreset_coverage().landmarks(config.coverage_landmarks, calibration, n_components=config.coverage_dim)

@@ -115,10 +115,10 @@ def test_the_coverage_basis_keeps_the_variance_and_sees_a_topic_off_the_trained_
         fit_coverage_basis(X, 0.0, 8)
 
 
-def test_a_reference_truncated_for_the_artifact_keeps_its_leading_components(reference):
+def test_landmarks_for_the_artifact_keep_the_leading_components(reference):
     ref, centres = reference
     rows = _clusters(500, centres, seed=5)
-    short = ref.truncated(3, rows)
+    short = ref.landmarks(len(ref.centers), rows, n_components=3)
     assert short.components.shape == (3, 20) and short.centers.shape == (len(ref.centers), 3)
     np.testing.assert_array_equal(short.centers, ref.centers[:, :3])
     assert np.quantile(short.distances(rows), 0.99) == pytest.approx(short.radius, rel=1e-6)  # calibrated again

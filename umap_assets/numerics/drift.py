@@ -68,18 +68,16 @@ class CoverageReference:
         d = self.distances(calibration_rows).astype(np.float64)
         return dataclasses.replace(self, radius=float(np.quantile(d, self.quantile)), median_distance=float(np.median(d)))
 
-    def truncated(self, n_components: int, calibration_rows: np.ndarray) -> CoverageReference:
-        """The same centers in the first ``n_components`` principal components (a smaller reference, for
-        an artifact: what the dropped components held counts as residual), recalibrated on ``calibration_rows``."""
-        p = max(1, min(n_components, len(self.components)))
+    def landmarks(self, n: int, calibration_rows: np.ndarray, seed: int = 0,
+                  n_components: int | None = None) -> CoverageReference:
+        """At most ``n`` of the centers that cover the rest (greedy k-center), in the first ``n_components``
+        principal components (all when None; what the dropped ones held counts as residual), recalibrated
+        on ``calibration_rows``: a reference small enough to travel inside an artifact."""
+        p = len(self.components) if n_components is None else max(1, min(n_components, len(self.components)))
+        centers = self.centers[:, :p]
+        chosen = np.sort(k_center_greedy(centers, n, seed=seed).indices)
         return dataclasses.replace(self, components=np.ascontiguousarray(self.components[:p]),
-                                   centers=np.ascontiguousarray(self.centers[:, :p])).calibrated(calibration_rows)
-
-    def landmarks(self, n: int, calibration_rows: np.ndarray, seed: int = 0) -> CoverageReference:
-        """At most ``n`` of the centers that cover the rest (greedy k-center), recalibrated on
-        ``calibration_rows``: a reference small enough to travel inside an artifact."""
-        chosen = k_center_greedy(self.centers, n, seed=seed).indices
-        return dataclasses.replace(self, centers=np.ascontiguousarray(self.centers[np.sort(chosen)])).calibrated(calibration_rows)
+                                   centers=np.ascontiguousarray(centers[chosen])).calibrated(calibration_rows)
 
     def ratios(self, X: np.ndarray) -> np.ndarray:
         """Each row's coverage figure: its distance over the held-out rows' median (about 1 for

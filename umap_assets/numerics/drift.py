@@ -55,7 +55,7 @@ class CoverageReference:
     median_distance: float  # median distance of the training rows to their nearest center
 
     def project(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, np.float32) - self.mean) @ self.components.T).astype(np.float32)
+        return project(X, self.mean, self.components)
 
     def distances(self, X: np.ndarray) -> np.ndarray:
         """Distance of each row of ``X`` to its nearest center (:func:`coverage_distances`)."""
@@ -106,6 +106,11 @@ class CoverageReference:
                 raise ValueError("this reference was saved without its centers; pass the coreset's rows")
             centers = ((np.asarray(coreset_rows, np.float32) - mean) @ components.T).astype(np.float32)
         return cls(mean, components, centers, radius, quantile, median)
+
+
+def project(X: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Rows ``X`` centred on ``mean`` and projected on the orthonormal ``components``, as float32."""
+    return ((np.asarray(X, np.float32) - mean) @ components.T).astype(np.float32)
 
 
 def coverage_distances(X: np.ndarray, mean: np.ndarray, components: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -185,7 +190,7 @@ class CoverageBasis:
     explained_variance_ratio_: np.ndarray
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, np.float32) - self.mean_) @ self.components_.T).astype(np.float32)
+        return project(X, self.mean_, self.components_)
 
 
 def fit_coverage_basis(X: np.ndarray, kept_variance: float, max_dim: int, seed: int = 0,

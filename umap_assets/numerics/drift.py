@@ -55,7 +55,7 @@ class CoverageReference:
     median_distance: float  # median distance of the training rows to their nearest center
 
     def project(self, X: np.ndarray) -> np.ndarray:
-        return project(X, self.mean, self.components)
+        return principal_coordinates(X, self.mean, self.components)
 
     def distances(self, X: np.ndarray) -> np.ndarray:
         """Distance of each row of ``X`` to its nearest center (:func:`coverage_distances`)."""
@@ -108,7 +108,7 @@ class CoverageReference:
         return cls(mean, components, centers, radius, quantile, median)
 
 
-def project(X: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+def principal_coordinates(X: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
     """Rows ``X`` centred on ``mean`` and projected on the orthonormal ``components``, as float32."""
     return ((np.asarray(X, np.float32) - mean) @ components.T).astype(np.float32)
 
@@ -190,7 +190,7 @@ class CoverageBasis:
     explained_variance_ratio_: np.ndarray
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return project(X, self.mean_, self.components_)
+        return principal_coordinates(X, self.mean_, self.components_)
 
 
 def fit_coverage_basis(X: np.ndarray, kept_variance: float, max_dim: int, seed: int = 0,
